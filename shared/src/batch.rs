@@ -1,0 +1,403 @@
+//! Batches: claiming ready tasks atomically, planning waves from
+//! dependencies, and every SQL statement on the `batches` table.
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::Serialize;
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::task::{self, Status, Task, READY};
+use crate::time::{now_ms, rfc3339};
+
+/// How many tasks a batch takes unless told otherwise.
+pub const DEFAULT_MAX: usize = 10;
+
+/// A batch and its tasks, in launch order (priority, then age).
+#[derive(Debug, Clone, Serialize)]
+pub struct Batch {
+    pub id: i64,
+    pub created_at: String,
+    pub emitted_at: Option<String>,
+    pub tasks: Vec<Task>,
+}
+
+/// What `orch-batch create` may take.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    pub max: usize,
+    pub min: usize,
+    pub role: Option<String>,
+}
+
+impl Default for CreateRequest {
+    fn default() -> Self {
+        CreateRequest {
+            max: DEFAULT_MAX,
+            min: 1,
+            role: None,
+        }
+    }
+}
+
+/// Why `create` made no batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooFew {
+    pub ready: i64,
+    pub min: usize,
+}
+
+/// Claims up to `max` ready tasks into a new batch, in one IMMEDIATE
+/// transaction; `Ok(Err(TooFew))` when fewer than `min` are ready.
+pub fn create(db: &Db, req: &CreateRequest) -> Result<std::result::Result<Batch, TooFew>> {
+    db.write(|tx| create_in(tx, req))
+}
+
+/// [`create`] inside a transaction the caller holds (it must be IMMEDIATE).
+pub fn create_in(tx: &Transaction, req: &CreateRequest) -> Result<std::result::Result<Batch, TooFew>> {
+    if req.max == 0 {
+        return Err(Error::invalid("--max must be at least 1"));
+    }
+    let ready = task::count_ready_in(tx, req.role.as_deref())?;
+    if ready == 0 || (ready as usize) < req.min {
+        return Ok(Err(TooFew {
+            ready,
+            min: req.min.max(1),
+        }));
+    }
+    let now = now_ms();
+    tx.execute("INSERT INTO batches (created_at) VALUES (?1)", [now])?;
+    let id = tx.last_insert_rowid();
+    let claimed = tx.execute(
+        &format!(
+            "UPDATE tasks SET status = 'batched', batch_id = ?1, batched_at = ?2
+             WHERE status = 'queued' AND id IN (
+                 SELECT t.id FROM tasks t WHERE {READY} AND (?3 IS NULL OR t.role = ?3)
+                 ORDER BY t.priority DESC, t.id LIMIT ?4)"
+        ),
+        params![id, now, req.role, req.max as i64],
+    )?;
+    debug_assert!(claimed > 0);
+    Ok(Ok(get_in(tx, id)?))
+}
+
+/// One batch with its tasks, or `NotFound`.
+pub fn get(db: &Db, id: i64) -> Result<Batch> {
+    db.read(|tx| get_in(tx, id))
+}
+
+/// [`get`] inside a transaction the caller holds.
+pub fn get_in(tx: &Transaction, id: i64) -> Result<Batch> {
+    let (created_at, emitted_at): (i64, Option<i64>) = tx
+        .query_row(
+            "SELECT created_at, emitted_at FROM batches WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .ok_or(Error::NotFound { what: "batch", id })?;
+    let tasks = task::list_in(
+        tx,
+        &task::Filter {
+            batch: Some(id),
+            ..Default::default()
+        },
+    )?;
+    Ok(Batch {
+        id,
+        created_at: rfc3339(created_at),
+        emitted_at: emitted_at.map(rfc3339),
+        tasks,
+    })
+}
+
+/// Records that the batch was emitted (the first time only) and returns it.
+pub fn mark_emitted(db: &Db, id: i64) -> Result<Batch> {
+    db.write(|tx| {
+        let n = tx.execute(
+            "UPDATE batches SET emitted_at = coalesce(emitted_at, ?2) WHERE id = ?1",
+            params![id, now_ms()],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound { what: "batch", id });
+        }
+        get_in(tx, id)
+    })
+}
+
+/// One line of `orch-batch list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub id: i64,
+    pub created_at: String,
+    pub emitted_at: Option<String>,
+    pub tasks: i64,
+    pub batched: i64,
+    pub running: i64,
+    pub done: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+/// Every batch, oldest first, with counts of its tasks by status.
+pub fn list(db: &Db) -> Result<Vec<Summary>> {
+    db.read(|tx| {
+        let mut stmt = tx.prepare(
+            "SELECT b.id, b.created_at, b.emitted_at, count(t.id),
+                    count(CASE t.status WHEN 'batched' THEN 1 END),
+                    count(CASE t.status WHEN 'running' THEN 1 END),
+                    count(CASE t.status WHEN 'done' THEN 1 END),
+                    count(CASE t.status WHEN 'failed' THEN 1 END),
+                    count(CASE t.status WHEN 'cancelled' THEN 1 END)
+             FROM batches b LEFT JOIN tasks t ON t.batch_id = b.id
+             GROUP BY b.id ORDER BY b.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Summary {
+                id: r.get(0)?,
+                created_at: rfc3339(r.get(1)?),
+                emitted_at: r.get::<_, Option<i64>>(2)?.map(rfc3339),
+                tasks: r.get(3)?,
+                batched: r.get(4)?,
+                running: r.get(5)?,
+                done: r.get(6)?,
+                failed: r.get(7)?,
+                cancelled: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })
+}
+
+/// Returns a batch that never ran to the queue: its tasks become queued again
+/// and the batch is deleted. Refused once any of its tasks started.
+pub fn release(db: &Db, id: i64) -> Result<Vec<i64>> {
+    db.write(|tx| {
+        let b = get_in(tx, id)?;
+        if let Some(t) = b.tasks.iter().find(|t| !matches!(t.status, Status::Batched | Status::Cancelled)) {
+            return Err(Error::invalid(format!(
+                "batch {id} cannot be released: task {} is {} (only a batch that never ran goes back)",
+                t.id, t.status
+            )));
+        }
+        tx.execute(
+            "UPDATE tasks SET status = 'queued', batch_id = NULL, batched_at = NULL
+             WHERE batch_id = ?1 AND status = 'batched'",
+            [id],
+        )?;
+        tx.execute("UPDATE tasks SET batch_id = NULL WHERE batch_id = ?1", [id])?;
+        tx.execute("DELETE FROM batches WHERE id = ?1", [id])?;
+        Ok(b.tasks.iter().filter(|t| t.status == Status::Batched).map(|t| t.id).collect())
+    })
+}
+
+/// A short view of a task in a plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanTask {
+    pub id: i64,
+    pub role: String,
+    pub description: String,
+    pub after: Vec<i64>,
+}
+
+/// A task that no wave can reach, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Blocked {
+    pub id: i64,
+    pub reason: String,
+}
+
+/// Waves of queued tasks: each wave can run in parallel once the waves before it are done.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub waves: Vec<Vec<PlanTask>>,
+    pub blocked: Vec<Blocked>,
+    pub cycles: Vec<Vec<i64>>,
+}
+
+/// Plans waves over the queued tasks (writes nothing). Tasks already batched or
+/// running count as finishing before the first wave; at most `max` per wave.
+pub fn plan(db: &Db, max: usize) -> Result<Plan> {
+    if max == 0 {
+        return Err(Error::invalid("--max must be at least 1"));
+    }
+    let (tasks, statuses) = db.read(|tx| {
+        let queued = task::list_in(
+            tx,
+            &task::Filter {
+                status: Some(Status::Queued),
+                ..Default::default()
+            },
+        )?;
+        let mut stmt = tx.prepare(
+            "SELECT DISTINCT p.id, p.status FROM task_deps d JOIN tasks t ON t.id = d.task_id
+             JOIN tasks p ON p.id = d.after_id WHERE t.status = 'queued'",
+        )?;
+        let statuses: HashMap<i64, String> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok((queued, statuses))
+    })?;
+    Ok(plan_waves(tasks, &statuses, max))
+}
+
+fn plan_waves(mut tasks: Vec<Task>, statuses: &HashMap<i64, String>, max: usize) -> Plan {
+    tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+    let index: HashMap<i64, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+    // Cycles among queued tasks (only possible in a file edited by hand).
+    let edges: Vec<Vec<usize>> = tasks
+        .iter()
+        .map(|t| t.after.iter().filter_map(|a| index.get(a).copied()).collect())
+        .collect();
+    let mut cycles = Vec::new();
+    let mut in_cycle: HashSet<usize> = HashSet::new();
+    let mut remaining_edges = edges.clone();
+    while let Some(c) = task::find_cycle(&remaining_edges) {
+        for &n in &c {
+            in_cycle.insert(n);
+            remaining_edges[n].clear();
+        }
+        cycles.push(c.iter().map(|&i| tasks[i].id).collect());
+    }
+    let mut blocked = Vec::new();
+    let mut dead: HashSet<usize> = HashSet::new();
+    for (i, t) in tasks.iter().enumerate() {
+        if in_cycle.contains(&i) {
+            dead.insert(i);
+            blocked.push(Blocked { id: t.id, reason: "part of a dependency cycle".into() });
+            continue;
+        }
+        for a in &t.after {
+            if index.contains_key(a) {
+                continue;
+            }
+            match statuses.get(a).map(String::as_str) {
+                Some("failed") | Some("cancelled") => {
+                    dead.insert(i);
+                    blocked.push(Blocked {
+                        id: t.id,
+                        reason: format!("waits on task {a}, which is {}", statuses[a]),
+                    });
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut placed: HashSet<usize> = HashSet::new();
+    let mut waves = Vec::new();
+    loop {
+        let mut wave: Vec<usize> = Vec::new();
+        for (i, t) in tasks.iter().enumerate() {
+            if wave.len() >= max {
+                break;
+            }
+            if placed.contains(&i) || dead.contains(&i) {
+                continue;
+            }
+            let ok = t.after.iter().all(|a| match index.get(a) {
+                Some(j) => placed.contains(j),
+                None => true,
+            });
+            if ok {
+                wave.push(i);
+            }
+        }
+        if wave.is_empty() {
+            break;
+        }
+        for &i in &wave {
+            placed.insert(i);
+        }
+        waves.push(
+            wave.iter()
+                .map(|&i| PlanTask {
+                    id: tasks[i].id,
+                    role: tasks[i].role.clone(),
+                    description: tasks[i].description.clone(),
+                    after: tasks[i].after.clone(),
+                })
+                .collect(),
+        );
+    }
+    // Anything left waits on a blocked task.
+    for (i, t) in tasks.iter().enumerate() {
+        if !placed.contains(&i) && !dead.contains(&i) {
+            blocked.push(Blocked {
+                id: t.id,
+                reason: "waits on a blocked task".into(),
+            });
+        }
+    }
+    blocked.sort_by_key(|b| b.id);
+    Plan { waves, blocked, cycles }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{add, NewTask, Outcome};
+
+    fn add_one(db: &Db, prompt: &str, after: Vec<i64>, priority: i64) -> i64 {
+        let t = NewTask {
+            role: Some("dev".into()),
+            prompt: prompt.into(),
+            priority: Some(priority),
+            after: after.into_iter().map(task::Dep::Id).collect(),
+            ..Default::default()
+        }
+        .validate(None)
+        .unwrap();
+        add(db, vec![t], |_| String::new()).unwrap()[0]
+    }
+
+    #[test]
+    fn create_takes_ready_tasks_by_priority() {
+        let db = Db::open_in_memory().unwrap();
+        let a = add_one(&db, "a", vec![], 0);
+        let b = add_one(&db, "b", vec![a], 5);
+        let c = add_one(&db, "c", vec![], 9);
+        let batch = create(&db, &CreateRequest::default()).unwrap().unwrap();
+        let ids: Vec<i64> = batch.tasks.iter().map(|t| t.id).collect();
+        assert_eq!(ids, vec![c, a]);
+        assert!(create(&db, &CreateRequest::default()).unwrap().is_err());
+        task::finish(&db, a, Outcome { ok: true, ..Default::default() }).unwrap();
+        let next = create(&db, &CreateRequest::default()).unwrap().unwrap();
+        assert_eq!(next.tasks[0].id, b);
+    }
+
+    #[test]
+    fn min_is_a_threshold() {
+        let db = Db::open_in_memory().unwrap();
+        add_one(&db, "a", vec![], 0);
+        let req = CreateRequest { min: 2, ..Default::default() };
+        assert_eq!(create(&db, &req).unwrap().unwrap_err(), TooFew { ready: 1, min: 2 });
+    }
+
+    #[test]
+    fn plan_builds_waves() {
+        let db = Db::open_in_memory().unwrap();
+        let a = add_one(&db, "a", vec![], 0);
+        let b = add_one(&db, "b", vec![], 0);
+        let c = add_one(&db, "c", vec![a, b], 0);
+        let d = add_one(&db, "d", vec![c], 0);
+        let p = plan(&db, 10).unwrap();
+        let ids: Vec<Vec<i64>> = p.waves.iter().map(|w| w.iter().map(|t| t.id).collect()).collect();
+        assert_eq!(ids, vec![vec![a, b], vec![c], vec![d]]);
+        let p = plan(&db, 1).unwrap();
+        assert_eq!(p.waves.len(), 4);
+    }
+
+    #[test]
+    fn plan_names_cycles() {
+        let db = Db::open_in_memory().unwrap();
+        let a = add_one(&db, "a", vec![], 0);
+        let b = add_one(&db, "b", vec![a], 0);
+        db.conn.execute("INSERT INTO task_deps VALUES (?1, ?2)", [a, b]).unwrap();
+        let p = plan(&db, 10).unwrap();
+        assert_eq!(p.cycles.len(), 1);
+        assert!(p.waves.is_empty());
+        assert_eq!(p.blocked.len(), 2);
+    }
+}

@@ -1,0 +1,85 @@
+//! `orch-emit`: render a batch as the one message for Claude Code, JSON,
+//! Markdown or a shell script.
+
+use clap::Parser;
+
+use super::{id_or_stdin, DbArg, Out, Tool};
+use crate::agents::AgentIndex;
+use crate::batch;
+use crate::clipboard;
+use crate::emit::{self, Format};
+use crate::error::Exit;
+use crate::task::Status;
+
+const EXAMPLES: &str = "\
+Examples:
+  orch-batch create | orch-emit              # the message to paste into Claude Code
+  orch-emit 3 --copy                          # ... and copy it to the clipboard
+  orch-emit 3 --format json | jq '.calls[0]'
+  orch-emit 3 --format shell > run.sh && sh run.sh";
+
+/// Render a batch: the one message that starts every agent at once.
+#[derive(Debug, Parser)]
+#[command(name = "orch-emit", version, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The batch id [default: read from stdin].
+    pub batch: Option<i64>,
+    /// What to print.
+    #[arg(long, short, value_enum, default_value_t = Format::Claude)]
+    pub format: Format,
+    /// Also copy the output to the clipboard (wl-copy, xclip, xsel or pbcopy).
+    #[arg(long)]
+    pub copy: bool,
+}
+
+impl Tool for Cli {
+    const NAME: &'static str = "orch-emit";
+
+    fn run(self) -> anyhow::Result<Exit> {
+        let clip = match self.copy {
+            true => Some(clipboard::find().ok_or_else(clipboard::missing)?),
+            false => None,
+        };
+        let id = id_or_stdin(self.batch, "batch")?;
+        let loc = crate::db::resolve(self.db.path())?;
+        let db = crate::db::Db::open(&loc.path)?;
+        let b = batch::get(&db, id)?;
+        let tasks: Vec<_> = b.tasks.into_iter().filter(|t| t.status == Status::Batched).collect();
+        if tasks.is_empty() {
+            anyhow::bail!("batch {id} has no task waiting to launch (its tasks already started, finished or were cancelled)");
+        }
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let agents = AgentIndex::discover(&cwd);
+        let mut calls = Vec::with_capacity(tasks.len());
+        for t in &tasks {
+            let (call, note) = emit::agent_call(t, &agents, None);
+            if let Some(n) = note {
+                eprintln!("orch-emit: note: {n}");
+            }
+            calls.push(call);
+        }
+        if let Some(w) = emit::size_warning(calls.len()) {
+            eprintln!("orch-emit: warning: {w}");
+        }
+        let text = match self.format {
+            Format::Claude => emit::render_claude(&calls),
+            Format::Json => emit::render_json(id, &tasks, &calls),
+            Format::Markdown => emit::render_markdown(id, &tasks, &calls),
+            Format::Shell => {
+                let abs = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
+                emit::render_shell(id, &abs, &tasks, &calls)
+            }
+        };
+        batch::mark_emitted(&db, id)?;
+        let mut out = Out::new();
+        out.text(&text)?;
+        out.flush()?;
+        if let Some(c) = clip {
+            c.copy(&text)?;
+            eprintln!("copied to the clipboard ({})", c.program);
+        }
+        Ok(Exit::Ok)
+    }
+}

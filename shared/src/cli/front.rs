@@ -1,0 +1,74 @@
+//! `orch`: the front that runs `orch-NAME ARGS…` for `orch NAME ARGS…`.
+
+use std::ffi::OsString;
+
+use clap::{Parser, Subcommand};
+
+use super::{Out, Tool};
+use crate::error::Exit;
+use crate::front;
+
+const ABOUT: &str = "Make AI coding agents run in parallel, and prove it.
+
+orch NAME ARGS... runs orch-NAME ARGS... (its own directory first, then PATH).";
+
+const EXAMPLES: &str = "\
+Examples:
+  orch queue add reviewer 'Review src/db.rs'
+  orch batch create | orch emit
+  orch verify selftest
+  orch --list";
+
+/// The orch front.
+#[derive(Debug, Parser)]
+#[command(name = "orch", version, about = ABOUT, after_help = EXAMPLES, allow_external_subcommands = true, arg_required_else_help = true)]
+pub struct Cli {
+    /// List every orch-* tool found.
+    #[arg(long)]
+    pub list: bool,
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    #[command(external_subcommand)]
+    External(Vec<OsString>),
+}
+
+impl Tool for Cli {
+    const NAME: &'static str = "orch";
+
+    fn run(self) -> anyhow::Result<Exit> {
+        if self.list {
+            let mut out = Out::new();
+            for (name, path) in front::discover() {
+                out.line(format_args!("{name:<10} {}", path.display()))?;
+            }
+            out.flush()?;
+            return Ok(Exit::Ok);
+        }
+        match self.cmd {
+            Some(Cmd::External(args)) => external(args),
+            None => anyhow::bail!("no command given (try orch --list)"),
+        }
+    }
+}
+
+fn external(mut args: Vec<OsString>) -> anyhow::Result<Exit> {
+    let name = args.remove(0);
+    let name = name.to_string_lossy();
+    match front::find(&name) {
+        Some(tool) => {
+            let err = front::exec(&tool, &args);
+            anyhow::bail!("cannot run {}: {err}", tool.display())
+        }
+        None => {
+            let names: Vec<String> = front::discover().into_keys().collect();
+            anyhow::bail!(
+                "no command '{name}' (no orch-{name} beside orch or on PATH); available: {}",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            )
+        }
+    }
+}

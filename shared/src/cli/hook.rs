@@ -1,0 +1,22 @@
+//! `orch-hook`: not built yet.
+
+use clap::Parser;
+
+use super::{DbArg, Tool};
+use crate::error::Exit;
+
+/// orch-hook (placeholder until its issue lands).
+#[derive(Debug, Parser)]
+#[command(name = "orch-hook", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+impl Tool for Cli {
+    const NAME: &'static str = "orch-hook";
+
+    fn run(self) -> anyhow::Result<Exit> {
+        anyhow::bail!("not built yet")
+    }
+}

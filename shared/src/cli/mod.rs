@@ -1,0 +1,202 @@
+//! What every binary shares: the `main` wrapper (errors as one line, exit
+//! codes, a closed stdout pipe as success), `--db`, stdout writing, and ids on stdin.
+
+pub mod batch;
+pub mod emit;
+pub mod front;
+pub mod hook;
+pub mod mcp;
+pub mod msg;
+pub mod queue;
+pub mod run;
+pub mod verify;
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::db::Db;
+use crate::error::Exit;
+
+/// A command-line tool of the suite.
+pub trait Tool: Parser {
+    /// The binary's name, e.g. `orch-queue`; errors are prefixed with it.
+    const NAME: &'static str;
+    /// Does the work; the returned code is the process's exit code.
+    fn run(self) -> anyhow::Result<Exit>;
+}
+
+/// The whole `main` of a binary: parse, run, report.
+pub fn main<T: Tool>() -> ExitCode {
+    let cli = match T::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(T::NAME, e),
+    };
+    match cli.run() {
+        Ok(code) => code.into(),
+        Err(e) => report(T::NAME, &e).into(),
+    }
+}
+
+/// Prints help and version as clap does; any other parse error as one line, exit 2.
+pub fn clap_error(name: &str, e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            Exit::Error.into()
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("bad usage")
+                .trim_start_matches("error: ")
+                .to_string();
+            eprintln!("{name}: error: {first} (see {name} --help)");
+            Exit::Error.into()
+        }
+    }
+}
+
+/// True when the error comes from writing to a closed stdout pipe.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prints `NAME: error: cause: cause…` on one line and returns the exit code.
+pub fn report(name: &str, e: &anyhow::Error) -> Exit {
+    if is_broken_pipe(e) {
+        return Exit::Ok;
+    }
+    let msg = format!("{e:#}").replace(['\n', '\r'], " ");
+    eprintln!("{name}: error: {msg}");
+    Exit::Error
+}
+
+/// `--db PATH`, taken by every binary.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DbArg {
+    /// The database file [default: $ORCH_DB, else the nearest .orch/orch.db, else the per-user one]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
+impl DbArg {
+    /// Opens (creating if need be) the database this flag and the environment choose.
+    pub fn open(&self) -> anyhow::Result<Db> {
+        let loc = crate::db::resolve(self.db.as_deref())?;
+        Ok(Db::open(&loc.path)?)
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.db.as_deref()
+    }
+}
+
+/// Buffered stdout; a closed pipe surfaces as a `BrokenPipe` error that
+/// [`report`] turns into a quiet exit 0.
+pub struct Out {
+    w: io::BufWriter<io::StdoutLock<'static>>,
+}
+
+impl Default for Out {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Out {
+    pub fn new() -> Out {
+        Out {
+            w: io::BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
+        }
+    }
+
+    /// Writes `s` as is.
+    pub fn text(&mut self, s: &str) -> io::Result<()> {
+        self.w.write_all(s.as_bytes())
+    }
+
+    /// Writes `s` and a newline.
+    pub fn line(&mut self, s: impl std::fmt::Display) -> io::Result<()> {
+        writeln!(self.w, "{s}")
+    }
+
+    /// Writes one JSON value on one line (JSON Lines).
+    pub fn json<T: serde::Serialize>(&mut self, v: &T) -> io::Result<()> {
+        serde_json::to_writer(&mut self.w, v).map_err(io::Error::other)?;
+        self.w.write_all(b"\n")
+    }
+
+    /// Flushes what is buffered.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        let _ = self.w.flush();
+    }
+}
+
+/// The id given as an argument or, failing that, the first word on stdin
+/// (so `orch-batch create | orch-emit` works).
+pub fn id_or_stdin(arg: Option<i64>, what: &str) -> anyhow::Result<i64> {
+    if let Some(id) = arg {
+        return Ok(id);
+    }
+    let stdin = io::stdin();
+    if stdin.is_terminal() {
+        anyhow::bail!("no {what} id given: pass it as an argument or pipe it in");
+    }
+    let mut buf = String::new();
+    stdin
+        .lock()
+        .take(4096)
+        .read_to_string(&mut buf)
+        .with_context(|| format!("reading the {what} id from stdin"))?;
+    let word = buf.split_whitespace().next().with_context(|| {
+        format!("no {what} id on stdin (did the command before the pipe fail? `orch-batch create` prints nothing when nothing is ready)")
+    })?;
+    parse_id(word, what)
+}
+
+/// Parses a positive id.
+pub fn parse_id(s: &str, what: &str) -> anyhow::Result<i64> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => anyhow::bail!("bad {what} id {:?}: ids are positive whole numbers", crate::text::clip(s, 40)),
+    }
+}
+
+/// Reads all of stdin as UTF-8 text (for `-` arguments), at most `limit` bytes.
+pub fn read_stdin_text(limit: usize, what: &str) -> anyhow::Result<String> {
+    let mut buf = Vec::new();
+    io::stdin()
+        .lock()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading {what} from stdin"))?;
+    if buf.len() > limit {
+        anyhow::bail!("{what} on stdin is larger than {limit} bytes");
+    }
+    String::from_utf8(buf).map_err(|e| anyhow::anyhow!("{what} on stdin is not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()))
+}
+
+/// Whether colour may be used on stderr/stdout: a terminal, and no `NO_COLOR`.
+pub fn color_ok(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}

@@ -1,0 +1,366 @@
+//! `orch-queue`: add, list, show, cancel tasks; record their start and result.
+
+use std::io::{self, BufRead, IsTerminal};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use super::{DbArg, Out, Tool};
+use crate::db::{self, Db};
+use crate::error::Exit;
+use crate::task::{self, Dep, NewTask, Outcome, Status, Task};
+use crate::time::rfc3339;
+
+const EXAMPLES: &str = "\
+Examples:
+  orch-queue init
+  orch-queue add reviewer 'Review the diff in src/db.rs for locking bugs'
+  orch-queue add tester -p 5 --after 1 'Write tests for the fix in task 1'
+  printf '%s\\n' '{\"role\":\"dev\",\"prompt\":\"Fix #12\"}' | orch-queue add --stdin
+  orch-queue list --status queued --json";
+
+/// Add, list, show and cancel agent tasks; record their start and result.
+#[derive(Debug, Parser)]
+#[command(name = "orch-queue", version, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub db: DbArg,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Make .orch/orch.db in this directory (like `git init`).
+    #[command(after_help = "Example:\n  cd my-project && orch-queue init")]
+    Init,
+    /// Print the database in use and which rule chose it.
+    #[command(after_help = "Example:\n  orch-queue where")]
+    Where {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a task; prints its id. With --stdin, JSON Lines in, ids out, all or nothing.
+    #[command(after_help = "Examples:
+  orch-queue add reviewer Review the locking in src/db.rs
+  orch-queue add dev -d 'Fix login test' -p 5 --after 3 'Fix the flaky login test'
+  git diff | orch-queue add reviewer -      # the prompt from stdin
+  orch-queue add --stdin < tasks.jsonl      # {\"role\",\"prompt\",\"description\"?,\"priority\"?,\"after\"?,\"key\"?}")]
+    Add(AddArgs),
+    /// List tasks, oldest first.
+    #[command(after_help = "Examples:\n  orch-queue list --status queued\n  orch-queue list --batch 3 --json | jq .result")]
+    List {
+        #[arg(long, value_enum)]
+        status: Option<Status>,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        batch: Option<i64>,
+        /// Only tasks that are ready (queued, with every `after` done).
+        #[arg(long)]
+        ready: bool,
+        /// JSON Lines: one task object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one task in full.
+    #[command(after_help = "Example:\n  orch-queue show 12 --json")]
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel queued or batched tasks (all or nothing).
+    #[command(after_help = "Example:\n  orch-queue cancel 4 5")]
+    Cancel {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Mark a task running.
+    #[command(after_help = "Example:\n  orch-queue start 12")]
+    Start { id: i64 },
+    /// Mark a task done, with its result (`-` reads it from stdin).
+    #[command(after_help = "Example:\n  claude -p \"$prompt\" | orch-queue done 12 --result -")]
+    Done {
+        id: i64,
+        #[arg(long, value_name = "TEXT|-")]
+        result: Option<String>,
+    },
+    /// Mark a task failed, with the reason.
+    #[command(after_help = "Example:\n  orch-queue fail 12 --error 'timed out'")]
+    Fail {
+        id: i64,
+        #[arg(long, value_name = "TEXT|-")]
+        error: Option<String>,
+        /// The agent's exit status.
+        #[arg(long)]
+        exit_code: Option<i64>,
+    },
+    /// Count tasks by status.
+    #[command(after_help = "Example:\n  orch-queue stats --json")]
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// The agent type (1-64 of A-Z a-z 0-9 _ . -).
+    #[arg(required_unless_present = "stdin")]
+    pub role: Option<String>,
+    /// What the agent should do (words are joined by spaces; `-` reads stdin).
+    #[arg(required_unless_present = "stdin", num_args = 0..)]
+    pub prompt: Vec<String>,
+    /// A 3-5 word summary for the Agent call [default: the prompt's first words].
+    #[arg(short, long)]
+    pub description: Option<String>,
+    /// Higher runs first.
+    #[arg(short, long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i64,
+    /// Wait for this task to be done first (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub after: Vec<i64>,
+    /// Read tasks as JSON Lines from stdin; print one id per line.
+    #[arg(long, conflicts_with_all = ["description", "after"])]
+    pub stdin: bool,
+}
+
+impl Tool for Cli {
+    const NAME: &'static str = "orch-queue";
+
+    fn run(self) -> anyhow::Result<Exit> {
+        let mut out = Out::new();
+        match self.cmd {
+            Cmd::Init => {
+                let path = std::env::current_dir()
+                    .context("finding the current directory")?
+                    .join(".orch")
+                    .join("orch.db");
+                let existed = path.exists();
+                let db = Db::open(&path)?;
+                drop(db);
+                let verb = if existed { "Reusing" } else { "Initialized" };
+                eprintln!("{verb} orch database {}", path.display());
+                out.line(path.display())?;
+            }
+            Cmd::Where { json } => {
+                let loc = db::resolve(self.db.path())?;
+                if json {
+                    out.json(&loc)?;
+                } else {
+                    out.line(loc.path.display())?;
+                    eprintln!("({})", loc.source.explain());
+                }
+            }
+            Cmd::Add(a) => return add(&self.db, a, &mut out),
+            Cmd::List { status, role, batch, ready, json } => {
+                let db = self.db.open()?;
+                let tasks = task::list(
+                    &db,
+                    &task::Filter { status, role, batch, ready, limit: None },
+                )?;
+                if json {
+                    for t in &tasks {
+                        out.json(t)?;
+                    }
+                } else {
+                    print_table(&mut out, &tasks)?;
+                }
+            }
+            Cmd::Show { id, json } => {
+                let db = self.db.open()?;
+                let t = task::get(&db, id)?;
+                if json {
+                    out.json(&t)?;
+                } else {
+                    print_task(&mut out, &t)?;
+                }
+            }
+            Cmd::Cancel { ids } => {
+                let db = self.db.open()?;
+                task::cancel(&db, &ids)?;
+                eprintln!("cancelled {} task{}", ids.len(), if ids.len() == 1 { "" } else { "s" });
+            }
+            Cmd::Start { id } => {
+                let db = self.db.open()?;
+                task::start(&db, id, None)?;
+            }
+            Cmd::Done { id, result } => {
+                let result = text_or_stdin(result, "the result")?;
+                let db = self.db.open()?;
+                task::finish(&db, id, Outcome { ok: true, result, ..Default::default() })?;
+            }
+            Cmd::Fail { id, error, exit_code } => {
+                let error = text_or_stdin(error, "the error")?;
+                let db = self.db.open()?;
+                task::finish(&db, id, Outcome { ok: false, error, exit_code, ..Default::default() })?;
+            }
+            Cmd::Stats { json } => {
+                let db = self.db.open()?;
+                let s = task::stats(&db)?;
+                if json {
+                    out.json(&s)?;
+                } else {
+                    for (name, n) in [
+                        ("queued", s.queued),
+                        ("  ready", s.ready),
+                        ("batched", s.batched),
+                        ("running", s.running),
+                        ("done", s.done),
+                        ("failed", s.failed),
+                        ("cancelled", s.cancelled),
+                        ("total", s.total),
+                    ] {
+                        out.line(format_args!("{name:<10} {n}"))?;
+                    }
+                }
+            }
+        }
+        out.flush()?;
+        Ok(Exit::Ok)
+    }
+}
+
+fn text_or_stdin(v: Option<String>, what: &str) -> anyhow::Result<Option<String>> {
+    match v.as_deref() {
+        Some("-") => Ok(Some(super::read_stdin_text(16 * task::MAX_PROMPT, what)?)),
+        _ => Ok(v),
+    }
+}
+
+fn add(db: &DbArg, a: AddArgs, out: &mut Out) -> anyhow::Result<Exit> {
+    if a.stdin {
+        let tasks = read_jsonl(a.role.as_deref())?;
+        if tasks.is_empty() {
+            bail!("no tasks on stdin (expected JSON Lines: {{\"role\":…,\"prompt\":…}} per line)");
+        }
+        let db = db.open()?;
+        let ids = task::add(&db, tasks, |i| format!("line {}", i + 1))?;
+        for id in ids {
+            out.line(id)?;
+        }
+        out.flush()?;
+        return Ok(Exit::Ok);
+    }
+    let role = a.role.unwrap_or_default();
+    let prompt = if a.prompt.len() == 1 && a.prompt[0] == "-" {
+        if io::stdin().is_terminal() {
+            bail!("the prompt is `-` but stdin is a terminal: pipe the prompt in");
+        }
+        super::read_stdin_text(task::MAX_PROMPT, "the prompt")?
+    } else {
+        a.prompt.join(" ")
+    };
+    let t = NewTask {
+        role: Some(role),
+        prompt,
+        description: a.description,
+        priority: Some(a.priority),
+        after: a.after.into_iter().map(Dep::Id).collect(),
+        key: None,
+    }
+    .validate(None)?;
+    let db = db.open()?;
+    let id = task::add(&db, vec![t], |_| "task".to_string())?[0];
+    out.line(id)?;
+    out.flush()?;
+    Ok(Exit::Ok)
+}
+
+/// Reads and validates every JSON line of stdin before anything is written.
+fn read_jsonl(default_role: Option<&str>) -> anyhow::Result<Vec<task::ValidTask>> {
+    if let Some(r) = default_role {
+        task::validate_role(r)?;
+    }
+    let stdin = io::stdin();
+    let mut reader = stdin.lock();
+    let mut tasks = Vec::new();
+    let mut buf = Vec::new();
+    let mut n = 0usize;
+    loop {
+        buf.clear();
+        let read = reader
+            .read_until(b'\n', &mut buf)
+            .context("reading stdin")?;
+        if read == 0 {
+            break;
+        }
+        n += 1;
+        let line = std::str::from_utf8(&buf)
+            .map_err(|e| anyhow::anyhow!("line {n}: not valid UTF-8 (at byte {})", e.valid_up_to()))?;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        tasks.push(parse_line(line, default_role).with_context(|| format!("line {n}"))?);
+    }
+    Ok(tasks)
+}
+
+/// Parses and validates one JSON Lines record.
+pub fn parse_line(line: &str, default_role: Option<&str>) -> anyhow::Result<task::ValidTask> {
+    let t: NewTask = serde_json::from_str(line).map_err(|e| anyhow::anyhow!("bad JSON: {e}"))?;
+    Ok(t.validate(default_role)?)
+}
+
+fn print_table(out: &mut Out, tasks: &[Task]) -> io::Result<()> {
+    if tasks.is_empty() {
+        eprintln!("no tasks");
+        return Ok(());
+    }
+    let role_w = tasks.iter().map(|t| t.role.len()).max().unwrap_or(4).clamp(4, 24);
+    out.line(format_args!(
+        "{:>5}  {:<9}  {:<role_w$}  {:>4}  {:>5}  DESCRIPTION",
+        "ID", "STATUS", "ROLE", "PRIO", "BATCH"
+    ))?;
+    for t in tasks {
+        out.line(format_args!(
+            "{:>5}  {:<9}  {:<role_w$}  {:>4}  {:>5}  {}",
+            t.id,
+            t.status.as_str(),
+            crate::text::clip(&t.role, role_w),
+            t.priority,
+            t.batch.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+            crate::text::first_line(&t.description, 60)
+        ))?;
+    }
+    Ok(())
+}
+
+fn print_task(out: &mut Out, t: &Task) -> io::Result<()> {
+    out.line(format_args!("task {}  {}", t.id, t.status))?;
+    out.line(format_args!("role:        {}", t.role))?;
+    out.line(format_args!("description: {}", t.description))?;
+    out.line(format_args!("priority:    {}", t.priority))?;
+    if !t.after.is_empty() {
+        let after: Vec<String> = t.after.iter().map(|a| a.to_string()).collect();
+        out.line(format_args!("after:       {}", after.join(", ")))?;
+    }
+    if let Some(b) = t.batch {
+        out.line(format_args!("batch:       {b}"))?;
+    }
+    out.line(format_args!("created:     {}", rfc3339(t.created_at)))?;
+    for (name, v) in [("batched:", t.batched_at), ("started:", t.started_at), ("finished:", t.finished_at)] {
+        if let Some(ms) = v {
+            out.line(format_args!("{name:<12} {}", rfc3339(ms)))?;
+        }
+    }
+    if let Some(c) = t.exit_code {
+        out.line(format_args!("exit code:   {c}"))?;
+    }
+    out.line("prompt:")?;
+    for l in t.prompt.lines() {
+        out.line(format_args!("  {l}"))?;
+    }
+    if let Some(r) = &t.result {
+        out.line("result:")?;
+        for l in r.lines() {
+            out.line(format_args!("  {l}"))?;
+        }
+    }
+    if let Some(e) = &t.error {
+        out.line(format_args!("error:       {e}"))?;
+    }
+    Ok(())
+}

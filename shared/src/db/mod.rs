@@ -1,0 +1,403 @@
+//! The only place that opens SQLite: which file (SPEC §2), how it is opened,
+//! and the IMMEDIATE transactions every write goes through.
+
+pub mod schema;
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// How long a process waits for the write lock before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a database path was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    Flag,
+    Env,
+    Project,
+    User,
+}
+
+impl Source {
+    pub fn explain(self) -> &'static str {
+        match self {
+            Source::Flag => "from --db",
+            Source::Env => "from ORCH_DB",
+            Source::Project => "the nearest .orch/orch.db (made by `orch-queue init`)",
+            Source::User => "the per-user default (no --db, no ORCH_DB, no .orch/ here or above)",
+        }
+    }
+}
+
+/// A database path and the rule that chose it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Location {
+    pub path: PathBuf,
+    pub source: Source,
+}
+
+/// The per-user default database, `…/orch/orch.db` in the data directory.
+pub fn user_db_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "orch").map(|d| d.data_dir().join("orch.db"))
+}
+
+/// Resolves the database: `--db` > `ORCH_DB` > nearest `.orch/orch.db` > per-user.
+pub fn resolve(flag: Option<&Path>) -> Result<Location> {
+    if let Some(p) = flag {
+        return Ok(Location {
+            path: p.to_path_buf(),
+            source: Source::Flag,
+        });
+    }
+    if let Some(p) = std::env::var_os("ORCH_DB").filter(|v| !v.is_empty()) {
+        return Ok(Location {
+            path: PathBuf::from(p),
+            source: Source::Env,
+        });
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            let candidate = dir.join(".orch").join("orch.db");
+            if candidate.is_file() {
+                return Ok(Location {
+                    path: candidate,
+                    source: Source::Project,
+                });
+            }
+        }
+    }
+    match user_db_path() {
+        Some(path) => Ok(Location {
+            path,
+            source: Source::User,
+        }),
+        None => Err(Error::invalid(
+            "no database: pass --db PATH or set ORCH_DB (no home directory to hold the default)",
+        )),
+    }
+}
+
+/// An open orch database.
+pub struct Db {
+    pub conn: Connection,
+    pub path: PathBuf,
+}
+
+/// Creates `dir` (and parents) with mode 0700 where orch creates them.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            what: "create directory",
+            source,
+        })
+}
+
+/// Makes the file 0600 before SQLite touches it, so `-wal`/`-shm` inherit the mode.
+fn create_private_file(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        create_private_dir(parent)?;
+    }
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(Error::Io {
+            path: path.to_path_buf(),
+            what: "create database",
+            source,
+        }),
+    }
+}
+
+impl Db {
+    /// Opens (creating if need be) the database that `flag` and the environment choose.
+    pub fn open_resolved(flag: Option<&Path>) -> Result<Db> {
+        let loc = resolve(flag)?;
+        Db::open(&loc.path)
+    }
+
+    /// Opens `path`, creating it if missing, and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Db> {
+        match fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                return Err(Error::invalid(format!(
+                    "{} is a directory, not a database file",
+                    path.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => create_private_file(path)?,
+            Err(source) => {
+                return Err(Error::Io {
+                    path: path.to_path_buf(),
+                    what: "read",
+                    source,
+                })
+            }
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
+        let db = Db {
+            conn,
+            path: path.to_path_buf(),
+        };
+        db.configure()?;
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// An in-memory database with the current schema, for unit tests.
+    pub fn open_in_memory() -> Result<Db> {
+        let db = Db {
+            conn: Connection::open_in_memory()?,
+            path: PathBuf::from(":memory:"),
+        };
+        db.configure()?;
+        db.migrate()?;
+        Ok(db)
+    }
+
+    fn configure(&self) -> Result<()> {
+        let c = &self.conn;
+        // First, so that every later statement waits for locks instead of failing.
+        c.busy_timeout(BUSY_TIMEOUT)?;
+        // Read-only checks before anything could write to a file that is not ours.
+        self.check_ours()?;
+        let mode: String = c
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| self.map_err(e))?;
+        if !mode.eq_ignore_ascii_case("wal") && self.path != Path::new(":memory:") {
+            return Err(Error::invalid(format!(
+                "{}: cannot switch to WAL mode (got {mode}); is the file system read-only?",
+                self.path.display()
+            )));
+        }
+        c.execute_batch(
+            "PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA wal_autocheckpoint = 256;
+             PRAGMA journal_size_limit = 4194304;",
+        )
+        .map_err(|e| self.map_err(e))?;
+        // A short-lived process should not pay for a checkpoint (an fsync) on every
+        // close; the WAL is still checkpointed by commits once it passes 256 pages.
+        c.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+        Ok(())
+    }
+
+    /// Refuses files orch did not make and schemas newer than this build.
+    fn check_ours(&self) -> Result<()> {
+        let c = &self.conn;
+        let foreign = |why: String| Error::Foreign {
+            path: self.path.clone(),
+            why,
+        };
+        let app_id: i64 = c
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(ErrorCode::NotADatabase) => foreign("not an SQLite file".into()),
+                _ => self.map_err(e),
+            })?;
+        let version: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.map_err(e))?;
+        if app_id == 0 && version == 0 {
+            let tables: i64 = c
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                .map_err(|e| self.map_err(e))?;
+            if tables > 0 {
+                return Err(foreign(format!("an SQLite file with {tables} objects of another program")));
+            }
+            return Ok(());
+        }
+        if app_id != schema::APPLICATION_ID {
+            return Err(foreign(format!("SQLite application id {app_id:#x}")));
+        }
+        if version > schema::current_version() {
+            return Err(Error::SchemaTooNew {
+                path: self.path.clone(),
+                found: version,
+                supported: schema::current_version(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies missing migrations in one IMMEDIATE transaction that re-reads the version,
+    /// so many processes opening a new file at once agree on one schema.
+    fn migrate(&self) -> Result<()> {
+        let target = schema::current_version();
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == target {
+            return Ok(());
+        }
+        self.write(|tx| {
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if version > target {
+                return Err(Error::SchemaTooNew {
+                    path: self.path.clone(),
+                    found: version,
+                    supported: target,
+                });
+            }
+            for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+                tx.execute_batch(sql)?;
+                tx.execute_batch(&format!(
+                    "PRAGMA user_version = {}; PRAGMA application_id = {};",
+                    i + 1,
+                    schema::APPLICATION_ID
+                ))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The schema version stored in the file.
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Runs `f` inside one `BEGIN IMMEDIATE` transaction: committed if it returns Ok,
+    /// rolled back otherwise. Nothing slow (processes, sleeps, network) belongs in `f`.
+    pub fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(|e| self.map_err(e))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(|e| self.map_err(e))?;
+        Ok(out)
+    }
+
+    /// Runs `f` inside one read transaction (a consistent snapshot).
+    pub fn read<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)
+            .map_err(|e| self.map_err(e))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(|e| self.map_err(e))?;
+        Ok(out)
+    }
+
+    /// Turns SQLite's lock and permission codes into errors that say what to do.
+    pub fn map_err(&self, e: rusqlite::Error) -> Error {
+        map_sqlite(&self.path, e)
+    }
+}
+
+/// Maps an SQLite error on `path` to orch's error shapes.
+pub fn map_sqlite(path: &Path, e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+            Error::Busy(BUSY_TIMEOUT.as_secs())
+        }
+        Some(ErrorCode::ReadOnly) => Error::invalid(format!(
+            "{}: the database is read-only (check the permissions of the file and its directory)",
+            path.display()
+        )),
+        Some(ErrorCode::CannotOpen) => Error::invalid(format!(
+            "{}: cannot open the database (check the permissions of the file and its directory)",
+            path.display()
+        )),
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => Error::Foreign {
+            path: path.to_path_buf(),
+            why: "not an SQLite file, or a damaged one".into(),
+        },
+        Some(ErrorCode::DiskFull) => Error::invalid(format!(
+            "{}: the disk is full; nothing was written",
+            path.display()
+        )),
+        _ => Error::Sqlite(e),
+    }
+}
+
+fn open_error(path: &Path, e: rusqlite::Error) -> Error {
+    map_sqlite(path, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(c: &Connection) -> i64 {
+        c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn migrating_twice_is_a_no_op() {
+        let db = Db::open_in_memory().unwrap();
+        db.migrate().unwrap();
+        assert_eq!(version(&db.conn), schema::current_version());
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        drop(Db::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch("PRAGMA user_version = 999").unwrap();
+        drop(c);
+        match Db::open(&path) {
+            Err(Error::SchemaTooNew { found: 999, .. }) => {}
+            other => panic!("expected SchemaTooNew, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn foreign_sqlite_is_refused_and_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.db");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE notes(x); INSERT INTO notes VALUES (1);")
+            .unwrap();
+        drop(c);
+        let before = fs::read(&path).unwrap();
+        assert!(matches!(Db::open(&path), Err(Error::Foreign { .. })));
+        assert_eq!(before, fs::read(&path).unwrap());
+    }
+
+    #[test]
+    fn garbage_is_refused_and_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junk.db");
+        fs::write(&path, vec![b'x'; 8192]).unwrap();
+        assert!(matches!(Db::open(&path), Err(Error::Foreign { .. })));
+        assert_eq!(fs::read(&path).unwrap(), vec![b'x'; 8192]);
+    }
+
+    #[test]
+    fn new_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/dir/orch.db");
+        drop(Db::open(&path).unwrap());
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("sub/dir")), 0o700);
+    }
+}

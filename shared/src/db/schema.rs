@@ -1,0 +1,98 @@
+//! The schema: append-only migrations under `PRAGMA user_version`.
+//!
+//! Never edit a migration that has shipped; add a new one at the end.
+
+/// `PRAGMA application_id` of every orch database: "orch" in ASCII.
+pub const APPLICATION_ID: i64 = 0x6f72_6368;
+
+/// Migration `i` moves the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: tasks, batches, the mailbox, verification runs, agent calls seen by hooks.
+    r#"
+    CREATE TABLE batches (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at    INTEGER NOT NULL,
+        emitted_at    INTEGER,
+        run_claimed_at INTEGER,
+        runner_pid    INTEGER
+    );
+    CREATE TABLE tasks (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        role        TEXT    NOT NULL,
+        description TEXT    NOT NULL,
+        prompt      TEXT    NOT NULL,
+        priority    INTEGER NOT NULL DEFAULT 0,
+        status      TEXT    NOT NULL DEFAULT 'queued'
+                    CHECK (status IN ('queued','batched','running','done','failed','cancelled')),
+        batch_id    INTEGER REFERENCES batches(id),
+        created_at  INTEGER NOT NULL,
+        batched_at  INTEGER,
+        started_at  INTEGER,
+        finished_at INTEGER,
+        result      TEXT,
+        error       TEXT,
+        exit_code   INTEGER,
+        log         TEXT
+    );
+    CREATE INDEX tasks_by_status ON tasks(status, priority DESC, id);
+    CREATE INDEX tasks_by_batch ON tasks(batch_id);
+    CREATE TABLE task_deps (
+        task_id  INTEGER NOT NULL REFERENCES tasks(id),
+        after_id INTEGER NOT NULL REFERENCES tasks(id),
+        PRIMARY KEY (task_id, after_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX task_deps_by_after ON task_deps(after_id);
+
+    CREATE TABLE messages (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        sender     TEXT    NOT NULL,
+        recipient  TEXT    NOT NULL,
+        kind       TEXT,
+        body       TEXT    NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX messages_by_recipient ON messages(recipient, id);
+    CREATE TABLE deliveries (
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        reader     TEXT    NOT NULL,
+        read_at    INTEGER NOT NULL,
+        PRIMARY KEY (message_id, reader)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE verify_runs (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        n          INTEGER NOT NULL,
+        sleep_ms   INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        label      TEXT
+    );
+    CREATE TABLE verify_probes (
+        run_id      INTEGER NOT NULL REFERENCES verify_runs(id),
+        idx         INTEGER NOT NULL,
+        started_at  INTEGER,
+        finished_at INTEGER,
+        pid         INTEGER,
+        PRIMARY KEY (run_id, idx)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE agent_calls (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id  TEXT    NOT NULL,
+        call_id     TEXT    NOT NULL,
+        source      TEXT    NOT NULL,
+        task_id     INTEGER,
+        agent_type  TEXT,
+        description TEXT,
+        started_at  INTEGER,
+        finished_at INTEGER,
+        status      TEXT,
+        UNIQUE (session_id, call_id)
+    );
+    CREATE INDEX agent_calls_by_start ON agent_calls(started_at);
+    "#,
+];
+
+/// The schema version this build writes and understands.
+pub fn current_version() -> i64 {
+    MIGRATIONS.len() as i64
+}

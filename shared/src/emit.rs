@@ -1,0 +1,267 @@
+//! Rendering a batch (SPEC §7): the one message for Claude Code, JSON for
+//! programs, Markdown for people, and a POSIX shell script that runs it headless.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::agents::AgentIndex;
+use crate::batch::DEFAULT_MAX;
+use crate::task::Task;
+
+/// The name of Claude Code's sub-agent tool (`Task` is its legacy alias).
+pub const AGENT_TOOL: &str = "Agent";
+
+/// The input of one Agent tool call: only keys that tool accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentCall {
+    pub description: String,
+    pub prompt: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub subagent_type: Option<String>,
+}
+
+/// The last line of every emitted prompt, which hooks read to find the task.
+pub fn task_marker(id: i64) -> String {
+    format!("orch-task: {id}")
+}
+
+/// The task id in a prompt's `orch-task: ID` line, if any (the last one wins).
+pub fn parse_task_marker(prompt: &str) -> Option<i64> {
+    prompt
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("orch-task:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The Agent call for a task, and a note when its role is not a known agent type.
+pub fn agent_call(t: &Task, agents: &AgentIndex, extra: Option<&str>) -> (AgentCall, Option<String>) {
+    let subagent_type = agents.subagent_type(&t.role);
+    let mut prompt = String::with_capacity(t.prompt.len() + 64);
+    let note = if subagent_type.is_none() {
+        let _ = writeln!(prompt, "Role: {}\n", t.role);
+        Some(format!(
+            "task {}: no agent type '{}' (no .claude/agents/{}.md here or in ~/.claude/agents); it runs as general-purpose with its role named in the prompt",
+            t.id, t.role, t.role
+        ))
+    } else {
+        None
+    };
+    prompt.push_str(t.prompt.trim_end_matches(['\n', '\r']));
+    if let Some(extra) = extra {
+        prompt.push_str("\n\n");
+        prompt.push_str(extra);
+    }
+    prompt.push_str("\n\n");
+    prompt.push_str(&task_marker(t.id));
+    (
+        AgentCall {
+            description: t.description.clone(),
+            prompt,
+            subagent_type,
+        },
+        note,
+    )
+}
+
+/// The output formats of `orch-emit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The one message to paste into Claude Code
+    Claude,
+    /// One JSON object for programs
+    Json,
+    /// A readable Markdown document
+    Markdown,
+    /// A POSIX sh script that runs every task with `claude -p` in parallel
+    Shell,
+}
+
+/// SPEC §7's `--format json` object.
+#[derive(Debug, Clone, Serialize)]
+pub struct JsonBatch<'a> {
+    pub batch: i64,
+    pub tool: &'static str,
+    pub tasks: Vec<i64>,
+    pub calls: &'a [AgentCall],
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// The message that makes Claude Code start every call at once.
+pub fn render_claude(calls: &[AgentCall]) -> String {
+    let n = calls.len();
+    let json = serde_json::to_string_pretty(calls).unwrap_or_default();
+    let mut s = String::with_capacity(json.len() + 512);
+    let _ = writeln!(
+        s,
+        "Launch {n} agent{} in parallel: send ONE message that contains all {n} {AGENT_TOOL} tool call{} below, and nothing else in that message (no other tool calls, no text). Then wait until every agent has finished before you do anything else.",
+        plural(n),
+        plural(n)
+    );
+    s.push('\n');
+    let _ = writeln!(
+        s,
+        "Use each object below, unchanged, as the input of one {AGENT_TOOL} tool call:"
+    );
+    s.push('\n');
+    s.push_str(&json);
+    s.push_str("\n\n");
+    let _ = writeln!(
+        s,
+        "Reminder: all {n} {AGENT_TOOL} call{} in a single message. Calls sent in separate messages run one after another, not in parallel.",
+        plural(n)
+    );
+    s
+}
+
+/// `--format json`.
+pub fn render_json(batch: i64, tasks: &[Task], calls: &[AgentCall]) -> String {
+    let obj = JsonBatch {
+        batch,
+        tool: AGENT_TOOL,
+        tasks: tasks.iter().map(|t| t.id).collect(),
+        calls,
+    };
+    let mut s = serde_json::to_string(&obj).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// A fence of backticks longer than any run inside `text`.
+fn fence_for(text: &str) -> String {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in text.chars() {
+        if c == '`' {
+            run += 1;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    "`".repeat((longest + 1).max(3))
+}
+
+/// `--format markdown`.
+pub fn render_markdown(batch: i64, tasks: &[Task], calls: &[AgentCall]) -> String {
+    let n = calls.len();
+    let mut s = String::new();
+    let _ = writeln!(s, "# orch batch {batch}: {n} task{}\n", plural(n));
+    let _ = writeln!(
+        s,
+        "Launch all {n} as {AGENT_TOOL} tool calls in one message, then wait for all of them.\n"
+    );
+    for (i, (t, c)) in tasks.iter().zip(calls).enumerate() {
+        let _ = writeln!(s, "## {}. {} (task {}, role `{}`)\n", i + 1, c.description, t.id, t.role);
+        if let Some(ty) = &c.subagent_type {
+            let _ = writeln!(s, "Agent type: `{ty}`\n");
+        }
+        let fence = fence_for(&c.prompt);
+        let _ = writeln!(s, "{fence}text\n{}\n{fence}\n", c.prompt);
+    }
+    s
+}
+
+/// Quotes `s` for POSIX sh: single quotes, with `'` written as `'\''`.
+pub fn sh_quote(s: &str) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            q.push_str("'\\''");
+        } else {
+            q.push(c);
+        }
+    }
+    q.push('\'');
+    q
+}
+
+/// `--format shell`: a script that runs every task with `claude -p` in the
+/// background, waits, and records each result with `orch-queue done`/`fail`.
+/// Prompts reach the agent on stdin, so no prompt text is ever parsed by the shell
+/// or taken for an option of the agent CLI.
+pub fn render_shell(batch: i64, db: &Path, tasks: &[Task], calls: &[AgentCall]) -> String {
+    let n = calls.len();
+    let mut s = String::new();
+    let _ = writeln!(s, "#!/bin/sh");
+    let _ = writeln!(
+        s,
+        "# orch batch {batch}: runs {n} task{} in parallel with `claude -p` and records each result.",
+        plural(n)
+    );
+    s.push_str(
+        "# Made by orch-emit --format shell. Override the agent with CLAUDE=..., orch-queue with ORCH_QUEUE=...\n",
+    );
+    s.push_str("set -u\n");
+    s.push_str("CLAUDE=${CLAUDE:-claude}\n");
+    s.push_str("ORCH_QUEUE=${ORCH_QUEUE:-orch-queue}\n");
+    let _ = writeln!(s, "ORCH_DB={}", sh_quote(&db.to_string_lossy()));
+    s.push_str("export ORCH_DB\n");
+    let _ = writeln!(
+        s,
+        "out=$(mktemp -d \"${{TMPDIR:-/tmp}}/orch-batch-{batch}.XXXXXX\") || exit 2"
+    );
+    s.push_str(
+        r#"
+run_task() {
+  id=$1
+  "$ORCH_QUEUE" start "$id" || return 1
+  if printf '%s' "$2" | "$CLAUDE" -p >"$out/$id.out" 2>"$out/$id.err"; then
+    "$ORCH_QUEUE" done "$id" --result - <"$out/$id.out"
+  else
+    code=$?
+    "$ORCH_QUEUE" fail "$id" --exit-code "$code" --error "agent exited with status $code: $(tail -c 2000 "$out/$id.err")"
+  fi
+}
+
+"#,
+    );
+    for (t, c) in tasks.iter().zip(calls) {
+        let _ = writeln!(s, "run_task {} {} &", t.id, sh_quote(&c.prompt));
+    }
+    s.push_str("wait\n");
+    let _ = writeln!(s, "rm -rf \"$out\"");
+    let _ = writeln!(s, "\"$ORCH_QUEUE\" list --batch {batch}");
+    s
+}
+
+/// A warning for batches larger than Claude Code handles comfortably in one message.
+pub fn size_warning(n: usize) -> Option<String> {
+    (n > DEFAULT_MAX).then(|| {
+        format!("this batch has {n} tasks; more than {DEFAULT_MAX} Agent calls in one message may not all start at once")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_round_trips() {
+        assert_eq!(parse_task_marker("do it\n\norch-task: 42"), Some(42));
+        assert_eq!(parse_task_marker("orch-task: 1\nlater\norch-task: 7\n"), Some(7));
+        assert_eq!(parse_task_marker("nothing"), None);
+    }
+
+    #[test]
+    fn sh_quote_handles_quotes() {
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn fence_outgrows_backticks() {
+        assert_eq!(fence_for("a ```` b"), "`````");
+        assert_eq!(fence_for("plain"), "```");
+    }
+}

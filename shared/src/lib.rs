@@ -1,0 +1,19 @@
+//! The library behind every orch binary: the SQLite store and the concepts
+//! that live in it (tasks, batches, messages, verification runs, agent calls),
+//! the renderers, and the command-line front ends the thin `main.rs` files call.
+
+pub mod agents;
+pub mod batch;
+pub mod cli;
+pub mod clipboard;
+pub mod db;
+pub mod emit;
+pub mod error;
+pub mod front;
+pub mod intervals;
+pub mod session;
+pub mod task;
+pub mod text;
+pub mod time;
+
+pub use error::{Error, Exit, Result};

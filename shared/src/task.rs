@@ -1,0 +1,687 @@
+//! Tasks (SPEC §3): what a task is, how it is validated, and every SQL
+//! statement on the `tasks` and `task_deps` tables.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, OptionalExtension, Row, Transaction};
+use serde::{Deserialize, Serialize};
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::time::{now_ms, rfc3339};
+
+/// The longest prompt orch stores, in bytes.
+pub const MAX_PROMPT: usize = 1 << 20;
+/// The longest description, in characters.
+pub const MAX_DESCRIPTION: usize = 100;
+
+/// Where a task is in its life. It only ever moves forward (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Queued,
+    Batched,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Queued,
+        Status::Batched,
+        Status::Running,
+        Status::Done,
+        Status::Failed,
+        Status::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Batched => "batched",
+            Status::Running => "running",
+            Status::Done => "done",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Done, failed or cancelled: nothing more happens to the task.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Done | Status::Failed | Status::Cancelled)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn ser_time<S: serde::Serializer>(t: &Option<i64>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match t {
+        Some(ms) => s.serialize_str(&rfc3339(*ms)),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_time_req<S: serde::Serializer>(t: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+/// A task as stored; serialised as the `--json` record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Task {
+    pub id: i64,
+    pub role: String,
+    pub description: String,
+    pub prompt: String,
+    pub priority: i64,
+    pub after: Vec<i64>,
+    pub status: Status,
+    pub batch: Option<i64>,
+    #[serde(serialize_with = "ser_time_req")]
+    pub created_at: i64,
+    #[serde(serialize_with = "ser_time")]
+    pub batched_at: Option<i64>,
+    #[serde(serialize_with = "ser_time")]
+    pub started_at: Option<i64>,
+    #[serde(serialize_with = "ser_time")]
+    pub finished_at: Option<i64>,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub exit_code: Option<i64>,
+}
+
+const TASK_COLUMNS: &str = "id, role, description, prompt, priority, status, batch_id, \
+     created_at, batched_at, started_at, finished_at, result, error, exit_code";
+
+impl Task {
+    fn from_row(r: &Row) -> rusqlite::Result<Task> {
+        let status: String = r.get(5)?;
+        Ok(Task {
+            id: r.get(0)?,
+            role: r.get(1)?,
+            description: r.get(2)?,
+            prompt: r.get(3)?,
+            priority: r.get(4)?,
+            after: Vec::new(),
+            status: Status::parse(&status).unwrap_or(Status::Failed),
+            batch: r.get(6)?,
+            created_at: r.get(7)?,
+            batched_at: r.get(8)?,
+            started_at: r.get(9)?,
+            finished_at: r.get(10)?,
+            result: r.get(11)?,
+            error: r.get(12)?,
+            exit_code: r.get(13)?,
+        })
+    }
+}
+
+/// A reference to a dependency: an existing task id, or the `key` of another
+/// line in the same `--stdin` input.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Dep {
+    Id(i64),
+    Key(String),
+}
+
+/// A task to add, as given: validated by [`NewTask::validate`] before any write.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTask {
+    #[serde(default)]
+    pub role: Option<String>,
+    pub prompt: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub priority: Option<i64>,
+    #[serde(default)]
+    pub after: Vec<Dep>,
+    /// A name other lines of the same input can list in their `after`.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// A validated task, ready to insert.
+#[derive(Debug, Clone)]
+pub struct ValidTask {
+    pub role: String,
+    pub description: String,
+    pub prompt: String,
+    pub priority: i64,
+    pub after: Vec<Dep>,
+    pub key: Option<String>,
+}
+
+/// Checks a role: 1–64 of `A-Za-z0-9_.-`, not starting with `.` or `-`.
+pub fn validate_role(role: &str) -> Result<()> {
+    let ok_chars = role
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+    if role.is_empty() || role.len() > 64 || !ok_chars || role.starts_with(['.', '-']) {
+        return Err(Error::invalid(format!(
+            "bad role {:?}: use 1-64 of A-Z a-z 0-9 _ . - (not starting with . or -)",
+            crate::text::clip(role, 40)
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a prompt: non-empty UTF-8 without NUL, at most 1 MiB.
+pub fn validate_prompt(prompt: &str) -> Result<()> {
+    if prompt.trim().is_empty() {
+        return Err(Error::invalid("empty prompt: say what the agent should do"));
+    }
+    if prompt.len() > MAX_PROMPT {
+        return Err(Error::invalid(format!(
+            "prompt is {} bytes; the limit is {MAX_PROMPT} (1 MiB)",
+            prompt.len()
+        )));
+    }
+    if prompt.contains('\0') {
+        return Err(Error::invalid("prompt contains a NUL byte"));
+    }
+    Ok(())
+}
+
+/// A 3–5 word description from the prompt's first words.
+pub fn derive_description(prompt: &str) -> String {
+    let words: Vec<&str> = prompt.split_whitespace().take(5).collect();
+    let mut d = words.join(" ");
+    d = d
+        .trim_end_matches(|c: char| c.is_ascii_punctuation())
+        .to_string();
+    if d.chars().count() > 60 {
+        d = d.chars().take(60).collect::<String>().trim_end().to_string();
+    }
+    if d.is_empty() {
+        d = "Run a task".into();
+    }
+    d
+}
+
+impl NewTask {
+    /// Validates every field; `default_role` fills in a missing role.
+    pub fn validate(self, default_role: Option<&str>) -> Result<ValidTask> {
+        let role = match (self.role, default_role) {
+            (Some(r), _) => r,
+            (None, Some(r)) => r.to_string(),
+            (None, None) => return Err(Error::invalid("missing \"role\"")),
+        };
+        validate_role(&role)?;
+        validate_prompt(&self.prompt)?;
+        let description = match self.description {
+            Some(d) => {
+                let d = d.trim().to_string();
+                if d.is_empty() || d.contains(['\n', '\r', '\0']) || d.chars().count() > MAX_DESCRIPTION {
+                    return Err(Error::invalid(format!(
+                        "bad description: one line of 1-{MAX_DESCRIPTION} characters (3-5 words suit Claude Code best)"
+                    )));
+                }
+                d
+            }
+            None => derive_description(&self.prompt),
+        };
+        if let Some(k) = &self.key {
+            if k.is_empty() || k.len() > 200 {
+                return Err(Error::invalid("bad \"key\": 1-200 characters"));
+            }
+        }
+        for d in &self.after {
+            if let Dep::Id(id) = d {
+                if *id <= 0 {
+                    return Err(Error::invalid(format!("bad dependency {id}: task ids are positive")));
+                }
+            }
+        }
+        Ok(ValidTask {
+            role,
+            description,
+            prompt: self.prompt,
+            priority: self.priority.unwrap_or(0),
+            after: self.after,
+            key: self.key,
+        })
+    }
+}
+
+/// Adds tasks, all or nothing, in one IMMEDIATE transaction; returns their ids in order.
+///
+/// `after` may name existing tasks by id or earlier/later lines of the same
+/// call by key; a missing task or a cycle is refused. `label(i)` names the
+/// i-th task in errors (e.g. "line 7").
+pub fn add(db: &Db, tasks: Vec<ValidTask>, label: impl Fn(usize) -> String) -> Result<Vec<i64>> {
+    // Keys must be unique and every key reference must resolve to a line.
+    let mut keys: HashMap<&str, usize> = HashMap::new();
+    for (i, t) in tasks.iter().enumerate() {
+        if let Some(k) = &t.key {
+            if keys.insert(k.as_str(), i).is_some() {
+                return Err(Error::invalid(format!("{}: key {k:?} is used twice", label(i))));
+            }
+        }
+    }
+    let mut edges: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
+    for (i, t) in tasks.iter().enumerate() {
+        for d in &t.after {
+            if let Dep::Key(k) = d {
+                match keys.get(k.as_str()) {
+                    Some(&j) => edges[i].push(j),
+                    None => {
+                        return Err(Error::invalid(format!(
+                            "{}: \"after\" names key {k:?}, which no line has",
+                            label(i)
+                        )))
+                    }
+                }
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(&edges) {
+        let names: Vec<String> = cycle
+            .iter()
+            .map(|&i| tasks[i].key.clone().unwrap_or_else(|| label(i)))
+            .collect();
+        return Err(Error::invalid(format!(
+            "dependency cycle: {}",
+            names.join(" -> ")
+        )));
+    }
+    // Insert in an order where every keyed dependency is inserted first.
+    let order = topo_order(&edges);
+    let now = now_ms();
+    db.write(|tx| {
+        let mut ids = vec![0i64; tasks.len()];
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO tasks (role, description, prompt, priority, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut dep = tx.prepare_cached("INSERT OR IGNORE INTO task_deps (task_id, after_id) VALUES (?1, ?2)")?;
+        let mut exists = tx.prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?;
+        for &i in &order {
+            let t = &tasks[i];
+            insert.execute(params![t.role, t.description, t.prompt, t.priority, now])?;
+            let id = tx.last_insert_rowid();
+            ids[i] = id;
+            for d in &t.after {
+                let after = match d {
+                    Dep::Id(a) => {
+                        if exists.query_row([a], |_| Ok(())).optional()?.is_none() {
+                            return Err(Error::invalid(format!(
+                                "{}: \"after\" names task {a}, which does not exist",
+                                label(i)
+                            )));
+                        }
+                        *a
+                    }
+                    Dep::Key(k) => ids[keys[k.as_str()]],
+                };
+                dep.execute(params![id, after])?;
+            }
+        }
+        Ok(ids)
+    })
+}
+
+/// Returns one cycle of the graph (`edges[i]` = what i depends on), if any.
+pub fn find_cycle(edges: &[Vec<usize>]) -> Option<Vec<usize>> {
+    // 0 = unvisited, 1 = on the stack, 2 = finished.
+    let mut state = vec![0u8; edges.len()];
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for start in 0..edges.len() {
+        if state[start] != 0 {
+            continue;
+        }
+        stack.push((start, 0));
+        state[start] = 1;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if let Some(&succ) = edges[node].get(*next) {
+                *next += 1;
+                match state[succ] {
+                    0 => {
+                        state[succ] = 1;
+                        stack.push((succ, 0));
+                    }
+                    1 => {
+                        let pos = stack.iter().position(|&(n, _)| n == succ).unwrap_or(0);
+                        let mut cycle: Vec<usize> = stack[pos..].iter().map(|&(n, _)| n).collect();
+                        cycle.push(succ);
+                        return Some(cycle);
+                    }
+                    _ => {}
+                }
+            } else {
+                state[node] = 2;
+                stack.pop();
+            }
+        }
+    }
+    None
+}
+
+/// An order in which each node comes after everything it depends on (graph must be acyclic).
+fn topo_order(edges: &[Vec<usize>]) -> Vec<usize> {
+    let mut done = vec![false; edges.len()];
+    let mut order = Vec::with_capacity(edges.len());
+    for start in 0..edges.len() {
+        let mut stack = vec![(start, 0usize)];
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if done[node] {
+                stack.pop();
+                continue;
+            }
+            if let Some(&succ) = edges[node].get(*next) {
+                *next += 1;
+                if !done[succ] {
+                    stack.push((succ, 0));
+                }
+            } else {
+                done[node] = true;
+                order.push(node);
+                stack.pop();
+            }
+        }
+    }
+    order
+}
+
+/// SQL condition: task `t` is ready (queued, and everything in its `after` is done).
+pub const READY: &str = "t.status = 'queued' AND NOT EXISTS (SELECT 1 FROM task_deps d \
+     JOIN tasks p ON p.id = d.after_id WHERE d.task_id = t.id AND p.status != 'done')";
+
+/// What `list` shows.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub status: Option<Status>,
+    pub role: Option<String>,
+    pub batch: Option<i64>,
+    pub ready: bool,
+    pub limit: Option<i64>,
+}
+
+fn load_after(tx: &Transaction, tasks: &mut [Task]) -> Result<()> {
+    let mut stmt = tx.prepare_cached("SELECT after_id FROM task_deps WHERE task_id = ?1 ORDER BY after_id")?;
+    for t in tasks.iter_mut() {
+        t.after = stmt
+            .query_map([t.id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+    }
+    Ok(())
+}
+
+/// Tasks matching `f`, oldest first.
+pub fn list(db: &Db, f: &Filter) -> Result<Vec<Task>> {
+    db.read(|tx| list_in(tx, f))
+}
+
+/// [`list`] inside a transaction the caller holds.
+pub fn list_in(tx: &Transaction, f: &Filter) -> Result<Vec<Task>> {
+    let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks t WHERE 1=1");
+    if f.status.is_some() {
+        sql.push_str(" AND t.status = ?1");
+    }
+    if f.role.is_some() {
+        sql.push_str(" AND t.role = ?2");
+    }
+    if f.batch.is_some() {
+        sql.push_str(" AND t.batch_id = ?3");
+    }
+    if f.ready {
+        sql.push_str(&format!(" AND {READY}"));
+    }
+    if f.batch.is_some() {
+        sql.push_str(" ORDER BY t.priority DESC, t.id");
+    } else {
+        sql.push_str(" ORDER BY t.id");
+    }
+    sql.push_str(" LIMIT ?4");
+    let mut stmt = tx.prepare(&sql)?;
+    let mut rows = Vec::new();
+    let mut q = stmt.query(params![
+        f.status.map(|s| s.as_str()),
+        f.role,
+        f.batch,
+        f.limit.unwrap_or(-1)
+    ])?;
+    while let Some(r) = q.next()? {
+        rows.push(Task::from_row(r)?);
+    }
+    load_after(tx, &mut rows)?;
+    Ok(rows)
+}
+
+/// One task, or `NotFound`.
+pub fn get(db: &Db, id: i64) -> Result<Task> {
+    db.read(|tx| get_in(tx, id))
+}
+
+/// [`get`] inside a transaction the caller holds.
+pub fn get_in(tx: &Transaction, id: i64) -> Result<Task> {
+    let mut t = tx
+        .query_row(
+            &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
+            [id],
+            Task::from_row,
+        )
+        .optional()?
+        .ok_or(Error::NotFound { what: "task", id })?;
+    load_after(tx, std::slice::from_mut(&mut t))?;
+    Ok(t)
+}
+
+fn status_in(tx: &Transaction, id: i64) -> Result<Status> {
+    let s: String = tx
+        .query_row("SELECT status FROM tasks WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?
+        .ok_or(Error::NotFound { what: "task", id })?;
+    Ok(Status::parse(&s).unwrap_or(Status::Failed))
+}
+
+/// Cancels queued or batched tasks, all or nothing.
+pub fn cancel(db: &Db, ids: &[i64]) -> Result<()> {
+    let now = now_ms();
+    db.write(|tx| {
+        for &id in ids {
+            let s = status_in(tx, id)?;
+            if !matches!(s, Status::Queued | Status::Batched) {
+                return Err(Error::invalid(format!(
+                    "task {id} is {s}; only queued or batched tasks can be cancelled"
+                )));
+            }
+            tx.execute(
+                "UPDATE tasks SET status = 'cancelled', finished_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub ok: bool,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub exit_code: Option<i64>,
+    pub log: Option<String>,
+    /// When it ended; now when `None`.
+    pub at: Option<i64>,
+}
+
+/// Marks a queued or batched task running. `at` defaults to now.
+pub fn start(db: &Db, id: i64, at: Option<i64>) -> Result<()> {
+    db.write(|tx| start_in(tx, id, at))
+}
+
+/// [`start`] inside a transaction the caller holds.
+pub fn start_in(tx: &Transaction, id: i64, at: Option<i64>) -> Result<()> {
+    let s = status_in(tx, id)?;
+    if !matches!(s, Status::Queued | Status::Batched) {
+        return Err(Error::invalid(format!(
+            "task {id} is {s}; only a queued or batched task can start"
+        )));
+    }
+    tx.execute(
+        "UPDATE tasks SET status = 'running', started_at = ?2 WHERE id = ?1",
+        params![id, at.unwrap_or_else(now_ms)],
+    )?;
+    Ok(())
+}
+
+/// Marks a task done or failed. A task that never started is allowed to finish
+/// (its start time is then its end time); a finished one is refused.
+pub fn finish(db: &Db, id: i64, o: Outcome) -> Result<()> {
+    db.write(|tx| finish_in(tx, id, o))
+}
+
+/// [`finish`] inside a transaction the caller holds.
+pub fn finish_in(tx: &Transaction, id: i64, o: Outcome) -> Result<()> {
+    let s = status_in(tx, id)?;
+    if s.is_final() {
+        return Err(Error::invalid(format!("task {id} is already {s}")));
+    }
+    if let Some(r) = &o.result {
+        if r.len() > 16 * MAX_PROMPT {
+            return Err(Error::invalid("result is larger than 16 MiB"));
+        }
+    }
+    let at = o.at.unwrap_or_else(now_ms);
+    tx.execute(
+        "UPDATE tasks SET status = ?2, finished_at = ?3, started_at = coalesce(started_at, ?3),
+             result = coalesce(?4, result), error = ?5, exit_code = ?6, log = coalesce(?7, log)
+         WHERE id = ?1",
+        params![
+            id,
+            if o.ok { "done" } else { "failed" },
+            at,
+            o.result,
+            o.error,
+            o.exit_code,
+            o.log
+        ],
+    )?;
+    Ok(())
+}
+
+/// Counts by status, plus how many queued tasks are ready.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub queued: i64,
+    pub ready: i64,
+    pub batched: i64,
+    pub running: i64,
+    pub done: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub total: i64,
+}
+
+/// Counts tasks by status.
+pub fn stats(db: &Db) -> Result<Stats> {
+    db.read(|tx| stats_in(tx))
+}
+
+/// [`stats`] inside a transaction the caller holds.
+pub fn stats_in(tx: &Transaction) -> Result<Stats> {
+    let mut s = Stats::default();
+    let mut stmt = tx.prepare_cached("SELECT status, count(*) FROM tasks GROUP BY status")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (status, n) = row?;
+        match Status::parse(&status) {
+            Some(Status::Queued) => s.queued = n,
+            Some(Status::Batched) => s.batched = n,
+            Some(Status::Running) => s.running = n,
+            Some(Status::Done) => s.done = n,
+            Some(Status::Failed) => s.failed = n,
+            Some(Status::Cancelled) => s.cancelled = n,
+            None => {}
+        }
+        s.total += n;
+    }
+    s.ready = count_ready_in(tx, None)?;
+    Ok(s)
+}
+
+/// How many tasks are ready (optionally of one role).
+pub fn count_ready_in(tx: &Transaction, role: Option<&str>) -> Result<i64> {
+    Ok(tx.query_row(
+        &format!("SELECT count(*) FROM tasks t WHERE {READY} AND (?1 IS NULL OR t.role = ?1)"),
+        [role],
+        |r| r.get(0),
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(prompt: &str) -> ValidTask {
+        NewTask {
+            role: Some("dev".into()),
+            prompt: prompt.into(),
+            ..Default::default()
+        }
+        .validate(None)
+        .unwrap()
+    }
+
+    #[test]
+    fn derives_short_descriptions() {
+        assert_eq!(derive_description("Fix the flaky login test in CI, please."), "Fix the flaky login test");
+        assert_eq!(derive_description("Refactor."), "Refactor");
+    }
+
+    #[test]
+    fn roles_are_checked() {
+        assert!(validate_role("code-reviewer").is_ok());
+        for bad in ["", "../../x", ".hidden", "-rf", "a b", &"x".repeat(65)] {
+            assert!(validate_role(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cycle_in_one_input_is_refused() {
+        let db = Db::open_in_memory().unwrap();
+        let mut a = new("a");
+        a.key = Some("a".into());
+        a.after = vec![Dep::Key("b".into())];
+        let mut b = new("b");
+        b.key = Some("b".into());
+        b.after = vec![Dep::Key("a".into())];
+        let err = add(&db, vec![a, b], |i| format!("line {}", i + 1)).unwrap_err();
+        assert!(err.to_string().contains("cycle"), "{err}");
+        assert_eq!(stats(&db).unwrap().total, 0);
+    }
+
+    #[test]
+    fn keyed_dependencies_resolve_in_any_order() {
+        let db = Db::open_in_memory().unwrap();
+        let mut a = new("a");
+        a.after = vec![Dep::Key("b".into())];
+        let mut b = new("b");
+        b.key = Some("b".into());
+        let ids = add(&db, vec![a, b], |i| format!("line {}", i + 1)).unwrap();
+        assert_eq!(get(&db, ids[0]).unwrap().after, vec![ids[1]]);
+    }
+
+    #[test]
+    fn status_only_moves_forward() {
+        let db = Db::open_in_memory().unwrap();
+        let id = add(&db, vec![new("x")], |_| String::new()).unwrap()[0];
+        start(&db, id, None).unwrap();
+        assert!(start(&db, id, None).is_err());
+        finish(&db, id, Outcome { ok: true, ..Default::default() }).unwrap();
+        assert!(finish(&db, id, Outcome::default()).is_err());
+        assert!(cancel(&db, &[id]).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Tests for batch (to be written).

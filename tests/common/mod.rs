@@ -1,0 +1,150 @@
+//! Test helpers: a fresh directory and database per test, and the real
+//! binaries run with every `ORCH_*` variable removed first.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The path of a suite binary built by cargo for this test run.
+pub fn bin(name: &str) -> PathBuf {
+    PathBuf::from(match name {
+        "orch" => env!("CARGO_BIN_EXE_orch"),
+        "orch-queue" => env!("CARGO_BIN_EXE_orch-queue"),
+        "orch-batch" => env!("CARGO_BIN_EXE_orch-batch"),
+        "orch-emit" => env!("CARGO_BIN_EXE_orch-emit"),
+        "orch-verify" => env!("CARGO_BIN_EXE_orch-verify"),
+        "orch-hook" => env!("CARGO_BIN_EXE_orch-hook"),
+        "orch-msg" => env!("CARGO_BIN_EXE_orch-msg"),
+        "orch-mcp" => env!("CARGO_BIN_EXE_orch-mcp"),
+        "orch-run" => env!("CARGO_BIN_EXE_orch-run"),
+        other => panic!("no binary {other}"),
+    })
+}
+
+/// The directory holding the built binaries (to put on PATH).
+pub fn bin_dir() -> PathBuf {
+    bin("orch").parent().unwrap().to_path_buf()
+}
+
+/// A temporary project directory with its own HOME and database.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        let db = dir.path().join("test.db");
+        Env { dir, db }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// A command for `name` with a clean environment: no `ORCH_*`, HOME in the
+    /// temp dir, ORCH_DB set to this env's database, the suite first on PATH.
+    pub fn cmd(&self, name: &str) -> Command {
+        let mut c = Command::new(bin(name));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("ORCH") {
+                c.env_remove(k);
+            }
+        }
+        c.env_remove("NO_COLOR");
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![bin_dir()];
+        paths.extend(std::env::split_paths(&path));
+        c.env("PATH", std::env::join_paths(paths).unwrap());
+        c.env("HOME", self.home());
+        c.env("XDG_DATA_HOME", self.home().join(".local/share"));
+        c.env("ORCH_DB", &self.db);
+        c.current_dir(self.path());
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `name ARGS` with `stdin` and returns its output.
+    pub fn run_with(&self, name: &str, args: &[&str], stdin: &[u8]) -> Output {
+        let mut c = self.cmd(name);
+        c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out
+    }
+
+    /// Runs `name ARGS` with empty stdin.
+    pub fn run(&self, name: &str, args: &[&str]) -> Output {
+        self.run_with(name, args, b"")
+    }
+
+    /// Runs and asserts exit 0; returns stdout.
+    pub fn ok(&self, name: &str, args: &[&str]) -> String {
+        let out = self.run(name, args);
+        assert_code(&out, 0);
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs with stdin and asserts exit 0; returns stdout.
+    pub fn ok_with(&self, name: &str, args: &[&str], stdin: &[u8]) -> String {
+        let out = self.run_with(name, args, stdin);
+        assert_code(&out, 0);
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Adds a task and returns its id.
+    pub fn add(&self, role: &str, prompt: &str) -> i64 {
+        self.ok("orch-queue", &["add", role, prompt]).trim().parse().unwrap()
+    }
+
+    /// Opens the database directly (for checking invariants).
+    pub fn sql(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.db).unwrap()
+    }
+}
+
+/// Asserts the exit code, showing stderr when it differs.
+pub fn assert_code(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit code; stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Asserts exit 2 with exactly one line on stderr naming the tool; returns that line.
+pub fn assert_error(out: &Output, tool: &str) -> String {
+    assert_code(out, 2);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(err.lines().count(), 1, "one stderr line expected, got: {err}");
+    assert!(err.starts_with(&format!("{tool}: error: ")), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// Parses JSON Lines.
+pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+}

@@ -1,0 +1,1 @@
+//! Tests for emit (to be written).

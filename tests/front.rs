@@ -1,0 +1,1 @@
+//! Tests for front (to be written).

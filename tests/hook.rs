@@ -1,0 +1,1 @@
+//! Tests for hook (to be written).

@@ -1,0 +1,1 @@
+//! Tests for mcp (to be written).

@@ -1,0 +1,1 @@
+//! Tests for msg (to be written).

@@ -1,0 +1,1 @@
+//! Tests for run (to be written).

@@ -1,0 +1,1 @@
+//! Tests for stress (to be written).

@@ -1,0 +1,16 @@
+//! The single integration-test binary: each module drives one tool through
+//! its real binary on a real temporary SQLite file.
+
+mod common;
+
+mod batch;
+mod doctor;
+mod emit;
+mod front;
+mod hook;
+mod mcp;
+mod msg;
+mod queue;
+mod run;
+mod stress;
+mod verify;

@@ -1,0 +1,1 @@
+//! Tests for verify (to be written).
