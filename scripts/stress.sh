@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# Load test: N concurrent writers of every kind on one database file for a
+# fixed time, then the invariants a user relies on. Exits non-zero on any
+# violation.
+#
+#   scripts/stress.sh [--procs N] [--seconds S] [--bin-dir DIR] [--keep]
+#
+# Writers: orch-queue add (single and --stdin bulk), orch-batch create (+
+# orch-emit, start, done); and, when those tools are present, orch-msg
+# send/recv, orch-verify probe and orch-hook events. Every writer logs what
+# it was acknowledged (the ids printed on exit 0), so the check can prove that
+# nothing acknowledged is missing and nothing was handed out twice.
+#
+# Binaries: --bin-dir, else $ORCH_BIN_DIR, else a release build made here.
+# Needs bash, python3 (the checker) and coreutils.
+set -uo pipefail
+
+procs=40
+seconds=20
+bin_dir=${ORCH_BIN_DIR:-}
+keep=0
+while [ $# -gt 0 ]; do
+    case $1 in
+    --procs) procs=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    --bin-dir) bin_dir=$2; shift 2 ;;
+    --keep) keep=1; shift ;;
+    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "stress.sh: error: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+case $procs$seconds in *[!0-9]*) echo "stress.sh: error: --procs and --seconds take whole numbers" >&2; exit 2 ;; esac
+[ "$procs" -ge 2 ] || { echo "stress.sh: error: --procs must be at least 2" >&2; exit 2; }
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [ -z "$bin_dir" ]; then
+    (cd "$root" && cargo build --release --quiet) || exit 2
+    bin_dir=$root/target/release
+fi
+bin_dir=$(cd "$bin_dir" && pwd)
+for b in orch-queue orch-batch orch-emit; do
+    [ -x "$bin_dir/$b" ] || { echo "stress.sh: error: $bin_dir/$b not found" >&2; exit 2; }
+done
+command -v python3 >/dev/null || { echo "stress.sh: error: python3 is needed for the checks" >&2; exit 2; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/orch-stress.XXXXXX")
+if [ "$keep" = 1 ]; then
+    echo "work directory kept: $work" >&2
+else
+    trap 'rm -rf "$work"' EXIT
+fi
+mkdir -p "$work/log" "$work/home"
+export ORCH_DB=$work/stress.db HOME=$work/home PATH=$bin_dir:$PATH
+unset ORCH_BIN_DIR
+cd "$work" || exit 2
+
+# A tool counts as present when its verb answers --help (placeholders do not).
+has() { "$bin_dir/$1" "$2" --help >/dev/null 2>&1; }
+kinds=(add add batch)
+has orch-msg send && kinds+=(msg-send msg-recv)
+has orch-verify probe && kinds+=(probe)
+has orch-hook install && kinds+=(hook)
+
+# Make the file once so that every writer starts on an existing schema (the
+# concurrent first open is tested separately).
+orch-queue stats >/dev/null || exit 2
+
+now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
+
+# Each writer: $1 = kind, $2 = index. Logs: $kind.$i.ok (acknowledged ids or
+# records), .err (its stderr), .fail (unexpected exit codes), .ops (count).
+writer() {
+    local kind=$1 i=$2 n=0 out rc ops=0
+    local base=$work/log/$kind.$i
+    local end=$((SECONDS + seconds))
+    : >"$base.ok"
+    : >"$base.fail"
+    while [ $SECONDS -lt $end ]; do
+        n=$((n + 1))
+        case $kind in
+        add)
+            if [ $((n % 8)) = 0 ]; then
+                out=$(for k in 1 2 3 4 5; do
+                    printf '{"role":"r%d","prompt":"stress %d.%d.%d"}\n' $((k % 3)) "$i" "$n" "$k"
+                done | orch-queue add --stdin 2>>"$base.err")
+                rc=$?
+            else
+                out=$(orch-queue add "r$((n % 3))" -p $((n % 5)) "stress $i.$n" 2>>"$base.err")
+                rc=$?
+            fi
+            ops=$((ops + 1))
+            if [ $rc = 0 ]; then printf '%s\n' "$out" >>"$base.ok"; else echo "orch-queue add: exit $rc" >>"$base.fail"; fi
+            ;;
+        batch)
+            out=$(orch-batch create --max $((1 + RANDOM % 8)) --json 2>>"$base.err")
+            rc=$?
+            ops=$((ops + 1))
+            if [ $rc = 0 ]; then
+                printf '%s\n' "$out" >>"$base.ok"
+                local b=${out#\{\"id\":}
+                b=${b%%,*}
+                # Emit, then run the first task of every other batch.
+                orch-emit "$b" --format json >/dev/null 2>>"$base.err" || echo "orch-emit $b: exit $?" >>"$base.fail"
+                ops=$((ops + 1))
+                if [ $((n % 2)) = 0 ]; then
+                    local t=${out#*\"tasks\":\[\{\"id\":}
+                    t=${t%%,*}
+                    orch-queue start "$t" 2>>"$base.err" || echo "orch-queue start $t: exit $?" >>"$base.fail"
+                    orch-queue done "$t" --result "ok $t" 2>>"$base.err" || echo "orch-queue done $t: exit $?" >>"$base.fail"
+                    ops=$((ops + 2))
+                fi
+            elif [ $rc != 1 ]; then
+                echo "orch-batch create: exit $rc" >>"$base.fail"
+            fi
+            ;;
+        esac
+    done
+    echo "$ops" >"$base.ops"
+}
+
+nkinds=${#kinds[@]}
+echo "orch stress: $procs processes for ${seconds} s on one database (writers: ${kinds[*]})"
+start=$(now_ms)
+pids=()
+for i in $(seq 1 "$procs"); do
+    writer "${kinds[$(((i - 1) % nkinds))]}" "$i" &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+elapsed=$(($(now_ms) - start))
+
+python3 - "$work" "$elapsed" "$procs" <<'EOF'
+import glob, json, os, re, sqlite3, sys
+from collections import Counter, defaultdict
+
+work, elapsed_ms, procs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+log = os.path.join(work, "log")
+bad = []
+
+def files(kind, ext):
+    return sorted(glob.glob(os.path.join(log, f"{kind}.*.{ext}")))
+
+def lines(path):
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return [l.rstrip("\n") for l in f if l.strip()]
+
+def check(ok, what, detail=""):
+    print(f"  {'ok  ' if ok else 'FAIL'} {what}{(': ' + detail) if detail and not ok else ''}")
+    if not ok:
+        bad.append(what)
+
+ops = Counter()
+for p in glob.glob(os.path.join(log, "*.ops")):
+    ops[os.path.basename(p).split(".")[0]] += int(open(p).read().strip() or 0)
+total = sum(ops.values())
+secs = elapsed_ms / 1000
+print(f"load held: {total} operations in {secs:.1f} s = {total / secs:.0f} ops/s across {procs} processes")
+for k, v in sorted(ops.items()):
+    print(f"  {k:<10} {v:>7} ops  {v / secs:7.0f}/s")
+
+db = sqlite3.connect(os.path.join(work, "stress.db"))
+print("invariants:")
+
+# Every process exited as expected.
+fails = [l for p in glob.glob(os.path.join(log, "*.fail")) for l in lines(p)]
+check(not fails, "every command exited 0 (or 1 where 1 means 'nothing to do')", "; ".join(fails[:5]))
+
+# No lock error reached a user.
+locked = [l for p in glob.glob(os.path.join(log, "*.err")) for l in lines(p)
+          if re.search(r"locked|busy", l, re.I)]
+check(not locked, "zero 'database is locked'/busy messages on any stderr", "; ".join(locked[:5]))
+panics = [l for p in glob.glob(os.path.join(log, "*.err")) for l in lines(p)
+          if re.search(r"panicked|stack backtrace", l)]
+check(not panics, "no panic on any stderr", "; ".join(panics[:5]))
+
+# Tasks: acknowledged == stored, none lost, none invented.
+acked = [int(l) for p in files("add", "ok") for l in lines(p)]
+stored = {r[0] for r in db.execute("SELECT id FROM tasks")}
+missing = set(acked) - stored
+check(not missing, f"no acknowledged task missing ({len(acked)} acknowledged)", f"{len(missing)} missing, e.g. {sorted(missing)[:5]}")
+check(len(acked) == len(set(acked)), "no task id handed out twice")
+extra = stored - set(acked)
+check(not extra, f"no task stored that was not acknowledged ({len(stored)} stored)", f"{len(extra)} extra")
+
+# Batches: each task claimed by at most one batch; the DB agrees with what was printed.
+claimed = defaultdict(list)
+batches = {}
+for p in files("batch", "ok"):
+    for l in lines(p):
+        b = json.loads(l)
+        batches[b["id"]] = [t["id"] for t in b["tasks"]]
+        for t in b["tasks"]:
+            claimed[t["id"]].append(b["id"])
+twice = {t: bs for t, bs in claimed.items() if len(bs) > 1}
+check(not twice, f"no task in two batches ({len(batches)} batches, {len(claimed)} tasks claimed)", str(list(twice.items())[:5]))
+in_db = defaultdict(set)
+for tid, bid in db.execute("SELECT id, batch_id FROM tasks WHERE batch_id IS NOT NULL"):
+    in_db[bid].add(tid)
+db_batches = {r[0] for r in db.execute("SELECT id FROM batches")}
+check(db_batches == set(batches), "every batch in the database was acknowledged to its creator, and vice versa",
+      f"db-only {sorted(db_batches - set(batches))[:5]}, printed-only {sorted(set(batches) - db_batches)[:5]}")
+mismatch = [b for b, ts in batches.items() if set(ts) != in_db.get(b, set())]
+check(not mismatch, "each batch holds exactly the tasks its creator printed", str(mismatch[:5]))
+unbatched = db.execute("SELECT count(*) FROM tasks WHERE status != 'queued' AND batch_id IS NULL").fetchone()[0]
+check(unbatched == 0, "no task left the queue without a batch", f"{unbatched} tasks")
+unemitted = db.execute("SELECT count(*) FROM batches WHERE emitted_at IS NULL").fetchone()[0]
+check(unemitted == 0, "every batch was marked emitted", f"{unemitted} not emitted")
+
+# Messages (orch-msg): every acknowledged message delivered exactly once.
+sent = [l for p in files("msg-send", "ok") for l in lines(p)]
+if files("msg-send", "ok"):
+    got = Counter(l for p in files("msg-recv", "ok") for l in lines(p))
+    lost = [m for m in sent if got[m] == 0]
+    check(not lost, f"no acknowledged message missing ({len(sent)} sent)", str(lost[:5]))
+    dup = [m for m, c in got.items() if c > 1]
+    check(not dup, f"no message delivered twice ({sum(got.values())} received)", str(dup[:5]))
+
+# Probes (orch-verify): every acknowledged probe recorded its start and end.
+if files("probe", "ok"):
+    probes = [tuple(map(int, l.split())) for p in files("probe", "ok") for l in lines(p)]
+    have = {(r, i) for r, i in db.execute(
+        "SELECT run_id, idx FROM verify_probes WHERE started_at IS NOT NULL AND finished_at IS NOT NULL")}
+    lost = [p for p in probes if p not in have]
+    check(not lost, f"every acknowledged probe recorded ({len(probes)})", str(lost[:5]))
+
+# Hook events (orch-hook): every acknowledged agent call recorded once, finished.
+if files("hook", "ok"):
+    calls = [l for p in files("hook", "ok") for l in lines(p)]
+    have = Counter(r[0] for r in db.execute("SELECT call_id FROM agent_calls WHERE finished_at IS NOT NULL"))
+    lost = [c for c in calls if have[c] != 1]
+    check(not lost, f"every acknowledged agent call recorded once with its end ({len(calls)})", str(lost[:5]))
+
+ic = db.execute("PRAGMA integrity_check").fetchall()
+check(ic == [("ok",)], "PRAGMA integrity_check = ok", str(ic[:3]))
+fk = db.execute("PRAGMA foreign_key_check").fetchall()
+check(not fk, "PRAGMA foreign_key_check finds nothing", str(fk[:3]))
+
+if bad:
+    print(f"stress: {len(bad)} invariant(s) violated")
+    sys.exit(1)
+print("stress: all invariants hold")
+EOF
