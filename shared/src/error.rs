@@ -36,7 +36,15 @@ pub enum Error {
     },
     /// Any other SQLite failure.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+}
+
+// Not `#[from]`: that would also make the rusqlite error the `source`, and the
+// one-line report (`{:#}`, the cause chain) would print SQLite's message twice.
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Sqlite(e)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -289,7 +289,7 @@ impl Db {
     pub fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(|e| self.map_err(e))?;
-        let out = f(&tx)?;
+        let out = f(&tx).map_err(|e| self.remap(e))?;
         tx.commit().map_err(|e| self.map_err(e))?;
         Ok(out)
     }
@@ -298,9 +298,17 @@ impl Db {
     pub fn read<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)
             .map_err(|e| self.map_err(e))?;
-        let out = f(&tx)?;
+        let out = f(&tx).map_err(|e| self.remap(e))?;
         tx.commit().map_err(|e| self.map_err(e))?;
         Ok(out)
+    }
+
+    /// [`Db::map_err`] for an SQLite error that came back through `?` inside a transaction.
+    fn remap(&self, e: Error) -> Error {
+        match e {
+            Error::Sqlite(e) => self.map_err(e),
+            other => other,
+        }
     }
 
     /// Turns SQLite's lock and permission codes into errors that say what to do.
@@ -311,7 +319,20 @@ impl Db {
 
 /// Maps an SQLite error on `path` to orch's error shapes.
 pub fn map_sqlite(path: &Path, e: rusqlite::Error) -> Error {
-    match e.sqlite_error_code() {
+    let code = e.sqlite_error_code();
+    if matches!(
+        code,
+        Some(ErrorCode::ReadOnly)
+            | Some(ErrorCode::CannotOpen)
+            | Some(ErrorCode::SystemIoFailure)
+            | Some(ErrorCode::DiskFull)
+    ) {
+        // SQLite's own words ("disk I/O error", "unable to open") hide the cause.
+        if let Some(why) = why_unwritable(path) {
+            return Error::invalid(format!("{}: {why}; nothing was written", path.display()));
+        }
+    }
+    match code {
         Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
             Error::Busy(BUSY_TIMEOUT.as_secs())
         }
@@ -331,8 +352,53 @@ pub fn map_sqlite(path: &Path, e: rusqlite::Error) -> Error {
             "{}: the disk is full; nothing was written",
             path.display()
         )),
+        Some(ErrorCode::SystemIoFailure) => Error::invalid(format!(
+            "{}: disk I/O error (out of space, a file-size limit, or a failing disk?); nothing was written",
+            path.display()
+        )),
         _ => Error::Sqlite(e),
     }
+}
+
+/// Why the file system under `path` refuses writes, if it visibly does: a
+/// read-only mount, no space left, or no write permission.
+fn why_unwritable(path: &Path) -> Option<&'static str> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    // The nearest existing directory (a new database's parents may not exist).
+    let dir = path
+        .ancestors()
+        .skip(1)
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        })
+        .find(|d| d.is_dir())?;
+    let c = CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero statvfs is a valid value for this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    if st.f_flag & libc::ST_RDONLY != 0 {
+        return Some("the file system is read-only");
+    }
+    if (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) < 256 * 1024 {
+        return Some("the disk is full");
+    }
+    for p in [path, dir] {
+        if let Ok(c) = CString::new(p.as_os_str().as_bytes()) {
+            // SAFETY: `c` is a NUL-terminated path.
+            if p.exists() && unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+                return Some("no permission to write the database file or its directory");
+            }
+        }
+    }
+    None
 }
 
 fn open_error(path: &Path, e: rusqlite::Error) -> Error {
