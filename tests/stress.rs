@@ -1,1 +1,841 @@
-//! Tests for stress (to be written).
+//! Load, faults and hostile input: the stress script at a small size, writers
+//! killed with SIGKILL (one of them while it holds the write lock), a batch
+//! whose emitter died, read-only and full disks, damaged database files, and
+//! the corpus under tests/hostile/ run through every binary.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// Every table of the schema, to prove that "nothing was written".
+const TABLES: &[&str] = &[
+    "tasks",
+    "task_deps",
+    "batches",
+    "messages",
+    "deliveries",
+    "verify_runs",
+    "verify_probes",
+    "agent_calls",
+];
+
+/// Row counts of every table (a missing table counts -1).
+fn counts(db: &Path) -> Vec<i64> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    TABLES
+        .iter()
+        .map(|t| {
+            c.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
+                .unwrap_or(-1)
+        })
+        .collect()
+}
+
+fn integrity_ok(db: &Path) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let r: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(r, "ok");
+    let fk: i64 = c
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(fk, 0, "foreign keys");
+}
+
+/// Count of tasks whose prompt starts with `prefix`.
+fn tasks_like(db: &Path, prefix: &str) -> i64 {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.query_row(
+        "SELECT count(*) FROM tasks WHERE substr(prompt, 1, length(?1)) = ?1",
+        [prefix],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// A small xorshift generator: random enough to pick victims, seed printed.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Rng {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        eprintln!("rng seed {seed}");
+        Rng(seed)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// JSON Lines of `n` tasks whose prompts start with `prefix`.
+fn jsonl(prefix: &str, n: usize, pad: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    let filler = "x".repeat(pad);
+    for i in 0..n {
+        let line = serde_json::json!({"role": "dev", "prompt": format!("{prefix}{i} {filler}")});
+        writeln!(v, "{line}").unwrap();
+    }
+    v
+}
+
+/// Spawns `name ARGS` with `input` fed on stdin from a thread; output piped.
+fn spawn_fed(env: &Env, name: &str, args: &[&str], input: Vec<u8>) -> Child {
+    let mut c = env.cmd(name);
+    c.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    child
+}
+
+fn stdout_ids(out: &Output) -> Vec<i64> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect()
+}
+
+fn assert_no_lock_error(out: &Output) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.to_lowercase().contains("locked") && !err.contains("busy"),
+        "{err}"
+    );
+}
+
+/// The next commands work: add, batch, emit.
+fn next_commands_work(env: &Env) {
+    let id = env.add("dev", "after the storm");
+    assert!(id > 0);
+    let b = env.ok("orch-batch", &["create", "--max", "100000"]);
+    let out = env.ok("orch-emit", &[b.trim(), "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["tasks"].as_array().unwrap().contains(&id.into()));
+}
+
+#[test]
+fn stress_script_holds_its_invariants_at_a_small_size() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/stress.sh");
+    let env = Env::new();
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(["--procs", "16", "--seconds", "4", "--bin-dir"])
+        .arg(bin_dir())
+        .env("TMPDIR", env.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_code(&out, 0);
+    assert!(stdout.contains("stress: all invariants hold"), "{stdout}");
+    assert!(stdout.contains("ok   no task in two batches"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+#[test]
+fn sigkilled_writers_leave_all_or_nothing_and_the_next_command_works() {
+    let env = Env::new();
+    env.ok("orch-queue", &["stats"]);
+    let mut rng = Rng::new();
+    const LINES: usize = 400;
+    let mut adders = Vec::new();
+    let mut batchers = Vec::new();
+    for round in 0..3 {
+        let mut children = Vec::new();
+        for i in 0..8 {
+            let prefix = format!("k{round}.{i}:");
+            let child = spawn_fed(
+                &env,
+                "orch-queue",
+                &["add", "--stdin"],
+                jsonl(&prefix, LINES, 200),
+            );
+            children.push((prefix, child, false));
+        }
+        let mut bs = Vec::new();
+        for _ in 0..3 {
+            let mut c = env.cmd("orch-batch");
+            c.args(["create", "--max", "300", "--json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            bs.push((c.spawn().unwrap(), false));
+        }
+        // Kill about half, each at a random moment in the first 150 ms.
+        let start = Instant::now();
+        let mut plan: Vec<(usize, Duration)> = Vec::new();
+        for k in 0..children.len() + bs.len() {
+            if rng.below(2) == 0 {
+                plan.push((k, Duration::from_millis(rng.below(150))));
+            }
+        }
+        plan.sort_by_key(|p| p.1);
+        for (k, at) in plan {
+            if let Some(wait) = at.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            if k < children.len() {
+                let _ = children[k].1.kill();
+                children[k].2 = true;
+            } else {
+                let _ = bs[k - children.len()].0.kill();
+                bs[k - children.len()].1 = true;
+            }
+        }
+        adders.extend(
+            children
+                .into_iter()
+                .map(|(p, c, k)| (p, c.wait_with_output().unwrap(), k)),
+        );
+        batchers.extend(
+            bs.into_iter()
+                .map(|(c, k)| (c.wait_with_output().unwrap(), k)),
+        );
+    }
+    let mut completed = 0;
+    for (prefix, out, killed) in &adders {
+        let n = tasks_like(&env.db, prefix);
+        assert!(
+            n == 0 || n == LINES as i64,
+            "{prefix}: {n} of {LINES} rows: not all or nothing"
+        );
+        if out.status.success() {
+            completed += 1;
+            assert_eq!(n, LINES as i64, "{prefix} acknowledged but missing");
+            assert_eq!(stdout_ids(out).len(), LINES);
+        } else {
+            assert!(
+                *killed,
+                "{prefix} failed without being killed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert_no_lock_error(out);
+    }
+    let c = env.sql();
+    for (out, killed) in &batchers {
+        match out.status.code() {
+            Some(0) => {
+                let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                for t in b["tasks"].as_array().unwrap() {
+                    let in_db: i64 = c
+                        .query_row(
+                            "SELECT batch_id FROM tasks WHERE id = ?1",
+                            [t["id"].as_i64().unwrap()],
+                            |r| r.get(0),
+                        )
+                        .unwrap();
+                    assert_eq!(
+                        in_db,
+                        b["id"].as_i64().unwrap(),
+                        "task claimed by two batches"
+                    );
+                }
+            }
+            Some(1) => {}
+            _ => assert!(
+                *killed,
+                "batcher failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+        assert_no_lock_error(out);
+    }
+    eprintln!("{completed} of {} bulk adds completed", adders.len());
+    let orphans: i64 = c
+        .query_row(
+            "SELECT count(*) FROM tasks WHERE (status = 'queued') != (batch_id IS NULL)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        orphans, 0,
+        "a task is batched without a batch, or queued with one"
+    );
+    integrity_ok(&env.db);
+    next_commands_work(&env);
+}
+
+#[test]
+fn killing_processes_that_wait_for_the_lock_loses_nothing() {
+    let env = Env::new();
+    env.ok("orch-queue", &["stats"]);
+    let mut holder = env.sql();
+    let tx = holder
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    let mut waiters: Vec<Child> = (0..4)
+        .map(|i| {
+            let mut c = env.cmd("orch-queue");
+            c.args(["add", "dev", &format!("waiter{i} here")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    for w in waiters.iter_mut() {
+        assert!(
+            w.try_wait().unwrap().is_none(),
+            "a waiter did not wait for the lock"
+        );
+    }
+    waiters[0].kill().unwrap();
+    waiters[2].kill().unwrap();
+    tx.rollback().unwrap();
+    for (i, w) in waiters.into_iter().enumerate() {
+        let out = w.wait_with_output().unwrap();
+        let n = tasks_like(&env.db, &format!("waiter{i} "));
+        if i % 2 == 0 {
+            assert_eq!(n, 0, "a killed waiter wrote");
+        } else {
+            assert_code(&out, 0);
+            assert_eq!(n, 1);
+        }
+    }
+    drop(holder);
+    integrity_ok(&env.db);
+    next_commands_work(&env);
+}
+
+#[test]
+fn killing_the_lock_holder_mid_transaction_rolls_it_back() {
+    let env = Env::new();
+    env.ok("orch-queue", &["stats"]);
+    let probe = env.sql();
+    probe.busy_timeout(Duration::ZERO).unwrap();
+    let lock_held = || probe.execute_batch("BEGIN IMMEDIATE; ROLLBACK").is_err();
+    // A bulk add large enough to hold the write lock for a while.
+    let mut bulk = spawn_fed(
+        &env,
+        "orch-queue",
+        &["add", "--stdin"],
+        jsonl("bulk:", 30_000, 1000),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lock_held() {
+        assert!(
+            bulk.try_wait().unwrap().is_none(),
+            "bulk add finished before it could be caught holding the lock"
+        );
+        assert!(Instant::now() < deadline, "bulk add never took the lock");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Someone queues behind it, then the holder dies.
+    let mut waiter = env.cmd("orch-queue");
+    waiter
+        .args(["add", "dev", "queued behind the holder"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let waiter = waiter.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(lock_held(), "the lock was released before the kill");
+    bulk.kill().unwrap();
+    let _ = bulk.wait();
+    let out = waiter.wait_with_output().unwrap();
+    assert_code(&out, 0);
+    assert_no_lock_error(&out);
+    assert_eq!(
+        tasks_like(&env.db, "bulk:"),
+        0,
+        "a killed transaction left rows"
+    );
+    assert_eq!(tasks_like(&env.db, "queued behind"), 1);
+    drop(probe);
+    integrity_ok(&env.db);
+    next_commands_work(&env);
+}
+
+#[test]
+fn a_batch_whose_emitter_died_is_listed_unemitted_and_can_be_released() {
+    let env = Env::new();
+    let ids: Vec<i64> = (0..3)
+        .map(|i| env.add("dev", &format!("task {i}")))
+        .collect();
+    let b = env.ok("orch-batch", &["create"]).trim().to_string();
+    // The emitter waits for the batch id on stdin and dies before it gets it.
+    let mut emit = env.cmd("orch-emit");
+    emit.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut emit = emit.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    emit.kill().unwrap();
+    let _ = emit.wait();
+    let list = json_lines(&env.ok("orch-batch", &["list", "--json"]));
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"].to_string(), b);
+    assert!(list[0]["emitted_at"].is_null());
+    assert_eq!(list[0]["batched"], 3);
+    let text = env.ok("orch-batch", &["list"]);
+    assert!(text.lines().nth(1).unwrap().contains(" no "), "{text}");
+    env.ok("orch-batch", &["release", &b]);
+    let queued = json_lines(&env.ok("orch-queue", &["list", "--status", "queued", "--json"]));
+    assert_eq!(
+        queued
+            .iter()
+            .map(|t| t["id"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        ids
+    );
+    let b2 = env.ok("orch-batch", &["create"]).trim().to_string();
+    assert_ne!(b2, b);
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok("orch-emit", &[&b2, "--format", "json"])).unwrap();
+    assert_eq!(v["tasks"], serde_json::json!(ids));
+    let list = json_lines(&env.ok("orch-batch", &["list", "--json"]));
+    assert!(list[0]["emitted_at"].is_string());
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped. Needs root
+/// (CAP_SYS_ADMIN); `None` when mounting is not allowed here.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+    fn remount(&self, opt: &str) {
+        let s = Command::new("mount")
+            .args(["-o", &format!("remount,{opt}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(s.success(), "remount {opt}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// How a directory is made read-only: a read-only tmpfs when we may mount
+/// (root ignores file modes, so chmod proves nothing there), else modes.
+enum ReadOnly {
+    Mount(Tmpfs),
+    Modes(PathBuf),
+}
+
+impl ReadOnly {
+    fn prepare(dir: &Path) -> ReadOnly {
+        if is_root() {
+            let m = Tmpfs::mount(dir, "8m").expect(
+                "running as root, the read-only test needs `mount -t tmpfs` (root ignores file modes); \
+                 run the tests as a normal user or where mounting is allowed",
+            );
+            ReadOnly::Mount(m)
+        } else {
+            std::fs::create_dir_all(dir).unwrap();
+            ReadOnly::Modes(dir.to_path_buf())
+        }
+    }
+    fn set(&self, ro: bool) {
+        use std::os::unix::fs::PermissionsExt;
+        match self {
+            ReadOnly::Mount(m) => m.remount(if ro { "ro" } else { "rw" }),
+            ReadOnly::Modes(d) => {
+                for e in std::fs::read_dir(d).unwrap() {
+                    let p = e.unwrap().path();
+                    let mode = if ro { 0o400 } else { 0o600 };
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+                }
+                let mode = if ro { 0o500 } else { 0o700 };
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_read_only_database_or_directory_is_a_clear_error_and_nothing_is_written() {
+    let env = Env::new();
+    let dir = env.path().join("ro");
+    let ro = ReadOnly::prepare(&dir);
+    let db = dir.join("orch.db");
+    let dbs = db.to_str().unwrap();
+    env.ok("orch-queue", &["--db", dbs, "add", "dev", "first"]);
+    env.ok("orch-queue", &["--db", dbs, "add", "dev", "second"]);
+    let before = counts(&db);
+    ro.set(true);
+    for args in [
+        vec!["orch-queue", "add", "dev", "third"],
+        vec!["orch-batch", "create"],
+        vec!["orch-queue", "cancel", "1"],
+    ] {
+        let mut full = vec!["--db", dbs];
+        full.extend(&args[1..]);
+        let err = assert_error(&env.run(args[0], &full), args[0]);
+        assert!(err.contains("read-only"), "{err}");
+    }
+    // A new database in a read-only directory.
+    let fresh = dir.join("sub/new.db");
+    let err = assert_error(
+        &env.run(
+            "orch-queue",
+            &["--db", fresh.to_str().unwrap(), "add", "dev", "x"],
+        ),
+        "orch-queue",
+    );
+    assert!(err.contains("sub"), "{err}");
+    ro.set(false);
+    assert!(!fresh.exists() && !dir.join("sub").exists());
+    assert_eq!(counts(&db), before);
+    integrity_ok(&db);
+    env.ok("orch-queue", &["--db", dbs, "add", "dev", "third"]);
+}
+
+/// Fills the file system under `dir` until writing fails.
+fn fill(dir: &Path) -> PathBuf {
+    let p = dir.join("filler");
+    let mut f = std::fs::File::create(&p).unwrap();
+    let block = vec![0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+    p
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_nothing_is_half_written() {
+    let env = Env::new();
+    let dir = env.path().join("small");
+    let Some(_m) = Tmpfs::mount(&dir, "2m") else {
+        assert!(!is_root(), "root but cannot mount a tmpfs");
+        // Without mount rights the file-size limit test below covers the path.
+        return;
+    };
+    let db = dir.join("orch.db");
+    let dbs = db.to_str().unwrap();
+    env.ok(
+        "orch-queue",
+        &["--db", dbs, "add", "dev", "before the disk filled"],
+    );
+    let before = counts(&db);
+    let filler = fill(&dir);
+    let big = jsonl("big:", 200, 4000);
+    let out = env.run_with("orch-queue", &["--db", dbs, "add", "--stdin"], &big);
+    let err = assert_error(&out, "orch-queue");
+    assert!(err.contains("full"), "{err}");
+    let prompt = "y".repeat(600_000);
+    let err = assert_error(
+        &env.run_with(
+            "orch-queue",
+            &["--db", dbs, "add", "dev", "-"],
+            prompt.as_bytes(),
+        ),
+        "orch-queue",
+    );
+    assert!(err.contains("full"), "{err}");
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(counts(&db), before);
+    integrity_ok(&db);
+    env.ok_with("orch-queue", &["--db", dbs, "add", "--stdin"], &big);
+    assert_eq!(tasks_like(&db, "big:"), 200);
+}
+
+#[test]
+fn a_file_size_limit_is_a_clear_error_and_nothing_is_half_written() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    env.add("dev", "before the limit");
+    let before = counts(&env.db);
+    let mut c = env.cmd("orch-queue");
+    c.args(["add", "--stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 256 * 1024,
+                rlim_max: 256 * 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = jsonl("limit:", 500, 2000);
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    let err = assert_error(&out, "orch-queue");
+    assert!(
+        err.contains("full") || err.contains("too large") || err.contains("I/O"),
+        "{err}"
+    );
+    assert_eq!(counts(&env.db), before);
+    integrity_ok(&env.db);
+    next_commands_work(&env);
+}
+
+/// A database with a few tasks and a batch, checkpointed into one file.
+fn seeded(env: &Env) {
+    for i in 0..40 {
+        env.add("dev", &format!("seed task {i} {}", "z".repeat(300)));
+    }
+    env.ok("orch-batch", &["create"]);
+    let c = env.sql();
+    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(c);
+    let _ = std::fs::remove_file(env.db.with_extension("db-wal"));
+    let _ = std::fs::remove_file(env.db.with_extension("db-shm"));
+}
+
+#[test]
+fn a_truncated_or_garbled_database_is_refused_without_a_panic() {
+    let env = Env::new();
+    seeded(&env);
+    let good = std::fs::read(&env.db).unwrap();
+    assert!(good.len() > 3 * 4096);
+    let damage: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated inside the header", good[..50].to_vec()),
+        ("truncated inside page 1", good[..1000].to_vec()),
+        ("truncated after two pages", good[..8192].to_vec()),
+        (
+            "garbage header",
+            [vec![0xA5u8; 100], good[100..].to_vec()].concat(),
+        ),
+        (
+            "garbage after page 1",
+            [good[..4096].to_vec(), vec![0x5Au8; good.len() - 4096]].concat(),
+        ),
+        (
+            "all garbage",
+            (0..good.len()).map(|i| (i * 7 + 3) as u8).collect(),
+        ),
+    ];
+    for (what, bytes) in damage {
+        for args in [
+            vec!["orch-queue", "list"],
+            vec!["orch-queue", "add", "dev", "x"],
+            vec!["orch-queue", "stats"],
+            vec!["orch-batch", "create"],
+            vec!["orch-batch", "list"],
+            vec!["orch-emit", "1"],
+        ] {
+            std::fs::write(&env.db, &bytes).unwrap();
+            let out = env
+                .cmd(args[0])
+                .args(&args[1..])
+                .env("RUST_BACKTRACE", "1")
+                .output()
+                .unwrap();
+            let err = assert_error(&out, args[0]);
+            assert!(
+                err.contains("not an orch database")
+                    || err.contains("damaged")
+                    || err.contains("malformed"),
+                "{what}: {args:?}: {err}"
+            );
+            assert_eq!(
+                std::fs::read(&env.db).unwrap(),
+                bytes,
+                "{what}: {args:?} changed the file"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The hostile corpus: tests/hostile/cases.json, inputs beside it.
+
+/// One case of the corpus.
+#[derive(Debug)]
+struct Case {
+    name: String,
+    bin: String,
+    args: Vec<std::ffi::OsString>,
+    stdin: Vec<u8>,
+    expect: String,
+}
+
+fn hostile_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile")
+}
+
+/// An argument: plain text, or `hex:…` for raw bytes (invalid UTF-8).
+fn arg(v: &serde_json::Value) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let s = v.as_str().unwrap();
+    match s.strip_prefix("hex:") {
+        Some(h) => std::ffi::OsString::from_vec(
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                .collect(),
+        ),
+        None => s.into(),
+    }
+}
+
+/// Stdin: a file of the corpus, or generated (`{"repeat": S, "times": N,
+/// "before": S, "after": S}`) for inputs too big to keep in the repository.
+fn stdin_of(v: &serde_json::Value) -> Vec<u8> {
+    if let Some(f) = v.get("stdin_file").and_then(|f| f.as_str()) {
+        return std::fs::read(hostile_dir().join(f)).unwrap();
+    }
+    if let Some(g) = v.get("stdin_gen") {
+        let s = |k: &str| g.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        let times = g["times"].as_u64().unwrap() as usize;
+        return format!("{}{}{}", s("before"), s("repeat").repeat(times), s("after")).into_bytes();
+    }
+    v.get("stdin")
+        .and_then(|s| s.as_str())
+        .unwrap_or("")
+        .as_bytes()
+        .to_vec()
+}
+
+fn load_cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(hostile_dir().join("cases.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            name: c["name"].as_str().unwrap().to_string(),
+            bin: c["bin"].as_str().unwrap().to_string(),
+            args: c["args"].as_array().unwrap().iter().map(arg).collect(),
+            stdin: stdin_of(c),
+            expect: c["expect"].as_str().unwrap().to_string(),
+        })
+        .collect()
+}
+
+/// At most 600 characters of `s`, for failure messages.
+fn clip(s: &str) -> String {
+    s.chars().take(600).collect()
+}
+
+/// Whether the binary is built (not the placeholder of a tool still to come).
+fn is_built(env: &Env, name: &str) -> bool {
+    let out = env.run(name, &[]);
+    !String::from_utf8_lossy(&out.stderr).contains("not built yet")
+}
+
+#[test]
+fn the_hostile_corpus_gets_one_clear_line_and_writes_nothing() {
+    let env = Env::new();
+    // Something for ids to point at: queued tasks, a batch.
+    for i in 0..3 {
+        env.add("dev", &format!("seed {i}"));
+    }
+    env.ok("orch-batch", &["create", "--max", "1"]);
+    let cases = load_cases();
+    assert!(cases.len() >= 30, "corpus too small: {}", cases.len());
+    let mut ran = 0;
+    for c in &cases {
+        if !is_built(&env, &c.bin) {
+            eprintln!("skip {} ({} is not built yet)", c.name, c.bin);
+            continue;
+        }
+        ran += 1;
+        let before = counts(&env.db);
+        let mut cmd = env.cmd(&c.bin);
+        cmd.args(&c.args)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let data = c.stdin.clone();
+        let w = std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        let out = child.wait_with_output().unwrap();
+        w.join().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let ctx = format!(
+            "case {:?}: exit {:?}, stderr: {}",
+            c.name,
+            out.status.code(),
+            clip(&err)
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("stack backtrace"),
+            "{ctx}"
+        );
+        match c.expect.as_str() {
+            "error" => {
+                assert_eq!(out.status.code(), Some(2), "{ctx}");
+                assert_eq!(err.lines().count(), 1, "{ctx}");
+                assert!(err.starts_with(&format!("{}: error: ", c.bin)), "{ctx}");
+                assert!(out.stdout.is_empty(), "{ctx}: data on stdout");
+                assert_eq!(counts(&env.db), before, "{ctx}: something was written");
+            }
+            "ok-write" => assert_eq!(out.status.code(), Some(0), "{ctx}"),
+            "ok-read" => {
+                assert_eq!(out.status.code(), Some(0), "{ctx}");
+                assert_eq!(counts(&env.db), before, "{ctx}: a read wrote");
+            }
+            "no" => {
+                assert_eq!(out.status.code(), Some(1), "{ctx}");
+                assert_eq!(counts(&env.db), before, "{ctx}: something was written");
+            }
+            other => panic!("case {}: unknown expect {other}", c.name),
+        }
+        // Text stored verbatim must come back verbatim.
+        if c.expect == "ok-write"
+            && c.bin == "orch-queue"
+            && c.args.first().is_some_and(|a| a == "add")
+        {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let shown: serde_json::Value =
+                    serde_json::from_str(&env.ok("orch-queue", &["show", id.trim(), "--json"]))
+                        .unwrap();
+                let given = c.args.last().unwrap().to_string_lossy().to_string();
+                if !c.args.iter().any(|a| a == "--stdin" || a == "-") {
+                    assert_eq!(shown["prompt"], given, "{ctx}: prompt not stored verbatim");
+                }
+            }
+        }
+    }
+    assert!(ran >= 30, "only {ran} cases ran");
+    integrity_ok(&env.db);
+}
