@@ -548,8 +548,8 @@ impl Slot {
     }
 
     fn drained(&self) -> bool {
-        self.out.as_ref().map_or(true, |h| h.is_finished())
-            && self.err.as_ref().map_or(true, |h| h.is_finished())
+        self.out.as_ref().is_none_or(|h| h.is_finished())
+            && self.err.as_ref().is_none_or(|h| h.is_finished())
     }
 }
 

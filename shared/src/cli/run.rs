@@ -214,8 +214,13 @@ fn print_summary(batch: i64, s: &Summary) {
     if let Some(sig) = s.interrupted {
         let mut l = format!("orch-run: interrupted by {}", run::signal_name(sig));
         if !s.requeued.is_empty() {
+            let (what, verb) = if s.requeued.len() == 1 {
+                ("task", "is")
+            } else {
+                ("tasks", "are")
+            };
             l.push_str(&format!(
-                "; tasks {} never started and are back in the queue",
+                "; {what} {} never started and {verb} back in the queue",
                 join_ids(&s.requeued)
             ));
         }
@@ -277,9 +282,9 @@ impl Progress {
         let mut err = io::stderr().lock();
         if self.tty {
             let now = Instant::now();
-            let due = self.last_draw.map_or(true, |t| {
-                now.duration_since(t) >= Duration::from_millis(100)
-            });
+            let due = self
+                .last_draw
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(100));
             if line.is_none() && !due {
                 return;
             }
