@@ -513,7 +513,11 @@ fn has_exited(pid: i32) -> bool {
             &mut info,
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         );
-        r != 0 || info.si_pid() != 0
+        if r != 0 {
+            // ECHILD (already reaped elsewhere) counts as exited; EINTR means look again later.
+            return std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR);
+        }
+        info.si_pid() != 0
     }
 }
 
