@@ -15,5 +15,6 @@ pub mod session;
 pub mod task;
 pub mod text;
 pub mod time;
+pub mod verify;
 
 pub use error::{Error, Exit, Result};
