@@ -51,7 +51,7 @@ pub struct Shape {
     #[arg(short = 'n', value_name = "N", default_value_t = verify::DEFAULT_N, value_parser = clap::value_parser!(i64).range(1..=verify::MAX_N))]
     pub n: i64,
     /// How long each probe sleeps: seconds (fractions allowed) or a duration like 500ms.
-    #[arg(long, value_name = "SECS", default_value = "8", value_parser = sleep_arg)]
+    #[arg(long, value_name = "SECS", default_value = "8", value_parser = sleep_arg, allow_negative_numbers = true)]
     pub sleep: i64,
 }
 
@@ -120,7 +120,7 @@ pub enum Cmd {
         #[arg(short = 'n', value_name = "N", default_value_t = verify::DEFAULT_N, value_parser = clap::value_parser!(i64).range(2..=verify::MAX_N))]
         n: i64,
         /// How long each probe sleeps.
-        #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = sleep_arg)]
+        #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = sleep_arg, allow_negative_numbers = true)]
         sleep: i64,
         /// One JSON object per phase.
         #[arg(long)]
