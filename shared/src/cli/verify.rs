@@ -710,7 +710,8 @@ when it started and ended. From those times you get a verdict: PARALLEL when
 all {n} ran at once. It takes about a minute.
 
 Run this in the directory where you start Claude Code (`claude`).
-Database: {} ({})",
+Database: {}
+          chosen as {}",
         loc.path.display(),
         loc.source.explain()
     )?;
