@@ -525,3 +525,67 @@ fn bad_usage_is_refused() {
         0
     );
 }
+
+#[test]
+fn orch_verify_exec_judges_orch_run_parallel_and_one_at_a_time() {
+    let env = Env::new();
+    let out = env.run(
+        "orch-verify",
+        &[
+            "exec",
+            "-n",
+            "6",
+            "--sleep",
+            "1",
+            "--json",
+            "--",
+            "orch-run",
+            "--stdin-lines",
+            "--",
+            "sh",
+            "-c",
+            "{prompt}",
+        ],
+    );
+    assert_code(&out, 0);
+    let v = json_lines(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(v.len(), 1, "stdout holds only the report");
+    assert_eq!(
+        (v[0]["verdict"].as_str(), v[0]["peak"].as_i64()),
+        (Some("PARALLEL"), Some(6))
+    );
+    // orch-run recorded every probe as a done task of role shell.
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM tasks WHERE role = 'shell' AND status = 'done'"
+        ),
+        6
+    );
+
+    let out = env.run(
+        "orch-verify",
+        &[
+            "exec",
+            "-n",
+            "3",
+            "--sleep",
+            "0.3",
+            "--json",
+            "--",
+            "orch-run",
+            "--stdin-lines",
+            "-j",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "{prompt}",
+        ],
+    );
+    assert_code(&out, 1);
+    assert_eq!(
+        json_lines(&String::from_utf8_lossy(&out.stdout))[0]["verdict"],
+        "SEQUENTIAL"
+    );
+}
