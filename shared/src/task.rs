@@ -587,7 +587,7 @@ pub struct Stats {
 
 /// Counts tasks by status.
 pub fn stats(db: &Db) -> Result<Stats> {
-    db.read(|tx| stats_in(tx))
+    db.read(stats_in)
 }
 
 /// [`stats`] inside a transaction the caller holds.
