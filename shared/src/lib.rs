@@ -12,6 +12,7 @@ pub mod error;
 pub mod front;
 pub mod intervals;
 pub mod mcp;
+pub mod msg;
 pub mod session;
 pub mod task;
 pub mod text;
