@@ -17,5 +17,6 @@ pub mod session;
 pub mod task;
 pub mod text;
 pub mod time;
+pub mod verify;
 
 pub use error::{Error, Exit, Result};
