@@ -11,6 +11,7 @@ pub mod emit;
 pub mod error;
 pub mod front;
 pub mod intervals;
+pub mod mcp;
 pub mod msg;
 pub mod run;
 pub mod session;
