@@ -202,7 +202,12 @@ pub fn derive_description(prompt: &str) -> String {
         .trim_end_matches(|c: char| c.is_ascii_punctuation())
         .to_string();
     if d.chars().count() > 60 {
-        d = d.chars().take(60).collect::<String>().trim_end().to_string();
+        d = d
+            .chars()
+            .take(60)
+            .collect::<String>()
+            .trim_end()
+            .to_string();
     }
     if d.is_empty() {
         d = "Run a task".into();
@@ -223,7 +228,10 @@ impl NewTask {
         let description = match self.description {
             Some(d) => {
                 let d = d.trim().to_string();
-                if d.is_empty() || d.contains(['\n', '\r', '\0']) || d.chars().count() > MAX_DESCRIPTION {
+                if d.is_empty()
+                    || d.contains(['\n', '\r', '\0'])
+                    || d.chars().count() > MAX_DESCRIPTION
+                {
                     return Err(Error::invalid(format!(
                         "bad description: one line of 1-{MAX_DESCRIPTION} characters (3-5 words suit Claude Code best)"
                     )));
@@ -240,7 +248,9 @@ impl NewTask {
         for d in &self.after {
             if let Dep::Id(id) = d {
                 if *id <= 0 {
-                    return Err(Error::invalid(format!("bad dependency {id}: task ids are positive")));
+                    return Err(Error::invalid(format!(
+                        "bad dependency {id}: task ids are positive"
+                    )));
                 }
             }
         }
@@ -261,12 +271,24 @@ impl NewTask {
 /// call by key; a missing task or a cycle is refused. `label(i)` names the
 /// i-th task in errors (e.g. "line 7").
 pub fn add(db: &Db, tasks: Vec<ValidTask>, label: impl Fn(usize) -> String) -> Result<Vec<i64>> {
+    db.write(|tx| add_in(tx, tasks, label))
+}
+
+/// [`add`] inside a transaction the caller holds (it must be IMMEDIATE).
+pub fn add_in(
+    tx: &Transaction,
+    tasks: Vec<ValidTask>,
+    label: impl Fn(usize) -> String,
+) -> Result<Vec<i64>> {
     // Keys must be unique and every key reference must resolve to a line.
     let mut keys: HashMap<&str, usize> = HashMap::new();
     for (i, t) in tasks.iter().enumerate() {
         if let Some(k) = &t.key {
             if keys.insert(k.as_str(), i).is_some() {
-                return Err(Error::invalid(format!("{}: key {k:?} is used twice", label(i))));
+                return Err(Error::invalid(format!(
+                    "{}: key {k:?} is used twice",
+                    label(i)
+                )));
             }
         }
     }
@@ -299,12 +321,14 @@ pub fn add(db: &Db, tasks: Vec<ValidTask>, label: impl Fn(usize) -> String) -> R
     // Insert in an order where every keyed dependency is inserted first.
     let order = topo_order(&edges);
     let now = now_ms();
-    db.write(|tx| {
+    {
         let mut ids = vec![0i64; tasks.len()];
         let mut insert = tx.prepare_cached(
             "INSERT INTO tasks (role, description, prompt, priority, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        let mut dep = tx.prepare_cached("INSERT OR IGNORE INTO task_deps (task_id, after_id) VALUES (?1, ?2)")?;
+        let mut dep = tx.prepare_cached(
+            "INSERT OR IGNORE INTO task_deps (task_id, after_id) VALUES (?1, ?2)",
+        )?;
         let mut exists = tx.prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?;
         for &i in &order {
             let t = &tasks[i];
@@ -328,7 +352,7 @@ pub fn add(db: &Db, tasks: Vec<ValidTask>, label: impl Fn(usize) -> String) -> R
             }
         }
         Ok(ids)
-    })
+    }
 }
 
 /// Returns one cycle of the graph (`edges[i]` = what i depends on), if any.
@@ -408,7 +432,8 @@ pub struct Filter {
 }
 
 fn load_after(tx: &Transaction, tasks: &mut [Task]) -> Result<()> {
-    let mut stmt = tx.prepare_cached("SELECT after_id FROM task_deps WHERE task_id = ?1 ORDER BY after_id")?;
+    let mut stmt =
+        tx.prepare_cached("SELECT after_id FROM task_deps WHERE task_id = ?1 ORDER BY after_id")?;
     for t in tasks.iter_mut() {
         t.after = stmt
             .query_map([t.id], |r| r.get(0))?
@@ -587,7 +612,7 @@ pub struct Stats {
 
 /// Counts tasks by status.
 pub fn stats(db: &Db) -> Result<Stats> {
-    db.read(|tx| stats_in(tx))
+    db.read(stats_in)
 }
 
 /// [`stats`] inside a transaction the caller holds.
@@ -637,7 +662,10 @@ mod tests {
 
     #[test]
     fn derives_short_descriptions() {
-        assert_eq!(derive_description("Fix the flaky login test in CI, please."), "Fix the flaky login test");
+        assert_eq!(
+            derive_description("Fix the flaky login test in CI, please."),
+            "Fix the flaky login test"
+        );
         assert_eq!(derive_description("Refactor."), "Refactor");
     }
 
@@ -680,7 +708,15 @@ mod tests {
         let id = add(&db, vec![new("x")], |_| String::new()).unwrap()[0];
         start(&db, id, None).unwrap();
         assert!(start(&db, id, None).is_err());
-        finish(&db, id, Outcome { ok: true, ..Default::default() }).unwrap();
+        finish(
+            &db,
+            id,
+            Outcome {
+                ok: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(finish(&db, id, Outcome::default()).is_err());
         assert!(cancel(&db, &[id]).is_err());
     }
