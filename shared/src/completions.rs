@@ -6,7 +6,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Arg, ArgAction, Command, CommandFactory};
+use clap::{Arg, ArgAction};
+pub use clap::{Command, CommandFactory};
 use clap_complete::{Generator, Shell};
 
 use crate::cli::{self, Out};

@@ -337,7 +337,10 @@ pub fn database(flag: Option<&Path>) -> Check {
     let shown = format!("{} ({})", path.display(), loc.source.explain());
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
             // Creatable when the nearest existing ancestor is a writable directory.
             let parent = path
                 .parent()
@@ -541,8 +544,13 @@ fn shell_quote(s: &str) -> String {
 /// Claude Code on PATH, and its version.
 pub fn claude() -> Check {
     let Ok(path) = which::which("claude") else {
-        return Check::new("claude", false, Mark::Warn, "Claude Code (claude) not found on PATH; the message orch-emit prints still works in any Claude Code")
-            .fix("npm install -g @anthropic-ai/claude-code");
+        return Check::new(
+            "claude",
+            false,
+            Mark::Warn,
+            "Claude Code (claude) not on PATH",
+        )
+        .fix("npm install -g @anthropic-ai/claude-code");
     };
     match output_within(&path, &["--version"], Duration::from_secs(5)) {
         Ok(v) => Check::new(
@@ -584,14 +592,22 @@ fn project_dirs() -> Vec<PathBuf> {
 
 /// Shows `p` relative to the current directory or HOME where it is inside one.
 fn short(p: &Path) -> String {
-    if let Ok(cwd) = std::env::current_dir() {
-        if let Ok(rel) = p.strip_prefix(&cwd) {
-            return rel.display().to_string();
-        }
-    }
-    if let Some(h) = home() {
-        if let Ok(rel) = p.strip_prefix(&h) {
-            return format!("~/{}", rel.display());
+    // The more specific of the two bases wins (HOME may lie inside the project).
+    let cwd = std::env::current_dir().ok();
+    let home = home();
+    let mut bases: Vec<(&PathBuf, bool)> = cwd
+        .iter()
+        .map(|c| (c, false))
+        .chain(home.iter().map(|h| (h, true)))
+        .collect();
+    bases.sort_by_key(|(b, _)| std::cmp::Reverse(b.as_os_str().len()));
+    for (base, is_home) in bases {
+        if let Ok(rel) = p.strip_prefix(base) {
+            return if is_home {
+                format!("~/{}", rel.display())
+            } else {
+                rel.display().to_string()
+            };
         }
     }
     p.display().to_string()
@@ -668,9 +684,9 @@ pub fn hooks() -> Check {
         "hooks",
         false,
         Mark::Warn,
-        format!("no orch hooks in .claude/settings.json, .claude/settings.local.json or ~/.claude/settings.json{why}: agent starts/ends are not tracked"),
+        format!("no orch-hook in .claude/settings.json, .claude/settings.local.json or ~/.claude/settings.json{why}: agent calls are not tracked"),
     )
-    .fix("orch hook install (this project) or orch hook install --user")
+    .fix("orch hook install (this project), or orch hook install --user")
 }
 
 /// Whether an `mcpServers` object holds orch.
@@ -728,8 +744,13 @@ pub fn mcp() -> Check {
         }
     }
     if found.is_empty() {
-        Check::new("mcp", false, Mark::Warn, "orch-mcp is not registered (.mcp.json, ~/.claude.json, Claude Desktop): the queue_parallel_task tools are not offered")
-            .fix("claude mcp add orch -- \"$(command -v orch-mcp)\"   (orch mcp --config prints every form)")
+        Check::new(
+            "mcp",
+            false,
+            Mark::Warn,
+            "orch-mcp not registered in .mcp.json, ~/.claude.json or Claude Desktop",
+        )
+        .fix("claude mcp add orch -- \"$(command -v orch-mcp)\" (every form: orch mcp --config)")
     } else {
         Check::new(
             "mcp",
@@ -753,7 +774,7 @@ pub fn clipboard() -> Check {
             "clipboard",
             false,
             Mark::Warn,
-            "no clipboard tool: --copy will not work (printing still does)",
+            "no clipboard tool for --copy",
         )
         .fix("install wl-clipboard, xclip or xsel (pbcopy on macOS)"),
     }
@@ -771,9 +792,9 @@ pub fn agent_cli() -> Check {
             "agent",
             false,
             Mark::Warn,
-            "no agent CLI (claude, codex, gemini) on PATH for orch-run --agent",
+            "no agent CLI (claude, codex, gemini) on PATH for orch-run",
         )
-        .fix("install one, or give orch-run any command: orch run -- my-agent {prompt}")
+        .fix("install one, or give orch-run a command: orch run -- my-agent {prompt}")
     } else {
         Check::new(
             "agent",
