@@ -13,6 +13,7 @@ pub mod emit;
 pub mod error;
 pub mod front;
 pub mod intervals;
+pub mod msg;
 pub mod session;
 pub mod status;
 pub mod task;
