@@ -553,7 +553,7 @@ fn every_verb_has_a_summary_and_an_example() {
         let path = format!("{path} {}", cmd.get_name()).trim().to_string();
         if cmd
             .get_about()
-            .map_or(true, |a| a.to_string().trim().is_empty())
+            .is_none_or(|a| a.to_string().trim().is_empty())
         {
             missing.push(format!(
                 "{path}: no one-line summary (a doc comment on the command)"
