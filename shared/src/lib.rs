@@ -13,11 +13,14 @@ pub mod emit;
 pub mod error;
 pub mod front;
 pub mod intervals;
+pub mod mcp;
 pub mod msg;
+pub mod run;
 pub mod session;
 pub mod status;
 pub mod task;
 pub mod text;
 pub mod time;
+pub mod verify;
 
 pub use error::{Error, Exit, Result};
