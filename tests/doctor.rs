@@ -649,3 +649,44 @@ fn status_watch_redraws_only_on_change() {
         "the screen is cleared once, not per frame"
     );
 }
+
+/// The verdict `orch status` shows for a real `orch-verify` run matches the
+/// one `orch-verify report` gives.
+#[test]
+fn status_shows_the_verdict_of_a_real_verify_run() {
+    let env = Env::new();
+    let run: Value = serde_json::from_str(
+        env.ok("orch-verify", &["new", "-n", "2", "--sleep", "1", "--json"])
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let id = run["run"].as_i64().unwrap().to_string();
+    let probes: Vec<_> = ["1", "2"]
+        .iter()
+        .map(|i| {
+            env.cmd("orch-verify")
+                .args(["probe", &id, i])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let s: Value = serde_json::from_str(&env.ok("orch", &["status", "--json"])).unwrap();
+    assert_eq!(
+        s["verify_runs"][0]["analysis"]["verdict"], "INCOMPLETE",
+        "probes still running"
+    );
+    for mut p in probes {
+        assert!(p.wait().unwrap().success());
+    }
+    let s: Value = serde_json::from_str(&env.ok("orch", &["status", "--json"])).unwrap();
+    let r = &s["verify_runs"][0];
+    assert_eq!(r["id"].as_i64().unwrap().to_string(), id);
+    assert_eq!(r["reported"], 2);
+    let report = env.run("orch-verify", &["report", &id, "--json"]);
+    let report: Value = serde_json::from_str(&stdout(&report)).unwrap();
+    assert_eq!(r["analysis"]["verdict"], report["verdict"]);
+    assert_eq!(r["analysis"]["peak"], report["peak"]);
+    assert_eq!(r["analysis"]["verdict"], "PARALLEL");
+}
