@@ -10,6 +10,7 @@ pub mod db;
 pub mod emit;
 pub mod error;
 pub mod front;
+pub mod hook;
 pub mod intervals;
 pub mod session;
 pub mod task;

@@ -202,7 +202,12 @@ pub fn derive_description(prompt: &str) -> String {
         .trim_end_matches(|c: char| c.is_ascii_punctuation())
         .to_string();
     if d.chars().count() > 60 {
-        d = d.chars().take(60).collect::<String>().trim_end().to_string();
+        d = d
+            .chars()
+            .take(60)
+            .collect::<String>()
+            .trim_end()
+            .to_string();
     }
     if d.is_empty() {
         d = "Run a task".into();
@@ -223,7 +228,10 @@ impl NewTask {
         let description = match self.description {
             Some(d) => {
                 let d = d.trim().to_string();
-                if d.is_empty() || d.contains(['\n', '\r', '\0']) || d.chars().count() > MAX_DESCRIPTION {
+                if d.is_empty()
+                    || d.contains(['\n', '\r', '\0'])
+                    || d.chars().count() > MAX_DESCRIPTION
+                {
                     return Err(Error::invalid(format!(
                         "bad description: one line of 1-{MAX_DESCRIPTION} characters (3-5 words suit Claude Code best)"
                     )));
@@ -240,7 +248,9 @@ impl NewTask {
         for d in &self.after {
             if let Dep::Id(id) = d {
                 if *id <= 0 {
-                    return Err(Error::invalid(format!("bad dependency {id}: task ids are positive")));
+                    return Err(Error::invalid(format!(
+                        "bad dependency {id}: task ids are positive"
+                    )));
                 }
             }
         }
@@ -266,7 +276,10 @@ pub fn add(db: &Db, tasks: Vec<ValidTask>, label: impl Fn(usize) -> String) -> R
     for (i, t) in tasks.iter().enumerate() {
         if let Some(k) = &t.key {
             if keys.insert(k.as_str(), i).is_some() {
-                return Err(Error::invalid(format!("{}: key {k:?} is used twice", label(i))));
+                return Err(Error::invalid(format!(
+                    "{}: key {k:?} is used twice",
+                    label(i)
+                )));
             }
         }
     }
@@ -408,7 +421,8 @@ pub struct Filter {
 }
 
 fn load_after(tx: &Transaction, tasks: &mut [Task]) -> Result<()> {
-    let mut stmt = tx.prepare_cached("SELECT after_id FROM task_deps WHERE task_id = ?1 ORDER BY after_id")?;
+    let mut stmt =
+        tx.prepare_cached("SELECT after_id FROM task_deps WHERE task_id = ?1 ORDER BY after_id")?;
     for t in tasks.iter_mut() {
         t.after = stmt
             .query_map([t.id], |r| r.get(0))?
@@ -637,7 +651,10 @@ mod tests {
 
     #[test]
     fn derives_short_descriptions() {
-        assert_eq!(derive_description("Fix the flaky login test in CI, please."), "Fix the flaky login test");
+        assert_eq!(
+            derive_description("Fix the flaky login test in CI, please."),
+            "Fix the flaky login test"
+        );
         assert_eq!(derive_description("Refactor."), "Refactor");
     }
 
@@ -680,7 +697,15 @@ mod tests {
         let id = add(&db, vec![new("x")], |_| String::new()).unwrap()[0];
         start(&db, id, None).unwrap();
         assert!(start(&db, id, None).is_err());
-        finish(&db, id, Outcome { ok: true, ..Default::default() }).unwrap();
+        finish(
+            &db,
+            id,
+            Outcome {
+                ok: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(finish(&db, id, Outcome::default()).is_err());
         assert!(cancel(&db, &[id]).is_err());
     }

@@ -46,7 +46,11 @@ impl Tool for Cli {
         let loc = crate::db::resolve(self.db.path())?;
         let db = crate::db::Db::open(&loc.path)?;
         let b = batch::get(&db, id)?;
-        let tasks: Vec<_> = b.tasks.into_iter().filter(|t| t.status == Status::Batched).collect();
+        let tasks: Vec<_> = b
+            .tasks
+            .into_iter()
+            .filter(|t| t.status == Status::Batched)
+            .collect();
         if tasks.is_empty() {
             anyhow::bail!("batch {id} has no task waiting to launch (its tasks already started, finished or were cancelled)");
         }

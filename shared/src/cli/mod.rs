@@ -178,7 +178,10 @@ pub fn id_or_stdin(arg: Option<i64>, what: &str) -> anyhow::Result<i64> {
 pub fn parse_id(s: &str, what: &str) -> anyhow::Result<i64> {
     match s.trim().parse::<i64>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => anyhow::bail!("bad {what} id {:?}: ids are positive whole numbers", crate::text::clip(s, 40)),
+        _ => anyhow::bail!(
+            "bad {what} id {:?}: ids are positive whole numbers",
+            crate::text::clip(s, 40)
+        ),
     }
 }
 
@@ -193,7 +196,12 @@ pub fn read_stdin_text(limit: usize, what: &str) -> anyhow::Result<String> {
     if buf.len() > limit {
         anyhow::bail!("{what} on stdin is larger than {limit} bytes");
     }
-    String::from_utf8(buf).map_err(|e| anyhow::anyhow!("{what} on stdin is not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()))
+    String::from_utf8(buf).map_err(|e| {
+        anyhow::anyhow!(
+            "{what} on stdin is not valid UTF-8 (byte {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// Whether colour may be used on stderr/stdout: a terminal, and no `NO_COLOR`.

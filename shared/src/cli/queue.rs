@@ -48,7 +48,9 @@ pub enum Cmd {
   orch-queue add --stdin < tasks.jsonl      # {\"role\",\"prompt\",\"description\"?,\"priority\"?,\"after\"?,\"key\"?}")]
     Add(AddArgs),
     /// List tasks, oldest first.
-    #[command(after_help = "Examples:\n  orch-queue list --status queued\n  orch-queue list --batch 3 --json | jq .result")]
+    #[command(
+        after_help = "Examples:\n  orch-queue list --status queued\n  orch-queue list --batch 3 --json | jq .result"
+    )]
     List {
         #[arg(long, value_enum)]
         status: Option<Status>,
@@ -154,11 +156,23 @@ impl Tool for Cli {
                 }
             }
             Cmd::Add(a) => return add(&self.db, a, &mut out),
-            Cmd::List { status, role, batch, ready, json } => {
+            Cmd::List {
+                status,
+                role,
+                batch,
+                ready,
+                json,
+            } => {
                 let db = self.db.open()?;
                 let tasks = task::list(
                     &db,
-                    &task::Filter { status, role, batch, ready, limit: None },
+                    &task::Filter {
+                        status,
+                        role,
+                        batch,
+                        ready,
+                        limit: None,
+                    },
                 )?;
                 if json {
                     for t in &tasks {
@@ -180,7 +194,11 @@ impl Tool for Cli {
             Cmd::Cancel { ids } => {
                 let db = self.db.open()?;
                 task::cancel(&db, &ids)?;
-                eprintln!("cancelled {} task{}", ids.len(), if ids.len() == 1 { "" } else { "s" });
+                eprintln!(
+                    "cancelled {} task{}",
+                    ids.len(),
+                    if ids.len() == 1 { "" } else { "s" }
+                );
             }
             Cmd::Start { id } => {
                 let db = self.db.open()?;
@@ -189,12 +207,33 @@ impl Tool for Cli {
             Cmd::Done { id, result } => {
                 let result = text_or_stdin(result, "the result")?;
                 let db = self.db.open()?;
-                task::finish(&db, id, Outcome { ok: true, result, ..Default::default() })?;
+                task::finish(
+                    &db,
+                    id,
+                    Outcome {
+                        ok: true,
+                        result,
+                        ..Default::default()
+                    },
+                )?;
             }
-            Cmd::Fail { id, error, exit_code } => {
+            Cmd::Fail {
+                id,
+                error,
+                exit_code,
+            } => {
                 let error = text_or_stdin(error, "the error")?;
                 let db = self.db.open()?;
-                task::finish(&db, id, Outcome { ok: false, error, exit_code, ..Default::default() })?;
+                task::finish(
+                    &db,
+                    id,
+                    Outcome {
+                        ok: false,
+                        error,
+                        exit_code,
+                        ..Default::default()
+                    },
+                )?;
             }
             Cmd::Stats { json } => {
                 let db = self.db.open()?;
@@ -287,8 +326,9 @@ fn read_jsonl(default_role: Option<&str>) -> anyhow::Result<Vec<task::ValidTask>
             break;
         }
         n += 1;
-        let line = std::str::from_utf8(&buf)
-            .map_err(|e| anyhow::anyhow!("line {n}: not valid UTF-8 (at byte {})", e.valid_up_to()))?;
+        let line = std::str::from_utf8(&buf).map_err(|e| {
+            anyhow::anyhow!("line {n}: not valid UTF-8 (at byte {})", e.valid_up_to())
+        })?;
         let line = line.trim();
         if line.is_empty() {
             continue;
@@ -309,7 +349,12 @@ fn print_table(out: &mut Out, tasks: &[Task]) -> io::Result<()> {
         eprintln!("no tasks");
         return Ok(());
     }
-    let role_w = tasks.iter().map(|t| t.role.len()).max().unwrap_or(4).clamp(4, 24);
+    let role_w = tasks
+        .iter()
+        .map(|t| t.role.len())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 24);
     out.line(format_args!(
         "{:>5}  {:<9}  {:<role_w$}  {:>4}  {:>5}  DESCRIPTION",
         "ID", "STATUS", "ROLE", "PRIO", "BATCH"
@@ -341,7 +386,11 @@ fn print_task(out: &mut Out, t: &Task) -> io::Result<()> {
         out.line(format_args!("batch:       {b}"))?;
     }
     out.line(format_args!("created:     {}", rfc3339(t.created_at)))?;
-    for (name, v) in [("batched:", t.batched_at), ("started:", t.started_at), ("finished:", t.finished_at)] {
+    for (name, v) in [
+        ("batched:", t.batched_at),
+        ("started:", t.started_at),
+        ("finished:", t.finished_at),
+    ] {
         if let Some(ms) = v {
             out.line(format_args!("{name:<12} {}", rfc3339(ms)))?;
         }

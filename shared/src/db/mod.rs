@@ -229,7 +229,9 @@ impl Db {
                 .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
                 .map_err(|e| self.map_err(e))?;
             if tables > 0 {
-                return Err(foreign(format!("an SQLite file with {tables} objects of another program")));
+                return Err(foreign(format!(
+                    "an SQLite file with {tables} objects of another program"
+                )));
             }
             return Ok(());
         }
@@ -344,7 +346,8 @@ mod tests {
     use super::*;
 
     fn version(c: &Connection) -> i64 {
-        c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+        c.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
     }
 
     #[test]
