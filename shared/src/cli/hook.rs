@@ -194,7 +194,10 @@ fn install(
     if db.is_none() && scope == Scope::Project {
         let loc = crate::db::resolve(None)?;
         if !loc.path.is_file() {
-            eprintln!("orch-hook: note: no database yet; the hook stays quiet until `orch-queue init` makes .orch/orch.db here");
+            eprintln!(
+                "orch-hook: note: {} does not exist yet; the hook records nothing until it does (`orch-queue init` makes one)",
+                loc.path.display()
+            );
         }
     }
     Ok(Exit::Ok)
