@@ -68,13 +68,17 @@ fn agent_calls(env: &Env) -> i64 {
         .unwrap()
 }
 
-fn session_verdicts(env: &Env) -> Vec<(String, usize)> {
-    let db = orch_shared::db::Db::open(&env.db).unwrap();
-    let calls = orch_shared::session::load(&db, None, None).unwrap();
-    orch_shared::session::groups(calls, 30_000)
+/// `orch-verify session --json`: each group's verdict and size, and the exit code.
+fn session_verdicts(env: &Env, args: &[&str]) -> (Vec<(String, usize)>, i32) {
+    let mut a = vec!["session", "--json"];
+    a.extend_from_slice(args);
+    let out = env.run("orch-verify", &a);
+    let groups = crate::common::json_lines(&String::from_utf8(out.stdout.clone()).unwrap());
+    let v = groups
         .iter()
-        .map(|g| (g.analysis.verdict.to_string(), g.analysis.n))
-        .collect()
+        .map(|g| (g["verdict"].as_str().unwrap().to_string(), g["n"].as_u64().unwrap() as usize))
+        .collect();
+    (v, out.status.code().unwrap())
 }
 
 fn pause() {
@@ -289,7 +293,12 @@ fn parallel_session_runs_then_finishes_tasks() {
         );
         assert!(dur.unwrap() > 0);
     }
-    assert_eq!(session_verdicts(&env), vec![("PARALLEL".to_string(), 3)]);
+    assert_eq!(session_verdicts(&env, &[]), (vec![("PARALLEL".to_string(), 3)], 0));
+    let session = fixture("pre_tool_use_agent.json")["session_id"].as_str().unwrap().to_string();
+    assert_eq!(session_verdicts(&env, &["--session", &session]).1, 0);
+    assert_eq!(session_verdicts(&env, &["--session", "another"]), (vec![], 1));
+    let human = env.ok("orch-verify", &["session"]);
+    assert!(human.contains("PARALLEL") && human.contains("task 1 "), "{human}");
 }
 
 #[test]
@@ -313,7 +322,7 @@ fn one_call_per_message_is_sequential() {
     for id in &ids {
         assert_eq!(task(&env, *id)["status"], "done");
     }
-    assert_eq!(session_verdicts(&env), vec![("SEQUENTIAL".to_string(), 3)]);
+    assert_eq!(session_verdicts(&env, &[]), (vec![("SEQUENTIAL".to_string(), 3)], 1));
 }
 
 #[test]
@@ -405,7 +414,7 @@ fn background_agent_ends_at_its_subagent_stop() {
         .unwrap();
     assert_eq!(open, 0);
     // The sub-agent row does not count a second time.
-    assert_eq!(session_verdicts(&env), vec![("PARALLEL".to_string(), 1)]);
+    assert_eq!(session_verdicts(&env, &[]).0, vec![("PARALLEL".to_string(), 1)]);
 }
 
 #[test]
@@ -615,4 +624,27 @@ fn a_locked_database_is_a_soft_fault() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     lock.execute_batch("ROLLBACK").unwrap();
     assert_eq!(agent_calls(&env), 0);
+}
+
+#[test]
+fn orch_run_batches_are_judged_too() {
+    let env = Env::new();
+    for _ in 0..3 {
+        env.add("dev", "sleep=0.3");
+    }
+    let b = env.ok("orch-batch", &["create"]).trim().to_string();
+    let fake = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake-agent");
+    env.ok("orch-run", &[&b, "--", fake, "{prompt}"]);
+    let session = format!("orch-run:{b}");
+    assert_eq!(session_verdicts(&env, &["--session", &session]), (vec![("PARALLEL".to_string(), 3)], 0));
+
+    for _ in 0..3 {
+        env.add("dev", "sleep=0.1");
+    }
+    let b = env.ok("orch-batch", &["create"]).trim().to_string();
+    env.ok("orch-run", &[&b, "-j", "1", "--", fake, "{prompt}"]);
+    // The latest group decides the exit status.
+    let (groups, code) = session_verdicts(&env, &[]);
+    assert_eq!(groups, vec![("PARALLEL".to_string(), 3), ("SEQUENTIAL".to_string(), 3)]);
+    assert_eq!(code, 1);
 }

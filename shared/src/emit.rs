@@ -71,6 +71,26 @@ pub fn agent_call(
     )
 }
 
+/// For `orch-emit --with-mailbox`: the mailbox line of each task's prompt, in
+/// order, naming every other task of the batch as a peer. `db` is the database
+/// file the agents must name with `--db`, if any.
+pub fn mailbox_lines(tasks: &[Task], db: Option<&Path>) -> Vec<String> {
+    let names = crate::msg::mailbox_names(tasks);
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, me)| {
+            let peers: Vec<String> = names
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, n)| n.clone())
+                .collect();
+            crate::msg::mailbox_line(me, &peers, db)
+        })
+        .collect()
+}
+
 /// The output formats of `orch-emit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

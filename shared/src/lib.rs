@@ -12,9 +12,12 @@ pub mod error;
 pub mod front;
 pub mod hook;
 pub mod intervals;
+pub mod msg;
+pub mod run;
 pub mod session;
 pub mod task;
 pub mod text;
 pub mod time;
+pub mod verify;
 
 pub use error::{Error, Exit, Result};

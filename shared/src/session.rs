@@ -205,46 +205,22 @@ fn judge(session: String, source: String, batch: Option<i64>, mut calls: Vec<Cal
     }
 }
 
-fn secs(ms: i64) -> String {
-    format!("{:.1} s", ms as f64 / 1000.0)
-}
-
-/// The human report of one group: a header, the figures, the timeline.
+/// The human report of one group: a header, then the verdict, figures and
+/// timeline as `orch-verify report` shows them.
 pub fn render(g: &Group, color: bool) -> String {
     let a = &g.analysis;
-    let mut s = String::new();
     let batch = g.batch.map(|b| format!(" · batch {b}")).unwrap_or_default();
-    let when = g
-        .first_start
-        .map(rfc3339)
-        .unwrap_or_else(|| "never started".into());
-    s.push_str(&format!(
-        "session {}{batch} · {} agent call{} ({}) · {when}\n",
+    let when = g.first_start.map(rfc3339).unwrap_or_else(|| "never started".into());
+    let mut s = format!(
+        "session {}{batch} · {} agent call{} ({}) · {when}\n\n",
         g.session,
         a.n,
         if a.n == 1 { "" } else { "s" },
         g.source
-    ));
-    s.push_str(&format!(
-        "{}: peak {} of {} at once · wall {} · serial {} · speedup {:.2}x · start skew {}\n",
-        a.verdict,
-        a.peak,
-        a.n,
-        secs(a.wall_ms),
-        secs(a.serial_ms),
-        a.speedup,
-        secs(a.skew_ms)
-    ));
-    if a.completed < a.n {
-        s.push_str(&format!(
-            "{} of {} calls have not reported their end\n",
-            a.n - a.completed,
-            a.n
-        ));
-    }
+    );
     let intervals: Vec<Interval> = g.calls.iter().map(Call::interval).collect();
     let labels: Vec<String> = g.calls.iter().map(Call::label).collect();
-    s.push_str(&intervals::timeline(&intervals, &labels, 80, color));
+    s.push_str(&intervals::render(a, &intervals, &labels, color, 80));
     s
 }
 
