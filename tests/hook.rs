@@ -76,7 +76,12 @@ fn session_verdicts(env: &Env, args: &[&str]) -> (Vec<(String, usize)>, i32) {
     let groups = crate::common::json_lines(&String::from_utf8(out.stdout.clone()).unwrap());
     let v = groups
         .iter()
-        .map(|g| (g["verdict"].as_str().unwrap().to_string(), g["n"].as_u64().unwrap() as usize))
+        .map(|g| {
+            (
+                g["verdict"].as_str().unwrap().to_string(),
+                g["n"].as_u64().unwrap() as usize,
+            )
+        })
         .collect();
     (v, out.status.code().unwrap())
 }
@@ -293,12 +298,24 @@ fn parallel_session_runs_then_finishes_tasks() {
         );
         assert!(dur.unwrap() > 0);
     }
-    assert_eq!(session_verdicts(&env, &[]), (vec![("PARALLEL".to_string(), 3)], 0));
-    let session = fixture("pre_tool_use_agent.json")["session_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        session_verdicts(&env, &[]),
+        (vec![("PARALLEL".to_string(), 3)], 0)
+    );
+    let session = fixture("pre_tool_use_agent.json")["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(session_verdicts(&env, &["--session", &session]).1, 0);
-    assert_eq!(session_verdicts(&env, &["--session", "another"]), (vec![], 1));
+    assert_eq!(
+        session_verdicts(&env, &["--session", "another"]),
+        (vec![], 1)
+    );
     let human = env.ok("orch-verify", &["session"]);
-    assert!(human.contains("PARALLEL") && human.contains("task 1 "), "{human}");
+    assert!(
+        human.contains("PARALLEL") && human.contains("task 1 "),
+        "{human}"
+    );
 }
 
 #[test]
@@ -322,7 +339,10 @@ fn one_call_per_message_is_sequential() {
     for id in &ids {
         assert_eq!(task(&env, *id)["status"], "done");
     }
-    assert_eq!(session_verdicts(&env, &[]), (vec![("SEQUENTIAL".to_string(), 3)], 1));
+    assert_eq!(
+        session_verdicts(&env, &[]),
+        (vec![("SEQUENTIAL".to_string(), 3)], 1)
+    );
 }
 
 #[test]
@@ -414,7 +434,10 @@ fn background_agent_ends_at_its_subagent_stop() {
         .unwrap();
     assert_eq!(open, 0);
     // The sub-agent row does not count a second time.
-    assert_eq!(session_verdicts(&env, &[]).0, vec![("PARALLEL".to_string(), 1)]);
+    assert_eq!(
+        session_verdicts(&env, &[]).0,
+        vec![("PARALLEL".to_string(), 1)]
+    );
 }
 
 #[test]
@@ -636,7 +659,10 @@ fn orch_run_batches_are_judged_too() {
     let fake = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake-agent");
     env.ok("orch-run", &[&b, "--", fake, "{prompt}"]);
     let session = format!("orch-run:{b}");
-    assert_eq!(session_verdicts(&env, &["--session", &session]), (vec![("PARALLEL".to_string(), 3)], 0));
+    assert_eq!(
+        session_verdicts(&env, &["--session", &session]),
+        (vec![("PARALLEL".to_string(), 3)], 0)
+    );
 
     for _ in 0..3 {
         env.add("dev", "sleep=0.1");
@@ -645,6 +671,9 @@ fn orch_run_batches_are_judged_too() {
     env.ok("orch-run", &[&b, "-j", "1", "--", fake, "{prompt}"]);
     // The latest group decides the exit status.
     let (groups, code) = session_verdicts(&env, &[]);
-    assert_eq!(groups, vec![("PARALLEL".to_string(), 3), ("SEQUENTIAL".to_string(), 3)]);
+    assert_eq!(
+        groups,
+        vec![("PARALLEL".to_string(), 3), ("SEQUENTIAL".to_string(), 3)]
+    );
     assert_eq!(code, 1);
 }

@@ -210,7 +210,10 @@ fn judge(session: String, source: String, batch: Option<i64>, mut calls: Vec<Cal
 pub fn render(g: &Group, color: bool) -> String {
     let a = &g.analysis;
     let batch = g.batch.map(|b| format!(" · batch {b}")).unwrap_or_default();
-    let when = g.first_start.map(rfc3339).unwrap_or_else(|| "never started".into());
+    let when = g
+        .first_start
+        .map(rfc3339)
+        .unwrap_or_else(|| "never started".into());
     let mut s = format!(
         "session {}{batch} · {} agent call{} ({}) · {when}\n\n",
         g.session,
