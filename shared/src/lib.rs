@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod emit;
 pub mod error;
 pub mod front;
+pub mod hook;
 pub mod intervals;
 pub mod mcp;
 pub mod msg;
