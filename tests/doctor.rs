@@ -690,3 +690,31 @@ fn status_shows_the_verdict_of_a_real_verify_run() {
     assert_eq!(r["analysis"]["peak"], report["peak"]);
     assert_eq!(r["analysis"]["verdict"], "PARALLEL");
 }
+
+/// What `orch-hook install` and `orch-mcp --config` write is what doctor finds.
+#[test]
+fn doctor_sees_what_orch_hook_and_orch_mcp_set_up() {
+    let env = Env::new();
+    env.add("dev", "Fix the flaky login test");
+    env.ok("orch-hook", &["install"]);
+    let (checks, code) = doctor(&env);
+    assert_eq!(code, 0);
+    assert_eq!(checks["hooks"]["status"], "ok", "{}", checks["hooks"]);
+    let msg = checks["hooks"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(".claude/settings.json") && msg.contains("PreToolUse"),
+        "{msg}"
+    );
+    env.ok("orch-hook", &["uninstall"]);
+    assert_eq!(doctor(&env).0["hooks"]["status"], "warn");
+
+    let config = env.ok("orch-mcp", &["--config"]);
+    let json = &config[config
+        .find("\n{")
+        .expect("a JSON block in orch-mcp --config")
+        + 1..];
+    let end = json.find("\n}").unwrap() + 2;
+    std::fs::write(env.path().join(".mcp.json"), &json[..end]).unwrap();
+    let (checks, _) = doctor(&env);
+    assert_eq!(checks["mcp"]["status"], "ok", "{}", checks["mcp"]);
+}
