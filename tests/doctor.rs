@@ -718,3 +718,35 @@ fn doctor_sees_what_orch_hook_and_orch_mcp_set_up() {
     let (checks, _) = doctor(&env);
     assert_eq!(checks["mcp"]["status"], "ok", "{}", checks["mcp"]);
 }
+
+/// Agent calls that `orch-hook` records from real hook events show in status.
+#[test]
+fn status_shows_agent_calls_recorded_by_orch_hook() {
+    let env = Env::new();
+    env.add("dev", "Review the login handler");
+    let fixture = |name: &str| {
+        std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/hooks")
+                .join(name),
+        )
+        .unwrap()
+    };
+    env.ok_with("orch-hook", &[], &fixture("pre_tool_use_agent.json"));
+    let s: Value = serde_json::from_str(&env.ok("orch", &["status", "--json"])).unwrap();
+    let calls = s["agent_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1);
+    assert!(
+        calls[0]["finished_at"].is_null() && calls[0]["started_at"].is_string(),
+        "{}",
+        calls[0]
+    );
+    env.ok_with("orch-hook", &[], &fixture("post_tool_use_agent.json"));
+    let s: Value = serde_json::from_str(&env.ok("orch", &["status", "--json"])).unwrap();
+    let calls = s["agent_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "the end completes the same call");
+    assert!(calls[0]["finished_at"].is_string(), "{}", calls[0]);
+    assert_eq!(calls[0]["task_id"], 1);
+    let text = env.ok("orch", &["status"]);
+    assert!(text.contains("last 1 call seen by hooks"), "{text}");
+}
