@@ -23,6 +23,8 @@ for t in "${targets[@]}"; do
     # Seed the corpus with the hostile inputs kept for the integration tests.
     case $t in
     jsonl_line) find ../tests/hostile/input -name '*.jsonl' -size -64k -exec cp {} "corpus/$t/" \; ;;
+    hook_event) cp ../tests/fixtures/hooks/*.json "corpus/$t/" 2>/dev/null || true ;;
+    mcp_message) cp ../tests/hostile/input/mcp-hostile.jsonl "corpus/$t/" ;;
     esac
     echo "fuzz: $t for ${seconds} s" >&2
     # -O: release with debug assertions; stop at the first crash.

@@ -7,7 +7,8 @@
 #
 # Writers: orch-queue add (single and --stdin bulk), orch-batch create (+
 # orch-emit, start, done); and, when those tools are present, orch-msg
-# send/recv (exactly-once delivery) and orch-verify new/probe. Every writer logs what
+# send/recv (exactly-once delivery), orch-verify new/probe and orch-hook
+# PreToolUse/PostToolUse events. Every writer logs what
 # it was acknowledged (the ids printed on exit 0), so the check can prove that
 # nothing acknowledged is missing and nothing was handed out twice.
 #
@@ -59,6 +60,7 @@ has() { "$bin_dir/$1" "$2" --help >/dev/null 2>&1; }
 kinds=(add add batch)
 has orch-msg send && kinds+=(msg-send msg-recv)
 has orch-verify probe && kinds+=(probe)
+has orch-hook install && kinds+=(hook)
 
 # Make the file once so that every writer starts on an existing schema (the
 # concurrent first open is tested separately).
@@ -139,6 +141,20 @@ writer() {
                 if wait -n; then echo "$run" >>"$base.ok"; else echo "orch-verify probe $run: exit $?" >>"$base.fail"; fi
             done
             ops=$((ops + 3))
+            ;;
+        hook)
+            # An Agent call starts and ends, as Claude Code reports it.
+            local call="toolu_stress_${i}_$n"
+            printf '{"session_id":"stress-%s","transcript_path":"/dev/null","cwd":"%s","hook_event_name":"PreToolUse","tool_name":"Agent","tool_input":{"description":"Stress call","prompt":"call %s"},"tool_use_id":"%s"}' \
+                "$i" "$work" "$call" "$call" | orch-hook PreToolUse >/dev/null 2>>"$base.err"
+            rc=$?
+            if [ $rc = 0 ]; then
+                printf '{"session_id":"stress-%s","transcript_path":"/dev/null","cwd":"%s","hook_event_name":"PostToolUse","tool_name":"Agent","tool_input":{"description":"Stress call","prompt":"call %s"},"tool_response":{"status":"completed","content":[{"type":"text","text":"done"}]},"tool_use_id":"%s","duration_ms":5}' \
+                    "$i" "$work" "$call" "$call" | orch-hook PostToolUse >/dev/null 2>>"$base.err"
+                rc=$?
+            fi
+            ops=$((ops + 2))
+            if [ $rc = 0 ]; then echo "$call" >>"$base.ok"; else echo "orch-hook: exit $rc" >>"$base.fail"; fi
             ;;
         esac
     done
@@ -259,6 +275,13 @@ if files("probe", "ok"):
         "SELECT run_id FROM verify_probes WHERE started_at IS NOT NULL AND finished_at IS NOT NULL"))
     lost = [r for r, n in probes.items() if have[r] < n]
     check(not lost, f"every acknowledged probe recorded its start and end ({sum(probes.values())} probes)", str(lost[:5]))
+
+# Hook events (orch-hook): every acknowledged agent call recorded once, with its end.
+if files("hook", "ok"):
+    calls = [l for p in files("hook", "ok") for l in lines(p)]
+    have = Counter(r[0] for r in db.execute("SELECT call_id FROM agent_calls WHERE finished_at IS NOT NULL"))
+    lost = [c for c in calls if have[c] != 1]
+    check(not lost, f"every acknowledged agent call recorded once with its end ({len(calls)} calls)", str(lost[:5]))
 
 ic = db.execute("PRAGMA integrity_check").fetchall()
 check(ic == [("ok",)], "PRAGMA integrity_check = ok", str(ic[:3]))

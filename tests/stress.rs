@@ -818,6 +818,12 @@ fn the_hostile_corpus_gets_one_clear_line_and_writes_nothing() {
                 assert_eq!(out.status.code(), Some(0), "{ctx}");
                 assert_eq!(counts(&env.db), before, "{ctx}: a read wrote");
             }
+            "fault1" => {
+                assert_eq!(out.status.code(), Some(1), "{ctx}");
+                assert_eq!(err.lines().count(), 1, "{ctx}");
+                assert!(err.starts_with(&format!("{}: error: ", c.bin)), "{ctx}");
+                assert_eq!(counts(&env.db), before, "{ctx}: something was written");
+            }
             "jsonrpc" => {
                 assert_eq!(out.status.code(), Some(0), "{ctx}");
                 let text = String::from_utf8_lossy(&out.stdout);
