@@ -90,8 +90,14 @@ mod tests {
     #[test]
     fn reads_frontmatter_name() {
         let md = "---\nname: code-reviewer\ndescription: Reviews code\n---\nYou review.";
-        assert_eq!(super::frontmatter_name(md).as_deref(), Some("code-reviewer"));
+        assert_eq!(
+            super::frontmatter_name(md).as_deref(),
+            Some("code-reviewer")
+        );
         assert_eq!(super::frontmatter_name("no frontmatter"), None);
-        assert_eq!(super::frontmatter_name("---\nname: \"q\"\n---"), Some("q".into()));
+        assert_eq!(
+            super::frontmatter_name("---\nname: \"q\"\n---"),
+            Some("q".into())
+        );
     }
 }

@@ -55,11 +55,14 @@ pub fn create(db: &Db, req: &CreateRequest) -> Result<std::result::Result<Batch,
 }
 
 /// [`create`] inside a transaction the caller holds (it must be IMMEDIATE).
-pub fn create_in(tx: &Transaction, req: &CreateRequest) -> Result<std::result::Result<Batch, TooFew>> {
+pub fn create_in(
+    tx: &Transaction,
+    req: &CreateRequest,
+) -> Result<std::result::Result<Batch, TooFew>> {
     if req.max == 0 {
         return Err(Error::invalid("--max must be at least 1"));
     }
-    let ready = task::count_ready_in(tx, req.role.as_deref())?;
+    let ready = task::count_ready_upto(tx, req.role.as_deref(), req.min.max(1) as i64)?;
     if ready == 0 || (ready as usize) < req.min {
         return Ok(Err(TooFew {
             ready,
@@ -112,8 +115,8 @@ pub fn get_in(tx: &Transaction, id: i64) -> Result<Batch> {
     })
 }
 
-/// Records that the batch was emitted (the first time only) and returns it.
-pub fn mark_emitted(db: &Db, id: i64) -> Result<Batch> {
+/// Records that the batch was emitted (the first time only).
+pub fn mark_emitted(db: &Db, id: i64) -> Result<()> {
     db.write(|tx| {
         let n = tx.execute(
             "UPDATE batches SET emitted_at = coalesce(emitted_at, ?2) WHERE id = ?1",
@@ -122,7 +125,7 @@ pub fn mark_emitted(db: &Db, id: i64) -> Result<Batch> {
         if n == 0 {
             return Err(Error::NotFound { what: "batch", id });
         }
-        get_in(tx, id)
+        Ok(())
     })
 }
 
@@ -248,7 +251,12 @@ fn plan_waves(mut tasks: Vec<Task>, statuses: &HashMap<i64, String>, max: usize)
     // Cycles among queued tasks (only possible in a file edited by hand).
     let edges: Vec<Vec<usize>> = tasks
         .iter()
-        .map(|t| t.after.iter().filter_map(|a| index.get(a).copied()).collect())
+        .map(|t| {
+            t.after
+                .iter()
+                .filter_map(|a| index.get(a).copied())
+                .collect()
+        })
         .collect();
     let mut cycles = Vec::new();
     let mut in_cycle: HashSet<usize> = HashSet::new();
@@ -265,7 +273,10 @@ fn plan_waves(mut tasks: Vec<Task>, statuses: &HashMap<i64, String>, max: usize)
     for (i, t) in tasks.iter().enumerate() {
         if in_cycle.contains(&i) {
             dead.insert(i);
-            blocked.push(Blocked { id: t.id, reason: "part of a dependency cycle".into() });
+            blocked.push(Blocked {
+                id: t.id,
+                reason: "part of a dependency cycle".into(),
+            });
             continue;
         }
         for a in &t.after {
@@ -331,7 +342,11 @@ fn plan_waves(mut tasks: Vec<Task>, statuses: &HashMap<i64, String>, max: usize)
         }
     }
     blocked.sort_by_key(|b| b.id);
-    Plan { waves, blocked, cycles }
+    Plan {
+        waves,
+        blocked,
+        cycles,
+    }
 }
 
 #[cfg(test)]
@@ -362,7 +377,15 @@ mod tests {
         let ids: Vec<i64> = batch.tasks.iter().map(|t| t.id).collect();
         assert_eq!(ids, vec![c, a]);
         assert!(create(&db, &CreateRequest::default()).unwrap().is_err());
-        task::finish(&db, a, Outcome { ok: true, ..Default::default() }).unwrap();
+        task::finish(
+            &db,
+            a,
+            Outcome {
+                ok: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let next = create(&db, &CreateRequest::default()).unwrap().unwrap();
         assert_eq!(next.tasks[0].id, b);
     }
@@ -371,8 +394,14 @@ mod tests {
     fn min_is_a_threshold() {
         let db = Db::open_in_memory().unwrap();
         add_one(&db, "a", vec![], 0);
-        let req = CreateRequest { min: 2, ..Default::default() };
-        assert_eq!(create(&db, &req).unwrap().unwrap_err(), TooFew { ready: 1, min: 2 });
+        let req = CreateRequest {
+            min: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            create(&db, &req).unwrap().unwrap_err(),
+            TooFew { ready: 1, min: 2 }
+        );
     }
 
     #[test]
@@ -383,7 +412,11 @@ mod tests {
         let c = add_one(&db, "c", vec![a, b], 0);
         let d = add_one(&db, "d", vec![c], 0);
         let p = plan(&db, 10).unwrap();
-        let ids: Vec<Vec<i64>> = p.waves.iter().map(|w| w.iter().map(|t| t.id).collect()).collect();
+        let ids: Vec<Vec<i64>> = p
+            .waves
+            .iter()
+            .map(|w| w.iter().map(|t| t.id).collect())
+            .collect();
         assert_eq!(ids, vec![vec![a, b], vec![c], vec![d]]);
         let p = plan(&db, 1).unwrap();
         assert_eq!(p.waves.len(), 4);
@@ -394,7 +427,9 @@ mod tests {
         let db = Db::open_in_memory().unwrap();
         let a = add_one(&db, "a", vec![], 0);
         let b = add_one(&db, "b", vec![a], 0);
-        db.conn.execute("INSERT INTO task_deps VALUES (?1, ?2)", [a, b]).unwrap();
+        db.conn
+            .execute("INSERT INTO task_deps VALUES (?1, ?2)", [a, b])
+            .unwrap();
         let p = plan(&db, 10).unwrap();
         assert_eq!(p.cycles.len(), 1);
         assert!(p.waves.is_empty());

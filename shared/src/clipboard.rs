@@ -10,10 +10,22 @@ pub struct Clipboard {
 }
 
 const TOOLS: &[Clipboard] = &[
-    Clipboard { program: "wl-copy", args: &[] },
-    Clipboard { program: "xclip", args: &["-selection", "clipboard"] },
-    Clipboard { program: "xsel", args: &["--clipboard", "--input"] },
-    Clipboard { program: "pbcopy", args: &[] },
+    Clipboard {
+        program: "wl-copy",
+        args: &[],
+    },
+    Clipboard {
+        program: "xclip",
+        args: &["-selection", "clipboard"],
+    },
+    Clipboard {
+        program: "xsel",
+        args: &["--clipboard", "--input"],
+    },
+    Clipboard {
+        program: "pbcopy",
+        args: &[],
+    },
 ];
 
 /// The first clipboard tool found on PATH (`wl-copy` only under Wayland, X tools only under X).

@@ -38,7 +38,11 @@ pub fn parse_task_marker(prompt: &str) -> Option<i64> {
 }
 
 /// The Agent call for a task, and a note when its role is not a known agent type.
-pub fn agent_call(t: &Task, agents: &AgentIndex, extra: Option<&str>) -> (AgentCall, Option<String>) {
+pub fn agent_call(
+    t: &Task,
+    agents: &AgentIndex,
+    extra: Option<&str>,
+) -> (AgentCall, Option<String>) {
     let subagent_type = agents.subagent_type(&t.role);
     let mut prompt = String::with_capacity(t.prompt.len() + 64);
     let note = if subagent_type.is_none() {
@@ -65,6 +69,36 @@ pub fn agent_call(t: &Task, agents: &AgentIndex, extra: Option<&str>) -> (AgentC
         },
         note,
     )
+}
+
+/// The Agent calls for `tasks`, in order, and one note per role that is not a
+/// known agent type (naming the tasks it affects).
+pub fn agent_calls(tasks: &[Task], agents: &AgentIndex) -> (Vec<AgentCall>, Vec<String>) {
+    let mut calls = Vec::with_capacity(tasks.len());
+    let mut unknown: Vec<(&str, Vec<i64>)> = Vec::new();
+    for t in tasks {
+        let (call, note) = agent_call(t, agents, None);
+        if note.is_some() {
+            match unknown.iter_mut().find(|(r, _)| *r == t.role) {
+                Some((_, ids)) => ids.push(t.id),
+                None => unknown.push((&t.role, vec![t.id])),
+            }
+        }
+        calls.push(call);
+    }
+    let notes = unknown
+        .into_iter()
+        .map(|(role, ids)| {
+            let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+            format!(
+                "no agent type '{role}' (no .claude/agents/{role}.md in the project or ~/.claude/agents, not built in): task{} {} run{} as general-purpose with a `Role: {role}` line",
+                if ids.len() == 1 { "" } else { "s" },
+                ids.join(", "),
+                if ids.len() == 1 { "s" } else { "" },
+            )
+        })
+        .collect();
+    (calls, notes)
 }
 
 /// The output formats of `orch-emit`.
@@ -162,7 +196,14 @@ pub fn render_markdown(batch: i64, tasks: &[Task], calls: &[AgentCall]) -> Strin
         "Launch all {n} as {AGENT_TOOL} tool calls in one message, then wait for all of them.\n"
     );
     for (i, (t, c)) in tasks.iter().zip(calls).enumerate() {
-        let _ = writeln!(s, "## {}. {} (task {}, role `{}`)\n", i + 1, c.description, t.id, t.role);
+        let _ = writeln!(
+            s,
+            "## {}. {} (task {}, role `{}`)\n",
+            i + 1,
+            c.description,
+            t.id,
+            t.role
+        );
         if let Some(ty) = &c.subagent_type {
             let _ = writeln!(s, "Agent type: `{ty}`\n");
         }
@@ -250,7 +291,10 @@ mod tests {
     #[test]
     fn marker_round_trips() {
         assert_eq!(parse_task_marker("do it\n\norch-task: 42"), Some(42));
-        assert_eq!(parse_task_marker("orch-task: 1\nlater\norch-task: 7\n"), Some(7));
+        assert_eq!(
+            parse_task_marker("orch-task: 1\nlater\norch-task: 7\n"),
+            Some(7)
+        );
         assert_eq!(parse_task_marker("nothing"), None);
     }
 

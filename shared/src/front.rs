@@ -44,7 +44,10 @@ pub fn find(name: &str) -> Option<PathBuf> {
 /// This binary's directory, then each PATH directory.
 pub fn search_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
         dirs.push(dir);
     }
     if let Some(path) = std::env::var_os("PATH") {

@@ -65,7 +65,11 @@ pub fn analyse(intervals: &[Interval]) -> Analysis {
     let last_end = done.iter().map(|d| d.1).max().unwrap_or(0);
     let wall_ms = last_end - first_start;
     let serial_ms: i64 = done.iter().map(|d| d.1 - d.0).sum();
-    let speedup = if wall_ms > 0 { serial_ms as f64 / wall_ms as f64 } else { 0.0 };
+    let speedup = if wall_ms > 0 {
+        serial_ms as f64 / wall_ms as f64
+    } else {
+        0.0
+    };
     // Sweep: ends sort before starts at the same instant.
     let mut events: Vec<(i64, i32)> = Vec::with_capacity(done.len() * 2);
     for &(s, e) in &done {
@@ -103,7 +107,12 @@ pub fn analyse(intervals: &[Interval]) -> Analysis {
 /// Draws each interval as a bar on a common time axis, `width` columns in all.
 /// `labels[i]` names row i. Colour (ANSI) only when `color` is true.
 pub fn timeline(intervals: &[Interval], labels: &[String], width: usize, color: bool) -> String {
-    let label_w = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).min(16);
+    let label_w = labels
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(16);
     let bar_w = width.saturating_sub(label_w + 3).max(10);
     let starts = intervals.iter().filter_map(|i| i.start);
     let t0 = starts.clone().min().unwrap_or(0);
@@ -142,7 +151,11 @@ pub fn timeline(intervals: &[Interval], labels: &[String], width: usize, color: 
         }
     }
     let total = (t1 - t0) as f64 / 1000.0;
-    let axis = format!("0s{:>w$}", format!("{total:.1}s"), w = bar_w.saturating_sub(2));
+    let axis = format!(
+        "0s{:>w$}",
+        format!("{total:.1}s"),
+        w = bar_w.saturating_sub(2)
+    );
     s.push_str(&format!("{:>label_w$} └{}\n", "", "─".repeat(bar_w)));
     s.push_str(&format!("{:>label_w$}  {axis}\n", ""));
     s
@@ -153,29 +166,49 @@ mod tests {
     use super::*;
 
     fn iv(s: i64, e: i64) -> Interval {
-        Interval { start: Some(s), end: Some(e) }
+        Interval {
+            start: Some(s),
+            end: Some(e),
+        }
     }
 
     #[test]
     fn verdicts() {
-        assert_eq!(analyse(&[iv(0, 10), iv(1, 11), iv(2, 12)]).verdict, Verdict::Parallel);
-        assert_eq!(analyse(&[iv(0, 10), iv(10, 20), iv(20, 30)]).verdict, Verdict::Sequential);
+        assert_eq!(
+            analyse(&[iv(0, 10), iv(1, 11), iv(2, 12)]).verdict,
+            Verdict::Parallel
+        );
+        assert_eq!(
+            analyse(&[iv(0, 10), iv(10, 20), iv(20, 30)]).verdict,
+            Verdict::Sequential
+        );
         let a = analyse(&[iv(0, 10), iv(5, 15), iv(10, 20), iv(15, 25)]);
         assert_eq!((a.verdict, a.peak), (Verdict::Partial, 2));
-        let missing = Interval { start: Some(0), end: None };
+        let missing = Interval {
+            start: Some(0),
+            end: None,
+        };
         assert_eq!(analyse(&[iv(0, 10), missing]).verdict, Verdict::Incomplete);
     }
 
     #[test]
     fn figures() {
         let a = analyse(&[iv(0, 1000), iv(100, 1100)]);
-        assert_eq!((a.wall_ms, a.serial_ms, a.skew_ms, a.peak), (1100, 2000, 100, 2));
+        assert_eq!(
+            (a.wall_ms, a.serial_ms, a.skew_ms, a.peak),
+            (1100, 2000, 100, 2)
+        );
         assert!((a.speedup - 1.82).abs() < 0.01);
     }
 
     #[test]
     fn timeline_fits_80_columns() {
-        let t = timeline(&[iv(0, 500), iv(500, 1000)], &["probe 1".into(), "probe 2".into()], 80, false);
+        let t = timeline(
+            &[iv(0, 500), iv(500, 1000)],
+            &["probe 1".into(), "probe 2".into()],
+            80,
+            false,
+        );
         assert!(t.lines().all(|l| l.chars().count() <= 80), "{t}");
         assert_eq!(t.lines().count(), 4);
     }

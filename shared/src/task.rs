@@ -202,7 +202,12 @@ pub fn derive_description(prompt: &str) -> String {
         .trim_end_matches(|c: char| c.is_ascii_punctuation())
         .to_string();
     if d.chars().count() > 60 {
-        d = d.chars().take(60).collect::<String>().trim_end().to_string();
+        d = d
+            .chars()
+            .take(60)
+            .collect::<String>()
+            .trim_end()
+            .to_string();
     }
     if d.is_empty() {
         d = "Run a task".into();
@@ -223,7 +228,10 @@ impl NewTask {
         let description = match self.description {
             Some(d) => {
                 let d = d.trim().to_string();
-                if d.is_empty() || d.contains(['\n', '\r', '\0']) || d.chars().count() > MAX_DESCRIPTION {
+                if d.is_empty()
+                    || d.contains(['\n', '\r', '\0'])
+                    || d.chars().count() > MAX_DESCRIPTION
+                {
                     return Err(Error::invalid(format!(
                         "bad description: one line of 1-{MAX_DESCRIPTION} characters (3-5 words suit Claude Code best)"
                     )));
@@ -240,7 +248,9 @@ impl NewTask {
         for d in &self.after {
             if let Dep::Id(id) = d {
                 if *id <= 0 {
-                    return Err(Error::invalid(format!("bad dependency {id}: task ids are positive")));
+                    return Err(Error::invalid(format!(
+                        "bad dependency {id}: task ids are positive"
+                    )));
                 }
             }
         }
@@ -266,7 +276,10 @@ pub fn add(db: &Db, tasks: Vec<ValidTask>, label: impl Fn(usize) -> String) -> R
     for (i, t) in tasks.iter().enumerate() {
         if let Some(k) = &t.key {
             if keys.insert(k.as_str(), i).is_some() {
-                return Err(Error::invalid(format!("{}: key {k:?} is used twice", label(i))));
+                return Err(Error::invalid(format!(
+                    "{}: key {k:?} is used twice",
+                    label(i)
+                )));
             }
         }
     }
@@ -408,11 +421,31 @@ pub struct Filter {
 }
 
 fn load_after(tx: &Transaction, tasks: &mut [Task]) -> Result<()> {
-    let mut stmt = tx.prepare_cached("SELECT after_id FROM task_deps WHERE task_id = ?1 ORDER BY after_id")?;
-    for t in tasks.iter_mut() {
-        t.after = stmt
-            .query_map([t.id], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+    if tasks.len() <= 16 {
+        let mut stmt = tx.prepare_cached(
+            "SELECT after_id FROM task_deps WHERE task_id = ?1 ORDER BY after_id",
+        )?;
+        for t in tasks.iter_mut() {
+            t.after = stmt
+                .query_map([t.id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+        }
+        return Ok(());
+    }
+    // Many tasks: one range scan of the dependency table instead of a query each.
+    let (lo, hi) = tasks.iter().fold((i64::MAX, i64::MIN), |(lo, hi), t| {
+        (lo.min(t.id), hi.max(t.id))
+    });
+    let index: HashMap<i64, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+    let mut stmt = tx.prepare_cached(
+        "SELECT task_id, after_id FROM task_deps WHERE task_id BETWEEN ?1 AND ?2 ORDER BY task_id, after_id",
+    )?;
+    let mut rows = stmt.query([lo, hi])?;
+    while let Some(r) = rows.next()? {
+        let (task, after): (i64, i64) = (r.get(0)?, r.get(1)?);
+        if let Some(&i) = index.get(&task) {
+            tasks[i].after.push(after);
+        }
     }
     Ok(())
 }
@@ -587,7 +620,7 @@ pub struct Stats {
 
 /// Counts tasks by status.
 pub fn stats(db: &Db) -> Result<Stats> {
-    db.read(|tx| stats_in(tx))
+    db.read(stats_in)
 }
 
 /// [`stats`] inside a transaction the caller holds.
@@ -614,11 +647,17 @@ pub fn stats_in(tx: &Transaction) -> Result<Stats> {
 
 /// How many tasks are ready (optionally of one role).
 pub fn count_ready_in(tx: &Transaction, role: Option<&str>) -> Result<i64> {
-    Ok(tx.query_row(
-        &format!("SELECT count(*) FROM tasks t WHERE {READY} AND (?1 IS NULL OR t.role = ?1)"),
-        [role],
-        |r| r.get(0),
-    )?)
+    count_ready_upto(tx, role, i64::MAX)
+}
+
+/// How many tasks are ready, counting no further than `limit` (cheap on a long queue).
+pub fn count_ready_upto(tx: &Transaction, role: Option<&str>, limit: i64) -> Result<i64> {
+    let sql = format!(
+        "SELECT count(*) FROM (SELECT 1 FROM tasks t WHERE {READY} AND (?1 IS NULL OR t.role = ?1) LIMIT ?2)"
+    );
+    Ok(tx
+        .prepare_cached(&sql)?
+        .query_row(params![role, limit], |r| r.get(0))?)
 }
 
 #[cfg(test)]
@@ -637,7 +676,10 @@ mod tests {
 
     #[test]
     fn derives_short_descriptions() {
-        assert_eq!(derive_description("Fix the flaky login test in CI, please."), "Fix the flaky login test");
+        assert_eq!(
+            derive_description("Fix the flaky login test in CI, please."),
+            "Fix the flaky login test"
+        );
         assert_eq!(derive_description("Refactor."), "Refactor");
     }
 
@@ -680,7 +722,15 @@ mod tests {
         let id = add(&db, vec![new("x")], |_| String::new()).unwrap()[0];
         start(&db, id, None).unwrap();
         assert!(start(&db, id, None).is_err());
-        finish(&db, id, Outcome { ok: true, ..Default::default() }).unwrap();
+        finish(
+            &db,
+            id,
+            Outcome {
+                ok: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(finish(&db, id, Outcome::default()).is_err());
         assert!(cancel(&db, &[id]).is_err());
     }

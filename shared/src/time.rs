@@ -34,7 +34,8 @@ pub fn parse_since(s: &str) -> Result<i64, String> {
 
 /// Parses a duration such as `30s`, `10m`, `7d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration ({e}); try 30s, 10m, 7d"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration ({e}); try 30s, 10m, 7d"))
 }
 
 #[cfg(test)]

@@ -81,7 +81,10 @@ impl Env {
     /// Runs `name ARGS` with `stdin` and returns its output.
     pub fn run_with(&self, name: &str, args: &[&str], stdin: &[u8]) -> Output {
         let mut c = self.cmd(name);
-        c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
         let mut input = child.stdin.take().unwrap();
         let data = stdin.to_vec();
@@ -114,7 +117,10 @@ impl Env {
 
     /// Adds a task and returns its id.
     pub fn add(&self, role: &str, prompt: &str) -> i64 {
-        self.ok("orch-queue", &["add", role, prompt]).trim().parse().unwrap()
+        self.ok("orch-queue", &["add", role, prompt])
+            .trim()
+            .parse()
+            .unwrap()
     }
 
     /// Opens the database directly (for checking invariants).
@@ -138,7 +144,11 @@ pub fn assert_code(out: &Output, code: i32) {
 pub fn assert_error(out: &Output, tool: &str) -> String {
     assert_code(out, 2);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(err.lines().count(), 1, "one stderr line expected, got: {err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one stderr line expected, got: {err}"
+    );
     assert!(err.starts_with(&format!("{tool}: error: ")), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     err
@@ -146,5 +156,8 @@ pub fn assert_error(out: &Output, tool: &str) -> String {
 
 /// Parses JSON Lines.
 pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
-    s.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }

@@ -78,7 +78,12 @@ impl Tool for Cli {
     fn run(self) -> anyhow::Result<Exit> {
         let mut out = Out::new();
         match self.cmd {
-            Cmd::Create { max, min, role, json } => {
+            Cmd::Create {
+                max,
+                min,
+                role,
+                json,
+            } => {
                 if let Some(r) = &role {
                     crate::task::validate_role(r)?;
                 }
@@ -93,13 +98,21 @@ impl Tool for Cli {
                         } else {
                             out.line(b.id)?;
                         }
-                        eprintln!("batch {}: {} task{}", b.id, b.tasks.len(), if b.tasks.len() == 1 { "" } else { "s" });
+                        eprintln!(
+                            "batch {}: {} task{}",
+                            b.id,
+                            b.tasks.len(),
+                            if b.tasks.len() == 1 { "" } else { "s" }
+                        );
                     }
                     Err(few) => {
                         if few.ready == 0 {
                             eprintln!("nothing ready to batch");
                         } else {
-                            eprintln!("only {} ready, fewer than --min {}; no batch made", few.ready, few.min);
+                            eprintln!(
+                                "only {} ready, fewer than --min {}; no batch made",
+                                few.ready, few.min
+                            );
                         }
                         return Ok(Exit::No);
                     }
@@ -124,7 +137,10 @@ impl Tool for Cli {
                 } else if list.is_empty() {
                     eprintln!("no batches");
                 } else {
-                    out.line(format_args!("{:>5}  {:<24}  {:<10}  {:>5}  PROGRESS", "BATCH", "CREATED", "EMITTED", "TASKS"))?;
+                    out.line(format_args!(
+                        "{:>5}  {:<24}  {:<10}  {:>5}  PROGRESS",
+                        "BATCH", "CREATED", "EMITTED", "TASKS"
+                    ))?;
                     for b in &list {
                         out.line(format_args!(
                             "{:>5}  {:<24}  {:<10}  {:>5}  {} waiting, {} running, {} done, {} failed{}",
@@ -158,7 +174,13 @@ impl Tool for Cli {
                         }
                     ))?;
                     for t in &b.tasks {
-                        out.line(format_args!("{:>5}  {:<9}  {:<16}  {}", t.id, t.status.as_str(), t.role, t.description))?;
+                        out.line(format_args!(
+                            "{:>5}  {:<9}  {:<16}  {}",
+                            t.id,
+                            t.status.as_str(),
+                            t.role,
+                            t.description
+                        ))?;
                     }
                 }
             }
@@ -166,7 +188,11 @@ impl Tool for Cli {
                 let id = id_or_stdin(id, "batch")?;
                 let db = self.db.open()?;
                 let ids = batch::release(&db, id)?;
-                eprintln!("batch {id} released: {} task{} queued again", ids.len(), if ids.len() == 1 { "" } else { "s" });
+                eprintln!(
+                    "batch {id} released: {} task{} queued again",
+                    ids.len(),
+                    if ids.len() == 1 { "" } else { "s" }
+                );
             }
         }
         out.flush()?;
@@ -179,14 +205,30 @@ fn print_plan(out: &mut Out, p: &batch::Plan) -> io::Result<()> {
         eprintln!("nothing queued");
     }
     for (i, w) in p.waves.iter().enumerate() {
-        out.line(format_args!("wave {} ({} task{}{})", i + 1, w.len(), if w.len() == 1 { "" } else { "s" }, if i == 0 { ", ready now" } else { "" }))?;
+        out.line(format_args!(
+            "wave {} ({} task{}{})",
+            i + 1,
+            w.len(),
+            if w.len() == 1 { "" } else { "s" },
+            if i == 0 { ", ready now" } else { "" }
+        ))?;
         for t in w {
             let after = if t.after.is_empty() {
                 String::new()
             } else {
-                format!("  (after {})", t.after.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "))
+                format!(
+                    "  (after {})",
+                    t.after
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             };
-            out.line(format_args!("  {:>5}  {:<16}  {}{after}", t.id, t.role, t.description))?;
+            out.line(format_args!(
+                "  {:>5}  {:<16}  {}{after}",
+                t.id, t.role, t.description
+            ))?;
         }
     }
     for c in &p.cycles {

@@ -38,6 +38,7 @@ impl Tool for Cli {
     const NAME: &'static str = "orch-emit";
 
     fn run(self) -> anyhow::Result<Exit> {
+        // Every check that can fail comes before anything is written or printed.
         let clip = match self.copy {
             true => Some(clipboard::find().ok_or_else(clipboard::missing)?),
             false => None,
@@ -46,19 +47,19 @@ impl Tool for Cli {
         let loc = crate::db::resolve(self.db.path())?;
         let db = crate::db::Db::open(&loc.path)?;
         let b = batch::get(&db, id)?;
-        let tasks: Vec<_> = b.tasks.into_iter().filter(|t| t.status == Status::Batched).collect();
+        let tasks: Vec<_> = b
+            .tasks
+            .into_iter()
+            .filter(|t| t.status == Status::Batched)
+            .collect();
         if tasks.is_empty() {
             anyhow::bail!("batch {id} has no task waiting to launch (its tasks already started, finished or were cancelled)");
         }
         let cwd = std::env::current_dir().unwrap_or_default();
         let agents = AgentIndex::discover(&cwd);
-        let mut calls = Vec::with_capacity(tasks.len());
-        for t in &tasks {
-            let (call, note) = emit::agent_call(t, &agents, None);
-            if let Some(n) = note {
-                eprintln!("orch-emit: note: {n}");
-            }
-            calls.push(call);
+        let (calls, notes) = emit::agent_calls(&tasks, &agents);
+        for n in notes {
+            eprintln!("orch-emit: note: {n}");
         }
         if let Some(w) = emit::size_warning(calls.len()) {
             eprintln!("orch-emit: warning: {w}");
@@ -73,12 +74,13 @@ impl Tool for Cli {
             }
         };
         batch::mark_emitted(&db, id)?;
+        drop(db);
         let mut out = Out::new();
         out.text(&text)?;
         out.flush()?;
         if let Some(c) = clip {
             c.copy(&text)?;
-            eprintln!("copied to the clipboard ({})", c.program);
+            eprintln!("orch-emit: copied to the clipboard ({})", c.program);
         }
         Ok(Exit::Ok)
     }

@@ -67,7 +67,11 @@ fn external(mut args: Vec<OsString>) -> anyhow::Result<Exit> {
             let names: Vec<String> = front::discover().into_keys().collect();
             anyhow::bail!(
                 "no command '{name}' (no orch-{name} beside orch or on PATH); available: {}",
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
             )
         }
     }

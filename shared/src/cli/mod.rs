@@ -27,11 +27,15 @@ pub trait Tool: Parser {
     const NAME: &'static str;
     /// Does the work; the returned code is the process's exit code.
     fn run(self) -> anyhow::Result<Exit>;
+    /// Rewrites the raw arguments before clap sees them (the identity by default).
+    fn preprocess(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+        args
+    }
 }
 
 /// The whole `main` of a binary: parse, run, report.
 pub fn main<T: Tool>() -> ExitCode {
-    let cli = match T::try_parse() {
+    let cli = match T::try_parse_from(T::preprocess(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => return clap_error(T::NAME, e),
     };
@@ -54,14 +58,25 @@ pub fn clap_error(name: &str, e: clap::Error) -> ExitCode {
             Exit::Error.into()
         }
         _ => {
+            // clap's message and tips, on one line, without its usage block.
             let text = e.render().to_string();
-            let first = text
+            let parts: Vec<&str> = text
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("bad usage")
-                .trim_start_matches("error: ")
-                .to_string();
-            eprintln!("{name}: error: {first} (see {name} --help)");
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            let mut msg = String::new();
+            for p in parts {
+                let p = p.trim_start_matches("error: ");
+                match (msg.is_empty(), p.starts_with("tip:")) {
+                    (true, _) => msg.push_str(p),
+                    (false, true) => msg.push_str(&format!(" ({p})")),
+                    (false, false) => msg.push_str(&format!(" {p}")),
+                }
+            }
+            let msg = if msg.is_empty() { "bad usage" } else { &msg };
+            eprintln!("{name}: error: {msg} (see {name} --help)");
             Exit::Error.into()
         }
     }
@@ -136,7 +151,8 @@ impl Out {
 
     /// Writes one JSON value on one line (JSON Lines).
     pub fn json<T: serde::Serialize>(&mut self, v: &T) -> io::Result<()> {
-        serde_json::to_writer(&mut self.w, v).map_err(io::Error::other)?;
+        // `From` keeps the underlying I/O error (a closed pipe stays `BrokenPipe`).
+        serde_json::to_writer(&mut self.w, v).map_err(io::Error::from)?;
         self.w.write_all(b"\n")
     }
 
@@ -178,7 +194,10 @@ pub fn id_or_stdin(arg: Option<i64>, what: &str) -> anyhow::Result<i64> {
 pub fn parse_id(s: &str, what: &str) -> anyhow::Result<i64> {
     match s.trim().parse::<i64>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => anyhow::bail!("bad {what} id {:?}: ids are positive whole numbers", crate::text::clip(s, 40)),
+        _ => anyhow::bail!(
+            "bad {what} id {:?}: ids are positive whole numbers",
+            crate::text::clip(s, 40)
+        ),
     }
 }
 
@@ -193,10 +212,15 @@ pub fn read_stdin_text(limit: usize, what: &str) -> anyhow::Result<String> {
     if buf.len() > limit {
         anyhow::bail!("{what} on stdin is larger than {limit} bytes");
     }
-    String::from_utf8(buf).map_err(|e| anyhow::anyhow!("{what} on stdin is not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()))
+    String::from_utf8(buf).map_err(|e| {
+        anyhow::anyhow!(
+            "{what} on stdin is not valid UTF-8 (byte {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// Whether colour may be used on stderr/stdout: a terminal, and no `NO_COLOR`.
 pub fn color_ok(terminal: bool) -> bool {
-    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    terminal && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty())
 }

@@ -91,7 +91,17 @@ pub fn resolve(flag: Option<&Path>) -> Result<Location> {
 pub struct Db {
     pub conn: Connection,
     pub path: PathBuf,
+    /// The `-wal` file, once the database is known to be orch's (see [`Drop`]).
+    wal: Option<PathBuf>,
 }
+
+/// Above this size, the process closing the database checkpoints the WAL and
+/// empties it. SQLite's own checkpoint-on-close is off (it costs every short
+/// process a checkpoint with its fsyncs); without this the WAL of a file that is
+/// opened by one short process at a time would never restart and grow forever
+/// (a fresh first connection rebuilds the WAL index, forgetting what was
+/// checkpointed, and reads the whole WAL back on every open).
+pub const WAL_TRUNCATE_AT: u64 = 256 * 1024;
 
 /// Creates `dir` (and parents) with mode 0700 where orch creates them.
 pub fn create_private_dir(dir: &Path) -> Result<()> {
@@ -130,6 +140,13 @@ fn create_private_file(path: &Path) -> Result<()> {
     }
 }
 
+/// What the file says about itself, read in one snapshot before anything is written.
+struct Identity {
+    application_id: i64,
+    version: i64,
+    objects: i64,
+}
+
 impl Db {
     /// Opens (creating if need be) the database that `flag` and the environment choose.
     pub fn open_resolved(flag: Option<&Path>) -> Result<Db> {
@@ -138,6 +155,9 @@ impl Db {
     }
 
     /// Opens `path`, creating it if missing, and brings its schema up to date.
+    ///
+    /// The order matters: busy timeout first; then, read-only, refuse a file that
+    /// is not ours or is newer than this build; only then WAL and the migrations.
     pub fn open(path: &Path) -> Result<Db> {
         match fs::metadata(path) {
             Ok(m) if m.is_dir() => {
@@ -156,37 +176,44 @@ impl Db {
                 })
             }
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
-        let db = Db {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| map_sqlite(path, e))?;
+        let mut db = Db {
             conn,
             path: path.to_path_buf(),
+            wal: None,
         };
-        db.configure()?;
-        db.migrate()?;
+        db.setup()?;
+        let mut wal = db.path.clone().into_os_string();
+        wal.push("-wal");
+        db.wal = Some(PathBuf::from(wal));
         Ok(db)
     }
 
     /// An in-memory database with the current schema, for unit tests.
     pub fn open_in_memory() -> Result<Db> {
-        let db = Db {
+        let mut db = Db {
             conn: Connection::open_in_memory()?,
             path: PathBuf::from(":memory:"),
+            wal: None,
         };
-        db.configure()?;
-        db.migrate()?;
+        db.setup()?;
         Ok(db)
     }
 
-    fn configure(&self) -> Result<()> {
-        let c = &self.conn;
+    fn setup(&mut self) -> Result<()> {
         // First, so that every later statement waits for locks instead of failing.
-        c.busy_timeout(BUSY_TIMEOUT)?;
-        // Read-only checks before anything could write to a file that is not ours.
-        self.check_ours()?;
-        let mode: String = c
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        let id = self.identity()?;
+        self.check_ours(&id)?;
+        if id.version == schema::current_version() {
+            // An orch database is put in WAL mode by its first migration and WAL
+            // mode is persistent: nothing to switch, nothing to migrate.
+            self.set_connection_pragmas()?;
+            return Ok(());
+        }
+        let mode: String = self
+            .conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(|e| self.map_err(e))?;
         if !mode.eq_ignore_ascii_case("wal") && self.path != Path::new(":memory:") {
@@ -195,51 +222,76 @@ impl Db {
                 self.path.display()
             )));
         }
-        c.execute_batch(
-            "PRAGMA synchronous = NORMAL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA wal_autocheckpoint = 256;
-             PRAGMA journal_size_limit = 4194304;",
-        )
-        .map_err(|e| self.map_err(e))?;
-        // A short-lived process should not pay for a checkpoint (an fsync) on every
-        // close; the WAL is still checkpointed by commits once it passes 256 pages.
-        c.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+        self.set_connection_pragmas()?;
+        self.migrate()
+    }
+
+    /// Settings that live in the connection, not the file: no I/O.
+    fn set_connection_pragmas(&self) -> Result<()> {
+        self.conn
+            .execute_batch(
+                "PRAGMA synchronous = NORMAL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA journal_size_limit = 4194304;",
+            )
+            .map_err(|e| self.map_err(e))?;
+        self.conn
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
         Ok(())
     }
 
+    /// Reads the application id, schema version and object count in one statement,
+    /// hence one snapshot (another process may be migrating the file right now).
+    fn identity(&self) -> Result<Identity> {
+        self.conn
+            .query_row(
+                "SELECT a.application_id, v.user_version, (SELECT count(*) FROM sqlite_master)
+                 FROM pragma_application_id AS a, pragma_user_version AS v",
+                [],
+                |r| {
+                    Ok(Identity {
+                        application_id: r.get(0)?,
+                        version: r.get(1)?,
+                        objects: r.get(2)?,
+                    })
+                },
+            )
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(ErrorCode::NotADatabase) => Error::Foreign {
+                    path: self.path.clone(),
+                    why: "not an SQLite file".into(),
+                },
+                _ => self.map_err(e),
+            })
+    }
+
     /// Refuses files orch did not make and schemas newer than this build.
-    fn check_ours(&self) -> Result<()> {
-        let c = &self.conn;
+    fn check_ours(&self, id: &Identity) -> Result<()> {
         let foreign = |why: String| Error::Foreign {
             path: self.path.clone(),
             why,
         };
-        let app_id: i64 = c
-            .query_row("PRAGMA application_id", [], |r| r.get(0))
-            .map_err(|e| match e.sqlite_error_code() {
-                Some(ErrorCode::NotADatabase) => foreign("not an SQLite file".into()),
-                _ => self.map_err(e),
-            })?;
-        let version: i64 = c
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| self.map_err(e))?;
-        if app_id == 0 && version == 0 {
-            let tables: i64 = c
-                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-                .map_err(|e| self.map_err(e))?;
-            if tables > 0 {
-                return Err(foreign(format!("an SQLite file with {tables} objects of another program")));
+        if id.application_id == 0 && id.version == 0 {
+            if id.objects > 0 {
+                return Err(foreign(format!(
+                    "an SQLite file of another program, with {} table{} or index{}",
+                    id.objects,
+                    if id.objects == 1 { "" } else { "s" },
+                    if id.objects == 1 { "" } else { "es" },
+                )));
             }
             return Ok(());
         }
-        if app_id != schema::APPLICATION_ID {
-            return Err(foreign(format!("SQLite application id {app_id:#x}")));
+        if id.application_id != schema::APPLICATION_ID {
+            return Err(foreign(format!(
+                "SQLite application id {:#x}",
+                id.application_id
+            )));
         }
-        if version > schema::current_version() {
+        if id.version > schema::current_version() {
             return Err(Error::SchemaTooNew {
                 path: self.path.clone(),
-                found: version,
+                found: id.version,
                 supported: schema::current_version(),
             });
         }
@@ -250,12 +302,6 @@ impl Db {
     /// so many processes opening a new file at once agree on one schema.
     fn migrate(&self) -> Result<()> {
         let target = schema::current_version();
-        let version: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version == target {
-            return Ok(());
-        }
         self.write(|tx| {
             let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             if version > target {
@@ -309,6 +355,21 @@ impl Db {
     }
 }
 
+impl Drop for Db {
+    /// Keeps the WAL bounded: when it has grown past [`WAL_TRUNCATE_AT`], copy it
+    /// into the database and empty it. Never waits: if another process is in the
+    /// way, the next one to close will do it.
+    fn drop(&mut self) {
+        let Some(wal) = &self.wal else { return };
+        if fs::metadata(wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_AT) {
+            let _ = self.conn.busy_timeout(Duration::ZERO);
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+    }
+}
+
 /// Maps an SQLite error on `path` to orch's error shapes.
 pub fn map_sqlite(path: &Path, e: rusqlite::Error) -> Error {
     match e.sqlite_error_code() {
@@ -335,16 +396,13 @@ pub fn map_sqlite(path: &Path, e: rusqlite::Error) -> Error {
     }
 }
 
-fn open_error(path: &Path, e: rusqlite::Error) -> Error {
-    map_sqlite(path, e)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn version(c: &Connection) -> i64 {
-        c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+        c.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
     }
 
     #[test]
