@@ -128,7 +128,10 @@ impl Task {
 /// A reference to a dependency: an existing task id, or the `key` of another
 /// line in the same `--stdin` input.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "\"after\" items are task ids (numbers) or keys of other lines (strings)"
+)]
 pub enum Dep {
     Id(i64),
     Key(String),
@@ -194,9 +197,24 @@ pub fn validate_prompt(prompt: &str) -> Result<()> {
     Ok(())
 }
 
-/// A 3–5 word description from the prompt's first words.
+/// Words that make a poor last word of a cut-off description.
+const DANGLING: &[&str] = &[
+    "a", "an", "the", "of", "to", "in", "on", "at", "for", "from", "with", "by", "and", "or",
+    "but", "as", "into", "onto", "that", "this", "these", "those", "its", "their", "our", "my",
+    "your", "is", "are", "be", "if", "so",
+];
+
+/// A 3–5 word description from the prompt's first words, not ending on a
+/// dangling word such as "the" or "of".
 pub fn derive_description(prompt: &str) -> String {
-    let words: Vec<&str> = prompt.split_whitespace().take(5).collect();
+    let mut words: Vec<&str> = prompt.split_whitespace().take(5).collect();
+    while words.len() > 2
+        && words
+            .last()
+            .is_some_and(|w| DANGLING.contains(&w.to_lowercase().as_str()))
+    {
+        words.pop();
+    }
     let mut d = words.join(" ");
     d = d
         .trim_end_matches(|c: char| c.is_ascii_punctuation())
@@ -681,6 +699,15 @@ mod tests {
             "Fix the flaky login test"
         );
         assert_eq!(derive_description("Refactor."), "Refactor");
+        assert_eq!(
+            derive_description("Review the diff of the last commit"),
+            "Review the diff"
+        );
+        assert_eq!(
+            derive_description("Propose how to split the module"),
+            "Propose how to split"
+        );
+        assert_eq!(derive_description("Fix the bug"), "Fix the bug");
     }
 
     #[test]

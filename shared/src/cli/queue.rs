@@ -159,9 +159,24 @@ impl Tool for Cli {
                 let existed = path.exists();
                 let db = Db::open(&path)?;
                 drop(db);
-                let verb = if existed { "Reusing" } else { "Initialized" };
-                eprintln!("{verb} orch database {}", path.display());
                 out.line(path.display())?;
+                out.flush()?;
+                eprintln!(
+                    "{}",
+                    if existed {
+                        "an orch database was already here; nothing changed"
+                    } else {
+                        "initialized an empty orch database"
+                    }
+                );
+                let loc = db::resolve(self.db.path())?;
+                if loc.source != db::Source::Project {
+                    eprintln!(
+                        "note: commands here use {} ({}), not this file",
+                        loc.path.display(),
+                        loc.source.explain()
+                    );
+                }
             }
             Cmd::Where { json } => {
                 let loc = db::resolve(self.db.path())?;
@@ -169,6 +184,7 @@ impl Tool for Cli {
                     out.json(&loc)?;
                 } else {
                     out.line(loc.path.display())?;
+                    out.flush()?;
                     eprintln!("({})", loc.source.explain());
                 }
             }
@@ -441,7 +457,16 @@ fn read_jsonl(default_role: Option<&str>) -> anyhow::Result<Vec<task::ValidTask>
 
 /// Parses and validates one JSON Lines record.
 pub fn parse_line(line: &str, default_role: Option<&str>) -> anyhow::Result<task::ValidTask> {
-    let t: NewTask = serde_json::from_str(line).map_err(|e| anyhow::anyhow!("bad JSON: {e}"))?;
+    let t: NewTask = serde_json::from_str(line).map_err(|e| {
+        // serde_json says "at line 1 column N": the line is always 1 here.
+        let msg = e.to_string();
+        let msg = msg
+            .split(" at line ")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        anyhow::anyhow!("bad JSON: {msg} (column {})", e.column())
+    })?;
     Ok(t.validate(default_role)?)
 }
 

@@ -33,8 +33,8 @@ impl Source {
         match self {
             Source::Flag => "from --db",
             Source::Env => "from ORCH_DB",
-            Source::Project => "the nearest .orch/orch.db (made by `orch-queue init`)",
-            Source::User => "the per-user default (no --db, no ORCH_DB, no .orch/ here or above)",
+            Source::Project => "the nearest .orch/orch.db, made by `orch-queue init`",
+            Source::User => "the per-user default: no --db, no ORCH_DB, no .orch/ here or above",
         }
     }
 }
