@@ -783,7 +783,9 @@ fn wal_stays_bounded_over_many_adds() {
         env.add("dev", &format!("one at a time {i}"));
         largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
     }
-    assert!(largest <= 512 * 1024, "the WAL grew to {largest} bytes");
+    // Past the limit by at most what one add writes; 150 adds write ~3 MiB.
+    let limit = orch_shared::db::WAL_TRUNCATE_AT + 128 * 1024;
+    assert!(largest <= limit, "the WAL grew to {largest} bytes");
     let n: i64 = env
         .sql()
         .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))

@@ -101,7 +101,7 @@ pub struct Db {
 /// opened by one short process at a time would never restart and grow forever
 /// (a fresh first connection rebuilds the WAL index, forgetting what was
 /// checkpointed, and reads the whole WAL back on every open).
-pub const WAL_TRUNCATE_AT: u64 = 256 * 1024;
+pub const WAL_TRUNCATE_AT: u64 = 1024 * 1024;
 
 /// Creates `dir` (and parents) with mode 0700 where orch creates them.
 pub fn create_private_dir(dir: &Path) -> Result<()> {
@@ -240,29 +240,41 @@ impl Db {
         Ok(())
     }
 
-    /// Reads the application id, schema version and object count in one statement,
-    /// hence one snapshot (another process may be migrating the file right now).
+    /// Reads the application id, schema version and (for a file that has neither)
+    /// the object count in one read transaction, hence one snapshot: another
+    /// process may be migrating the file right now. The two pragmas read the
+    /// file header only; the schema is parsed just when the file looks new.
     fn identity(&self) -> Result<Identity> {
-        self.conn
-            .query_row(
-                "SELECT a.application_id, v.user_version, (SELECT count(*) FROM sqlite_master)
-                 FROM pragma_application_id AS a, pragma_user_version AS v",
-                [],
-                |r| {
-                    Ok(Identity {
-                        application_id: r.get(0)?,
-                        version: r.get(1)?,
-                        objects: r.get(2)?,
-                    })
-                },
-            )
-            .map_err(|e| match e.sqlite_error_code() {
-                Some(ErrorCode::NotADatabase) => Error::Foreign {
-                    path: self.path.clone(),
-                    why: "not an SQLite file".into(),
-                },
-                _ => self.map_err(e),
+        let foreign_or = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => Error::Foreign {
+                path: self.path.clone(),
+                why: "not an SQLite file".into(),
+            },
+            _ => self.map_err(e),
+        };
+        self.conn.execute_batch("BEGIN").map_err(foreign_or)?;
+        let read = || -> rusqlite::Result<Identity> {
+            let application_id: i64 = self
+                .conn
+                .query_row("PRAGMA application_id", [], |r| r.get(0))?;
+            let version: i64 = self
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let objects = if application_id == 0 && version == 0 {
+                self.conn
+                    .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?
+            } else {
+                0
+            };
+            Ok(Identity {
+                application_id,
+                version,
+                objects,
             })
+        };
+        let id = read();
+        let _ = self.conn.execute_batch("COMMIT");
+        id.map_err(foreign_or)
     }
 
     /// Refuses files orch did not make and schemas newer than this build.
