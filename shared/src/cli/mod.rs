@@ -95,9 +95,25 @@ pub fn report(name: &str, e: &anyhow::Error) -> Exit {
     if is_broken_pipe(e) {
         return Exit::Ok;
     }
-    let msg = format!("{e:#}").replace(['\n', '\r'], " ");
-    eprintln!("{name}: error: {msg}");
+    eprintln!("{name}: error: {}", one_line(e));
     Exit::Error
+}
+
+/// The cause chain joined with ": " on one line, skipping a cause that the
+/// message before it already ends with (errors that print their source too).
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.ends_with(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg.replace(['\n', '\r'], " ")
 }
 
 /// `--db PATH`, taken by every binary.
