@@ -330,6 +330,11 @@ pub fn add(db: &Db, tasks: Vec<ValidTask>, label: impl Fn(usize) -> String) -> R
     // Insert in an order where every keyed dependency is inserted first.
     let order = topo_order(&edges);
     let now = now_ms();
+    if tasks.len() > 1000 {
+        // A big insert touches more pages than the default 2 MB cache holds;
+        // spilling them to the WAL mid-transaction costs more than the memory.
+        let _ = db.conn.execute_batch("PRAGMA cache_size = -65536");
+    }
     db.write(|tx| {
         let mut ids = vec![0i64; tasks.len()];
         let mut insert = tx.prepare_cached(
