@@ -1,5 +1,69 @@
 #!/usr/bin/env bash
 # Installs, once, the real third-party components the tests talk to.
 # Idempotent; safe to run on a fresh machine that has Rust, Python 3 and npm.
+#
+# - .venv/: the official MCP Python SDK (`mcp` from PyPI), the client of tests/mcp_clients/*.py
+# - tests/mcp_clients/node_modules/: the MCP Inspector CLI, pinned by the
+#   committed package.json and package-lock.json there
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+say() { echo "test-deps: $*" >&2; }
+
+# --- the MCP Python SDK ------------------------------------------------------
+MCP_PY_VERSION=2.3.0
+venv=.venv
+py="$venv/bin/python"
+
+installed_mcp() {
+  "$py" -c 'import importlib.metadata as m; print(m.version("mcp"))' 2>/dev/null || true
+}
+
+if [ -x "$py" ] && [ "$(installed_mcp)" = "$MCP_PY_VERSION" ]; then
+  say "mcp $MCP_PY_VERSION already in $venv"
+else
+  if ! command -v python3 >/dev/null 2>&1; then
+    say "error: python3 not found; install Python 3.10 or newer" ; exit 2
+  fi
+  if [ ! -x "$py" ] || ! "$py" -m pip --version >/dev/null 2>&1; then
+    rm -rf "$venv"
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+      rm -rf "$venv"
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "python3 cannot make a venv; installing python3-venv"
+        apt-get install -y -qq python3-venv >/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; }
+        python3 -m venv "$venv"
+      else
+        say "error: 'python3 -m venv' failed; install your system's python3-venv package"; exit 2
+      fi
+    fi
+  fi
+  if "$py" -m pip install --quiet "mcp==$MCP_PY_VERSION"; then
+    say "installed mcp $MCP_PY_VERSION into $venv"
+  else
+    # The pinned version is not on the index: take the newest 1.x/2.x there is, and say so.
+    say "warning: mcp $MCP_PY_VERSION could not be installed; trying the newest mcp 1.x/2.x"
+    "$py" -m pip install --quiet "mcp>=1,<3"
+    say "warning: installed mcp $(installed_mcp) instead of $MCP_PY_VERSION"
+  fi
+fi
+
+# --- the MCP Inspector CLI ---------------------------------------------------
+clients=tests/mcp_clients
+INSPECTOR_VERSION=$(sed -n 's/.*"@modelcontextprotocol\/inspector": *"\([^"]*\)".*/\1/p' "$clients/package.json")
+have_inspector() {
+  [ -x "$clients/node_modules/.bin/mcp-inspector" ] &&
+    grep -q "\"version\": *\"$INSPECTOR_VERSION\"" "$clients/node_modules/@modelcontextprotocol/inspector/package.json" 2>/dev/null &&
+    cmp -s "$clients/package-lock.json" "$clients/node_modules/.orch-package-lock.json"
+}
+
+if have_inspector; then
+  say "@modelcontextprotocol/inspector $INSPECTOR_VERSION already in $clients/node_modules"
+else
+  if ! command -v npm >/dev/null 2>&1; then
+    say "error: npm not found; install Node.js 20 or newer with npm"; exit 2
+  fi
+  (cd "$clients" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  cp "$clients/package-lock.json" "$clients/node_modules/.orch-package-lock.json"
+  say "installed @modelcontextprotocol/inspector $INSPECTOR_VERSION into $clients/node_modules"
+fi

@@ -1,1 +1,658 @@
-//! Tests for mcp (to be written).
+//! orch-mcp through the real binary: raw JSON-RPC lines over its pipes, many
+//! servers on one database, and real third-party MCP clients (the official
+//! Python SDK and the MCP Inspector CLI, installed by scripts/test-deps.sh).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// The repository root (where .venv and tests/mcp_clients live).
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+const DEPS_HINT: &str = "run scripts/test-deps.sh to install the MCP test clients";
+
+/// A running orch-mcp with its pipes.
+struct Server {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(mut cmd: Command) -> Server {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if tx.send(line.unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        Server {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn send(&mut self, msg: &Value) {
+        self.write(format!("{msg}\n").as_bytes());
+    }
+
+    /// The next line of stdout, which must be one JSON-RPC response.
+    fn recv(&mut self) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a reply within 30 s");
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+        assert_eq!(v["jsonrpc"], "2.0", "{line}");
+        assert!(
+            v.get("result").is_some() != v.get("error").is_some(),
+            "{line}"
+        );
+        v
+    }
+
+    fn rpc(&mut self, id: i64, method: &str, params: Value) -> Value {
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        let r = self.recv();
+        assert_eq!(r["id"], id, "{r}");
+        r
+    }
+
+    fn tool(&mut self, id: i64, name: &str, args: Value) -> Value {
+        let r = self.rpc(id, "tools/call", json!({"name": name, "arguments": args}));
+        r["result"].clone()
+    }
+
+    /// Closes stdin; the server must exit 0 and write nothing more.
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+        assert!(
+            self.lines.recv_timeout(Duration::from_secs(5)).is_err(),
+            "a line after the last reply"
+        );
+    }
+}
+
+fn initialize(s: &mut Server, version: &str) -> Value {
+    let r = s.rpc(
+        1,
+        "initialize",
+        json!({"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "orch-tests", "version": "1"}}),
+    );
+    r["result"].clone()
+}
+
+#[test]
+fn handshake_is_instant_and_creates_no_file() {
+    let env = Env::new();
+    let db = env.path().join("not-yet").join("orch.db");
+    let mut cmd = env.cmd("orch-mcp");
+    cmd.env("ORCH_DB", &db);
+    let started = Instant::now();
+    let mut s = Server::start(cmd);
+    // What `claude mcp list` does: initialize at 2025-11-25, tools/list, then kill.
+    let init = initialize(&mut s, "2025-11-25");
+    assert_eq!(init["protocolVersion"], "2025-11-25");
+    assert_eq!(init["serverInfo"]["name"], "orch-mcp");
+    s.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let tools = s.rpc(2, "tools/list", json!({}));
+    assert_eq!(tools["result"]["tools"].as_array().unwrap().len(), 4);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    s.finish();
+    assert!(
+        !db.parent().unwrap().exists(),
+        "the handshake created {}",
+        db.display()
+    );
+    assert!(
+        !env.home().join(".local").exists(),
+        "the handshake created files under HOME"
+    );
+}
+
+#[test]
+fn every_request_gets_its_reply_in_order() {
+    let env = Env::new();
+    let mut s = Server::start(env.cmd("orch-mcp"));
+    // All written at once, as a pipelining client would.
+    let mut input = Vec::new();
+    input.extend_from_slice(
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"server/discover\",\"params\":{}}\n",
+    );
+    input.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n");
+    input.extend_from_slice(b"[{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\"}]\n");
+    input.extend_from_slice(
+        b"{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"ping\",\"params\":{\"x\":\"\xff\xfe\"}}\n",
+    );
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(b"{this is not json\n");
+    input.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":\"four\",\"method\":\"tools/call\",\"params\":{\"name\":\"nope\"}}\r\n");
+    input.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"ping\"}");
+    s.write(&input);
+    drop(s.stdin.take());
+    let expect: [(Value, Option<i64>); 6] = [
+        (json!(1), Some(-32601)),
+        (Value::Null, Some(-32600)),
+        (Value::Null, Some(-32700)),
+        (Value::Null, Some(-32700)),
+        (json!("four"), Some(-32602)),
+        (json!(5), None),
+    ];
+    for (id, code) in expect {
+        let r = s.recv();
+        assert_eq!(r["id"], id, "{r}");
+        assert_eq!(r["error"]["code"].as_i64(), code, "{r}");
+    }
+    s.finish();
+}
+
+#[test]
+fn a_session_queues_batches_and_reports_into_the_clis_database() {
+    let env = Env::new();
+    let mut s = Server::start(env.cmd("orch-mcp"));
+    initialize(&mut s, "2025-06-18");
+    // A prompt of 1 MiB with quotes, newlines and non-ASCII survives one line.
+    let big: String = "line \"one\"\n\tétoile `x`\n"
+        .chars()
+        .cycle()
+        .take(200_000)
+        .collect();
+    let big = format!(
+        "{big}{}",
+        "z".repeat(orch_shared::task::MAX_PROMPT - big.len())
+    );
+    let a = s.tool(
+        2,
+        "queue_parallel_task",
+        json!({"agent": "Explore", "task": big, "description": "Read a big prompt"}),
+    );
+    assert_eq!(a["isError"], false, "{a}");
+    let b = s.tool(
+        3,
+        "queue_parallel_task",
+        json!({"agent": "reviewer", "task": "Review it", "priority": 2}),
+    );
+    assert_eq!(b["structuredContent"]["ready"], 2);
+    // Invalid UTF-8 in the middle of the session: an error, and the session goes on.
+    s.write(b"{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"ping\",\"p\":\"\xc0\"}\n");
+    assert_eq!(s.recv()["error"]["code"], -32700);
+    let e = s.tool(5, "execute_parallel_batch", json!({}));
+    assert_eq!(e["isError"], false, "{e}");
+    let batch = e["structuredContent"]["batch"].as_i64().unwrap();
+    assert_eq!(e["structuredContent"]["tasks"], json!([2, 1]));
+    let calls = e["structuredContent"]["calls"].as_array().unwrap();
+    assert_eq!(
+        calls[1]["prompt"].as_str().unwrap(),
+        format!("{big}\n\norch-task: 1")
+    );
+
+    // The CLI sees the same tasks, batched, and renders the same calls.
+    let list = json_lines(&env.ok("orch-queue", &["list", "--json"]));
+    assert_eq!(list.len(), 2);
+    assert!(list
+        .iter()
+        .all(|t| t["status"] == "batched" && t["batch"] == batch));
+    assert_eq!(list[0]["prompt"].as_str().unwrap(), big);
+    let emitted: Value =
+        serde_json::from_str(&env.ok("orch-emit", &[&batch.to_string(), "--format", "json"]))
+            .unwrap();
+    assert_eq!(&emitted["calls"], &e["structuredContent"]["calls"]);
+
+    // A result recorded by the CLI shows in batch_status.
+    env.ok("orch-queue", &["done", "2", "--result", "looks good"]);
+    let st = s.tool(6, "batch_status", json!({"batch": batch}));
+    let tasks = st["structuredContent"]["tasks"].as_array().unwrap();
+    assert_eq!(
+        (tasks[0]["status"].as_str(), tasks[0]["result"].as_str()),
+        (Some("done"), Some("looks good"))
+    );
+    let q = s.tool(7, "queue_status", json!({}));
+    assert_eq!(q["structuredContent"]["done"], 1);
+    assert_eq!(q["structuredContent"]["batched"], 1);
+    s.finish();
+}
+
+#[test]
+fn a_line_longer_than_the_limit_is_refused_and_skipped() {
+    let env = Env::new();
+    let mut s = Server::start(env.cmd("orch-mcp"));
+    let huge = "x".repeat(orch_shared::mcp::MAX_LINE + 10);
+    let writer = {
+        let mut stdin = s.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            stdin.write_all(huge.as_bytes()).unwrap();
+            stdin
+                .write_all(b"\n{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\"}\n")
+                .unwrap();
+        })
+    };
+    let r = s.recv();
+    assert_eq!(
+        (r["id"].clone(), r["error"]["code"].as_i64()),
+        (Value::Null, Some(-32600)),
+        "{r}"
+    );
+    assert_eq!(s.recv()["id"], 2);
+    writer.join().unwrap();
+    s.finish();
+}
+
+fn config(env: &Env, args: &[&str], orch_db: Option<&Path>) -> (String, Value) {
+    let mut cmd = env.cmd("orch-mcp");
+    cmd.env_remove("ORCH_DB").arg("--config").args(args);
+    if let Some(p) = orch_db {
+        cmd.env("ORCH_DB", p);
+    }
+    let out = cmd.output().unwrap();
+    assert_code(&out, 0);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let add = text
+        .lines()
+        .find(|l| l.starts_with("claude mcp add "))
+        .unwrap()
+        .to_string();
+    let start = text.find("\n{").unwrap();
+    let end = text.find("\n}\n").unwrap();
+    let json: Value = serde_json::from_str(&text[start..end + 2]).unwrap();
+    (add, json)
+}
+
+#[test]
+fn config_prints_the_claude_line_and_the_desktop_json() {
+    let env = Env::new();
+    let exe = bin("orch-mcp").canonicalize().unwrap();
+    let exe = exe.to_str().unwrap();
+
+    let (add, j) = config(&env, &[], None);
+    assert_eq!(add, format!("claude mcp add orch -- {exe}"));
+    let entry = &j["mcpServers"]["orch"];
+    assert_eq!(
+        entry,
+        &json!({"type": "stdio", "command": exe, "args": [], "env": {}, "alwaysLoad": true})
+    );
+
+    // A chosen database goes in the environment, with `-e` after the name.
+    let (add, j) = config(&env, &["--db", "sub/my.db"], None);
+    let abs = env.path().join("sub/my.db");
+    assert_eq!(
+        add,
+        format!("claude mcp add orch -e ORCH_DB={} -- {exe}", abs.display())
+    );
+    assert_eq!(
+        j["mcpServers"]["orch"]["env"],
+        json!({"ORCH_DB": abs.to_str().unwrap()})
+    );
+    let (add, j) = config(&env, &[], Some(&env.db));
+    assert!(add.starts_with("claude mcp add orch -e ORCH_DB="), "{add}");
+    assert_eq!(
+        j["mcpServers"]["orch"]["env"]["ORCH_DB"],
+        env.db.to_str().unwrap()
+    );
+    assert!(
+        !abs.exists() && !env.db.exists(),
+        "--config created a database"
+    );
+}
+
+#[test]
+fn selftest_passes_on_a_temporary_database() {
+    let env = Env::new();
+    let out = env.run("orch-mcp", &["--selftest"]);
+    assert_code(&out, 0);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("ok    execute_parallel_batch: batch 1 with tasks [1, 2, 3]"),
+        "{text}"
+    );
+    assert!(
+        text.trim_end().ends_with("self-test passed: 11 checks"),
+        "{text}"
+    );
+    assert!(!env.db.exists(), "the self-test touched ORCH_DB");
+}
+
+#[test]
+fn selftest_on_a_real_database_leaves_the_users_tasks_alone() {
+    let env = Env::new();
+    let mine = env.add("dev", "A task of the user's");
+    let db = env.db.to_str().unwrap();
+    let out = env.run("orch-mcp", &["--selftest", "--db", db]);
+    assert_code(&out, 0);
+    let list = json_lines(&env.ok("orch-queue", &["list", "--json"]));
+    assert_eq!(list.len(), 4);
+    assert_eq!(
+        (list[0]["id"].as_i64(), list[0]["status"].as_str()),
+        (Some(mine), Some("queued"))
+    );
+    assert!(
+        list[1..]
+            .iter()
+            .all(|t| t["status"] == "cancelled" && t["batch"].is_null()),
+        "{list:?}"
+    );
+    let batches: i64 = env
+        .sql()
+        .query_row("SELECT count(*) FROM batches", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(batches, 0);
+}
+
+/// Runs `orch-mcp` with all of `input` on stdin and returns its replies.
+fn run_lines(env: &Env, input: String) -> std::thread::JoinHandle<(Output, Vec<Value>)> {
+    let cmd_env = env.cmd("orch-mcp");
+    std::thread::spawn(move || {
+        let mut cmd = cmd_env;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let w = std::thread::spawn(move || stdin.write_all(input.as_bytes()).unwrap());
+        let out = child.wait_with_output().unwrap();
+        w.join().unwrap();
+        let replies = String::from_utf8(out.stdout.clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (out, replies)
+    })
+}
+
+#[test]
+fn ten_servers_queue_500_tasks_into_one_database_and_batch_each_once() {
+    let env = Env::new();
+    env.ok("orch-queue", &["stats"]);
+    let mut handles = Vec::new();
+    for p in 0..10 {
+        let mut input = String::new();
+        for i in 0..50 {
+            let msg = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {
+                "name": "queue_parallel_task", "arguments": {"agent": "dev", "task": format!("client {p} task {i}")}}});
+            input.push_str(&format!("{msg}\n"));
+        }
+        handles.push(run_lines(&env, input));
+    }
+    let mut ids = Vec::new();
+    for h in handles {
+        let (out, replies) = h.join().unwrap();
+        assert_code(&out, 0);
+        assert_eq!(replies.len(), 50);
+        for (i, r) in replies.iter().enumerate() {
+            assert_eq!(r["id"], i);
+            assert_eq!(r["result"]["isError"], false, "{r}");
+            ids.push(r["result"]["structuredContent"]["task"].as_i64().unwrap());
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 500, "task ids handed out twice");
+    let conn = env.sql();
+    let (n, prompts): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(DISTINCT prompt) FROM tasks WHERE status = 'queued'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((n, prompts), (500, 500));
+
+    // Ten servers batching at once: every task lands in exactly one batch.
+    let line = format!(
+        "{}\n",
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "execute_parallel_batch", "arguments": {"max": 60}}})
+    );
+    let handles: Vec<_> = (0..10).map(|_| run_lines(&env, line.clone())).collect();
+    let mut batched = Vec::new();
+    for h in handles {
+        let (out, replies) = h.join().unwrap();
+        assert_code(&out, 0);
+        let r = &replies[0]["result"];
+        if r["isError"] == false {
+            batched.extend(
+                r["structuredContent"]["tasks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_i64().unwrap()),
+            );
+        }
+    }
+    batched.sort();
+    assert_eq!(batched, ids, "every task in exactly one batch");
+    let left: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM tasks WHERE status != 'batched'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+/// Runs a client program; panics with its output when it fails.
+fn run_client(mut cmd: Command, what: &str) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn python_sdk(mode: &str) {
+    let python = root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: {DEPS_HINT}",
+        python.display()
+    );
+    let env = Env::new();
+    let mut cmd = Command::new(python);
+    cmd.arg(root().join("tests/mcp_clients/python_sdk.py"))
+        .arg(bin("orch-mcp"))
+        .arg(&env.db)
+        .arg(mode)
+        .current_dir(env.path());
+    let out = run_client(cmd, "the Python SDK client");
+    eprintln!("{out}");
+    assert!(out.starts_with("mcp "), "{out}");
+    assert!(out.trim_end().ends_with("checks passed"), "{out}");
+    // What the client did is in the database the CLI reads.
+    let list = json_lines(&env.ok("orch-queue", &["list", "--json"]));
+    let roles: Vec<&str> = list.iter().map(|t| t["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["Explore", "Plan", "general-purpose"]);
+    assert!(list.iter().all(|t| t["status"] == "batched"));
+}
+
+#[test]
+fn python_sdk_client_legacy_mode() {
+    python_sdk("legacy");
+}
+
+#[test]
+fn python_sdk_client_auto_mode_falls_back_at_once() {
+    python_sdk("auto");
+}
+
+/// `npx --prefix tests/mcp_clients mcp-inspector --cli ARGS…`, parsed as JSON.
+fn inspector(env: &Env, args: &[&str]) -> Value {
+    let prefix = root().join("tests/mcp_clients");
+    let installed = prefix.join("node_modules/.bin/mcp-inspector");
+    assert!(
+        installed.exists(),
+        "{} is missing: {DEPS_HINT}",
+        installed.display()
+    );
+    let mut cmd = Command::new("npx");
+    cmd.arg("--prefix")
+        .arg(&prefix)
+        .arg("mcp-inspector")
+        .arg("--cli")
+        .args(args)
+        .current_dir(env.path());
+    let out = run_client(cmd, "the MCP Inspector CLI");
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("inspector output is not JSON ({e}): {out}"))
+}
+
+fn inspector_version() -> String {
+    let p =
+        root().join("tests/mcp_clients/node_modules/@modelcontextprotocol/inspector/package.json");
+    let j: Value = serde_json::from_str(
+        &std::fs::read_to_string(&p).unwrap_or_else(|_| panic!("{DEPS_HINT}")),
+    )
+    .unwrap();
+    j["version"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn inspector_cli_lists_tools_and_queues_a_task() {
+    let env = Env::new();
+    eprintln!("MCP Inspector {}", inspector_version());
+    let exe = bin("orch-mcp");
+    let (exe, db) = (exe.to_str().unwrap(), env.db.to_str().unwrap());
+    let list = inspector(&env, &[exe, "--db", db, "--method", "tools/list"]);
+    let names: Vec<&str> = list["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "queue_parallel_task",
+            "execute_parallel_batch",
+            "queue_status",
+            "batch_status"
+        ]
+    );
+
+    let r = inspector(
+        &env,
+        &[
+            exe,
+            "--db",
+            db,
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "queue_parallel_task",
+            "--tool-arg",
+            "agent=code-reviewer",
+            "--tool-arg",
+            "task=Review src/db.rs for locking bugs; quote \"each\" one",
+            "--tool-arg",
+            "description=Review the locking",
+            "--tool-arg",
+            "priority=4",
+        ],
+    );
+    assert_eq!(r["isError"], false, "{r}");
+    let id = r["structuredContent"]["task"].as_i64().unwrap();
+    let shown: Value =
+        serde_json::from_str(&env.ok("orch-queue", &["show", &id.to_string(), "--json"])).unwrap();
+    assert_eq!(shown["role"], "code-reviewer");
+    assert_eq!(
+        shown["prompt"],
+        "Review src/db.rs for locking bugs; quote \"each\" one"
+    );
+    assert_eq!(shown["description"], "Review the locking");
+    assert_eq!(shown["priority"], 4);
+    assert_eq!(shown["status"], "queued");
+}
+
+#[test]
+fn inspector_cli_reads_the_config_that_orch_mcp_prints() {
+    let env = Env::new();
+    let out = env.ok("orch-mcp", &["--config"]);
+    let json = &out[out.find("\n{").unwrap()..out.find("\n}\n").unwrap() + 2];
+    let file = env.path().join("mcp.json");
+    std::fs::write(&file, json).unwrap();
+    let r = inspector(
+        &env,
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--server",
+            "orch",
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "queue_parallel_task",
+            "--tool-arg",
+            "agent=Plan",
+            "--tool-arg",
+            "task=Plan the release",
+        ],
+    );
+    assert_eq!(r["structuredContent"]["task"], 1, "{r}");
+    // The server found the database through the env block of the config.
+    let list = json_lines(&env.ok("orch-queue", &["list", "--json"]));
+    assert_eq!(
+        (list.len(), list[0]["prompt"].as_str()),
+        (1, Some("Plan the release"))
+    );
+}
+
+#[test]
+fn help_has_a_summary_and_examples() {
+    let env = Env::new();
+    let out = env.ok("orch-mcp", &["--help"]);
+    assert!(
+        out.contains("MCP server over stdio") && out.contains("orch-mcp --config"),
+        "{out}"
+    );
+    let mut buf = String::new();
+    let mut child = env
+        .cmd("orch-mcp")
+        .arg("--version")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut buf)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(buf.starts_with("orch-mcp "), "{buf}");
+}

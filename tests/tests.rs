@@ -11,6 +11,7 @@ mod hook;
 mod mcp;
 mod msg;
 mod queue;
+mod readme;
 mod run;
 mod stress;
 mod verify;

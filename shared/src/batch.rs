@@ -85,6 +85,43 @@ pub fn create_in(
     Ok(Ok(get_in(tx, id)?))
 }
 
+/// Puts exactly the queued tasks `ids` into a new batch (inside a transaction
+/// the caller holds, which must be IMMEDIATE); refused if any of them is not queued.
+pub fn create_of_in(tx: &Transaction, ids: &[i64]) -> Result<Batch> {
+    if ids.is_empty() {
+        return Err(Error::invalid("a batch needs at least one task"));
+    }
+    let now = now_ms();
+    tx.execute("INSERT INTO batches (created_at) VALUES (?1)", [now])?;
+    let id = tx.last_insert_rowid();
+    let mut claim = tx.prepare_cached(
+        "UPDATE tasks SET status = 'batched', batch_id = ?1, batched_at = ?2 WHERE id = ?3 AND status = 'queued'",
+    )?;
+    for &t in ids {
+        if claim.execute(params![id, now, t])? != 1 {
+            return Err(Error::invalid(format!(
+                "task {t} is not queued; it cannot join a new batch"
+            )));
+        }
+    }
+    get_in(tx, id)
+}
+
+/// Returns tasks of a batch that never started to the queue (e.g. when a run is
+/// interrupted before reaching them); returns the ids that went back.
+pub fn requeue_in(tx: &Transaction, ids: &[i64]) -> Result<Vec<i64>> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE tasks SET status = 'queued', batch_id = NULL, batched_at = NULL WHERE id = ?1 AND status = 'batched'",
+    )?;
+    let mut back = Vec::new();
+    for &id in ids {
+        if stmt.execute([id])? == 1 {
+            back.push(id);
+        }
+    }
+    Ok(back)
+}
+
 /// One batch with its tasks, or `NotFound`.
 pub fn get(db: &Db, id: i64) -> Result<Batch> {
     db.read(|tx| get_in(tx, id))

@@ -73,11 +73,16 @@ pub fn agent_call(
 
 /// The Agent calls for `tasks`, in order, and one note per role that is not a
 /// known agent type (naming the tasks it affects).
-pub fn agent_calls(tasks: &[Task], agents: &AgentIndex) -> (Vec<AgentCall>, Vec<String>) {
+/// `extras[i]`, when present, is appended to the i-th prompt (see [`agent_call`]).
+pub fn agent_calls(
+    tasks: &[Task],
+    agents: &AgentIndex,
+    extras: &[String],
+) -> (Vec<AgentCall>, Vec<String>) {
     let mut calls = Vec::with_capacity(tasks.len());
     let mut unknown: Vec<(&str, Vec<i64>)> = Vec::new();
-    for t in tasks {
-        let (call, note) = agent_call(t, agents, None);
+    for (i, t) in tasks.iter().enumerate() {
+        let (call, note) = agent_call(t, agents, extras.get(i).map(String::as_str));
         if note.is_some() {
             match unknown.iter_mut().find(|(r, _)| *r == t.role) {
                 Some((_, ids)) => ids.push(t.id),
@@ -99,6 +104,26 @@ pub fn agent_calls(tasks: &[Task], agents: &AgentIndex) -> (Vec<AgentCall>, Vec<
         })
         .collect();
     (calls, notes)
+}
+
+/// For `orch-emit --with-mailbox`: the mailbox line of each task's prompt, in
+/// order, naming every other task of the batch as a peer. `db` is the database
+/// file the agents must name with `--db`, if any.
+pub fn mailbox_lines(tasks: &[Task], db: Option<&Path>) -> Vec<String> {
+    let names = crate::msg::mailbox_names(tasks);
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, me)| {
+            let peers: Vec<String> = names
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, n)| n.clone())
+                .collect();
+            crate::msg::mailbox_line(me, &peers, db)
+        })
+        .collect()
 }
 
 /// The output formats of `orch-emit`.

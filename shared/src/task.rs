@@ -289,6 +289,20 @@ impl NewTask {
 /// call by key; a missing task or a cycle is refused. `label(i)` names the
 /// i-th task in errors (e.g. "line 7").
 pub fn add(db: &Db, tasks: Vec<ValidTask>, label: impl Fn(usize) -> String) -> Result<Vec<i64>> {
+    if tasks.len() > 1000 {
+        // A big insert touches more pages than the default 2 MB cache holds;
+        // spilling them to the WAL mid-transaction costs more than the memory.
+        let _ = db.conn.execute_batch("PRAGMA cache_size = -65536");
+    }
+    db.write(|tx| add_in(tx, tasks, label))
+}
+
+/// [`add`] inside a transaction the caller holds (it must be IMMEDIATE).
+pub fn add_in(
+    tx: &Transaction,
+    tasks: Vec<ValidTask>,
+    label: impl Fn(usize) -> String,
+) -> Result<Vec<i64>> {
     // Keys must be unique and every key reference must resolve to a line.
     let mut keys: HashMap<&str, usize> = HashMap::new();
     for (i, t) in tasks.iter().enumerate() {
@@ -330,17 +344,14 @@ pub fn add(db: &Db, tasks: Vec<ValidTask>, label: impl Fn(usize) -> String) -> R
     // Insert in an order where every keyed dependency is inserted first.
     let order = topo_order(&edges);
     let now = now_ms();
-    if tasks.len() > 1000 {
-        // A big insert touches more pages than the default 2 MB cache holds;
-        // spilling them to the WAL mid-transaction costs more than the memory.
-        let _ = db.conn.execute_batch("PRAGMA cache_size = -65536");
-    }
-    db.write(|tx| {
+    {
         let mut ids = vec![0i64; tasks.len()];
         let mut insert = tx.prepare_cached(
             "INSERT INTO tasks (role, description, prompt, priority, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        let mut dep = tx.prepare_cached("INSERT OR IGNORE INTO task_deps (task_id, after_id) VALUES (?1, ?2)")?;
+        let mut dep = tx.prepare_cached(
+            "INSERT OR IGNORE INTO task_deps (task_id, after_id) VALUES (?1, ?2)",
+        )?;
         let mut exists = tx.prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?;
         for &i in &order {
             let t = &tasks[i];
@@ -364,7 +375,7 @@ pub fn add(db: &Db, tasks: Vec<ValidTask>, label: impl Fn(usize) -> String) -> R
             }
         }
         Ok(ids)
-    })
+    }
 }
 
 /// Returns one cycle of the graph (`edges[i]` = what i depends on), if any.

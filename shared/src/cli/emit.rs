@@ -7,6 +7,7 @@ use super::{id_or_stdin, DbArg, Out, Tool};
 use crate::agents::AgentIndex;
 use crate::batch;
 use crate::clipboard;
+use crate::db::Source;
 use crate::emit::{self, Format};
 use crate::error::Exit;
 use crate::task::Status;
@@ -16,6 +17,7 @@ Examples:
   orch-batch create | orch-emit              # the message to paste into Claude Code
   orch-emit 3 --copy                          # ... and copy it to the clipboard
   orch-emit 3 --format json | jq '.calls[0]'
+  orch-emit 3 --with-mailbox                  # agents may message each other with orch-msg
   orch-emit 3 --format shell > run.sh && sh run.sh";
 
 /// Render a batch: the one message that starts every agent at once.
@@ -32,6 +34,9 @@ pub struct Cli {
     /// Also copy the output to the clipboard (wl-copy, xclip, xsel or pbcopy).
     #[arg(long)]
     pub copy: bool,
+    /// Tell each agent its mailbox name and how to message its peers with orch-msg.
+    #[arg(long)]
+    pub with_mailbox: bool,
 }
 
 impl Tool for Cli {
@@ -57,7 +62,16 @@ impl Tool for Cli {
         }
         let cwd = std::env::current_dir().unwrap_or_default();
         let agents = AgentIndex::discover(&cwd);
-        let (calls, notes) = emit::agent_calls(&tasks, &agents);
+        let mailboxes = match self.with_mailbox {
+            true => {
+                // The agents' shells may not see this --db or ORCH_DB: name the file.
+                let db_flag = matches!(loc.source, Source::Flag | Source::Env)
+                    .then(|| std::path::absolute(&loc.path).unwrap_or(loc.path.clone()));
+                emit::mailbox_lines(&tasks, db_flag.as_deref())
+            }
+            false => Vec::new(),
+        };
+        let (calls, notes) = emit::agent_calls(&tasks, &agents, &mailboxes);
         for n in notes {
             eprintln!("orch-emit: note: {n}");
         }

@@ -32,6 +32,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
+    /// Check what is set up (tools, database, Claude Code, hooks, MCP, clipboard, agent CLI) and how to fix the rest.
+    #[command(after_help = crate::doctor::EXAMPLES)]
+    Doctor(crate::doctor::Args),
+    /// One screen: tasks by status, batches in flight, verification verdicts, agent calls.
+    #[command(after_help = crate::status::EXAMPLES)]
+    Status(crate::status::Args),
+    /// Print shell completions for orch and every orch-* tool.
+    #[command(after_help = crate::completions::EXAMPLES)]
+    Completions(crate::completions::Args),
+    /// Write man pages for orch and every orch-* tool into DIR.
+    #[command(hide = true, after_help = crate::completions::MAN_EXAMPLES)]
+    Man(crate::completions::ManArgs),
     #[command(external_subcommand)]
     External(Vec<OsString>),
 }
@@ -49,6 +61,10 @@ impl Tool for Cli {
             return Ok(Exit::Ok);
         }
         match self.cmd {
+            Some(Cmd::Doctor(args)) => crate::doctor::run(args),
+            Some(Cmd::Status(args)) => crate::status::run(args),
+            Some(Cmd::Completions(args)) => crate::completions::run(args),
+            Some(Cmd::Man(args)) => crate::completions::man(args),
             Some(Cmd::External(args)) => external(args),
             None => anyhow::bail!("no command given (try orch --list)"),
         }

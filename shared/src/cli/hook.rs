@@ -1,22 +1,320 @@
-//! `orch-hook`: not built yet.
+//! `orch-hook`: the Claude Code hook handler (one event on stdin) and its
+//! installer (`install`, `uninstall`, `status`).
 
-use clap::Parser;
+use std::io::{self, IsTerminal, Read};
+use std::path::PathBuf;
 
-use super::{DbArg, Tool};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use super::{Out, Tool};
 use crate::error::Exit;
+use crate::hook::settings::{self, Scope, Target};
+use crate::hook::{self, Config, Reply, DEFAULT_THRESHOLD};
 
-/// orch-hook (placeholder until its issue lands).
+const EXAMPLES: &str = "\
+Examples:
+  orch-hook install                      # into this project's .claude/settings.json
+  orch-hook install --user --threshold 2 --command
+  orch-hook status
+  orch-hook uninstall
+  orch-hook < event.json                 # what Claude Code runs for each event
+
+As a hook it never breaks the session: a fault is one line on stderr and exit 1;
+it blocks a stop (JSON decision) only to hand Claude a batch.";
+
+/// Claude Code hook: auto-batch at a threshold, record every agent's start and end.
 #[derive(Debug, Parser)]
-#[command(name = "orch-hook", version)]
+#[command(name = "orch-hook", version, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
 pub struct Cli {
-    #[command(flatten)]
-    pub db: DbArg,
+    /// The database file [default: $ORCH_DB, else the nearest .orch/orch.db]; a hook never creates one.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// The event name [default: the event's "hook_event_name"].
+    pub event: Option<String>,
+    /// Batch when at least this many tasks are ready (UserPromptSubmit, Stop).
+    #[arg(long, default_value_t = DEFAULT_THRESHOLD as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub threshold: u64,
+    /// At most this many tasks per batch.
+    #[arg(long, default_value_t = crate::batch::DEFAULT_MAX as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max: u64,
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Add orch's hooks to Claude Code's settings (again: update them in place).
+    ///
+    /// Project settings are .claude/settings.json in the nearest directory with
+    /// .claude/ or .git (else here); --user means ~/.claude/settings.json.
+    /// Everything else in the file is kept.
+    #[command(after_help = "Example:\n  orch-hook install --threshold 2 --command")]
+    Install {
+        /// Into ~/.claude/settings.json instead of the project's.
+        #[arg(long)]
+        user: bool,
+        /// Batch when at least this many tasks are ready.
+        #[arg(long, default_value_t = DEFAULT_THRESHOLD as u64, value_parser = clap::value_parser!(u64).range(1..))]
+        threshold: u64,
+        /// Also install the /orch slash command (.claude/commands/orch.md).
+        #[arg(long)]
+        command: bool,
+    },
+    /// Remove exactly orch's hooks (and its /orch command) from the settings.
+    #[command(after_help = "Example:\n  orch-hook uninstall --user")]
+    Uninstall {
+        /// From ~/.claude/settings.json instead of the project's.
+        #[arg(long)]
+        user: bool,
+    },
+    /// Say where orch's hooks are installed; exits 1 when nowhere.
+    #[command(after_help = "Example:\n  orch-hook status --json")]
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Tool for Cli {
     const NAME: &'static str = "orch-hook";
 
     fn run(self) -> anyhow::Result<Exit> {
-        anyhow::bail!("not built yet")
+        match self.cmd {
+            None => Ok(run_hook(
+                &self.db,
+                self.event.as_deref(),
+                self.threshold,
+                self.max,
+            )),
+            Some(Cmd::Install {
+                user,
+                threshold,
+                command,
+            }) => install(self.db, scope(user), threshold, command),
+            Some(Cmd::Uninstall { user }) => uninstall(scope(user)),
+            Some(Cmd::Status { json }) => status(json),
+        }
     }
+}
+
+fn scope(user: bool) -> Scope {
+    if user {
+        Scope::User
+    } else {
+        Scope::Project
+    }
+}
+
+/// The largest event orch reads (an agent's whole result can be in it).
+const MAX_EVENT: u64 = 64 << 20;
+
+/// Hook mode: never an error exit of 2; faults are one stderr line and exit 1.
+fn run_hook(db: &Option<PathBuf>, event: Option<&str>, threshold: u64, max: u64) -> Exit {
+    let fault = |msg: String| {
+        eprintln!("orch-hook: error: {}", msg.replace(['\n', '\r'], " "));
+        Exit::No
+    };
+    let stdin = io::stdin();
+    if stdin.is_terminal() {
+        return fault("no event on stdin: Claude Code pipes one JSON event to each hook (see orch-hook --help)".into());
+    }
+    let mut input = Vec::new();
+    if let Err(e) = stdin.lock().take(MAX_EVENT).read_to_end(&mut input) {
+        return fault(format!("reading the event from stdin: {e}"));
+    }
+    let cfg = Config {
+        db: db.clone(),
+        threshold: threshold as usize,
+        max: max as usize,
+    };
+    match hook::handle(&cfg, event, &input) {
+        Ok(Reply::Silent) => Exit::Ok,
+        Ok(Reply::Print(o)) => {
+            let mut out = Out::new();
+            match out.json(&o).and_then(|_| out.flush()) {
+                Ok(()) => Exit::Ok,
+                Err(e) => fault(format!("writing the answer: {e}")),
+            }
+        }
+        Err(e) => fault(e.to_string()),
+    }
+}
+
+fn exe_path() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(std::fs::canonicalize(&exe).unwrap_or(exe))
+}
+
+fn install(
+    db: Option<PathBuf>,
+    scope: Scope,
+    threshold: u64,
+    with_command: bool,
+) -> anyhow::Result<Exit> {
+    let t = settings::target(scope)?;
+    let exe = exe_path()?;
+    let db = db.map(|d| std::path::absolute(&d).unwrap_or(d));
+    let command = settings::hook_command(&exe, threshold as usize, db.as_deref());
+    let existing = settings::read(&t.settings)?;
+    let mut value = existing
+        .clone()
+        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    let changed = settings::merge(&mut value, &command, &t.settings)?;
+    if changed || existing.is_none() {
+        settings::write_atomic(&t.settings, &settings::render(&value))?;
+        eprintln!(
+            "orch-hook: installed into {} ({} events, threshold {threshold})",
+            t.settings.display(),
+            hook::event::Kind::ALL.len()
+        );
+    } else {
+        eprintln!(
+            "orch-hook: already installed in {} (threshold {threshold})",
+            t.settings.display()
+        );
+    }
+    if with_command {
+        let text = settings::slash_command(exe.parent(), db.as_deref());
+        match std::fs::read_to_string(&t.command) {
+            Ok(old) if !settings::command_is_ours(&old) => anyhow::bail!(
+                "{} exists and is not orch's; move it away to install /orch",
+                t.command.display()
+            ),
+            Ok(old) if old == text => {}
+            _ => {
+                settings::write_atomic(&t.command, &text)?;
+                eprintln!(
+                    "orch-hook: installed the /orch command at {}",
+                    t.command.display()
+                );
+            }
+        }
+    }
+    if db.is_none() && scope == Scope::Project {
+        let loc = crate::db::resolve(None)?;
+        if !loc.path.is_file() {
+            eprintln!(
+                "orch-hook: note: {} does not exist yet; the hook records nothing until it does (`orch-queue init` makes one)",
+                loc.path.display()
+            );
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+fn uninstall(scope: Scope) -> anyhow::Result<Exit> {
+    let t = settings::target(scope)?;
+    let mut removed = 0;
+    if let Some(mut value) = settings::read(&t.settings)? {
+        removed = settings::remove(&mut value);
+        if removed > 0 {
+            settings::write_atomic(&t.settings, &settings::render(&value))?;
+        }
+    }
+    let mut command_removed = false;
+    if let Ok(text) = std::fs::read_to_string(&t.command) {
+        if settings::command_is_ours(&text) {
+            std::fs::remove_file(&t.command)?;
+            command_removed = true;
+            if let Some(dir) = t.command.parent() {
+                // Only succeeds when empty, i.e. when /orch was all it held.
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+    if removed == 0 && !command_removed {
+        eprintln!("orch-hook: nothing of orch's in {}", t.settings.display());
+    } else {
+        eprintln!(
+            "orch-hook: removed {removed} hook entries from {}{}",
+            t.settings.display(),
+            if command_removed {
+                " and the /orch command"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+/// One line of `orch-hook status`.
+#[derive(Debug, Serialize)]
+struct ScopeStatus {
+    scope: Scope,
+    settings: PathBuf,
+    exists: bool,
+    events: Vec<String>,
+    command: Option<String>,
+    threshold: Option<usize>,
+    slash_command: bool,
+    error: Option<String>,
+}
+
+fn scope_status(t: Target) -> ScopeStatus {
+    let mut s = ScopeStatus {
+        scope: t.scope,
+        exists: t.settings.is_file(),
+        settings: t.settings.clone(),
+        events: Vec::new(),
+        command: None,
+        threshold: None,
+        slash_command: std::fs::read_to_string(&t.command)
+            .is_ok_and(|c| settings::command_is_ours(&c)),
+        error: None,
+    };
+    match settings::read(&t.settings) {
+        Ok(Some(v)) => {
+            for (event, command) in settings::installed(&v) {
+                s.threshold = s.threshold.or(settings::threshold_of(&command));
+                s.command.get_or_insert(command);
+                s.events.push(event);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => s.error = Some(e.to_string()),
+    }
+    s
+}
+
+fn status(json: bool) -> anyhow::Result<Exit> {
+    let mut out = Out::new();
+    let mut any = false;
+    for scope in [Scope::Project, Scope::User] {
+        let s = scope_status(settings::target(scope)?);
+        any |= !s.events.is_empty();
+        if json {
+            out.json(&s)?;
+            continue;
+        }
+        let name = match scope {
+            Scope::Project => "project",
+            Scope::User => "user",
+        };
+        let what = if let Some(e) = &s.error {
+            format!("unreadable: {e}")
+        } else if s.events.is_empty() {
+            if s.exists {
+                "not installed".to_string()
+            } else {
+                "not installed (no file)".to_string()
+            }
+        } else {
+            format!(
+                "installed for {} events ({}), threshold {}: {}",
+                s.events.len(),
+                s.events.join(", "),
+                s.threshold
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                s.command.as_deref().unwrap_or("")
+            )
+        };
+        out.line(format!("{name:<8} {}: {what}", s.settings.display()))?;
+        if s.slash_command {
+            out.line(format!("{:<8} /orch command installed", ""))?;
+        }
+    }
+    Ok(if any { Exit::Ok } else { Exit::No })
 }

@@ -238,5 +238,5 @@ pub fn read_stdin_text(limit: usize, what: &str) -> anyhow::Result<String> {
 
 /// Whether colour may be used on stderr/stdout: a terminal, and no `NO_COLOR`.
 pub fn color_ok(terminal: bool) -> bool {
-    terminal && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty())
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

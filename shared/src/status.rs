@@ -1,0 +1,423 @@
+//! `orch status`: one screen of what is happening — tasks by status, batches
+//! in flight, the last verification verdicts, recent agent calls seen by
+//! hooks — once, or redrawn on every change with `--watch`. Never creates a database.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Transaction};
+use serde::Serialize;
+
+use crate::cli::{DbArg, Out};
+use crate::db::{self, Db, Source};
+use crate::error::{Exit, Result};
+use crate::intervals::{self, Analysis, Interval};
+use crate::task::{self, Stats, Status};
+use crate::time::rfc3339;
+
+/// `orch status [--watch] [--json]`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Redraw whenever the database changes, until Ctrl-C (on a terminal).
+    #[arg(long)]
+    pub watch: bool,
+    /// One JSON object per snapshot (JSON Lines; with --watch, one per change).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub const EXAMPLES: &str = "\
+Examples:
+  orch status
+  orch status --watch                 # in a second terminal while agents run
+  orch status --json | jq .tasks";
+
+/// How many batches, verification runs and agent calls a snapshot shows.
+const BATCHES: usize = 8;
+const RUNS: usize = 3;
+const CALLS: usize = 10;
+
+/// A task as one status line.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskLine {
+    pub id: i64,
+    pub status: Status,
+    pub role: String,
+    pub description: String,
+}
+
+/// A batch with at least one task still to run or running.
+#[derive(Debug, Clone, Serialize)]
+pub struct InFlight {
+    pub id: i64,
+    pub created_at: String,
+    pub emitted_at: Option<String>,
+    pub tasks: Vec<TaskLine>,
+}
+
+/// A verification run and its verdict so far.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunVerdict {
+    pub id: i64,
+    pub created_at: String,
+    pub label: Option<String>,
+    pub n: i64,
+    /// Probes that reported both start and end.
+    pub reported: usize,
+    pub analysis: Analysis,
+}
+
+/// An agent call recorded by `orch-hook`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentCall {
+    pub session_id: String,
+    pub call_id: String,
+    pub source: String,
+    pub task_id: Option<i64>,
+    pub agent_type: Option<String>,
+    pub description: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub status: Option<String>,
+}
+
+/// Everything `orch status` shows; the `--json` record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub database: PathBuf,
+    pub source: Source,
+    /// False when the database does not exist yet (then everything is empty).
+    pub exists: bool,
+    pub tasks: Stats,
+    pub batches: Vec<InFlight>,
+    pub verify_runs: Vec<RunVerdict>,
+    pub agent_calls: Vec<AgentCall>,
+}
+
+/// Reads one consistent snapshot.
+pub fn snapshot_in(tx: &Transaction, path: &Path, source: Source) -> Result<Snapshot> {
+    let tasks = task::stats_in(tx)?;
+    let ids: Vec<i64> = {
+        let mut stmt = tx.prepare(
+            "SELECT DISTINCT batch_id FROM tasks WHERE batch_id IS NOT NULL AND status IN ('batched', 'running')
+             ORDER BY batch_id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([BATCHES as i64], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut batches = Vec::new();
+    for id in ids.into_iter().rev() {
+        let b = crate::batch::get_in(tx, id)?;
+        batches.push(InFlight {
+            id: b.id,
+            created_at: b.created_at,
+            emitted_at: b.emitted_at,
+            tasks: b
+                .tasks
+                .into_iter()
+                .map(|t| TaskLine {
+                    id: t.id,
+                    status: t.status,
+                    role: t.role,
+                    description: t.description,
+                })
+                .collect(),
+        });
+    }
+    let runs: Vec<(i64, i64, i64, Option<String>)> = {
+        let mut stmt = tx.prepare(
+            "SELECT id, n, created_at, label FROM verify_runs ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([RUNS as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut verify_runs = Vec::new();
+    for (id, n, created_at, label) in runs.into_iter().rev() {
+        let mut stmt = tx.prepare_cached(
+            "SELECT started_at, finished_at FROM verify_probes WHERE run_id = ?1 ORDER BY idx",
+        )?;
+        let mut ivs: Vec<Interval> = stmt
+            .query_map(params![id], |r| {
+                Ok(Interval {
+                    start: r.get(0)?,
+                    end: r.get(1)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        // A probe that never reported may have no row at all.
+        while (ivs.len() as i64) < n {
+            ivs.push(Interval {
+                start: None,
+                end: None,
+            });
+        }
+        let reported = ivs
+            .iter()
+            .filter(|i| i.start.is_some() && i.end.is_some())
+            .count();
+        verify_runs.push(RunVerdict {
+            id,
+            created_at: rfc3339(created_at),
+            label,
+            n,
+            reported,
+            analysis: intervals::analyse(&ivs),
+        });
+    }
+    let agent_calls = {
+        let mut stmt = tx.prepare(
+            "SELECT session_id, call_id, source, task_id, agent_type, description, started_at, finished_at, status
+             FROM agent_calls ORDER BY coalesce(finished_at, started_at, 0) DESC, id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([CALLS as i64], |r| {
+            Ok(AgentCall {
+                session_id: r.get(0)?,
+                call_id: r.get(1)?,
+                source: r.get(2)?,
+                task_id: r.get(3)?,
+                agent_type: r.get(4)?,
+                description: r.get(5)?,
+                started_at: r.get::<_, Option<i64>>(6)?.map(rfc3339),
+                finished_at: r.get::<_, Option<i64>>(7)?.map(rfc3339),
+                status: r.get(8)?,
+            })
+        })?;
+        let mut v: Vec<AgentCall> = rows.collect::<rusqlite::Result<_>>()?;
+        v.reverse();
+        v
+    };
+    Ok(Snapshot {
+        database: path.to_path_buf(),
+        source,
+        exists: true,
+        tasks,
+        batches,
+        verify_runs,
+        agent_calls,
+    })
+}
+
+fn empty(path: &Path, source: Source) -> Snapshot {
+    Snapshot {
+        database: path.to_path_buf(),
+        source,
+        exists: false,
+        tasks: Stats::default(),
+        batches: vec![],
+        verify_runs: vec![],
+        agent_calls: vec![],
+    }
+}
+
+/// An existing, non-empty database file (an empty one counts as not made yet).
+fn exists(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0)
+}
+
+/// The screen for a snapshot.
+pub fn render(s: &Snapshot) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "database  {} ({})",
+        s.database.display(),
+        s.source.explain()
+    );
+    if !s.exists {
+        let _ = writeln!(
+            o,
+            "          not made yet: `orch queue add` or `orch queue init` makes it"
+        );
+        return o;
+    }
+    let t = &s.tasks;
+    let _ = writeln!(
+        o,
+        "tasks     {} queued ({} ready), {} batched, {} running, {} done, {} failed, {} cancelled",
+        t.queued, t.ready, t.batched, t.running, t.done, t.failed, t.cancelled
+    );
+    if s.batches.is_empty() {
+        let _ = writeln!(o, "batches   none in flight");
+    } else {
+        let _ = writeln!(o, "batches   {} in flight", s.batches.len());
+        for b in &s.batches {
+            let emitted = match &b.emitted_at {
+                Some(e) => format!("emitted {e}"),
+                None => "not emitted".to_string(),
+            };
+            let _ = writeln!(o, "  batch {}  created {}  {emitted}", b.id, b.created_at);
+            for t in &b.tasks {
+                let _ = writeln!(
+                    o,
+                    "    {:>5}  {:<9}  {:<16}  {}",
+                    t.id,
+                    t.status.as_str(),
+                    t.role,
+                    t.description
+                );
+            }
+        }
+    }
+    if s.verify_runs.is_empty() {
+        let _ = writeln!(o, "verify    no runs yet (orch verify)");
+    } else {
+        let _ = writeln!(
+            o,
+            "verify    last {} run{}",
+            s.verify_runs.len(),
+            if s.verify_runs.len() == 1 { "" } else { "s" }
+        );
+        for r in &s.verify_runs {
+            let a = &r.analysis;
+            let _ =
+                writeln!(
+                o,
+                "  run {}  {}  {}/{} probes reported  {}  peak {}  speedup {:.1}x  wall {:.1}s{}",
+                r.id,
+                r.created_at,
+                r.reported,
+                r.n,
+                a.verdict,
+                a.peak,
+                a.speedup,
+                a.wall_ms as f64 / 1000.0,
+                r.label.as_ref().map(|l| format!("  ({l})")).unwrap_or_default()
+            );
+        }
+    }
+    if s.agent_calls.is_empty() {
+        let _ = writeln!(
+            o,
+            "agents    no agent calls recorded (orch hook install tracks them)"
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "agents    last {} call{} seen by hooks",
+            s.agent_calls.len(),
+            if s.agent_calls.len() == 1 { "" } else { "s" }
+        );
+        for c in &s.agent_calls {
+            let what = c.description.as_deref().unwrap_or("");
+            let task = c.task_id.map(|t| format!("  task {t}")).unwrap_or_default();
+            let when = match (&c.started_at, &c.finished_at) {
+                (Some(s), Some(f)) => format!("{s} → {f}"),
+                (Some(s), None) => format!("{s} → running"),
+                (None, Some(f)) => format!("? → {f}"),
+                (None, None) => "?".into(),
+            };
+            let _ = writeln!(
+                o,
+                "  {}  {:<16}  {:<8}  {what}{task}",
+                when,
+                c.agent_type.as_deref().unwrap_or("-"),
+                c.status.as_deref().unwrap_or("-"),
+            );
+        }
+    }
+    o
+}
+
+/// `orch status`.
+pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let loc = db::resolve(args.db.path())?;
+    let watch = args.watch && std::io::stdout().is_terminal();
+    if !watch {
+        let s = if exists(&loc.path) {
+            let db = Db::open(&loc.path)?;
+            db.read(|tx| snapshot_in(tx, &loc.path, loc.source))?
+        } else {
+            empty(&loc.path, loc.source)
+        };
+        let mut out = Out::new();
+        if args.json {
+            out.json(&s)?;
+        } else {
+            out.text(&render(&s))?;
+        }
+        out.flush()?;
+        return Ok(Exit::Ok);
+    }
+    watch_loop(&loc.path, loc.source, args.json)
+}
+
+/// Redraws on every change of the database (`PRAGMA data_version`) until Ctrl-C.
+fn watch_loop(path: &Path, source: Source, json: bool) -> anyhow::Result<Exit> {
+    let mut db: Option<Db> = None;
+    let mut last: Option<i64> = None;
+    let mut first = true;
+    let mut out = std::io::stdout();
+    loop {
+        if db.is_none() && exists(path) {
+            db = Some(Db::open(path)?);
+            last = None;
+        }
+        let version = match &db {
+            Some(d) => Some(
+                d.conn
+                    .query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))?,
+            ),
+            None => Some(-1),
+        };
+        if version != last {
+            last = version;
+            let s = match &db {
+                Some(d) => d.read(|tx| snapshot_in(tx, path, source))?,
+                None => empty(path, source),
+            };
+            if json {
+                serde_json::to_writer(&mut out, &s)?;
+                out.write_all(b"\n")?;
+            } else {
+                let mut frame = String::new();
+                if first {
+                    frame.push_str("\x1b[2J");
+                    first = false;
+                }
+                frame.push_str("\x1b[H");
+                let rows = terminal_rows().saturating_sub(2).max(3);
+                let text = render(&s);
+                let mut lines: Vec<&str> = text.lines().collect();
+                let cut = lines.len() > rows;
+                lines.truncate(rows);
+                for l in lines {
+                    frame.push_str(l);
+                    frame.push_str("\x1b[K\n");
+                }
+                if cut {
+                    frame.push_str("  ... (more than fits; make the terminal taller)\x1b[K\n");
+                }
+                let _ = write!(
+                    frame,
+                    "watching for changes, Ctrl-C to stop; last change {}\x1b[K\n\x1b[J",
+                    rfc3339(crate::time::now_ms())
+                );
+                out.write_all(frame.as_bytes())?;
+            }
+            out.flush()?;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn terminal_rows() -> usize {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills the struct we pass; on failure it is left zeroed.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_row > 0 {
+        ws.ws_row as usize
+    } else {
+        24
+    }
+}
