@@ -217,7 +217,7 @@ pub fn derive_description(prompt: &str) -> String {
     }
     let mut d = words.join(" ");
     d = d
-        .trim_end_matches(|c: char| c.is_ascii_punctuation())
+        .trim_end_matches(['.', ',', ';', ':', '!', '?'])
         .to_string();
     if d.chars().count() > 60 {
         d = d
@@ -715,6 +715,10 @@ mod tests {
             "Fix the flaky login test"
         );
         assert_eq!(derive_description("Refactor."), "Refactor");
+        assert_eq!(
+            derive_description("Map the layout of \"src\""),
+            "Map the layout of \"src\""
+        );
         assert_eq!(
             derive_description("Review the diff of the last commit"),
             "Review the diff"
