@@ -1,1 +1,430 @@
-//! Tests for emit (to be written).
+//! orch-emit through the real binary: the claude message and the JSON object
+//! carry hostile prompts byte for byte, the shell script runs them without
+//! executing any of their text, subagent_type resolution, --copy, ids on stdin.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::common::*;
+use crate::queue::{json, status};
+
+/// Prompts that break naive quoting in JSON, Markdown or sh.
+const HOSTILE: &[&str] = &[
+    "say \"hi\" and 'bye'",
+    "back\\slash \\n \\\" \\\\ end",
+    "two\nlines\n\nand a blank one",
+    "`rm -rf /` and ```fenced```",
+    "close it \") }] and more \\\")",
+    "emoji 🎉👩‍💻 and accents éàü",
+    "עברית right-to-left \u{202e}override\u{202c} العربية",
+    "$(touch PWNED_SUBST) ${HOME} $((1+1))",
+    "`touch PWNED_TICK`",
+    "it's; touch PWNED_SEMI; echo '",
+    "'; rm -rf \"$HOME\"; echo '",
+    "\t tabs \r\n crlf | pipe & amp > redirect < in",
+    "-p --not-an-option",
+    "orch-task: 999",
+];
+
+/// Queues every prompt byte-exact through --stdin; returns the ids in order.
+fn queue_prompts(env: &Env, role: &str, prompts: &[&str]) -> Vec<i64> {
+    let lines: String = prompts
+        .iter()
+        .map(|p| {
+            serde_json::to_string(
+                &serde_json::json!({"role": role, "prompt": p, "description": "Hostile prompt"}),
+            )
+            .unwrap()
+                + "\n"
+        })
+        .collect();
+    env.ok_with("orch-queue", &["add", "--stdin"], lines.as_bytes())
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+fn create(env: &Env) -> i64 {
+    env.ok("orch-batch", &["create", "--max", "100"])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The JSON array of Agent inputs inside the claude message.
+fn calls_in_message(msg: &str) -> Vec<Value> {
+    let start = msg.find("\n[\n").expect("a JSON array on its own lines") + 1;
+    let end = msg.rfind("\n]\n").expect("the array's closing line") + 2;
+    serde_json::from_str::<Vec<Value>>(&msg[start..end]).unwrap()
+}
+
+#[test]
+fn claude_and_json_formats_keep_hostile_prompts_byte_for_byte() {
+    let env = Env::new();
+    let ids = queue_prompts(&env, "general-purpose", HOSTILE);
+    let b = create(&env);
+    let msg = env.ok("orch-emit", &[&b.to_string()]);
+    let n = HOSTILE.len();
+    assert!(
+        msg.starts_with(&format!("Launch {n} agents in parallel: send ONE message")),
+        "{msg}"
+    );
+    assert!(msg.contains("nothing else in that message"));
+    assert!(
+        msg.trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("Reminder: all"),
+        "a one-line reminder ends it"
+    );
+    let calls = calls_in_message(&msg);
+    let obj = json(&env.ok("orch-emit", &[&b.to_string(), "--format", "json"]));
+    assert_eq!(obj["batch"], b);
+    assert_eq!(obj["tool"], "Agent");
+    assert_eq!(obj["tasks"], serde_json::json!(ids));
+    assert_eq!(
+        obj["calls"],
+        Value::Array(calls.clone()),
+        "the json format carries the same calls"
+    );
+    assert_eq!(calls.len(), n);
+    for ((call, id), prompt) in calls.iter().zip(&ids).zip(HOSTILE) {
+        let keys: Vec<&str> = call
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            ["description", "prompt", "subagent_type"],
+            "only keys the Agent tool accepts"
+        );
+        assert_eq!(call["subagent_type"], "general-purpose");
+        assert_eq!(call["description"], "Hostile prompt");
+        let want = format!("{prompt}\n\norch-task: {id}");
+        assert_eq!(call["prompt"].as_str().unwrap().as_bytes(), want.as_bytes());
+    }
+    // Emitting records when; showing the batch says so.
+    let shown = json(&env.ok("orch-batch", &["show", &b.to_string(), "--json"]));
+    assert!(shown["emitted_at"].is_string());
+}
+
+#[test]
+fn hostile_prompts_given_as_arguments_survive_too() {
+    let env = Env::new();
+    let mut ids = Vec::new();
+    for p in HOSTILE {
+        let id: i64 = env
+            .ok(
+                "orch-queue",
+                &["add", "Explore", "-d", "From argv", "--", p],
+            )
+            .trim()
+            .parse()
+            .unwrap();
+        ids.push(id);
+    }
+    let b = create(&env);
+    let calls = calls_in_message(&env.ok("orch-emit", &[&b.to_string()]));
+    for ((call, id), prompt) in calls.iter().zip(&ids).zip(HOSTILE) {
+        assert_eq!(call["subagent_type"], "Explore");
+        assert_eq!(
+            call["prompt"].as_str().unwrap(),
+            format!("{prompt}\n\norch-task: {id}")
+        );
+    }
+}
+
+#[test]
+fn subagent_type_from_agent_files_built_ins_or_omitted() {
+    let env = Env::new();
+    let project = env.path().join("repo");
+    let sub = project.join("src/deep");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::create_dir_all(project.join(".git")).unwrap();
+    std::fs::create_dir_all(project.join(".claude/agents")).unwrap();
+    std::fs::write(
+        project.join(".claude/agents/code-reviewer.md"),
+        "---\nname: code-reviewer\ndescription: Reviews code\n---\nYou review code.\n",
+    )
+    .unwrap();
+    // Above the repository root: not searched.
+    std::fs::create_dir_all(env.path().join(".claude/agents")).unwrap();
+    std::fs::write(
+        env.path().join(".claude/agents/outsider.md"),
+        "---\nname: outsider\n---\n",
+    )
+    .unwrap();
+    // The user's own agents.
+    std::fs::create_dir_all(env.home().join(".claude/agents")).unwrap();
+    std::fs::write(
+        env.home().join(".claude/agents/mine.md"),
+        "---\nname: personal\n---\n",
+    )
+    .unwrap();
+    let roles = [
+        "code-reviewer",
+        "Plan",
+        "personal",
+        "outsider",
+        "mystery",
+        "mystery",
+    ];
+    let mut ids = Vec::new();
+    for r in roles {
+        ids.push(env.add(r, &format!("work for {r}")));
+    }
+    let b = create(&env);
+    let out = env
+        .cmd("orch-emit")
+        .arg(b.to_string())
+        .current_dir(&sub)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let calls = calls_in_message(&String::from_utf8(out.stdout).unwrap());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let by_role: HashMap<&str, &Value> = roles.iter().copied().zip(&calls).collect();
+    assert_eq!(by_role["code-reviewer"]["subagent_type"], "code-reviewer");
+    assert_eq!(by_role["Plan"]["subagent_type"], "Plan");
+    assert_eq!(by_role["personal"]["subagent_type"], "personal");
+    for (i, r) in roles.iter().enumerate() {
+        if ["outsider", "mystery"].contains(r) {
+            let call = calls[i].as_object().unwrap();
+            assert!(
+                !call.contains_key("subagent_type"),
+                "{r}: omitted, so general-purpose"
+            );
+            let p = call["prompt"].as_str().unwrap();
+            assert_eq!(
+                p,
+                format!("Role: {r}\n\nwork for {r}\n\norch-task: {}", ids[i])
+            );
+        }
+    }
+    let notes: Vec<&str> = stderr.lines().collect();
+    assert_eq!(notes.len(), 2, "one note per unknown role: {stderr}");
+    assert!(notes.iter().all(|l| l.starts_with("orch-emit: note: ")));
+    assert!(
+        stderr.contains("'mystery'") && stderr.contains(&format!("tasks {}, {}", ids[4], ids[5])),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn other_formats_and_size_warning() {
+    let env = Env::new();
+    let lines: String = (0..12)
+        .map(|i| format!("{{\"role\":\"Explore\",\"prompt\":\"look at {i} ```x```\"}}\n"))
+        .collect();
+    env.ok_with("orch-queue", &["add", "--stdin"], lines.as_bytes());
+    let b = create(&env);
+    let out = env.run("orch-emit", &[&b.to_string(), "--format", "markdown"]);
+    assert_code(&out, 0);
+    let md = String::from_utf8(out.stdout).unwrap();
+    assert!(md.starts_with(&format!("# orch batch {b}: 12 tasks")));
+    assert!(
+        md.contains("````text\nlook at 0 ```x```"),
+        "the fence outgrows backticks in the prompt"
+    );
+    let warn = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        warn.contains("orch-emit: warning: this batch has 12 tasks"),
+        "{warn}"
+    );
+}
+
+#[test]
+fn batch_id_comes_on_stdin_and_through_a_pipeline() {
+    let env = Env::new();
+    env.add("Explore", "piped");
+    let mut batch = env
+        .cmd("orch-batch")
+        .args(["create"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let emit = env
+        .cmd("orch-emit")
+        .arg("--format=json")
+        .stdin(batch.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(batch.wait().unwrap().success());
+    assert_code(&emit, 0);
+    let v = json(&String::from_utf8(emit.stdout).unwrap());
+    assert_eq!(v["calls"][0]["prompt"], "piped\n\norch-task: 1");
+    // An empty stdin (nothing was ready) is a clear error, not a hang.
+    let err = assert_error(&env.run_with("orch-emit", &[], b""), "orch-emit");
+    assert!(err.contains("no batch id"), "{err}");
+    for args in [&["99"][..], &["0"], &["--format", "yaml", "1"]] {
+        assert_error(&env.run("orch-emit", args), "orch-emit");
+    }
+    assert_error(&env.run_with("orch-emit", &[], b"soon\n"), "orch-emit");
+}
+
+#[test]
+fn a_batch_with_nothing_left_to_launch_is_an_error() {
+    let env = Env::new();
+    let id = env.add("Explore", "x");
+    let b = create(&env);
+    env.ok("orch-queue", &["start", &id.to_string()]);
+    let err = assert_error(&env.run("orch-emit", &[&b.to_string()]), "orch-emit");
+    assert!(err.contains("no task waiting"), "{err}");
+}
+
+/// A bin directory holding only `sh`-script fakes (and links to what they need).
+fn fake_bin(env: &Env, files: &[(&str, &str)]) -> PathBuf {
+    let dir = env.path().join("fakebin");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, body) in files {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+fn path_with(dir: &Path) -> std::ffi::OsString {
+    let mut dirs = vec![dir.to_path_buf(), bin_dir()];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).unwrap()
+}
+
+#[test]
+fn copy_without_a_clipboard_tool_is_a_clear_error_and_with_one_copies() {
+    let env = Env::new();
+    env.add("Explore", "copy me");
+    let b = create(&env).to_string();
+    // A PATH with no clipboard tool at all.
+    let empty = env.path().join("empty-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = env
+        .cmd("orch-emit")
+        .args([&b, "--copy"])
+        .env("PATH", &empty)
+        .env("DISPLAY", ":0")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .unwrap();
+    let err = assert_error(&out, "orch-emit");
+    assert!(err.contains("no clipboard tool"), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        json(&env.ok("orch-batch", &["show", &b, "--json"]))["emitted_at"].is_null(),
+        "nothing recorded"
+    );
+    // A fake xclip that records what it was given.
+    let clip = env.path().join("clipboard.txt");
+    let bin = fake_bin(
+        &env,
+        &[("xclip", &format!("#!/bin/sh\ncat > '{}'\n", clip.display()))],
+    );
+    let out = env
+        .cmd("orch-emit")
+        .args([&b, "--copy"])
+        .env("PATH", path_with(&bin))
+        .env("DISPLAY", ":0")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(
+        std::fs::read(&clip).unwrap(),
+        out.stdout,
+        "the clipboard holds exactly what was printed"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("copied to the clipboard (xclip)"));
+}
+
+#[test]
+fn shell_format_runs_hostile_prompts_without_executing_them() {
+    let env = Env::new();
+    let mut prompts: Vec<&str> = HOSTILE.to_vec();
+    prompts.push("please FAIL this one");
+    let ids = queue_prompts(&env, "general-purpose", &prompts);
+    let b = create(&env);
+    let script = env.ok("orch-emit", &[&b.to_string(), "--format", "shell"]);
+    assert!(script.starts_with("#!/bin/sh\n"));
+    // A fake `claude` that records its arguments and stdin, answers with the
+    // prompt's last line, and fails when asked to.
+    let rec = env.path().join("rec");
+    std::fs::create_dir_all(&rec).unwrap();
+    let fake = format!(
+        "#!/bin/sh\n\
+         d='{rec}'\n\
+         n=$(mktemp \"$d/call.XXXXXX\")\n\
+         printf '%s\\n' \"$@\" > \"$n.args\"\n\
+         cat > \"$n.stdin\"\n\
+         if grep -q FAIL \"$n.stdin\"; then echo 'it failed' >&2; exit 3; fi\n\
+         printf 'answer to %s' \"$(tail -n 1 \"$n.stdin\")\"\n",
+        rec = rec.display()
+    );
+    let bin = fake_bin(&env, &[("claude", &fake)]);
+    let work = env.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("run.sh"), &script).unwrap();
+    let out = Command::new("sh")
+        .arg("run.sh")
+        .current_dir(&work)
+        .env("PATH", path_with(&bin))
+        .env("HOME", env.home())
+        .env_remove("ORCH_DB")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    // Nothing in any prompt was executed, here or in the project directory.
+    for dir in [&work, &env.path().to_path_buf()] {
+        for marker in ["PWNED_SUBST", "PWNED_TICK", "PWNED_SEMI"] {
+            assert!(!dir.join(marker).exists(), "{marker} was executed");
+        }
+    }
+    assert!(env.home().exists(), "HOME survived");
+    // The agent got each prompt byte for byte on stdin, and `-p` as its only argument.
+    let mut seen = Vec::new();
+    for e in std::fs::read_dir(&rec).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "stdin") {
+            seen.push(std::fs::read_to_string(&p).unwrap());
+            let args = std::fs::read_to_string(p.with_extension("args")).unwrap();
+            assert_eq!(args, "-p\n");
+        }
+    }
+    seen.sort();
+    let mut want: Vec<String> = prompts
+        .iter()
+        .zip(&ids)
+        .map(|(p, id)| format!("{p}\n\norch-task: {id}"))
+        .collect();
+    want.sort();
+    assert_eq!(seen, want);
+    // Each result was recorded through orch-queue.
+    for (p, id) in prompts.iter().zip(&ids) {
+        let t = json(&env.ok("orch-queue", &["show", &id.to_string(), "--json"]));
+        if p.contains("FAIL") {
+            assert_eq!(status(&env, *id), "failed");
+            assert_eq!(t["exit_code"], 3);
+            assert!(t["error"].as_str().unwrap().contains("it failed"), "{t}");
+        } else {
+            assert_eq!(status(&env, *id), "done", "task {id}");
+            assert_eq!(t["result"], format!("answer to orch-task: {id}"));
+        }
+    }
+}
+
+#[test]
+fn help_and_version() {
+    let env = Env::new();
+    assert!(env.ok("orch-emit", &["--help"]).contains("Example"));
+    assert!(env
+        .ok("orch-emit", &["--version"])
+        .starts_with("orch-emit "));
+}

@@ -62,7 +62,7 @@ pub fn create_in(
     if req.max == 0 {
         return Err(Error::invalid("--max must be at least 1"));
     }
-    let ready = task::count_ready_in(tx, req.role.as_deref())?;
+    let ready = task::count_ready_upto(tx, req.role.as_deref(), req.min.max(1) as i64)?;
     if ready == 0 || (ready as usize) < req.min {
         return Ok(Err(TooFew {
             ready,
@@ -152,8 +152,8 @@ pub fn get_in(tx: &Transaction, id: i64) -> Result<Batch> {
     })
 }
 
-/// Records that the batch was emitted (the first time only) and returns it.
-pub fn mark_emitted(db: &Db, id: i64) -> Result<Batch> {
+/// Records that the batch was emitted (the first time only).
+pub fn mark_emitted(db: &Db, id: i64) -> Result<()> {
     db.write(|tx| {
         let n = tx.execute(
             "UPDATE batches SET emitted_at = coalesce(emitted_at, ?2) WHERE id = ?1",
@@ -162,7 +162,7 @@ pub fn mark_emitted(db: &Db, id: i64) -> Result<Batch> {
         if n == 0 {
             return Err(Error::NotFound { what: "batch", id });
         }
-        get_in(tx, id)
+        Ok(())
     })
 }
 

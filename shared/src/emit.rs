@@ -71,6 +71,41 @@ pub fn agent_call(
     )
 }
 
+/// The Agent calls for `tasks`, in order, and one note per role that is not a
+/// known agent type (naming the tasks it affects).
+/// `extras[i]`, when present, is appended to the i-th prompt (see [`agent_call`]).
+pub fn agent_calls(
+    tasks: &[Task],
+    agents: &AgentIndex,
+    extras: &[String],
+) -> (Vec<AgentCall>, Vec<String>) {
+    let mut calls = Vec::with_capacity(tasks.len());
+    let mut unknown: Vec<(&str, Vec<i64>)> = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let (call, note) = agent_call(t, agents, extras.get(i).map(String::as_str));
+        if note.is_some() {
+            match unknown.iter_mut().find(|(r, _)| *r == t.role) {
+                Some((_, ids)) => ids.push(t.id),
+                None => unknown.push((&t.role, vec![t.id])),
+            }
+        }
+        calls.push(call);
+    }
+    let notes = unknown
+        .into_iter()
+        .map(|(role, ids)| {
+            let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+            format!(
+                "no agent type '{role}' (no .claude/agents/{role}.md in the project or ~/.claude/agents, not built in): task{} {} run{} as general-purpose with a `Role: {role}` line",
+                if ids.len() == 1 { "" } else { "s" },
+                ids.join(", "),
+                if ids.len() == 1 { "s" } else { "" },
+            )
+        })
+        .collect();
+    (calls, notes)
+}
+
 /// For `orch-emit --with-mailbox`: the mailbox line of each task's prompt, in
 /// order, naming every other task of the batch as a peer. `db` is the database
 /// file the agents must name with `--db`, if any.

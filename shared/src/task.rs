@@ -128,7 +128,10 @@ impl Task {
 /// A reference to a dependency: an existing task id, or the `key` of another
 /// line in the same `--stdin` input.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "\"after\" items are task ids (numbers) or keys of other lines (strings)"
+)]
 pub enum Dep {
     Id(i64),
     Key(String),
@@ -194,12 +197,27 @@ pub fn validate_prompt(prompt: &str) -> Result<()> {
     Ok(())
 }
 
-/// A 3–5 word description from the prompt's first words.
+/// Words that make a poor last word of a cut-off description.
+const DANGLING: &[&str] = &[
+    "a", "an", "the", "of", "to", "in", "on", "at", "for", "from", "with", "by", "and", "or",
+    "but", "as", "into", "onto", "that", "this", "these", "those", "its", "their", "our", "my",
+    "your", "is", "are", "be", "if", "so",
+];
+
+/// A 3–5 word description from the prompt's first words, not ending on a
+/// dangling word such as "the" or "of".
 pub fn derive_description(prompt: &str) -> String {
-    let words: Vec<&str> = prompt.split_whitespace().take(5).collect();
+    let mut words: Vec<&str> = prompt.split_whitespace().take(5).collect();
+    while words.len() > 2
+        && words
+            .last()
+            .is_some_and(|w| DANGLING.contains(&w.to_lowercase().as_str()))
+    {
+        words.pop();
+    }
     let mut d = words.join(" ");
     d = d
-        .trim_end_matches(|c: char| c.is_ascii_punctuation())
+        .trim_end_matches(['.', ',', ';', ':', '!', '?'])
         .to_string();
     if d.chars().count() > 60 {
         d = d
@@ -271,6 +289,11 @@ impl NewTask {
 /// call by key; a missing task or a cycle is refused. `label(i)` names the
 /// i-th task in errors (e.g. "line 7").
 pub fn add(db: &Db, tasks: Vec<ValidTask>, label: impl Fn(usize) -> String) -> Result<Vec<i64>> {
+    if tasks.len() > 1000 {
+        // A big insert touches more pages than the default 2 MB cache holds;
+        // spilling them to the WAL mid-transaction costs more than the memory.
+        let _ = db.conn.execute_batch("PRAGMA cache_size = -65536");
+    }
     db.write(|tx| add_in(tx, tasks, label))
 }
 
@@ -432,12 +455,31 @@ pub struct Filter {
 }
 
 fn load_after(tx: &Transaction, tasks: &mut [Task]) -> Result<()> {
-    let mut stmt =
-        tx.prepare_cached("SELECT after_id FROM task_deps WHERE task_id = ?1 ORDER BY after_id")?;
-    for t in tasks.iter_mut() {
-        t.after = stmt
-            .query_map([t.id], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+    if tasks.len() <= 16 {
+        let mut stmt = tx.prepare_cached(
+            "SELECT after_id FROM task_deps WHERE task_id = ?1 ORDER BY after_id",
+        )?;
+        for t in tasks.iter_mut() {
+            t.after = stmt
+                .query_map([t.id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+        }
+        return Ok(());
+    }
+    // Many tasks: one range scan of the dependency table instead of a query each.
+    let (lo, hi) = tasks.iter().fold((i64::MAX, i64::MIN), |(lo, hi), t| {
+        (lo.min(t.id), hi.max(t.id))
+    });
+    let index: HashMap<i64, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+    let mut stmt = tx.prepare_cached(
+        "SELECT task_id, after_id FROM task_deps WHERE task_id BETWEEN ?1 AND ?2 ORDER BY task_id, after_id",
+    )?;
+    let mut rows = stmt.query([lo, hi])?;
+    while let Some(r) = rows.next()? {
+        let (task, after): (i64, i64) = (r.get(0)?, r.get(1)?);
+        if let Some(&i) = index.get(&task) {
+            tasks[i].after.push(after);
+        }
     }
     Ok(())
 }
@@ -639,11 +681,17 @@ pub fn stats_in(tx: &Transaction) -> Result<Stats> {
 
 /// How many tasks are ready (optionally of one role).
 pub fn count_ready_in(tx: &Transaction, role: Option<&str>) -> Result<i64> {
-    Ok(tx.query_row(
-        &format!("SELECT count(*) FROM tasks t WHERE {READY} AND (?1 IS NULL OR t.role = ?1)"),
-        [role],
-        |r| r.get(0),
-    )?)
+    count_ready_upto(tx, role, i64::MAX)
+}
+
+/// How many tasks are ready, counting no further than `limit` (cheap on a long queue).
+pub fn count_ready_upto(tx: &Transaction, role: Option<&str>, limit: i64) -> Result<i64> {
+    let sql = format!(
+        "SELECT count(*) FROM (SELECT 1 FROM tasks t WHERE {READY} AND (?1 IS NULL OR t.role = ?1) LIMIT ?2)"
+    );
+    Ok(tx
+        .prepare_cached(&sql)?
+        .query_row(params![role, limit], |r| r.get(0))?)
 }
 
 #[cfg(test)]
@@ -667,6 +715,19 @@ mod tests {
             "Fix the flaky login test"
         );
         assert_eq!(derive_description("Refactor."), "Refactor");
+        assert_eq!(
+            derive_description("Map the layout of \"src\""),
+            "Map the layout of \"src\""
+        );
+        assert_eq!(
+            derive_description("Review the diff of the last commit"),
+            "Review the diff"
+        );
+        assert_eq!(
+            derive_description("Propose how to split the module"),
+            "Propose how to split"
+        );
+        assert_eq!(derive_description("Fix the bug"), "Fix the bug");
     }
 
     #[test]

@@ -98,6 +98,8 @@ impl Tool for Cli {
                         } else {
                             out.line(b.id)?;
                         }
+                        // The id first, then the human note, also when both go to one terminal.
+                        out.flush()?;
                         eprintln!(
                             "batch {}: {} task{}",
                             b.id,

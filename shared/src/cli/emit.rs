@@ -43,6 +43,7 @@ impl Tool for Cli {
     const NAME: &'static str = "orch-emit";
 
     fn run(self) -> anyhow::Result<Exit> {
+        // Every check that can fail comes before anything is written or printed.
         let clip = match self.copy {
             true => Some(clipboard::find().ok_or_else(clipboard::missing)?),
             false => None,
@@ -70,14 +71,9 @@ impl Tool for Cli {
             }
             false => Vec::new(),
         };
-        let mut calls = Vec::with_capacity(tasks.len());
-        for (i, t) in tasks.iter().enumerate() {
-            let extra = mailboxes.get(i).map(String::as_str);
-            let (call, note) = emit::agent_call(t, &agents, extra);
-            if let Some(n) = note {
-                eprintln!("orch-emit: note: {n}");
-            }
-            calls.push(call);
+        let (calls, notes) = emit::agent_calls(&tasks, &agents, &mailboxes);
+        for n in notes {
+            eprintln!("orch-emit: note: {n}");
         }
         if let Some(w) = emit::size_warning(calls.len()) {
             eprintln!("orch-emit: warning: {w}");
@@ -92,12 +88,13 @@ impl Tool for Cli {
             }
         };
         batch::mark_emitted(&db, id)?;
+        drop(db);
         let mut out = Out::new();
         out.text(&text)?;
         out.flush()?;
         if let Some(c) = clip {
             c.copy(&text)?;
-            eprintln!("copied to the clipboard ({})", c.program);
+            eprintln!("orch-emit: copied to the clipboard ({})", c.program);
         }
         Ok(Exit::Ok)
     }

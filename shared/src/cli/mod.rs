@@ -27,11 +27,15 @@ pub trait Tool: Parser {
     const NAME: &'static str;
     /// Does the work; the returned code is the process's exit code.
     fn run(self) -> anyhow::Result<Exit>;
+    /// Rewrites the raw arguments before clap sees them (the identity by default).
+    fn preprocess(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+        args
+    }
 }
 
 /// The whole `main` of a binary: parse, run, report.
 pub fn main<T: Tool>() -> ExitCode {
-    let cli = match T::try_parse() {
+    let cli = match T::try_parse_from(T::preprocess(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => return clap_error(T::NAME, e),
     };
@@ -54,14 +58,25 @@ pub fn clap_error(name: &str, e: clap::Error) -> ExitCode {
             Exit::Error.into()
         }
         _ => {
+            // clap's message and tips, on one line, without its usage block.
             let text = e.render().to_string();
-            let first = text
+            let parts: Vec<&str> = text
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("bad usage")
-                .trim_start_matches("error: ")
-                .to_string();
-            eprintln!("{name}: error: {first} (see {name} --help)");
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            let mut msg = String::new();
+            for p in parts {
+                let p = p.trim_start_matches("error: ");
+                match (msg.is_empty(), p.starts_with("tip:")) {
+                    (true, _) => msg.push_str(p),
+                    (false, true) => msg.push_str(&format!(" ({p})")),
+                    (false, false) => msg.push_str(&format!(" {p}")),
+                }
+            }
+            let msg = if msg.is_empty() { "bad usage" } else { &msg };
+            eprintln!("{name}: error: {msg} (see {name} --help)");
             Exit::Error.into()
         }
     }
@@ -80,9 +95,25 @@ pub fn report(name: &str, e: &anyhow::Error) -> Exit {
     if is_broken_pipe(e) {
         return Exit::Ok;
     }
-    let msg = format!("{e:#}").replace(['\n', '\r'], " ");
-    eprintln!("{name}: error: {msg}");
+    eprintln!("{name}: error: {}", one_line(e));
     Exit::Error
+}
+
+/// The cause chain joined with ": " on one line, skipping a cause that the
+/// message before it already ends with (errors that print their source too).
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.ends_with(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg.replace(['\n', '\r'], " ")
 }
 
 /// `--db PATH`, taken by every binary.
@@ -136,7 +167,8 @@ impl Out {
 
     /// Writes one JSON value on one line (JSON Lines).
     pub fn json<T: serde::Serialize>(&mut self, v: &T) -> io::Result<()> {
-        serde_json::to_writer(&mut self.w, v).map_err(io::Error::other)?;
+        // `From` keeps the underlying I/O error (a closed pipe stays `BrokenPipe`).
+        serde_json::to_writer(&mut self.w, v).map_err(io::Error::from)?;
         self.w.write_all(b"\n")
     }
 

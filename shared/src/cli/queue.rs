@@ -1,5 +1,6 @@
 //! `orch-queue`: add, list, show, cancel tasks; record their start and result.
 
+use std::ffi::OsString;
 use std::io::{self, BufRead, IsTerminal};
 
 use anyhow::{bail, Context};
@@ -45,7 +46,9 @@ pub enum Cmd {
   orch-queue add reviewer Review the locking in src/db.rs
   orch-queue add dev -d 'Fix login test' -p 5 --after 3 'Fix the flaky login test'
   git diff | orch-queue add reviewer -      # the prompt from stdin
-  orch-queue add --stdin < tasks.jsonl      # {\"role\",\"prompt\",\"description\"?,\"priority\"?,\"after\"?,\"key\"?}")]
+  orch-queue add dev -- -v is broken        # a prompt that looks like an option
+  orch-queue add --stdin < tasks.jsonl      # {\"role\",\"prompt\",\"description\"?,\"priority\"?,\"after\"?,\"key\"?}
+  orch-queue add --stdin --role dev < tasks.jsonl   # the role of lines that name none")]
     Add(AddArgs),
     /// List tasks, oldest first.
     #[command(
@@ -111,9 +114,11 @@ pub struct AddArgs {
     /// The agent type (1-64 of A-Z a-z 0-9 _ . -).
     #[arg(required_unless_present = "stdin")]
     pub role: Option<String>,
-    /// What the agent should do (words are joined by spaces; `-` reads stdin).
+    /// What the agent should do: words joined by spaces, `-` reads stdin. A word
+    /// starting with `-` that is not an option (`-rf is a prompt`) is prompt text;
+    /// put `--` before a prompt that looks like an option.
     #[arg(required_unless_present = "stdin", num_args = 0..)]
-    pub prompt: Vec<String>,
+    pub prompt: Vec<OsString>,
     /// A 3-5 word summary for the Agent call [default: the prompt's first words].
     #[arg(short, long)]
     pub description: Option<String>,
@@ -124,12 +129,24 @@ pub struct AddArgs {
     #[arg(long, value_name = "ID")]
     pub after: Vec<i64>,
     /// Read tasks as JSON Lines from stdin; print one id per line.
-    #[arg(long, conflicts_with_all = ["description", "after"])]
+    #[arg(long, conflicts_with_all = ["role", "prompt", "description", "priority", "after"])]
     pub stdin: bool,
+    /// With --stdin: the role of every line that names none.
+    #[arg(
+        long = "role",
+        id = "default_role",
+        value_name = "ROLE",
+        requires = "stdin"
+    )]
+    pub default_role: Option<String>,
 }
 
 impl Tool for Cli {
     const NAME: &'static str = "orch-queue";
+
+    fn preprocess(args: Vec<OsString>) -> Vec<OsString> {
+        hyphen_prompts(args)
+    }
 
     fn run(self) -> anyhow::Result<Exit> {
         let mut out = Out::new();
@@ -142,9 +159,24 @@ impl Tool for Cli {
                 let existed = path.exists();
                 let db = Db::open(&path)?;
                 drop(db);
-                let verb = if existed { "Reusing" } else { "Initialized" };
-                eprintln!("{verb} orch database {}", path.display());
                 out.line(path.display())?;
+                out.flush()?;
+                eprintln!(
+                    "{}",
+                    if existed {
+                        "an orch database was already here; nothing changed"
+                    } else {
+                        "initialized an empty orch database"
+                    }
+                );
+                let loc = db::resolve(self.db.path())?;
+                if loc.source != db::Source::Project {
+                    eprintln!(
+                        "note: commands here use {} ({}), not this file",
+                        loc.path.display(),
+                        loc.source.explain()
+                    );
+                }
             }
             Cmd::Where { json } => {
                 let loc = db::resolve(self.db.path())?;
@@ -152,6 +184,7 @@ impl Tool for Cli {
                     out.json(&loc)?;
                 } else {
                     out.line(loc.path.display())?;
+                    out.flush()?;
                     eprintln!("({})", loc.source.explain());
                 }
             }
@@ -261,6 +294,81 @@ impl Tool for Cli {
     }
 }
 
+/// Options of `add` (and the global `--db`) that take a value as the next argument.
+const ADD_VALUE_OPTIONS: &[&str] = &[
+    "-d",
+    "--description",
+    "-p",
+    "--priority",
+    "--after",
+    "--role",
+    "--db",
+];
+
+/// Lets a prompt start with `-`: in `add`, an argument that starts with `-` but
+/// cannot be an option (`-rf is a prompt`, `-5`, `-> x`, `--- notes`) is prompt
+/// text. Options may still come in any order around the prompt, so the
+/// arguments are regrouped as `OPTIONS… -- ROLE PROMPT…` for clap. Something
+/// shaped like an option (`-x`, `--frob`) stays an option, so a typo is an error
+/// rather than part of a prompt; `--` before the prompt passes anything through.
+fn hyphen_prompts(args: Vec<OsString>) -> Vec<OsString> {
+    // Find the subcommand, skipping `--db PATH` / `--db=PATH` and flags before it.
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].as_encoded_bytes();
+        if a == b"--db" {
+            i += 2;
+        } else if a.starts_with(b"-") {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    if args.get(i).map(|a| a.as_encoded_bytes()) != Some(b"add") {
+        return args;
+    }
+    let mut out: Vec<OsString> = args[..=i].to_vec();
+    let mut words: Vec<OsString> = Vec::new();
+    let mut rest = args[i + 1..].iter();
+    while let Some(a) = rest.next() {
+        let b = a.as_encoded_bytes();
+        if b == b"--" {
+            words.extend(rest.by_ref().cloned());
+            break;
+        }
+        if is_option(b) {
+            out.push(a.clone());
+            let takes_value = ADD_VALUE_OPTIONS.iter().any(|o| o.as_bytes() == b);
+            if takes_value {
+                if let Some(v) = rest.next() {
+                    out.push(v.clone());
+                }
+            }
+        } else {
+            words.push(a.clone());
+        }
+    }
+    if !words.is_empty() {
+        out.push("--".into());
+        out.extend(words);
+    }
+    out
+}
+
+/// Whether an argument is shaped like an option: `-X…` with a letter and no
+/// whitespace, or `--name[=value]`.
+fn is_option(b: &[u8]) -> bool {
+    if let Some(long) = b.strip_prefix(b"--") {
+        let name = long.split(|&c| c == b'=').next().unwrap_or_default();
+        return name.first().is_some_and(u8::is_ascii_alphabetic)
+            && name.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-');
+    }
+    match b {
+        [b'-', c, ..] if c.is_ascii_alphabetic() => !b.iter().any(u8::is_ascii_whitespace),
+        _ => false,
+    }
+}
+
 fn text_or_stdin(v: Option<String>, what: &str) -> anyhow::Result<Option<String>> {
     match v.as_deref() {
         Some("-") => Ok(Some(super::read_stdin_text(16 * task::MAX_PROMPT, what)?)),
@@ -270,7 +378,7 @@ fn text_or_stdin(v: Option<String>, what: &str) -> anyhow::Result<Option<String>
 
 fn add(db: &DbArg, a: AddArgs, out: &mut Out) -> anyhow::Result<Exit> {
     if a.stdin {
-        let tasks = read_jsonl(a.role.as_deref())?;
+        let tasks = read_jsonl(a.default_role.as_deref())?;
         if tasks.is_empty() {
             bail!("no tasks on stdin (expected JSON Lines: {{\"role\":…,\"prompt\":…}} per line)");
         }
@@ -289,7 +397,16 @@ fn add(db: &DbArg, a: AddArgs, out: &mut Out) -> anyhow::Result<Exit> {
         }
         super::read_stdin_text(task::MAX_PROMPT, "the prompt")?
     } else {
-        a.prompt.join(" ")
+        let mut words = Vec::with_capacity(a.prompt.len());
+        for w in a.prompt {
+            words.push(w.into_string().map_err(|w| {
+                anyhow::anyhow!(
+                    "the prompt is not valid UTF-8 (near {:?}); prompts are text",
+                    crate::text::clip(&w.to_string_lossy(), 20)
+                )
+            })?);
+        }
+        words.join(" ")
     };
     let t = NewTask {
         role: Some(role),
@@ -340,7 +457,16 @@ fn read_jsonl(default_role: Option<&str>) -> anyhow::Result<Vec<task::ValidTask>
 
 /// Parses and validates one JSON Lines record.
 pub fn parse_line(line: &str, default_role: Option<&str>) -> anyhow::Result<task::ValidTask> {
-    let t: NewTask = serde_json::from_str(line).map_err(|e| anyhow::anyhow!("bad JSON: {e}"))?;
+    let t: NewTask = serde_json::from_str(line).map_err(|e| {
+        // serde_json says "at line 1 column N": the line is always 1 here.
+        let msg = e.to_string();
+        let msg = msg
+            .split(" at line ")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        anyhow::anyhow!("bad JSON: {msg} (column {})", e.column())
+    })?;
     Ok(t.validate(default_role)?)
 }
 

@@ -18,10 +18,6 @@ use crate::error::{Error, Result};
 /// How long a process waits for the write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A WAL larger than this (256 pages, the autocheckpoint size) is checkpointed
-/// and truncated after a commit.
-const WAL_TRIM_BYTES: u64 = 1 << 20;
-
 /// Why a database path was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -37,8 +33,8 @@ impl Source {
         match self {
             Source::Flag => "from --db",
             Source::Env => "from ORCH_DB",
-            Source::Project => "the nearest .orch/orch.db (made by `orch-queue init`)",
-            Source::User => "the per-user default (no --db, no ORCH_DB, no .orch/ here or above)",
+            Source::Project => "the nearest .orch/orch.db, made by `orch-queue init`",
+            Source::User => "the per-user default: no --db, no ORCH_DB, no .orch/ here or above",
         }
     }
 }
@@ -95,7 +91,17 @@ pub fn resolve(flag: Option<&Path>) -> Result<Location> {
 pub struct Db {
     pub conn: Connection,
     pub path: PathBuf,
+    /// The `-wal` file, once the database is known to be orch's (see [`Drop`]).
+    wal: Option<PathBuf>,
 }
+
+/// Above this size, the process closing the database checkpoints the WAL and
+/// empties it. SQLite's own checkpoint-on-close is off (it costs every short
+/// process a checkpoint with its fsyncs); without this the WAL of a file that is
+/// opened by one short process at a time would never restart and grow forever
+/// (a fresh first connection rebuilds the WAL index, forgetting what was
+/// checkpointed, and reads the whole WAL back on every open).
+pub const WAL_TRUNCATE_AT: u64 = 1024 * 1024;
 
 /// Creates `dir` (and parents) with mode 0700 where orch creates them.
 pub fn create_private_dir(dir: &Path) -> Result<()> {
@@ -134,6 +140,13 @@ fn create_private_file(path: &Path) -> Result<()> {
     }
 }
 
+/// What the file says about itself, read in one snapshot before anything is written.
+struct Identity {
+    application_id: i64,
+    version: i64,
+    objects: i64,
+}
+
 impl Db {
     /// Opens (creating if need be) the database that `flag` and the environment choose.
     pub fn open_resolved(flag: Option<&Path>) -> Result<Db> {
@@ -142,6 +155,9 @@ impl Db {
     }
 
     /// Opens `path`, creating it if missing, and brings its schema up to date.
+    ///
+    /// The order matters: busy timeout first; then, read-only, refuse a file that
+    /// is not ours or is newer than this build; only then WAL and the migrations.
     pub fn open(path: &Path) -> Result<Db> {
         match fs::metadata(path) {
             Ok(m) if m.is_dir() => {
@@ -160,37 +176,44 @@ impl Db {
                 })
             }
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
-        let db = Db {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| map_sqlite(path, e))?;
+        let mut db = Db {
             conn,
             path: path.to_path_buf(),
+            wal: None,
         };
-        db.configure()?;
-        db.migrate()?;
+        db.setup()?;
+        let mut wal = db.path.clone().into_os_string();
+        wal.push("-wal");
+        db.wal = Some(PathBuf::from(wal));
         Ok(db)
     }
 
     /// An in-memory database with the current schema, for unit tests.
     pub fn open_in_memory() -> Result<Db> {
-        let db = Db {
+        let mut db = Db {
             conn: Connection::open_in_memory()?,
             path: PathBuf::from(":memory:"),
+            wal: None,
         };
-        db.configure()?;
-        db.migrate()?;
+        db.setup()?;
         Ok(db)
     }
 
-    fn configure(&self) -> Result<()> {
-        let c = &self.conn;
+    fn setup(&mut self) -> Result<()> {
         // First, so that every later statement waits for locks instead of failing.
-        c.busy_timeout(BUSY_TIMEOUT)?;
-        // Read-only checks before anything could write to a file that is not ours.
-        self.check_ours()?;
-        let mode: String = c
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        let id = self.identity()?;
+        self.check_ours(&id)?;
+        if id.version == schema::current_version() {
+            // An orch database is put in WAL mode by its first migration and WAL
+            // mode is persistent: nothing to switch, nothing to migrate.
+            self.set_connection_pragmas()?;
+            return Ok(());
+        }
+        let mode: String = self
+            .conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(|e| self.map_err(e))?;
         if !mode.eq_ignore_ascii_case("wal") && self.path != Path::new(":memory:") {
@@ -199,53 +222,88 @@ impl Db {
                 self.path.display()
             )));
         }
-        c.execute_batch(
-            "PRAGMA synchronous = NORMAL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA wal_autocheckpoint = 256;
-             PRAGMA journal_size_limit = 4194304;",
-        )
-        .map_err(|e| self.map_err(e))?;
-        // A short-lived process should not pay for a checkpoint (an fsync) on every
-        // close; the WAL is still checkpointed by commits once it passes 256 pages.
-        c.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+        self.set_connection_pragmas()?;
+        self.migrate()
+    }
+
+    /// Settings that live in the connection, not the file: no I/O.
+    fn set_connection_pragmas(&self) -> Result<()> {
+        self.conn
+            .execute_batch(
+                "PRAGMA synchronous = NORMAL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA journal_size_limit = 4194304;",
+            )
+            .map_err(|e| self.map_err(e))?;
+        self.conn
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
         Ok(())
     }
 
+    /// Reads the application id, schema version and (for a file that has neither)
+    /// the object count in one read transaction, hence one snapshot: another
+    /// process may be migrating the file right now. The two pragmas read the
+    /// file header only; the schema is parsed just when the file looks new.
+    fn identity(&self) -> Result<Identity> {
+        let foreign_or = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => Error::Foreign {
+                path: self.path.clone(),
+                why: "not an SQLite file".into(),
+            },
+            _ => self.map_err(e),
+        };
+        self.conn.execute_batch("BEGIN").map_err(foreign_or)?;
+        let read = || -> rusqlite::Result<Identity> {
+            let application_id: i64 = self
+                .conn
+                .query_row("PRAGMA application_id", [], |r| r.get(0))?;
+            let version: i64 = self
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let objects = if application_id == 0 && version == 0 {
+                self.conn
+                    .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?
+            } else {
+                0
+            };
+            Ok(Identity {
+                application_id,
+                version,
+                objects,
+            })
+        };
+        let id = read();
+        let _ = self.conn.execute_batch("COMMIT");
+        id.map_err(foreign_or)
+    }
+
     /// Refuses files orch did not make and schemas newer than this build.
-    fn check_ours(&self) -> Result<()> {
-        let c = &self.conn;
+    fn check_ours(&self, id: &Identity) -> Result<()> {
         let foreign = |why: String| Error::Foreign {
             path: self.path.clone(),
             why,
         };
-        let app_id: i64 = c
-            .query_row("PRAGMA application_id", [], |r| r.get(0))
-            .map_err(|e| match e.sqlite_error_code() {
-                Some(ErrorCode::NotADatabase) => foreign("not an SQLite file".into()),
-                _ => self.map_err(e),
-            })?;
-        let version: i64 = c
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| self.map_err(e))?;
-        if app_id == 0 && version == 0 {
-            let tables: i64 = c
-                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-                .map_err(|e| self.map_err(e))?;
-            if tables > 0 {
+        if id.application_id == 0 && id.version == 0 {
+            if id.objects > 0 {
                 return Err(foreign(format!(
-                    "an SQLite file with {tables} objects of another program"
+                    "an SQLite file of another program, with {} table{} or index{}",
+                    id.objects,
+                    if id.objects == 1 { "" } else { "s" },
+                    if id.objects == 1 { "" } else { "es" },
                 )));
             }
             return Ok(());
         }
-        if app_id != schema::APPLICATION_ID {
-            return Err(foreign(format!("SQLite application id {app_id:#x}")));
+        if id.application_id != schema::APPLICATION_ID {
+            return Err(foreign(format!(
+                "SQLite application id {:#x}",
+                id.application_id
+            )));
         }
-        if version > schema::current_version() {
+        if id.version > schema::current_version() {
             return Err(Error::SchemaTooNew {
                 path: self.path.clone(),
-                found: version,
+                found: id.version,
                 supported: schema::current_version(),
             });
         }
@@ -256,12 +314,6 @@ impl Db {
     /// so many processes opening a new file at once agree on one schema.
     fn migrate(&self) -> Result<()> {
         let target = schema::current_version();
-        let version: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version == target {
-            return Ok(());
-        }
         self.write(|tx| {
             let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             if version > target {
@@ -297,29 +349,7 @@ impl Db {
             .map_err(|e| self.map_err(e))?;
         let out = f(&tx).map_err(|e| self.remap(e))?;
         tx.commit().map_err(|e| self.map_err(e))?;
-        self.trim_wal();
         Ok(out)
-    }
-
-    /// Folds a large WAL back into the database and truncates it.
-    ///
-    /// Processes here are short-lived and skip the checkpoint on close. When the
-    /// last one closes, the next opener rebuilds the WAL index from the file and
-    /// forgets what was already checkpointed, so every later commit re-copied the
-    /// whole WAL (autocheckpoint) and appended to it: the WAL grew without bound
-    /// and `add` slowed with it (57 ms instead of 6 ms after a 100 000-task
-    /// import). One stat per commit; the TRUNCATE checkpoint runs only past
-    /// WAL_TRIM_BYTES and is best effort (a busy reader just defers it).
-    fn trim_wal(&self) {
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        if fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRIM_BYTES) {
-            let _ = self.conn.busy_timeout(Duration::from_millis(100));
-            let _ = self
-                .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-            let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
-        }
     }
 
     /// Runs `f` inside one read transaction (a consistent snapshot).
@@ -342,6 +372,21 @@ impl Db {
     /// Turns SQLite's lock and permission codes into errors that say what to do.
     pub fn map_err(&self, e: rusqlite::Error) -> Error {
         map_sqlite(&self.path, e)
+    }
+}
+
+impl Drop for Db {
+    /// Keeps the WAL bounded: when it has grown past [`WAL_TRUNCATE_AT`], copy it
+    /// into the database and empty it. Never waits: if another process is in the
+    /// way, the next one to close will do it.
+    fn drop(&mut self) {
+        let Some(wal) = &self.wal else { return };
+        if fs::metadata(wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_AT) {
+            let _ = self.conn.busy_timeout(Duration::ZERO);
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
     }
 }
 
@@ -427,10 +472,6 @@ fn why_unwritable(path: &Path) -> Option<&'static str> {
         }
     }
     None
-}
-
-fn open_error(path: &Path, e: rusqlite::Error) -> Error {
-    map_sqlite(path, e)
 }
 
 #[cfg(test)]
