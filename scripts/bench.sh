@@ -39,8 +39,19 @@ done
 py=$(python3 -c 'import sys; print(sys.executable)')
 
 echo "bench: building release binaries" >&2
-cargo build --release --quiet
-bin=$root/target/release
+# Built as install.sh builds them: statically linked on Linux with glibc.
+host=$(rustc -vV | sed -n 's/^host: //p')
+case "$host" in
+  *-linux-gnu)
+    cargo build --release --quiet --target "$host" \
+        --config "target.$host.rustflags=['-C', 'target-feature=+crt-static']"
+    bin=$root/target/$host/release
+    ;;
+  *)
+    cargo build --release --quiet
+    bin=$root/target/release
+    ;;
+esac
 export PATH=$bin:$PATH
 for v in $(env | grep -o '^ORCH[A-Z_]*' || true); do unset "$v"; done
 
