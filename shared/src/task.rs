@@ -289,11 +289,6 @@ impl NewTask {
 /// call by key; a missing task or a cycle is refused. `label(i)` names the
 /// i-th task in errors (e.g. "line 7").
 pub fn add(db: &Db, tasks: Vec<ValidTask>, label: impl Fn(usize) -> String) -> Result<Vec<i64>> {
-    if tasks.len() > 1000 {
-        // A big insert touches more pages than the default 2 MB cache holds;
-        // spilling them to the WAL mid-transaction costs more than the memory.
-        let _ = db.conn.execute_batch("PRAGMA cache_size = -65536");
-    }
     db.write(|tx| add_in(tx, tasks, label))
 }
 
@@ -303,78 +298,214 @@ pub fn add_in(
     tasks: Vec<ValidTask>,
     label: impl Fn(usize) -> String,
 ) -> Result<Vec<i64>> {
-    // Keys must be unique and every key reference must resolve to a line.
-    let mut keys: HashMap<&str, usize> = HashMap::new();
+    let mut keys = KeyCheck::default();
     for (i, t) in tasks.iter().enumerate() {
+        keys.note(t, i, &label)?;
+    }
+    keys.check(&label)?;
+    let mut ins = Inserter::new(tx, &keys);
+    for (i, t) in tasks.into_iter().enumerate() {
+        ins.push(t, i, &label)?;
+    }
+    ins.finish()
+}
+
+/// The keys and keyed `after` references of a stream of tasks, checked before
+/// anything is written: keys are unique, every key named exists, and there is
+/// no cycle. It keeps only keys and references, never the tasks, so a stream
+/// of any length can be checked in a first pass and inserted in a second.
+#[derive(Debug, Default)]
+pub struct KeyCheck {
+    /// Key → index of the task that has it.
+    keys: HashMap<String, usize>,
+    /// (task index, its label position, a key in its `after`).
+    refs: Vec<(usize, usize, String)>,
+    /// Tasks noted so far.
+    len: usize,
+}
+
+impl KeyCheck {
+    /// Notes the next task; `at` is what `label` turns into its name in errors.
+    pub fn note(
+        &mut self,
+        t: &ValidTask,
+        at: usize,
+        label: &impl Fn(usize) -> String,
+    ) -> Result<()> {
+        let i = self.len;
+        self.len += 1;
         if let Some(k) = &t.key {
-            if keys.insert(k.as_str(), i).is_some() {
+            if self.keys.insert(k.clone(), i).is_some() {
                 return Err(Error::invalid(format!(
                     "{}: key {k:?} is used twice",
-                    label(i)
+                    label(at)
                 )));
             }
         }
-    }
-    let mut edges: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
-    for (i, t) in tasks.iter().enumerate() {
         for d in &t.after {
             if let Dep::Key(k) = d {
-                match keys.get(k.as_str()) {
-                    Some(&j) => edges[i].push(j),
-                    None => {
+                self.refs.push((i, at, k.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// How many tasks were noted.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no task was noted.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Checks, once every task is noted, that each key named exists and that
+    /// the keyed references form no cycle.
+    pub fn check(&self, label: &impl Fn(usize) -> String) -> Result<()> {
+        // The graph over the tasks that take part in a keyed reference only.
+        let mut node: HashMap<usize, usize> = HashMap::new();
+        let mut task_of: Vec<usize> = Vec::new();
+        let mut edges: Vec<Vec<usize>> = Vec::new();
+        let mut intern = |i: usize, edges: &mut Vec<Vec<usize>>| {
+            *node.entry(i).or_insert_with(|| {
+                task_of.push(i);
+                edges.push(Vec::new());
+                edges.len() - 1
+            })
+        };
+        for (i, at, k) in &self.refs {
+            let Some(&j) = self.keys.get(k) else {
+                return Err(Error::invalid(format!(
+                    "{}: \"after\" names key {k:?}, which no line has",
+                    label(*at)
+                )));
+            };
+            let a = intern(*i, &mut edges);
+            let b = intern(j, &mut edges);
+            edges[a].push(b);
+        }
+        if let Some(cycle) = find_cycle(&edges) {
+            // Every task on a cycle is the target of a reference, so it has a key.
+            let names: Vec<String> = cycle
+                .iter()
+                .map(|&n| {
+                    let i = task_of[n];
+                    self.keys
+                        .iter()
+                        .find(|(_, &t)| t == i)
+                        .map(|(k, _)| k.clone())
+                        .unwrap_or_else(|| format!("task {}", i + 1))
+                })
+                .collect();
+            return Err(Error::invalid(format!(
+                "dependency cycle: {}",
+                names.join(" -> ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Inserts the tasks a [`KeyCheck`] accepted, one at a time and in the same
+/// order, inside an IMMEDIATE transaction the caller holds. A keyed `after`
+/// that names a later task is recorded when that task is inserted.
+pub struct Inserter<'a> {
+    tx: &'a Transaction<'a>,
+    keys: &'a KeyCheck,
+    now: i64,
+    /// The id of each task inserted so far, by index.
+    ids: Vec<i64>,
+    /// Index of a task not inserted yet → the ids of tasks waiting for it.
+    waiting: HashMap<usize, Vec<i64>>,
+}
+
+impl<'a> Inserter<'a> {
+    pub fn new(tx: &'a Transaction<'a>, keys: &'a KeyCheck) -> Inserter<'a> {
+        Inserter {
+            tx,
+            keys,
+            now: now_ms(),
+            ids: Vec::new(),
+            waiting: HashMap::new(),
+        }
+    }
+
+    /// Inserts the next task and returns its id.
+    pub fn push(
+        &mut self,
+        t: ValidTask,
+        at: usize,
+        label: &impl Fn(usize) -> String,
+    ) -> Result<i64> {
+        let i = self.ids.len();
+        // The input must be the one that was checked (a file may change between passes).
+        let changed = || {
+            Error::invalid(format!(
+                "{}: the input changed while it was being read",
+                label(at)
+            ))
+        };
+        if i >= self.keys.len
+            || t.key
+                .as_ref()
+                .is_some_and(|k| self.keys.keys.get(k) != Some(&i))
+        {
+            return Err(changed());
+        }
+        self.tx
+            .prepare_cached(
+                "INSERT INTO tasks (role, description, prompt, priority, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![t.role, t.description, t.prompt, t.priority, self.now])?;
+        let id = self.tx.last_insert_rowid();
+        self.ids.push(id);
+        if let Some(waiting) = self.waiting.remove(&i) {
+            for w in waiting {
+                self.dep(w, id)?;
+            }
+        }
+        for d in &t.after {
+            match d {
+                Dep::Id(a) => {
+                    let found = self
+                        .tx
+                        .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?
+                        .query_row([a], |_| Ok(()))
+                        .optional()?;
+                    if found.is_none() {
                         return Err(Error::invalid(format!(
-                            "{}: \"after\" names key {k:?}, which no line has",
-                            label(i)
-                        )))
+                            "{}: \"after\" names task {a}, which does not exist",
+                            label(at)
+                        )));
                     }
+                    self.dep(id, *a)?;
                 }
+                Dep::Key(k) => match self.keys.keys.get(k) {
+                    Some(&j) if j < self.ids.len() => self.dep(id, self.ids[j])?,
+                    Some(&j) => self.waiting.entry(j).or_default().push(id),
+                    None => return Err(changed()),
+                },
             }
         }
+        Ok(id)
     }
-    if let Some(cycle) = find_cycle(&edges) {
-        let names: Vec<String> = cycle
-            .iter()
-            .map(|&i| tasks[i].key.clone().unwrap_or_else(|| label(i)))
-            .collect();
-        return Err(Error::invalid(format!(
-            "dependency cycle: {}",
-            names.join(" -> ")
-        )));
+
+    fn dep(&self, task: i64, after: i64) -> Result<()> {
+        self.tx
+            .prepare_cached("INSERT OR IGNORE INTO task_deps (task_id, after_id) VALUES (?1, ?2)")?
+            .execute(params![task, after])?;
+        Ok(())
     }
-    // Insert in an order where every keyed dependency is inserted first.
-    let order = topo_order(&edges);
-    let now = now_ms();
-    {
-        let mut ids = vec![0i64; tasks.len()];
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO tasks (role, description, prompt, priority, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        let mut dep = tx.prepare_cached(
-            "INSERT OR IGNORE INTO task_deps (task_id, after_id) VALUES (?1, ?2)",
-        )?;
-        let mut exists = tx.prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?;
-        for &i in &order {
-            let t = &tasks[i];
-            insert.execute(params![t.role, t.description, t.prompt, t.priority, now])?;
-            let id = tx.last_insert_rowid();
-            ids[i] = id;
-            for d in &t.after {
-                let after = match d {
-                    Dep::Id(a) => {
-                        if exists.query_row([a], |_| Ok(())).optional()?.is_none() {
-                            return Err(Error::invalid(format!(
-                                "{}: \"after\" names task {a}, which does not exist",
-                                label(i)
-                            )));
-                        }
-                        *a
-                    }
-                    Dep::Key(k) => ids[keys[k.as_str()]],
-                };
-                dep.execute(params![id, after])?;
-            }
+
+    /// The ids of every task, in order, once all of them are inserted.
+    pub fn finish(self) -> Result<Vec<i64>> {
+        if self.ids.len() != self.keys.len || !self.waiting.is_empty() {
+            return Err(Error::invalid(
+                "the input changed while it was being read; nothing was written",
+            ));
         }
-        Ok(ids)
+        Ok(self.ids)
     }
 }
 
@@ -412,32 +543,6 @@ pub fn find_cycle(edges: &[Vec<usize>]) -> Option<Vec<usize>> {
         }
     }
     None
-}
-
-/// An order in which each node comes after everything it depends on (graph must be acyclic).
-fn topo_order(edges: &[Vec<usize>]) -> Vec<usize> {
-    let mut done = vec![false; edges.len()];
-    let mut order = Vec::with_capacity(edges.len());
-    for start in 0..edges.len() {
-        let mut stack = vec![(start, 0usize)];
-        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-            if done[node] {
-                stack.pop();
-                continue;
-            }
-            if let Some(&succ) = edges[node].get(*next) {
-                *next += 1;
-                if !done[succ] {
-                    stack.push((succ, 0));
-                }
-            } else {
-                done[node] = true;
-                order.push(node);
-                stack.pop();
-            }
-        }
-    }
-    order
 }
 
 /// SQL condition: task `t` is ready (queued, and everything in its `after` is done).

@@ -378,17 +378,7 @@ fn text_or_stdin(v: Option<String>, what: &str) -> anyhow::Result<Option<String>
 
 fn add(db: &DbArg, a: AddArgs, out: &mut Out) -> anyhow::Result<Exit> {
     if a.stdin {
-        let tasks = read_jsonl(a.default_role.as_deref())?;
-        if tasks.is_empty() {
-            bail!("no tasks on stdin (expected JSON Lines: {{\"role\":…,\"prompt\":…}} per line)");
-        }
-        let db = db.open()?;
-        let ids = task::add(&db, tasks, |i| format!("line {}", i + 1))?;
-        for id in ids {
-            out.line(id)?;
-        }
-        out.flush()?;
-        return Ok(Exit::Ok);
+        return add_stdin(db, a.default_role.as_deref(), out);
     }
     let role = a.role.unwrap_or_default();
     let prompt = if a.prompt.len() == 1 && a.prompt[0] == "-" {
@@ -424,35 +414,163 @@ fn add(db: &DbArg, a: AddArgs, out: &mut Out) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// Reads and validates every JSON line of stdin before anything is written.
-fn read_jsonl(default_role: Option<&str>) -> anyhow::Result<Vec<task::ValidTask>> {
+/// `add --stdin`: all or nothing, in two passes over the input so that memory
+/// stays at one line whatever its length. The first pass validates every line
+/// and checks the keys before the database is even opened; the second parses
+/// the lines again and inserts each one as it goes, inside one IMMEDIATE
+/// transaction. The input is read from stdin once: a regular file is read
+/// again in place, anything else is kept in a spooled temporary file.
+fn add_stdin(db: &DbArg, default_role: Option<&str>, out: &mut Out) -> anyhow::Result<Exit> {
     if let Some(r) = default_role {
         task::validate_role(r)?;
     }
-    let stdin = io::stdin();
-    let mut reader = stdin.lock();
-    let mut tasks = Vec::new();
-    let mut buf = Vec::new();
-    let mut n = 0usize;
-    loop {
-        buf.clear();
-        let read = reader
-            .read_until(b'\n', &mut buf)
-            .context("reading stdin")?;
-        if read == 0 {
-            break;
-        }
-        n += 1;
-        let line = std::str::from_utf8(&buf).map_err(|e| {
-            anyhow::anyhow!("line {n}: not valid UTF-8 (at byte {})", e.valid_up_to())
-        })?;
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        tasks.push(parse_line(line, default_role).with_context(|| format!("line {n}"))?);
+    let label = |n: usize| format!("line {n}");
+    let mut keys = task::KeyCheck::default();
+    let mut input = Replay::stdin()?;
+    input.each_line(|n, line| {
+        let t = parse_line(line, default_role).with_context(|| format!("line {n}"))?;
+        Ok(keys.note(&t, n, &label)?)
+    })?;
+    if keys.is_empty() {
+        bail!("no tasks on stdin (expected JSON Lines: {{\"role\":…,\"prompt\":…}} per line)");
     }
-    Ok(tasks)
+    keys.check(&label)?;
+    let db = db.open()?;
+    if keys.len() > 1000 {
+        // A big insert touches more pages than the default 2 MB cache holds;
+        // a few more megabytes keep SQLite from spilling them to the WAL early.
+        let _ = db.conn.execute_batch("PRAGMA cache_size = -4096");
+    }
+    let ids = db.write(|tx| {
+        let mut ins = task::Inserter::new(tx, &keys);
+        input
+            .replay(|n, line| {
+                let t = parse_line(line, default_role).with_context(|| format!("line {n}"))?;
+                ins.push(t, n, &label)?;
+                Ok(())
+            })
+            .map_err(|e| match e.downcast::<crate::error::Error>() {
+                Ok(e) => e,
+                Err(e) => crate::error::Error::invalid(super::one_line(&e)),
+            })?;
+        ins.finish()
+    })?;
+    for id in ids {
+        out.line(id)?;
+    }
+    out.flush()?;
+    Ok(Exit::Ok)
+}
+
+/// Stdin, readable twice without holding it in memory.
+struct Replay {
+    src: ReplaySrc,
+    /// Bytes read by the first pass.
+    len: u64,
+}
+
+enum ReplaySrc {
+    /// Stdin is a regular file: read it again from where it started.
+    File(std::fs::File, u64),
+    /// A pipe or terminal: what was read, in memory up to 1 MiB, then on disk.
+    Spool(tempfile::SpooledTempFile),
+}
+
+impl Replay {
+    fn stdin() -> anyhow::Result<Replay> {
+        use std::io::Seek;
+        use std::os::fd::AsFd;
+        let fd = io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("reading stdin")?;
+        let mut file = std::fs::File::from(fd);
+        let src = match file.metadata() {
+            Ok(m) if m.is_file() => match file.stream_position() {
+                Ok(start) => ReplaySrc::File(file, start),
+                Err(_) => ReplaySrc::Spool(tempfile::SpooledTempFile::new(1 << 20)),
+            },
+            _ => ReplaySrc::Spool(tempfile::SpooledTempFile::new(1 << 20)),
+        };
+        Ok(Replay { src, len: 0 })
+    }
+
+    /// The first pass: reads stdin to the end, calling `f` with each non-blank
+    /// line and its number.
+    fn each_line(
+        &mut self,
+        mut f: impl FnMut(usize, &str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        use std::io::Write;
+        let stdin = io::stdin();
+        let mut reader = io::BufReader::with_capacity(64 * 1024, stdin.lock());
+        let mut buf = Vec::new();
+        let mut n = 0usize;
+        loop {
+            buf.clear();
+            let read = reader
+                .read_until(b'\n', &mut buf)
+                .context("reading stdin")?;
+            if read == 0 {
+                break;
+            }
+            self.len += read as u64;
+            if let ReplaySrc::Spool(spool) = &mut self.src {
+                spool
+                    .write_all(&buf)
+                    .context("keeping stdin in a temporary file")?;
+            }
+            n += 1;
+            if let Some(line) = text_line(&buf, n)? {
+                f(n, line)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The second pass: the same lines again (what the first pass read, no more).
+    fn replay(
+        &mut self,
+        mut f: impl FnMut(usize, &str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let src: &mut dyn Read = match &mut self.src {
+            ReplaySrc::File(file, start) => {
+                file.seek(SeekFrom::Start(*start))
+                    .context("reading stdin again")?;
+                file
+            }
+            ReplaySrc::Spool(spool) => {
+                spool.rewind().context("reading stdin again")?;
+                spool
+            }
+        };
+        let mut reader = io::BufReader::with_capacity(64 * 1024, src.take(self.len));
+        let mut buf = Vec::new();
+        let mut n = 0usize;
+        loop {
+            buf.clear();
+            let read = reader
+                .read_until(b'\n', &mut buf)
+                .context("reading stdin again")?;
+            if read == 0 {
+                break;
+            }
+            n += 1;
+            if let Some(line) = text_line(&buf, n)? {
+                f(n, line)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Line `n` as trimmed text; `None` when it is blank.
+fn text_line(buf: &[u8], n: usize) -> anyhow::Result<Option<&str>> {
+    let line = std::str::from_utf8(buf)
+        .map_err(|e| anyhow::anyhow!("line {n}: not valid UTF-8 (at byte {})", e.valid_up_to()))?;
+    let line = line.trim();
+    Ok((!line.is_empty()).then_some(line))
 }
 
 /// Parses and validates one JSON Lines record.
