@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::agents::AgentIndex;
@@ -104,7 +105,9 @@ impl State {
 #[derive(Debug, Clone, Serialize)]
 pub struct Response {
     pub jsonrpc: &'static str,
-    pub id: Value,
+    /// The request's id as it was written (a number such as
+    /// 99999999999999999999999 is echoed digit for digit, not as 1e+23).
+    pub id: Box<RawValue>,
     #[serde(flatten)]
     pub body: Body,
 }
@@ -125,7 +128,7 @@ pub struct RpcError {
 }
 
 impl Response {
-    fn ok(id: Value, result: Value) -> Response {
+    fn ok(id: Box<RawValue>, result: Value) -> Response {
         Response {
             jsonrpc: "2.0",
             id,
@@ -133,7 +136,7 @@ impl Response {
         }
     }
 
-    fn err(id: Value, code: i64, message: impl Into<String>) -> Response {
+    fn err(id: Box<RawValue>, code: i64, message: impl Into<String>) -> Response {
         Response {
             jsonrpc: "2.0",
             id,
@@ -147,7 +150,7 @@ impl Response {
     /// The reply to a line longer than [`MAX_LINE`], which is not read at all.
     pub fn too_long(max: usize) -> Response {
         Response::err(
-            Value::Null,
+            null_id(),
             INVALID_REQUEST,
             format!("Invalid Request: the message is longer than {max} bytes"),
         )
@@ -166,6 +169,24 @@ impl Response {
     }
 }
 
+/// The id of a reply to a message whose id cannot be known.
+fn null_id() -> Box<RawValue> {
+    RawValue::NULL.to_owned()
+}
+
+/// The `"id"` member of a message, exactly as written; `None` when the
+/// object holds it more than once.
+fn raw_id(text: &str) -> Option<Box<RawValue>> {
+    #[derive(Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow)]
+        id: &'a RawValue,
+    }
+    serde_json::from_str::<IdOnly>(text)
+        .ok()
+        .map(|m| m.id.to_owned())
+}
+
 /// Handles one line of input: returns the reply to send, or `None` for
 /// notifications, responses and blank lines. Never fails: every problem with
 /// a request becomes a JSON-RPC error, every problem inside a tool a result
@@ -179,7 +200,7 @@ pub fn handle(state: &mut State, line: &[u8]) -> Option<Response> {
         Ok(t) => t,
         Err(e) => {
             return Some(Response::err(
-                Value::Null,
+                null_id(),
                 PARSE_ERROR,
                 format!(
                     "Parse error: the line is not valid UTF-8 (bad byte at offset {})",
@@ -192,7 +213,7 @@ pub fn handle(state: &mut State, line: &[u8]) -> Option<Response> {
         Ok(v) => v,
         Err(e) => {
             return Some(Response::err(
-                Value::Null,
+                null_id(),
                 PARSE_ERROR,
                 format!("Parse error: {e}"),
             ))
@@ -201,13 +222,13 @@ pub fn handle(state: &mut State, line: &[u8]) -> Option<Response> {
     let obj = match msg {
         Value::Object(o) => o,
         Value::Array(_) => return Some(Response::err(
-            Value::Null,
+            null_id(),
             INVALID_REQUEST,
             "Invalid Request: JSON-RPC batch arrays are not supported; send one message per line",
         )),
         _ => {
             return Some(Response::err(
-                Value::Null,
+                null_id(),
                 INVALID_REQUEST,
                 "Invalid Request: a message must be a JSON object",
             ))
@@ -215,10 +236,20 @@ pub fn handle(state: &mut State, line: &[u8]) -> Option<Response> {
     };
     let id = match obj.get("id") {
         None => None,
-        Some(v @ (Value::String(_) | Value::Number(_))) => Some(v.clone()),
+        // Parsed into a Value, a number may lose digits: echo the text instead.
+        Some(Value::String(_) | Value::Number(_)) => match raw_id(text) {
+            Some(id) => Some(id),
+            None => {
+                return Some(Response::err(
+                    null_id(),
+                    INVALID_REQUEST,
+                    "Invalid Request: \"id\" is given more than once",
+                ))
+            }
+        },
         Some(_) => {
             return Some(Response::err(
-                Value::Null,
+                null_id(),
                 INVALID_REQUEST,
                 "Invalid Request: \"id\" must be a string or a number",
             ))
@@ -228,7 +259,7 @@ pub fn handle(state: &mut State, line: &[u8]) -> Option<Response> {
         Some(Value::String(m)) => m.as_str(),
         Some(_) => {
             return Some(Response::err(
-                id.unwrap_or(Value::Null),
+                id.unwrap_or_else(null_id),
                 INVALID_REQUEST,
                 "Invalid Request: \"method\" must be a string",
             ))
@@ -237,7 +268,7 @@ pub fn handle(state: &mut State, line: &[u8]) -> Option<Response> {
         None if obj.contains_key("result") || obj.contains_key("error") => return None,
         None => {
             return Some(Response::err(
-                id.unwrap_or(Value::Null),
+                id.unwrap_or_else(null_id),
                 INVALID_REQUEST,
                 "Invalid Request: no \"method\"",
             ))
@@ -1017,6 +1048,45 @@ mod tests {
             "initialize",
             json!({"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
         )
+    }
+
+    #[test]
+    fn ids_are_echoed_exactly_as_written() {
+        let mut s = state();
+        for id in [
+            "99999999999999999999999",
+            "-99999999999999999999999",
+            "18446744073709551616",
+            "1.5",
+            "1e2",
+            "-0",
+            "0.10000000000000000000001",
+            "7",
+            "\"a\\u00e9 \\\"b\\\"\"",
+        ] {
+            let line = format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"ping\"}}");
+            let reply = handle(&mut s, line.as_bytes()).unwrap().to_line();
+            let want = format!("\"id\":{id},");
+            assert!(reply.contains(&want), "{id}: {reply}");
+            let r: Value = serde_json::from_str(&reply).unwrap();
+            assert!(r.get("result").is_some(), "{id}: {reply}");
+        }
+        // An error reply echoes the id too.
+        let reply = handle(
+            &mut s,
+            br#"{"jsonrpc":"2.0","id":99999999999999999999999,"method":"no/such"}"#,
+        )
+        .unwrap()
+        .to_line();
+        assert!(reply.contains("\"id\":99999999999999999999999,"), "{reply}");
+        // An id given twice cannot be echoed with confidence: Invalid Request.
+        let r = raw(
+            &mut s,
+            br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+        )
+        .unwrap();
+        assert_eq!(error_code(&r), INVALID_REQUEST, "{r}");
+        assert_eq!(r["id"], Value::Null);
     }
 
     #[test]
