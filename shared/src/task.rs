@@ -307,7 +307,48 @@ pub fn add_in(
     for (i, t) in tasks.into_iter().enumerate() {
         ins.push(t, i, &label)?;
     }
-    ins.finish()
+    Ok(ins.finish()?.iter().collect())
+}
+
+/// Task ids in insertion order, stored as runs of consecutive ids (a big
+/// insert gets consecutive ids, so 100 000 of them take a few bytes).
+#[derive(Debug, Default)]
+pub struct Ids {
+    /// (index of the run's first task, its id, how many follow it consecutively).
+    runs: Vec<(usize, i64, usize)>,
+    len: usize,
+}
+
+impl Ids {
+    fn push(&mut self, id: i64) {
+        match self.runs.last_mut() {
+            Some((_, first, n)) if *first + *n as i64 == id => *n += 1,
+            _ => self.runs.push((self.len, id, 1)),
+        }
+        self.len += 1;
+    }
+
+    /// The id of the `i`-th task.
+    fn get(&self, i: usize) -> Option<i64> {
+        let r = self.runs.partition_point(|&(start, _, _)| start <= i);
+        let (start, first, n) = *self.runs.get(r.checked_sub(1)?)?;
+        (i - start < n).then(|| first + (i - start) as i64)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every id, in order.
+    pub fn iter(&self) -> impl Iterator<Item = i64> + '_ {
+        self.runs
+            .iter()
+            .flat_map(|&(_, first, n)| (0..n as i64).map(move |k| first + k))
+    }
 }
 
 /// The keys and keyed `after` references of a stream of tasks, checked before
@@ -415,7 +456,7 @@ pub struct Inserter<'a> {
     keys: &'a KeyCheck,
     now: i64,
     /// The id of each task inserted so far, by index.
-    ids: Vec<i64>,
+    ids: Ids,
     /// Index of a task not inserted yet → the ids of tasks waiting for it.
     waiting: HashMap<usize, Vec<i64>>,
 }
@@ -426,7 +467,7 @@ impl<'a> Inserter<'a> {
             tx,
             keys,
             now: now_ms(),
-            ids: Vec::new(),
+            ids: Ids::default(),
             waiting: HashMap::new(),
         }
     }
@@ -482,7 +523,10 @@ impl<'a> Inserter<'a> {
                     self.dep(id, *a)?;
                 }
                 Dep::Key(k) => match self.keys.keys.get(k) {
-                    Some(&j) if j < self.ids.len() => self.dep(id, self.ids[j])?,
+                    Some(&j) if j < self.ids.len() => match self.ids.get(j) {
+                        Some(after) => self.dep(id, after)?,
+                        None => return Err(changed()),
+                    },
                     Some(&j) => self.waiting.entry(j).or_default().push(id),
                     None => return Err(changed()),
                 },
@@ -499,7 +543,7 @@ impl<'a> Inserter<'a> {
     }
 
     /// The ids of every task, in order, once all of them are inserted.
-    pub fn finish(self) -> Result<Vec<i64>> {
+    pub fn finish(self) -> Result<Ids> {
         if self.ids.len() != self.keys.len || !self.waiting.is_empty() {
             return Err(Error::invalid(
                 "the input changed while it was being read; nothing was written",
@@ -866,6 +910,21 @@ mod tests {
         b.key = Some("b".into());
         let ids = add(&db, vec![a, b], |i| format!("line {}", i + 1)).unwrap();
         assert_eq!(get(&db, ids[0]).unwrap().after, vec![ids[1]]);
+    }
+
+    #[test]
+    fn ids_are_kept_as_runs() {
+        let mut ids = Ids::default();
+        for id in [5, 6, 7, 20, 21, 3] {
+            ids.push(id);
+        }
+        assert_eq!(ids.runs.len(), 3);
+        assert_eq!(ids.iter().collect::<Vec<_>>(), vec![5, 6, 7, 20, 21, 3]);
+        let got: Vec<Option<i64>> = (0..7).map(|i| ids.get(i)).collect();
+        assert_eq!(
+            got,
+            vec![Some(5), Some(6), Some(7), Some(20), Some(21), Some(3), None]
+        );
     }
 
     #[test]

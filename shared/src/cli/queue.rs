@@ -436,11 +436,6 @@ fn add_stdin(db: &DbArg, default_role: Option<&str>, out: &mut Out) -> anyhow::R
     }
     keys.check(&label)?;
     let db = db.open()?;
-    if keys.len() > 1000 {
-        // A big insert touches more pages than the default 2 MB cache holds;
-        // a few more megabytes keep SQLite from spilling them to the WAL early.
-        let _ = db.conn.execute_batch("PRAGMA cache_size = -4096");
-    }
     let ids = db.write(|tx| {
         let mut ins = task::Inserter::new(tx, &keys);
         input
@@ -455,7 +450,7 @@ fn add_stdin(db: &DbArg, default_role: Option<&str>, out: &mut Out) -> anyhow::R
             })?;
         ins.finish()
     })?;
-    for id in ids {
+    for id in ids.iter() {
         out.line(id)?;
     }
     out.flush()?;
