@@ -385,6 +385,19 @@ pub fn labels(probes: &[Probe]) -> Vec<String> {
 /// The human report of a run: a title, the figures, the timeline, and advice
 /// when the verdict is not PARALLEL.
 pub fn render_human(r: &Run, probes: &[Probe], color: bool) -> String {
+    let mut s = render_figures(r, probes, color);
+    let intervals: Vec<Interval> = probes.iter().map(Probe::interval).collect();
+    if let Some(adv) = advice(intervals::analyse(&intervals).verdict) {
+        s.push('\n');
+        s.push_str(adv);
+        s.push('\n');
+    }
+    s
+}
+
+/// The verdict, figures and timeline of a run, without advice on what to do
+/// (for `selftest`, where SEQUENTIAL is the answer it wants).
+pub fn render_figures(r: &Run, probes: &[Probe], color: bool) -> String {
     let intervals: Vec<Interval> = probes.iter().map(Probe::interval).collect();
     let a = intervals::analyse(&intervals);
     let mut s = String::new();
@@ -408,11 +421,6 @@ pub fn render_human(r: &Run, probes: &[Probe], color: bool) -> String {
         color,
         80,
     ));
-    if let Some(adv) = advice(a.verdict) {
-        s.push('\n');
-        s.push_str(adv);
-        s.push('\n');
-    }
     s
 }
 
