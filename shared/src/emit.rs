@@ -259,6 +259,19 @@ pub fn sh_quote(s: &str) -> String {
     q
 }
 
+/// `s` as one `sh` word: as is when it holds only characters the shell leaves
+/// alone, single-quoted otherwise.
+pub fn sh_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_./-+=:,@%".contains(&b));
+    if plain {
+        s.to_string()
+    } else {
+        sh_quote(s)
+    }
+}
+
 /// `--format shell`: a script that runs every task with `claude -p` in the
 /// background, waits, and records each result with `orch-queue done`/`fail`.
 /// Prompts reach the agent on stdin, so no prompt text is ever parsed by the shell
