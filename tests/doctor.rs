@@ -444,6 +444,10 @@ fn bash_completion_completes_orch_queue_a_to_add() {
     // Each orch-NAME binary has its own.
     assert_eq!(complete("orch-queue a", "_orch__queue"), ["add"]);
     assert_eq!(complete("orch-batch r", "_orch__batch"), ["release"]);
+    // ... down to the options of a verb (clap_complete alone offers nothing
+    // here for a binary whose name has a hyphen).
+    assert_eq!(complete("orch-msg recv --a", "_orch__msg"), ["--as"]);
+    assert!(complete("orch-queue add --", "_orch__queue").contains(&"--after".to_string()));
 
     // --dir: one file per binary, named as bash-completion looks them up.
     let dir = env.path().join("completions");
@@ -540,6 +544,12 @@ fn man_pages_for_every_binary_and_verb() {
         orch.contains("orch\\-queue(1)") && orch.contains("orch\\-doctor(1)"),
         "orch.1 lists the tools"
     );
+    // No page names a `help` verb, which has no page of its own.
+    for page in std::fs::read_dir(&dir).unwrap().flatten() {
+        let text = std::fs::read_to_string(page.path()).unwrap();
+        assert!(!text.contains("\\-help(1)"), "{:?}", page.path());
+    }
+    assert!(!dir.join("orch-queue-help.1").exists());
     let add = std::fs::read_to_string(dir.join("orch-queue-add.1")).unwrap();
     assert!(add.contains("Example"), "the examples reach the man page");
     // Hidden from help, as it is for packagers.
@@ -748,5 +758,5 @@ fn status_shows_agent_calls_recorded_by_orch_hook() {
     assert!(calls[0]["finished_at"].is_string(), "{}", calls[0]);
     assert_eq!(calls[0]["task_id"], 1);
     let text = env.ok("orch", &["status"]);
-    assert!(text.contains("last 1 call seen by hooks"), "{text}");
+    assert!(text.contains("last 1 agent call recorded"), "{text}");
 }

@@ -494,6 +494,10 @@ fn bad_input_is_one_line_exit_2_and_writes_nothing() {
             "invalid value",
         ),
         (osv(&["frobnicate"]), vec![], "unrecognized subcommand"),
+        (osv(&["frobnicate"]), vec![], "(see orch-queue --help)"),
+        // A mistake inside a verb points at that verb's help.
+        (osv(&["add", "dev"]), vec![], "(see orch-queue add --help)"),
+        (osv(&["done"]), vec![], "(see orch-queue done --help)"),
     ];
     for (args, stdin, want) in cases {
         let mut c = env.cmd("orch-queue");

@@ -396,6 +396,15 @@ fn selftest_passes() {
         )
         .unwrap();
     assert_eq!(runs, 2);
+
+    // The human form: both verdicts, and no advice to fix a SEQUENTIAL
+    // result that is exactly what the second phase wants.
+    let text = env.ok("orch-verify", &["selftest", "-n", "2", "--sleep", "0.2"]);
+    assert!(text.contains("verdict  SEQUENTIAL"), "{text}");
+    assert!(!text.contains("What to do"), "{text}");
+    assert!(text.ends_with(
+        "selftest passed: probes run together came out PARALLEL, one by one SEQUENTIAL\n"
+    ));
 }
 
 #[test]

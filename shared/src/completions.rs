@@ -141,6 +141,19 @@ pub fn binaries() -> Vec<(String, Command)> {
 pub fn script(shell: Shell, bin: &str, mut cmd: Command) -> Vec<u8> {
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut cmd, bin, &mut buf);
+    if shell == Shell::Bash && bin.contains('-') {
+        // clap_complete's bash script spells a hyphenated binary's verbs two
+        // ways (`orch__msg__subcmd__recv` where it dispatches, and
+        // `orch__subcmd__msg__subcmd__recv` where it lists the options), so
+        // `orch-msg recv --<TAB>` offered nothing; use the dispatch spelling.
+        let text = String::from_utf8_lossy(&buf)
+            .replace(
+                &format!("{}__subcmd__", bin.replace('-', "__subcmd__")),
+                &format!("{}__subcmd__", bin.replace('-', "__")),
+            )
+            .into_bytes();
+        buf = text;
+    }
     buf
 }
 
@@ -176,17 +189,17 @@ pub fn man(args: ManArgs) -> anyhow::Result<Exit> {
     let dir = &args.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     // The front's own verbs (orch-doctor.1, ...), then orch.1 listing every tool.
-    clap_mangen::generate_to(cli::front::Cli::command(), dir)
+    clap_mangen::generate_to(without_help_verb(cli::front::Cli::command()), dir)
         .with_context(|| format!("writing man pages into {}", dir.display()))?;
     let mut page = Vec::new();
-    let mut full = orch_command();
+    let mut full = without_help_verb(orch_command());
     full.build();
     clap_mangen::Man::new(full)
         .render(&mut page)
         .context("rendering orch.1")?;
     write_file(&dir.join("orch.1"), &page)?;
     for t in SUITE {
-        clap_mangen::generate_to(tool_command(t), dir)
+        clap_mangen::generate_to(without_help_verb(tool_command(t)), dir)
             .with_context(|| format!("writing the pages of orch-{}", t.name))?;
     }
     let n = std::fs::read_dir(dir)
@@ -198,6 +211,13 @@ pub fn man(args: ManArgs) -> anyhow::Result<Exit> {
         .unwrap_or(0);
     eprintln!("{n} man pages in {}", dir.display());
     Ok(Exit::Ok)
+}
+
+/// The command without clap's `help` verb, which has no page of its own: a
+/// page must not send readers to `orch-queue-help(1)`.
+fn without_help_verb(cmd: Command) -> Command {
+    cmd.disable_help_subcommand(true)
+        .mut_subcommands(without_help_verb)
 }
 
 fn write_file(path: &Path, data: &[u8]) -> anyhow::Result<()> {

@@ -557,7 +557,10 @@ pub fn claude() -> Check {
             "claude",
             false,
             Mark::Ok,
-            format!("Claude Code {} at {}", v.trim(), path.display()),
+            match v.lines().next().map(str::trim).filter(|l| !l.is_empty()) {
+                Some(v) => format!("Claude Code {v} at {}", path.display()),
+                None => format!("Claude Code (it printed no version) at {}", path.display()),
+            },
         )
         .path(&path),
         Err(why) => Check::new(

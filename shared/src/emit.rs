@@ -161,12 +161,17 @@ pub fn render_claude(calls: &[AgentCall]) -> String {
     let n = calls.len();
     let json = serde_json::to_string_pretty(calls).unwrap_or_default();
     let mut s = String::with_capacity(json.len() + 512);
-    let _ = writeln!(
-        s,
-        "Launch {n} agent{} in parallel: send ONE message that contains all {n} {AGENT_TOOL} tool call{} below, and nothing else in that message (no other tool calls, no text). Then wait until every agent has finished before you do anything else.",
-        plural(n),
-        plural(n)
-    );
+    if n == 1 {
+        let _ = writeln!(
+            s,
+            "Launch 1 agent: send ONE message that contains the {AGENT_TOOL} tool call below, and nothing else in that message (no other tool calls, no text). Then wait until the agent has finished before you do anything else."
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "Launch {n} agents in parallel: send ONE message that contains all {n} {AGENT_TOOL} tool calls below, and nothing else in that message (no other tool calls, no text). Then wait until every agent has finished before you do anything else."
+        );
+    }
     s.push('\n');
     let _ = writeln!(
         s,
@@ -175,11 +180,12 @@ pub fn render_claude(calls: &[AgentCall]) -> String {
     s.push('\n');
     s.push_str(&json);
     s.push_str("\n\n");
-    let _ = writeln!(
-        s,
-        "Reminder: all {n} {AGENT_TOOL} call{} in a single message. Calls sent in separate messages run one after another, not in parallel.",
-        plural(n)
-    );
+    if n > 1 {
+        let _ = writeln!(
+            s,
+            "Reminder: all {n} {AGENT_TOOL} calls in a single message. Calls sent in separate messages run one after another, not in parallel."
+        );
+    }
     s
 }
 
@@ -253,6 +259,19 @@ pub fn sh_quote(s: &str) -> String {
     q
 }
 
+/// `s` as one `sh` word: as is when it holds only characters the shell leaves
+/// alone, single-quoted otherwise.
+pub fn sh_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_./-+=:,@%".contains(&b));
+    if plain {
+        s.to_string()
+    } else {
+        sh_quote(s)
+    }
+}
+
 /// `--format shell`: a script that runs every task with `claude -p` in the
 /// background, waits, and records each result with `orch-queue done`/`fail`.
 /// Prompts reach the agent on stdin, so no prompt text is ever parsed by the shell
@@ -312,6 +331,28 @@ pub fn size_warning(n: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_call_reads_as_one() {
+        let call = AgentCall {
+            description: "Map the layout".into(),
+            prompt: "List the directories\n\norch-task: 1".into(),
+            subagent_type: None,
+        };
+        let one = render_claude(std::slice::from_ref(&call));
+        assert!(one.starts_with(
+            "Launch 1 agent: send ONE message that contains the Agent tool call below"
+        ));
+        assert!(
+            !one.contains("all 1") && !one.contains("in parallel"),
+            "{one}"
+        );
+        let two = render_claude(&[call.clone(), call]);
+        assert!(two.starts_with("Launch 2 agents in parallel: send ONE message that contains all 2 Agent tool calls below"));
+        assert!(two
+            .trim_end()
+            .ends_with("run one after another, not in parallel."));
+    }
 
     #[test]
     fn marker_round_trips() {

@@ -18,6 +18,7 @@ pub mod mcp;
 pub mod msg;
 pub mod run;
 pub mod session;
+pub mod settings_file;
 pub mod status;
 pub mod task;
 pub mod text;

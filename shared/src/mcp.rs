@@ -1511,7 +1511,7 @@ mod tests {
         assert!(e["content"][0]["text"]
             .as_str()
             .unwrap()
-            .starts_with("Launch 1 agent in parallel"));
+            .starts_with("Launch 1 agent: send ONE message"));
     }
 
     #[test]

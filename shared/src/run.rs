@@ -35,11 +35,11 @@ pub const SOURCE: &str = "orch-run";
 /// The agent CLIs orch-run knows how to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
-    /// `claude -p PROMPT --output-format json`, with the role as an appended system prompt
+    /// `claude -p --output-format json -- PROMPT`, with the role as an appended system prompt
     Claude,
-    /// `codex exec PROMPT`
+    /// `codex exec -- PROMPT`
     Codex,
-    /// `gemini -p PROMPT`
+    /// `gemini --prompt=PROMPT`
     Gemini,
 }
 

@@ -299,7 +299,7 @@ pub fn render(s: &Snapshot) -> String {
     } else {
         let _ = writeln!(
             o,
-            "agents    last {} call{} seen by hooks",
+            "agents    last {} agent call{} recorded",
             s.agent_calls.len(),
             if s.agent_calls.len() == 1 { "" } else { "s" }
         );

@@ -385,6 +385,19 @@ pub fn labels(probes: &[Probe]) -> Vec<String> {
 /// The human report of a run: a title, the figures, the timeline, and advice
 /// when the verdict is not PARALLEL.
 pub fn render_human(r: &Run, probes: &[Probe], color: bool) -> String {
+    let mut s = render_figures(r, probes, color);
+    let intervals: Vec<Interval> = probes.iter().map(Probe::interval).collect();
+    if let Some(adv) = advice(intervals::analyse(&intervals).verdict) {
+        s.push('\n');
+        s.push_str(adv);
+        s.push('\n');
+    }
+    s
+}
+
+/// The verdict, figures and timeline of a run, without advice on what to do
+/// (for `selftest`, where SEQUENTIAL is the answer it wants).
+pub fn render_figures(r: &Run, probes: &[Probe], color: bool) -> String {
     let intervals: Vec<Interval> = probes.iter().map(Probe::interval).collect();
     let a = intervals::analyse(&intervals);
     let mut s = String::new();
@@ -408,11 +421,6 @@ pub fn render_human(r: &Run, probes: &[Probe], color: bool) -> String {
         color,
         80,
     ));
-    if let Some(adv) = advice(a.verdict) {
-        s.push('\n');
-        s.push_str(adv);
-        s.push('\n');
-    }
     s
 }
 
@@ -441,26 +449,14 @@ the command as given). Wait longer (`orch-verify wait RUN`) or make a new run.",
     }
 }
 
-/// A shell word for `s`: as is when it holds only safe characters, quoted otherwise.
-pub fn shell_word(s: &str) -> String {
-    let safe = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%=,".contains(c));
-    if safe {
-        s.to_string()
-    } else {
-        emit::sh_quote(s)
-    }
-}
-
 /// The command that runs probe `idx` of `run`: `PROGRAM probe RUN I [--db PATH]`.
 /// `--db` comes last so the command still starts with `orch-verify probe`, the
 /// prefix the permission rule allows.
 pub fn probe_command(program: &str, run: i64, idx: i64, db: Option<&Path>) -> String {
-    let mut c = format!("{} probe {run} {idx}", shell_word(program));
+    let mut c = format!("{} probe {run} {idx}", emit::sh_word(program));
     if let Some(p) = db {
         c.push_str(" --db ");
-        c.push_str(&shell_word(&p.to_string_lossy()));
+        c.push_str(&emit::sh_word(&p.to_string_lossy()));
     }
     c
 }
@@ -555,52 +551,26 @@ pub enum Added {
 /// JSON object (or whose `permissions`/`allow` have the wrong shape) is refused
 /// and left untouched. The new file replaces the old one atomically.
 pub fn add_permission(path: &Path) -> Result<Added> {
-    let io = |what: &'static str| {
-        move |source| Error::Io {
-            path: path.to_path_buf(),
-            what,
-            source,
-        }
-    };
-    let mut v = match std::fs::read_to_string(path) {
-        Ok(t) if t.trim().is_empty() => serde_json::json!({}),
-        Ok(t) => serde_json::from_str::<serde_json::Value>(&t).map_err(|e| {
-            Error::invalid(format!(
-                "{} is not valid JSON ({e}); left untouched",
-                path.display()
-            ))
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
-        Err(e) => return Err(io("read")(e)),
-    };
+    use crate::settings_file::{self, wrong};
+    let mut v = settings_file::read(path)?.unwrap_or_else(|| serde_json::json!({}));
     if allows_probe(&v) {
         return Ok(Added::AlreadyThere);
     }
-    let shape = |what: &str| Error::invalid(format!("{}: {what}; left untouched", path.display()));
     let root = v
         .as_object_mut()
-        .ok_or_else(|| shape("not a JSON object"))?;
+        .ok_or_else(|| wrong(path, "not a JSON object"))?;
     let perms = root
         .entry("permissions")
         .or_insert_with(|| serde_json::json!({}))
         .as_object_mut()
-        .ok_or_else(|| shape("\"permissions\" is not an object"))?;
+        .ok_or_else(|| wrong(path, "\"permissions\" is not an object"))?;
     let allow = perms
         .entry("allow")
         .or_insert_with(|| serde_json::json!([]))
         .as_array_mut()
-        .ok_or_else(|| shape("\"permissions.allow\" is not an array"))?;
+        .ok_or_else(|| wrong(path, "\"permissions.allow\" is not an array"))?;
     allow.push(serde_json::Value::String(PERMISSION_RULE.into()));
-    let mut text = serde_json::to_string_pretty(&v).map_err(|e| Error::invalid(e.to_string()))?;
-    text.push('\n');
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(io("create directory"))?;
-        }
-    }
-    let tmp = path.with_extension("json.orch-tmp");
-    std::fs::write(&tmp, text).map_err(io("write"))?;
-    std::fs::rename(&tmp, path).map_err(io("replace"))?;
+    settings_file::write_atomic(path, &settings_file::render(&v))?;
     Ok(Added::Added)
 }
 

@@ -146,18 +146,6 @@ struct McpServers {
     mcp_servers: BTreeMap<&'static str, ServerEntry>,
 }
 
-/// `s` as one POSIX shell word (quoted only when it needs to be).
-fn shell_word(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_./=:@%+,-".contains(&b));
-    if plain {
-        s.to_string()
-    } else {
-        crate::emit::sh_quote(s)
-    }
-}
-
 fn this_program() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("finding this program's path")?;
     Ok(exe.canonicalize().unwrap_or(exe))
@@ -175,7 +163,7 @@ fn config(db: &DbArg) -> anyhow::Result<Exit> {
     // `-e` takes several values, so it must come after the name or it swallows it.
     let env_flags: String = env
         .iter()
-        .map(|(k, v)| format!(" -e {}", shell_word(&format!("{k}={v}"))))
+        .map(|(k, v)| format!(" -e {}", crate::emit::sh_word(&format!("{k}={v}"))))
         .collect();
     let servers = McpServers {
         mcp_servers: BTreeMap::from([(
@@ -194,7 +182,7 @@ fn config(db: &DbArg) -> anyhow::Result<Exit> {
     out.line("# Claude Code: register orch for this project (add --scope user, after the name, for all projects):")?;
     out.line(format_args!(
         "claude mcp add orch{env_flags} -- {}",
-        shell_word(&exe_s)
+        crate::emit::sh_word(&exe_s)
     ))?;
     out.line("")?;
     out.line("# Claude Desktop (claude_desktop_config.json) or a project's .mcp.json:")?;
@@ -634,9 +622,15 @@ mod tests {
     }
 
     #[test]
-    fn shell_words_are_quoted_only_when_needed() {
-        assert_eq!(shell_word("/usr/bin/orch-mcp"), "/usr/bin/orch-mcp");
-        assert_eq!(shell_word("/my dir/orch-mcp"), "'/my dir/orch-mcp'");
-        assert_eq!(shell_word("ORCH_DB=/a/b.db"), "ORCH_DB=/a/b.db");
+    fn config_words_are_quoted_only_when_needed() {
+        assert_eq!(
+            crate::emit::sh_word("/usr/bin/orch-mcp"),
+            "/usr/bin/orch-mcp"
+        );
+        assert_eq!(
+            crate::emit::sh_word("/my dir/orch-mcp"),
+            "'/my dir/orch-mcp'"
+        );
+        assert_eq!(crate::emit::sh_word("ORCH_DB=/a/b.db"), "ORCH_DB=/a/b.db");
     }
 }

@@ -76,10 +76,26 @@ pub fn clap_error(name: &str, e: clap::Error) -> ExitCode {
                 }
             }
             let msg = if msg.is_empty() { "bad usage" } else { &msg };
-            eprintln!("{name}: error: {msg} (see {name} --help)");
+            eprintln!(
+                "{name}: error: {msg} (see {} --help)",
+                help_path(&text).unwrap_or_else(|| name.to_string())
+            );
             Exit::Error.into()
         }
     }
+}
+
+/// The command whose `--help` answers a usage error: `orch-queue add` for a
+/// mistake inside `orch-queue add`, taken from the usage line clap rendered.
+fn help_path(rendered: &str) -> Option<String> {
+    let usage = rendered
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))?;
+    let words: Vec<&str> = usage
+        .split_whitespace()
+        .take_while(|w| !w.starts_with(['[', '<', '-']))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
 }
 
 /// True when the error comes from writing to a closed stdout pipe.
@@ -192,7 +208,12 @@ pub fn id_or_stdin(arg: Option<i64>, what: &str) -> anyhow::Result<i64> {
     }
     let stdin = io::stdin();
     if stdin.is_terminal() {
-        anyhow::bail!("no {what} id given: pass it as an argument or pipe it in");
+        let hint = match what {
+            "batch" => " (`orch-batch list` shows the batches; `orch-batch create | orch-emit` batches what is ready)",
+            "run" => " (`orch-verify` alone runs the guided check; `orch-verify new` makes a run)",
+            _ => "",
+        };
+        anyhow::bail!("no {what} id given: pass it as an argument or pipe it in{hint}");
     }
     let mut buf = String::new();
     stdin

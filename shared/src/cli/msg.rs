@@ -51,13 +51,13 @@ pub enum Cmd {
   orch-msg list
   orch-msg list --to frontend --unread --json")]
     List {
-        /// Only what mailbox B holds: messages to B and broadcasts ('*': broadcasts only).
-        #[arg(long, value_name = "B")]
+        /// Only what mailbox NAME holds: messages to it and broadcasts ('*': broadcasts only).
+        #[arg(long, value_name = "NAME")]
         to: Option<String>,
-        /// Only messages from A.
-        #[arg(long, value_name = "A")]
+        /// Only messages from NAME.
+        #[arg(long, value_name = "NAME")]
         from: Option<String>,
-        /// Only unread messages (with --to: not yet received by B; else received by no one).
+        /// Only unread messages (with --to: not yet received by that mailbox; else received by no one).
         #[arg(long)]
         unread: bool,
         /// JSON Lines: one message object per line.
@@ -76,13 +76,13 @@ pub enum Cmd {
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
     /// The sender's mailbox name (1-64 of A-Z a-z 0-9 _ . -).
-    #[arg(long, value_name = "A", required_unless_present = "stdin")]
+    #[arg(long, value_name = "NAME", required_unless_present = "stdin")]
     pub from: Option<String>,
     /// The recipient's mailbox name, or '*' for every mailbox that asks.
-    #[arg(long, value_name = "B", required_unless_present = "stdin")]
+    #[arg(long, value_name = "NAME", required_unless_present = "stdin")]
     pub to: Option<String>,
     /// A label for the message (same rule as names), e.g. question, done.
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
     /// The body (words are joined by spaces; `-` reads stdin).
     #[arg(value_name = "TEXT|-", required_unless_present = "stdin", num_args = 0..)]
@@ -96,7 +96,7 @@ pub struct SendArgs {
 #[derive(Debug, clap::Args)]
 pub struct RecvArgs {
     /// The mailbox to read.
-    #[arg(long = "as", value_name = "B")]
+    #[arg(long = "as", value_name = "NAME")]
     pub reader: String,
     /// At most N messages [default: every unread one].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]

@@ -47,8 +47,10 @@ pub enum Cmd {
   orch-queue add dev -d 'Fix login test' -p 5 --after 3 'Fix the flaky login test'
   git diff | orch-queue add reviewer -      # the prompt from stdin
   orch-queue add dev -- -v is broken        # a prompt that looks like an option
-  orch-queue add --stdin < tasks.jsonl      # {\"role\",\"prompt\",\"description\"?,\"priority\"?,\"after\"?,\"key\"?}
-  orch-queue add --stdin --role dev < tasks.jsonl   # the role of lines that name none")]
+  orch-queue add --stdin < tasks.jsonl      # one {\"role\",\"prompt\",...} per line
+  orch-queue add --stdin --role dev < tasks.jsonl   # the role of lines that name none
+
+JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), key?")]
     Add(AddArgs),
     /// List tasks, oldest first.
     #[command(

@@ -477,7 +477,7 @@ fn selftest(arg: &DbArg, n: i64, sleep: i64, json: bool, out: &mut Out) -> anyho
             out.line(format_args!(
                 "selftest, probes {phase} (expect {expected}):"
             ))?;
-            out.text(&verify::render_human(&r, &probes, color))?;
+            out.text(&verify::render_figures(&r, &probes, color))?;
             for p in &problems {
                 out.line(format_args!("  FAILED: {p}"))?;
             }

@@ -22,9 +22,6 @@
 //!   (`/abs/orch-hook --threshold 3 [--db PATH]`), so the hook reads no file to
 //!   learn them.
 
-use std::fs;
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -32,6 +29,8 @@ use serde_json::{Map, Value};
 
 use super::event::Kind;
 use crate::error::{Error, Result};
+use crate::settings_file::wrong;
+pub use crate::settings_file::{read, render, write_atomic};
 
 /// The binary name that marks a hook command as orch's.
 pub const PROGRAM: &str = "orch-hook";
@@ -99,19 +98,6 @@ pub fn target(scope: Scope) -> Result<Target> {
     })
 }
 
-/// Quotes a word for `sh` only when it needs it.
-pub fn shell_word(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_./-+=:,@%".contains(&b));
-    if plain {
-        s.to_string()
-    } else {
-        crate::emit::sh_quote(s)
-    }
-}
-
-/// The first word of a shell command line, with quotes removed.
 fn first_word(command: &str) -> String {
     let mut word = String::new();
     let mut chars = command.trim_start().chars();
@@ -143,11 +129,11 @@ pub fn is_ours(command: &str) -> bool {
 pub fn hook_command(exe: &Path, threshold: usize, db: Option<&Path>) -> String {
     let mut c = format!(
         "{} --threshold {threshold}",
-        shell_word(&exe.to_string_lossy())
+        crate::emit::sh_word(&exe.to_string_lossy())
     );
     if let Some(db) = db {
         c.push_str(" --db ");
-        c.push_str(&shell_word(&db.to_string_lossy()));
+        c.push_str(&crate::emit::sh_word(&db.to_string_lossy()));
     }
     c
 }
@@ -196,13 +182,6 @@ fn hook_is_ours(h: &Value) -> bool {
     h.get("command")
         .and_then(Value::as_str)
         .is_some_and(is_ours)
-}
-
-fn wrong(path: &Path, what: &str) -> Error {
-    Error::invalid(format!(
-        "{}: {what}; fix it by hand, orch left the file untouched",
-        path.display()
-    ))
 }
 
 /// Merges orch's entries for every event into `settings`; true when it changed.
@@ -330,101 +309,16 @@ pub fn installed(settings: &Value) -> Vec<(String, String)> {
     out
 }
 
-/// Reads a settings file: `None` when it does not exist; an error (and nothing
-/// touched) when it is not a JSON object.
-pub fn read(path: &Path) -> Result<Option<Value>> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(Error::Io {
-                path: path.to_path_buf(),
-                what: "read",
-                source,
-            })
-        }
-    };
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Some(Value::Object(Map::new())));
-    }
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::invalid(format!(
-            "{} is not valid JSON (line {}, column {}): {}; fix it by hand, orch left the file untouched",
-            path.display(),
-            e.line(),
-            e.column(),
-            e
-        ))
-    })?;
-    if !v.is_object() {
-        return Err(wrong(path, "the settings are not a JSON object"));
-    }
-    Ok(Some(v))
-}
-
-/// Renders settings as Claude Code writes them: 2-space indentation, a final newline.
-pub fn render(v: &Value) -> String {
-    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
-    s.push('\n');
-    s
-}
-
-/// Writes `text` to `path` through a temporary file in the same directory and a
-/// rename, keeping the mode of the file it replaces (a symlink's target is written).
-pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let io = |what: &'static str, p: &Path| {
-        let p = p.to_path_buf();
-        move |source| Error::Io {
-            path: p,
-            what,
-            source,
-        }
-    };
-    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
-    let mode = fs::metadata(&path)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o7777);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.orch-{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode.unwrap_or(0o666))
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
-        f.write_all(text.as_bytes()).map_err(io("write", &tmp))?;
-        if let Some(m) = mode {
-            f.set_permissions(fs::Permissions::from_mode(m))
-                .map_err(io("set the mode of", &tmp))?;
-        }
-        f.sync_all().map_err(io("write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io("replace", &path))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// The `/orch` slash command: runs `orch-batch create | orch-emit` before the
 /// prompt reaches Claude and asks Claude to follow the message it printed.
 pub fn slash_command(bin_dir: Option<&Path>, db: Option<&Path>) -> String {
     let tool = |name: &str| match bin_dir.map(|d| d.join(name)).filter(|p| p.is_file()) {
-        Some(p) => shell_word(&p.to_string_lossy()),
+        Some(p) => crate::emit::sh_word(&p.to_string_lossy()),
         None => name.to_string(),
     };
     let (batch, emit) = (tool("orch-batch"), tool("orch-emit"));
     let db_arg = db
-        .map(|d| format!(" --db {}", shell_word(&d.to_string_lossy())))
+        .map(|d| format!(" --db {}", crate::emit::sh_word(&d.to_string_lossy())))
         .unwrap_or_default();
     format!(
         "---\n\
@@ -454,6 +348,7 @@ pub fn command_is_ours(text: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::fs;
 
     #[test]
     fn ours_is_known_by_program_name() {
