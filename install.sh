@@ -37,8 +37,8 @@ case "$host" in
     ;;
 esac
 
-echo "building orch (release)..." >&2
-cargo build --release --locked --quiet ${static[@]+"${static[@]}"}
+echo "building orch (release; a few minutes the first time)..." >&2
+cargo build --release --locked ${static[@]+"${static[@]}"}
 mkdir -p "$bindir"
 n=0
 for b in $bins; do
