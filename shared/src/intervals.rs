@@ -210,7 +210,7 @@ pub fn render(
     let n = a.n;
     let (meaning, code) = match a.verdict {
         Verdict::Parallel if n == 1 => (
-            "the only one ran (one probe proves nothing about overlap)".to_string(),
+            "only one ran: a single run proves nothing about overlap".to_string(),
             "32",
         ),
         Verdict::Parallel => (format!("all {n} were running at the same time"), "32"),
