@@ -55,12 +55,7 @@ export ORCH_DB=$work/stress.db HOME=$work/home PATH=$bin_dir:$PATH
 unset ORCH_BIN_DIR
 cd "$work" || exit 2
 
-# A tool counts as present when its verb answers --help (placeholders do not).
-has() { "$bin_dir/$1" "$2" --help >/dev/null 2>&1; }
-kinds=(add add batch)
-has orch-msg send && kinds+=(msg-send msg-recv)
-has orch-verify probe && kinds+=(probe)
-has orch-hook install && kinds+=(hook)
+kinds=(add add batch msg-send msg-recv probe hook)
 
 # Make the file once so that every writer starts on an existing schema (the
 # concurrent first open is tested separately).

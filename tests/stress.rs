@@ -753,11 +753,6 @@ fn clip(s: &str) -> String {
 }
 
 /// Whether the binary is built (not the placeholder of a tool still to come).
-fn is_built(env: &Env, name: &str) -> bool {
-    let out = env.run(name, &["--help"]);
-    !String::from_utf8_lossy(&out.stdout).contains("placeholder")
-}
-
 #[test]
 fn the_hostile_corpus_gets_one_clear_line_and_writes_nothing() {
     let env = Env::new();
@@ -768,17 +763,7 @@ fn the_hostile_corpus_gets_one_clear_line_and_writes_nothing() {
     env.ok("orch-batch", &["create", "--max", "1"]);
     let cases = load_cases();
     assert!(cases.len() >= 30, "corpus too small: {}", cases.len());
-    let mut ran = 0;
-    let mut built = std::collections::HashMap::new();
     for c in &cases {
-        if !*built
-            .entry(c.bin.clone())
-            .or_insert_with(|| is_built(&env, &c.bin))
-        {
-            eprintln!("skip {} ({} is not built yet)", c.name, c.bin);
-            continue;
-        }
-        ran += 1;
         let before = counts(&env.db);
         let mut cmd = env.cmd(&c.bin);
         cmd.args(&c.args)
@@ -857,6 +842,5 @@ fn the_hostile_corpus_gets_one_clear_line_and_writes_nothing() {
             }
         }
     }
-    assert!(ran >= 30, "only {ran} cases ran");
     integrity_ok(&env.db);
 }
