@@ -189,17 +189,13 @@ pub fn man(args: ManArgs) -> anyhow::Result<Exit> {
     let dir = &args.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     // The front's own verbs (orch-doctor.1, ...), then orch.1 listing every tool.
-    clap_mangen::generate_to(without_help_verb(cli::front::Cli::command()), dir)
+    man_pages(without_help_verb(cli::front::Cli::command()), dir)
         .with_context(|| format!("writing man pages into {}", dir.display()))?;
-    let mut page = Vec::new();
     let mut full = without_help_verb(orch_command());
     full.build();
-    clap_mangen::Man::new(full)
-        .render(&mut page)
-        .context("rendering orch.1")?;
-    write_file(&dir.join("orch.1"), &page)?;
+    write_file(&dir.join("orch.1"), &man_page(full)?)?;
     for t in SUITE {
-        clap_mangen::generate_to(without_help_verb(tool_command(t)), dir)
+        man_pages(without_help_verb(tool_command(t)), dir)
             .with_context(|| format!("writing the pages of orch-{}", t.name))?;
     }
     let n = std::fs::read_dir(dir)
@@ -211,6 +207,32 @@ pub fn man(args: ManArgs) -> anyhow::Result<Exit> {
         .unwrap_or(0);
     eprintln!("{n} man pages in {}", dir.display());
     Ok(Exit::Ok)
+}
+
+/// Writes the page of `cmd` and of each of its visible verbs (`orch-queue-add.1`).
+fn man_pages(mut cmd: Command, dir: &Path) -> anyhow::Result<()> {
+    cmd.build();
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        man_pages(sub.clone(), dir)?;
+    }
+    let name = cmd
+        .get_display_name()
+        .unwrap_or_else(|| cmd.get_name())
+        .to_string();
+    write_file(&dir.join(format!("{name}.1")), &man_page(cmd)?)
+}
+
+/// One page: every `after_help` of the suite holds examples, so the section
+/// clap_mangen calls EXTRA is titled EXAMPLES; the footer names the suite and
+/// its version rather than the verb.
+fn man_page(cmd: Command) -> anyhow::Result<Vec<u8>> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .source(format!("orch {}", env!("CARGO_PKG_VERSION")))
+        .render(&mut page)
+        .context("rendering a man page")?;
+    let text = String::from_utf8_lossy(&page).replace(".SH EXTRA", ".SH EXAMPLES");
+    Ok(text.into_bytes())
 }
 
 /// The command without clap's `help` verb, which has no page of its own: a
