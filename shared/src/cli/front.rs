@@ -13,6 +13,17 @@ const ABOUT: &str = "Make AI coding agents run in parallel, and prove it.
 orch NAME ARGS... runs orch-NAME ARGS... (its own directory first, then PATH).";
 
 const EXAMPLES: &str = "\
+Tools (orch NAME --help for each):
+  queue    add, list, show, cancel tasks; record their start and result
+  batch    claim the ready tasks into a batch; plan waves from dependencies
+  emit     print a batch as the one message for Claude Code (or JSON, Markdown, sh)
+  verify   prove from timestamps that agents really ran at the same time
+  hook     Claude Code hooks: auto-batching, every agent's start and end
+  mcp      the same queue as an MCP server
+  run      run a batch headless through claude -p or any agent command
+  msg      a mailbox between agents, each message delivered once
+Any orch-NAME on PATH runs as `orch NAME`; `orch --list` shows what is installed.
+
 Examples:
   orch queue add reviewer 'Review src/db.rs'
   orch batch create | orch emit
@@ -89,6 +100,20 @@ fn external(mut args: Vec<OsString>) -> anyhow::Result<Exit> {
                     names.join(", ")
                 }
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn help_names_every_tool_of_the_suite() {
+        for t in crate::completions::SUITE {
+            assert!(
+                super::EXAMPLES.contains(&format!("\n  {:<9}", t.name)),
+                "orch --help does not list {}",
+                t.name
+            );
         }
     }
 }
