@@ -2,6 +2,7 @@
 # Installs, once, the real third-party components the tests talk to.
 # Idempotent; safe to run on a fresh machine that has Rust, Python 3 and npm.
 #
+# - tmux (from the system's packages), for the terminal tests of orch-verify
 # - .venv/: the official MCP Python SDK (`mcp` from PyPI), the client of tests/mcp_clients/*.py
 # - tests/mcp_clients/node_modules/: the MCP Inspector CLI, pinned by the
 #   committed package.json and package-lock.json there
@@ -9,6 +10,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { echo "test-deps: $*" >&2; }
+
+# --- tmux: drives the guided check of orch-verify in a real terminal ---------
+if ! command -v tmux >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing tmux"
+    apt-get install -y -qq tmux >/dev/null || { apt-get update -qq && apt-get install -y -qq tmux >/dev/null; }
+  else
+    say "error: tmux not found; install it (the terminal tests need it)"; exit 2
+  fi
+fi
 
 # --- the MCP Python SDK ------------------------------------------------------
 MCP_PY_VERSION=2.3.0

@@ -523,17 +523,15 @@ struct Tmux {
 }
 
 impl Tmux {
-    /// Starts `script` in a detached tmux session on a private server; None without tmux.
-    fn start(env: &Env, script: &str) -> Option<Tmux> {
-        if Command::new("tmux")
-            .arg("-V")
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
-            eprintln!("note: tmux is not installed; skipping the terminal test");
-            return None;
-        }
+    /// Starts `script` in a detached tmux session on a private server.
+    fn start(env: &Env, script: &str) -> Tmux {
+        assert!(
+            Command::new("tmux")
+                .arg("-V")
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "tmux is not installed: run scripts/test-deps.sh"
+        );
         let file = env.path().join("session.sh");
         std::fs::write(&file, script).unwrap();
         let sock = env.path().join("tmux.sock");
@@ -555,7 +553,7 @@ impl Tmux {
             .status()
             .unwrap();
         assert!(st.success());
-        Some(Tmux { sock })
+        Tmux { sock }
     }
 
     fn screen(&self) -> String {
@@ -642,9 +640,7 @@ fn commands_in_saved_message(dir: &Path, run: i64) -> Vec<String> {
 #[test]
 fn guided_check_in_a_terminal_from_start_to_verdict() {
     let env = Env::new();
-    let Some(tmux) = Tmux::start(&env, &session_script(&env, "guide -n 3 --sleep 0.8")) else {
-        return;
-    };
+    let tmux = Tmux::start(&env, &session_script(&env, "guide -n 3 --sleep 0.8"));
     let screen = tmux.wait_for("[y/N]", 20);
     assert!(screen.contains("Bash(orch-verify probe:*)"), "{screen}");
     tmux.keys(&["y", "Enter"]);
@@ -700,9 +696,7 @@ fn bare_orch_verify_in_a_terminal_keeps_bad_settings_and_stops_on_ctrl_c() {
     std::fs::create_dir_all(env.path().join(".claude")).unwrap();
     let settings = env.path().join(".claude/settings.local.json");
     std::fs::write(&settings, "{ \"model\": ").unwrap();
-    let Some(tmux) = Tmux::start(&env, &session_script(&env, "")) else {
-        return;
-    };
+    let tmux = Tmux::start(&env, &session_script(&env, ""));
     let screen = tmux.wait_for("[y/N]", 20);
     assert!(screen.contains("starts 4 agents"), "the defaults: {screen}");
     tmux.keys(&["y", "Enter"]);
