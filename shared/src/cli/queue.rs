@@ -501,28 +501,21 @@ impl Replay {
         use std::io::Write;
         let stdin = io::stdin();
         let mut reader = io::BufReader::with_capacity(64 * 1024, stdin.lock());
-        let mut buf = Vec::new();
-        let mut n = 0usize;
-        loop {
-            buf.clear();
-            let read = reader
-                .read_until(b'\n', &mut buf)
-                .context("reading stdin")?;
-            if read == 0 {
-                break;
-            }
-            self.len += read as u64;
-            if let ReplaySrc::Spool(spool) = &mut self.src {
-                spool
-                    .write_all(&buf)
-                    .context("keeping stdin in a temporary file")?;
-            }
-            n += 1;
-            if let Some(line) = text_line(&buf, n)? {
-                f(n, line)?;
-            }
-        }
-        Ok(())
+        let (len, src) = (&mut self.len, &mut self.src);
+        for_each_line(
+            &mut reader,
+            "reading stdin",
+            |raw| {
+                *len += raw.len() as u64;
+                if let ReplaySrc::Spool(spool) = src {
+                    spool
+                        .write_all(raw)
+                        .context("keeping stdin in a temporary file")?;
+                }
+                Ok(())
+            },
+            &mut f,
+        )
     }
 
     /// The second pass: the same lines again (what the first pass read, no more).
@@ -543,22 +536,30 @@ impl Replay {
             }
         };
         let mut reader = io::BufReader::with_capacity(64 * 1024, src.take(self.len));
-        let mut buf = Vec::new();
-        let mut n = 0usize;
-        loop {
-            buf.clear();
-            let read = reader
-                .read_until(b'\n', &mut buf)
-                .context("reading stdin again")?;
-            if read == 0 {
-                break;
-            }
-            n += 1;
-            if let Some(line) = text_line(&buf, n)? {
-                f(n, line)?;
-            }
+        for_each_line(&mut reader, "reading stdin again", |_| Ok(()), &mut f)
+    }
+}
+
+/// Reads `reader` to the end: `raw` sees each line's bytes, then `f` gets each
+/// non-blank line as text with its number (counting blank lines too).
+fn for_each_line(
+    reader: &mut dyn BufRead,
+    what: &'static str,
+    mut raw: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    f: &mut dyn FnMut(usize, &str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut buf = Vec::new();
+    let mut n = 0usize;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf).context(what)? == 0 {
+            return Ok(());
         }
-        Ok(())
+        raw(&buf)?;
+        n += 1;
+        if let Some(line) = text_line(&buf, n)? {
+            f(n, line)?;
+        }
     }
 }
 
