@@ -529,23 +529,7 @@ mod tests {
 
     #[test]
     fn mailbox_names_are_unique_in_a_batch() {
-        let t = |id: i64, role: &str| Task {
-            id,
-            role: role.into(),
-            description: String::new(),
-            prompt: String::new(),
-            priority: 0,
-            after: vec![],
-            status: crate::task::Status::Batched,
-            batch: None,
-            created_at: 0,
-            batched_at: None,
-            started_at: None,
-            finished_at: None,
-            result: None,
-            error: None,
-            exit_code: None,
-        };
+        let t = |id: i64, role: &str| Task::sample(id, role, "", "");
         let long = "r".repeat(64);
         let names = mailbox_names(&[
             t(1, "dev"),

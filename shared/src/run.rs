@@ -1063,23 +1063,7 @@ mod tests {
     use super::*;
 
     fn task(prompt: &str) -> Task {
-        Task {
-            id: 7,
-            role: "dev".into(),
-            description: "Fix it".into(),
-            prompt: prompt.into(),
-            priority: 0,
-            after: vec![],
-            status: Status::Batched,
-            batch: Some(1),
-            created_at: 0,
-            batched_at: None,
-            started_at: None,
-            finished_at: None,
-            result: None,
-            error: None,
-            exit_code: None,
-        }
+        Task::sample(7, "dev", "Fix it", prompt)
     }
 
     #[test]

@@ -125,6 +125,31 @@ impl Task {
     }
 }
 
+#[cfg(test)]
+impl Task {
+    /// A batched task that lives only in memory, for unit tests of code that
+    /// renders or runs tasks.
+    pub(crate) fn sample(id: i64, role: &str, description: &str, prompt: &str) -> Task {
+        Task {
+            id,
+            role: role.into(),
+            description: description.into(),
+            prompt: prompt.into(),
+            priority: 0,
+            after: vec![],
+            status: Status::Batched,
+            batch: Some(1),
+            created_at: 0,
+            batched_at: None,
+            started_at: None,
+            finished_at: None,
+            result: None,
+            error: None,
+            exit_code: None,
+        }
+    }
+}
+
 /// A reference to a dependency: an existing task id, or the `key` of another
 /// line in the same `--stdin` input.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
