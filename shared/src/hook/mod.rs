@@ -311,6 +311,16 @@ fn finish_task(tx: &Transaction, id: i64, o: Outcome) -> Result<()> {
     }
 }
 
+/// A task finished by an agent that completed, with its answer as the result.
+fn completed(r: &AgentResponse, now: i64) -> Outcome {
+    Outcome {
+        ok: true,
+        result: nonempty(r.text()),
+        at: Some(now),
+        ..Default::default()
+    }
+}
+
 fn nonempty(s: String) -> Option<String> {
     (!s.trim().is_empty()).then_some(s)
 }
@@ -413,16 +423,7 @@ fn tool_event(
                 if launched {
                     start_task(tx, id, call.started_at.unwrap_or(now))?;
                 } else {
-                    finish_task(
-                        tx,
-                        id,
-                        Outcome {
-                            ok: true,
-                            result: nonempty(r.text()),
-                            at: Some(now),
-                            ..Default::default()
-                        },
-                    )?;
+                    finish_task(tx, id, completed(&r, now))?;
                 }
             }
         }
@@ -468,16 +469,7 @@ fn batch_event(
             params![session, call_id, now],
         )?;
         if let Some(id) = task_id {
-            finish_task(
-                tx,
-                id,
-                Outcome {
-                    ok: true,
-                    result: nonempty(r.text()),
-                    at: Some(now),
-                    ..Default::default()
-                },
-            )?;
+            finish_task(tx, id, completed(r, now))?;
         }
     }
     Ok(())
