@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Transaction};
+use rusqlite::Transaction;
 use serde::Serialize;
 
 use crate::cli::{DbArg, Out};
@@ -128,48 +128,23 @@ pub fn snapshot_in(tx: &Transaction, path: &Path, source: Source) -> Result<Snap
                 .collect(),
         });
     }
-    let runs: Vec<(i64, i64, i64, Option<String>)> = {
-        let mut stmt = tx.prepare(
-            "SELECT id, n, created_at, label FROM verify_runs ORDER BY id DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([RUNS as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    let mut verify_runs = Vec::new();
-    for (id, n, created_at, label) in runs.into_iter().rev() {
-        let mut stmt = tx.prepare_cached(
-            "SELECT started_at, finished_at FROM verify_probes WHERE run_id = ?1 ORDER BY idx",
-        )?;
-        let mut ivs: Vec<Interval> = stmt
-            .query_map(params![id], |r| {
-                Ok(Interval {
-                    start: r.get(0)?,
-                    end: r.get(1)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        // A probe that never reported may have no row at all.
-        while (ivs.len() as i64) < n {
-            ivs.push(Interval {
-                start: None,
-                end: None,
-            });
-        }
-        let reported = ivs
-            .iter()
-            .filter(|i| i.start.is_some() && i.end.is_some())
-            .count();
-        verify_runs.push(RunVerdict {
-            id,
-            created_at: rfc3339(created_at),
-            label,
-            n,
-            reported,
-            analysis: intervals::analyse(&ivs),
-        });
-    }
+    let verify_runs = crate::verify::recent_in(tx, RUNS)?
+        .into_iter()
+        .map(|(run, probes)| {
+            let ivs: Vec<Interval> = probes.iter().map(|p| p.interval()).collect();
+            RunVerdict {
+                id: run.id,
+                created_at: rfc3339(run.created_at),
+                label: run.label,
+                n: run.n,
+                reported: ivs
+                    .iter()
+                    .filter(|i| i.start.is_some() && i.end.is_some())
+                    .count(),
+                analysis: intervals::analyse(&ivs),
+            }
+        })
+        .collect();
     let agent_calls = {
         let mut stmt = tx.prepare(
             "SELECT session_id, call_id, source, task_id, agent_type, description, started_at, finished_at, status

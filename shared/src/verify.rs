@@ -171,6 +171,20 @@ fn probes_in(tx: &Transaction, run: i64) -> Result<Vec<Probe>> {
     Ok(rows.collect::<std::result::Result<_, _>>()?)
 }
 
+/// The last `limit` runs with their probes, oldest first, inside a transaction
+/// the caller holds (for `orch status`).
+pub fn recent_in(tx: &Transaction, limit: usize) -> Result<Vec<(Run, Vec<Probe>)>> {
+    let ids: Vec<i64> = {
+        let mut st = tx.prepare_cached("SELECT id FROM verify_runs ORDER BY id DESC LIMIT ?1")?;
+        let rows = st.query_map([limit as i64], |r| r.get(0))?;
+        rows.collect::<std::result::Result<_, _>>()?
+    };
+    ids.into_iter()
+        .rev()
+        .map(|id| Ok((get_in(tx, id)?, probes_in(tx, id)?)))
+        .collect()
+}
+
 /// The run `id` and its probes, in index order, from one snapshot.
 pub fn load(db: &Db, id: i64) -> Result<(Run, Vec<Probe>)> {
     db.read(|tx| Ok((get_in(tx, id)?, probes_in(tx, id)?)))
