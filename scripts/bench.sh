@@ -6,6 +6,7 @@
 #   - 200 concurrent adds while 5 batchers loop (wall time, lost, double, errors);
 #   - 100 000 tasks through `add --stdin`;
 #   - `orch-batch create --max 1000` and `orch-emit` of the 1 000-task batch;
+#   - `orch-batch plan` over 100 000 independent tasks and over a 100 000-step chain;
 #   - peak memory (max RSS) of each binary on these workloads;
 # then scripts/bench-run.sh when it exists. Prints one table with the targets.
 #
@@ -132,6 +133,23 @@ out=$(hf emit -N --warmup 3 --runs 30 \
     "$bin/orch-emit --db $work/t2.db 1 --format json")
 read -r t_emit t_emit_json <<<"$out"
 
+echo "bench: plan $big independent tasks and a $big-step chain" >&2
+python3 - "$big" >chain.jsonl <<'EOF'
+import json, sys
+for i in range(int(sys.argv[1])):
+    t = {"role": "dev", "prompt": f"step {i}: build on the step before", "key": f"s{i}"}
+    if i:
+        t["after"] = [f"s{i - 1}"]
+    print(json.dumps(t))
+EOF
+orch-queue --db "$work/chain.db" add --stdin <chain.jsonl >/dev/null
+out=$(hf plan -N --warmup 1 --runs 10 \
+    "$bin/orch-batch --db $work/full.db plan" \
+    "$bin/orch-batch --db $work/full.db plan --max 1" \
+    "$bin/orch-batch --db $work/chain.db plan" \
+    "$bin/orch-queue --db $work/chain.db list --ready")
+read -r t_plan_flat t_plan_flat1 t_plan_chain t_ready_chain <<<"$out"
+
 echo "bench: 200 concurrent adds while 5 batchers loop" >&2
 mkdir conc
 orch-queue --db "$work/conc.db" stats >/dev/null
@@ -207,6 +225,7 @@ w, big = sys.argv[1], int(sys.argv[2])
 t_true, t_add, t_py, t_cli = $t_true, $t_add, $t_py, $t_cli
 t_full, t_empty, t_bulk = $t_add_full, $t_add_empty, $t_bulk
 t_create, t_emit, t_emit_json = $t_create, $t_emit, $t_emit_json
+t_plan_flat, t_plan_flat1, t_plan_chain, t_ready_chain = $t_plan_flat, $t_plan_flat1, $t_plan_chain, $t_ready_chain
 t_conc, lost, double, errs, lock = $t_conc, $c_lost, $c_double, $c_err, $c_lock
 def verdict(ok, miss=""):
     return "ok" if ok else ("MISSED " + miss).strip()
@@ -220,6 +239,10 @@ rows = [
     ("orch-batch create --max 1000", f"{t_create:.2f} ms", "", ""),
     ("orch-emit, 1 000-task batch", f"{t_emit:.2f} ms", "<= 20 ms", verdict(t_emit <= 20, f"by {t_emit - 20:.2f} ms")),
     ("orch-emit --format json, 1 000 tasks", f"{t_emit_json:.2f} ms", "", ""),
+    (f"orch-batch plan, {big} independent", f"{t_plan_flat:.0f} ms", "<= 1000 ms", verdict(t_plan_flat <= 1000, f"by {t_plan_flat - 1000:.0f} ms")),
+    (f"orch-batch plan --max 1, {big} independent", f"{t_plan_flat1:.0f} ms", "<= 1000 ms", verdict(t_plan_flat1 <= 1000, f"by {t_plan_flat1 - 1000:.0f} ms")),
+    (f"orch-batch plan, {big}-step chain", f"{t_plan_chain:.0f} ms", "<= 1000 ms", verdict(t_plan_chain <= 1000, f"by {t_plan_chain - 1000:.0f} ms")),
+    (f"orch-queue list --ready, {big}-step chain", f"{t_ready_chain:.0f} ms", "", ""),
     ("200 concurrent adds + 5 batchers", f"{t_conc} ms wall", "0 lost/double/errors", verdict(lost == double == errs == lock == 0) + f" (lost {lost}, double {double}, errors {errs}, lock {lock})"),
 ]
 print(f"{'workload':<40} {'median':>12}  {'target':<22} result")

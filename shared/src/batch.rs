@@ -1,7 +1,8 @@
 //! Batches: claiming ready tasks atomically, planning waves from
 //! dependencies, and every SQL statement on the `batches` table.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
@@ -284,8 +285,9 @@ pub fn plan(db: &Db, max: usize) -> Result<Plan> {
 
 fn plan_waves(mut tasks: Vec<Task>, statuses: &HashMap<i64, String>, max: usize) -> Plan {
     tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+    let n = tasks.len();
     let index: HashMap<i64, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
-    // Cycles among queued tasks (only possible in a file edited by hand).
+    // What each task waits on among the queued ones; the rest finish before the first wave.
     let edges: Vec<Vec<usize>> = tasks
         .iter()
         .map(|t| {
@@ -295,21 +297,17 @@ fn plan_waves(mut tasks: Vec<Task>, statuses: &HashMap<i64, String>, max: usize)
                 .collect()
         })
         .collect();
-    let mut cycles = Vec::new();
-    let mut in_cycle: HashSet<usize> = HashSet::new();
-    let mut remaining_edges = edges.clone();
-    while let Some(c) = task::find_cycle(&remaining_edges) {
-        for &n in &c {
-            in_cycle.insert(n);
-            remaining_edges[n].clear();
-        }
-        cycles.push(c.iter().map(|&i| tasks[i].id).collect());
-    }
+    // Cycles among queued tasks (only possible in a file edited by hand).
+    let (cycle_paths, in_cycle) = cycles(&edges);
+    let cycles = cycle_paths
+        .iter()
+        .map(|c| c.iter().map(|&i| tasks[i].id).collect())
+        .collect();
     let mut blocked = Vec::new();
-    let mut dead: HashSet<usize> = HashSet::new();
+    let mut dead = vec![false; n];
     for (i, t) in tasks.iter().enumerate() {
-        if in_cycle.contains(&i) {
-            dead.insert(i);
+        if in_cycle[i] {
+            dead[i] = true;
             blocked.push(Blocked {
                 id: t.id,
                 reason: "part of a dependency cycle".into(),
@@ -320,43 +318,50 @@ fn plan_waves(mut tasks: Vec<Task>, statuses: &HashMap<i64, String>, max: usize)
             if index.contains_key(a) {
                 continue;
             }
-            match statuses.get(a).map(String::as_str) {
-                Some("failed") | Some("cancelled") => {
-                    dead.insert(i);
-                    blocked.push(Blocked {
-                        id: t.id,
-                        reason: format!("waits on task {a}, which is {}", statuses[a]),
-                    });
-                    break;
-                }
-                _ => {}
+            if let Some(s @ ("failed" | "cancelled")) = statuses.get(a).map(String::as_str) {
+                dead[i] = true;
+                blocked.push(Blocked {
+                    id: t.id,
+                    reason: format!("waits on task {a}, which is {s}"),
+                });
+                break;
             }
         }
     }
-    let mut placed: HashSet<usize> = HashSet::new();
+    // Kahn's algorithm, one wave at a time: a wave takes the first `max` tasks
+    // (in priority order) whose queued dependencies are all in earlier waves.
+    let mut waiting: Vec<usize> = edges.iter().map(Vec::len).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, e) in edges.iter().enumerate() {
+        for &j in e {
+            dependents[j].push(i);
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..n)
+        .filter(|&i| !dead[i] && waiting[i] == 0)
+        .map(Reverse)
+        .collect();
+    let mut placed = vec![false; n];
     let mut waves = Vec::new();
     loop {
         let mut wave: Vec<usize> = Vec::new();
-        for (i, t) in tasks.iter().enumerate() {
-            if wave.len() >= max {
-                break;
-            }
-            if placed.contains(&i) || dead.contains(&i) {
-                continue;
-            }
-            let ok = t.after.iter().all(|a| match index.get(a) {
-                Some(j) => placed.contains(j),
-                None => true,
-            });
-            if ok {
-                wave.push(i);
+        while wave.len() < max {
+            match ready.pop() {
+                Some(Reverse(i)) => wave.push(i),
+                None => break,
             }
         }
         if wave.is_empty() {
             break;
         }
         for &i in &wave {
-            placed.insert(i);
+            placed[i] = true;
+            for &d in &dependents[i] {
+                waiting[d] -= 1;
+                if waiting[d] == 0 && !dead[d] {
+                    ready.push(Reverse(d));
+                }
+            }
         }
         waves.push(
             wave.iter()
@@ -371,7 +376,7 @@ fn plan_waves(mut tasks: Vec<Task>, statuses: &HashMap<i64, String>, max: usize)
     }
     // Anything left waits on a blocked task.
     for (i, t) in tasks.iter().enumerate() {
-        if !placed.contains(&i) && !dead.contains(&i) {
+        if !placed[i] && !dead[i] {
             blocked.push(Blocked {
                 id: t.id,
                 reason: "waits on a blocked task".into(),
@@ -384,6 +389,97 @@ fn plan_waves(mut tasks: Vec<Task>, statuses: &HashMap<i64, String>, max: usize)
         blocked,
         cycles,
     }
+}
+
+/// The tasks on a dependency cycle (`edges[i]` = what i waits on), in linear
+/// time: Tarjan's strongly connected components, iteratively (a 100 000-step
+/// chain must not overflow the stack). Returns one cycle per component that
+/// has one (its first node repeated at the end), and which nodes are on one.
+fn cycles(edges: &[Vec<usize>]) -> (Vec<Vec<usize>>, Vec<bool>) {
+    const NONE: usize = usize::MAX;
+    let n = edges.len();
+    let mut order = vec![NONE; n];
+    let mut low = vec![0usize; n];
+    let mut on_stack = vec![false; n];
+    let mut stack: Vec<usize> = Vec::new();
+    let mut calls: Vec<(usize, usize)> = Vec::new();
+    let mut comp = vec![NONE; n];
+    let mut next = 0usize;
+    let mut found: Vec<usize> = Vec::new();
+    for s in 0..n {
+        if order[s] != NONE {
+            continue;
+        }
+        order[s] = next;
+        low[s] = next;
+        next += 1;
+        stack.push(s);
+        on_stack[s] = true;
+        calls.push((s, 0));
+        while let Some(&mut (v, ref mut pos)) = calls.last_mut() {
+            if let Some(&w) = edges[v].get(*pos) {
+                *pos += 1;
+                if order[w] == NONE {
+                    order[w] = next;
+                    low[w] = next;
+                    next += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    calls.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(order[w]);
+                }
+                continue;
+            }
+            calls.pop();
+            if let Some(&(u, _)) = calls.last() {
+                low[u] = low[u].min(low[v]);
+            }
+            if low[v] == order[v] {
+                let mut size = 0;
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    comp[w] = v;
+                    size += 1;
+                    if w == v {
+                        break;
+                    }
+                }
+                if size > 1 || edges[v].contains(&v) {
+                    found.push(v);
+                }
+            }
+        }
+    }
+    let cyclic: HashSet<usize> = found.iter().copied().collect();
+    let in_cycle: Vec<bool> = comp.iter().map(|c| cyclic.contains(c)).collect();
+    // One cycle per component: walk inside it until a node comes back.
+    let mut seen_at = vec![NONE; n];
+    let mut paths = Vec::new();
+    for &root in &found {
+        let mut path: Vec<usize> = Vec::new();
+        let mut v = root;
+        while seen_at[v] == NONE {
+            seen_at[v] = path.len();
+            path.push(v);
+            // Every node of a cyclic component has an edge inside it.
+            match edges[v].iter().find(|&&w| comp[w] == root) {
+                Some(&w) => v = w,
+                None => break,
+            }
+        }
+        let mut cycle = match seen_at[v] {
+            NONE => path.clone(),
+            at => path[at..].to_vec(),
+        };
+        cycle.push(v);
+        for &p in &path {
+            seen_at[p] = NONE;
+        }
+        paths.push(cycle);
+    }
+    paths.sort();
+    (paths, in_cycle)
 }
 
 #[cfg(test)]
@@ -471,5 +567,35 @@ mod tests {
         assert_eq!(p.cycles.len(), 1);
         assert!(p.waves.is_empty());
         assert_eq!(p.blocked.len(), 2);
+    }
+
+    #[test]
+    fn cycles_are_found_in_one_pass() {
+        // 0 -> 1 -> 2 -> 0, 3 -> 3, 4 -> 0 (waits on a cycle, is not on one), 5 alone.
+        let edges = vec![vec![1], vec![2], vec![0], vec![3], vec![0], vec![]];
+        let (paths, on) = cycles(&edges);
+        assert_eq!(on, vec![true, true, true, true, false, false]);
+        assert_eq!(paths.len(), 2);
+        for p in &paths {
+            assert_eq!(p.first(), p.last());
+            for w in p.windows(2) {
+                assert!(edges[w[0]].contains(&w[1]), "{p:?} follows the edges");
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_chain_plans_one_task_per_wave() {
+        let db = Db::open_in_memory().unwrap();
+        let mut prev = add_one(&db, "first", vec![], 0);
+        let first = prev;
+        for i in 0..300 {
+            prev = add_one(&db, &format!("step {i}"), vec![prev], 0);
+        }
+        let p = plan(&db, 10).unwrap();
+        assert_eq!(p.waves.len(), 301);
+        assert_eq!(p.waves[0][0].id, first);
+        assert_eq!(p.waves[300][0].id, prev);
+        assert!(p.blocked.is_empty() && p.cycles.is_empty());
     }
 }
