@@ -84,12 +84,12 @@ fn default_max_is_ten_and_min_is_a_threshold() {
         .collect();
     env.ok_with("orch-queue", &["add", "--stdin"], lines.as_bytes());
     let before = dump(&env.db);
-    let out = env.run("orch-batch", &["create", "--min", "13"]);
+    let out = env.run("orch-batch", &["create", "--min", "13", "--max", "13"]);
     assert_code(&out, 1);
     assert!(String::from_utf8_lossy(&out.stderr).contains("fewer than --min"));
     assert_eq!(before, dump(&env.db));
-    let b = create(&env, &["--min", "12"]).unwrap();
-    assert_eq!(batch_tasks(&env, b).len(), 10);
+    let b = create(&env, &["--min", "10"]).unwrap();
+    assert_eq!(batch_tasks(&env, b).len(), 10, "the default --max");
     assert_eq!(create(&env, &["--min", "3"]), None, "2 left, fewer than 3");
     let b = json(&env.ok("orch-batch", &["create", "--json"]));
     assert_eq!(b["tasks"].as_array().unwrap().len(), 2);
@@ -408,4 +408,106 @@ fn concurrent_adds_and_batches_lose_nothing() {
     assert_eq!(check, "ok");
     let v: Value = json(&env.ok("orch-queue", &["stats", "--json"]));
     assert_eq!(v["batched"], 200);
+}
+
+#[test]
+fn item15_min_above_max_is_a_usage_error() {
+    let env = Env::new();
+    for i in 0..3 {
+        env.add("dev", &format!("task {i}"));
+    }
+    let before = dump(&env.db);
+    let err = assert_error(
+        &env.run("orch-batch", &["create", "--min", "3", "--max", "2"]),
+        "orch-batch",
+    );
+    assert!(err.contains("--min 3 is more than --max 2"), "{err}");
+    assert_eq!(dump(&env.db), before, "nothing batched");
+    // Equal is fine.
+    assert!(create(&env, &["--min", "2", "--max", "2"]).is_some());
+}
+
+#[test]
+fn item15_a_batch_id_on_stdin_is_exactly_one_id() {
+    let env = Env::new();
+    env.add("dev", "one");
+    env.add("dev", "two");
+    let b = create(&env, &["--max", "1"]).unwrap();
+    let b2 = create(&env, &[]).unwrap();
+    let big = format!("{b}{}", " ".repeat(5000));
+    for input in [
+        format!("{b} junk\n"),
+        format!("{b}\n{b2}\n"),
+        format!("{b}x\n"),
+        format!("{big}{b2}\n"),
+    ] {
+        let err = assert_error(
+            &env.run_with("orch-batch", &["show"], input.as_bytes()),
+            "orch-batch",
+        );
+        assert!(err.contains("id"), "{input:?}: {err}");
+    }
+    // One id, with the newline and spaces a pipe brings, still works.
+    let out = env.ok_with(
+        "orch-batch",
+        &["show", "--json"],
+        format!("  {b}\r\n\n").as_bytes(),
+    );
+    assert_eq!(json(&out)["id"], b);
+}
+
+#[test]
+fn item14_plan_of_a_long_chain_and_many_independent_tasks() {
+    let env = Env::new();
+    let mut lines = String::new();
+    for i in 0..500 {
+        let after = if i == 0 {
+            String::new()
+        } else {
+            format!(r#","after":["s{}"]"#, i - 1)
+        };
+        lines.push_str(&format!(
+            "{{\"role\":\"dev\",\"prompt\":\"step {i}\",\"key\":\"s{i}\"{after}}}\n"
+        ));
+    }
+    for i in 0..25 {
+        lines.push_str(&format!("{{\"role\":\"dev\",\"prompt\":\"alone {i}\"}}\n"));
+    }
+    env.ok_with("orch-queue", &["add", "--stdin"], lines.as_bytes());
+    let p = json(&env.ok("orch-batch", &["plan", "--max", "10", "--json"]));
+    let waves = p["waves"].as_array().unwrap();
+    assert_eq!(waves.len(), 500, "one wave per step of the chain");
+    let mut wave_of = std::collections::HashMap::new();
+    for (w, wave) in waves.iter().enumerate() {
+        let ids: Vec<i64> = wave
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_i64().unwrap())
+            .collect();
+        assert!(
+            ids.len() <= 10 && ids.windows(2).all(|x| x[0] < x[1]),
+            "{ids:?}"
+        );
+        for id in ids {
+            assert!(wave_of.insert(id, w).is_none(), "task {id} planned twice");
+        }
+    }
+    assert_eq!(wave_of.len(), 525);
+    for wave in waves {
+        for t in wave.as_array().unwrap() {
+            for a in t["after"].as_array().unwrap() {
+                assert!(wave_of[&a.as_i64().unwrap()] < wave_of[&t["id"].as_i64().unwrap()]);
+            }
+        }
+    }
+    // Step 0 and the first nine independent tasks make the first wave.
+    let first: Vec<i64> = waves[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(first, [1, 501, 502, 503, 504, 505, 506, 507, 508, 509]);
+    assert!(p["blocked"].as_array().unwrap().is_empty());
 }

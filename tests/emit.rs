@@ -428,3 +428,34 @@ fn help_and_version() {
         .ok("orch-emit", &["--version"])
         .starts_with("orch-emit "));
 }
+
+#[test]
+fn item15_emitting_a_batch_again_notes_when_it_was_first_emitted() {
+    let env = Env::new();
+    env.add("dev", "Fix the bug");
+    let b = create(&env).to_string();
+    let first = env.run("orch-emit", &[&b]);
+    assert_code(&first, 0);
+    assert!(!String::from_utf8_lossy(&first.stderr).contains("already emitted"));
+    let at: i64 = env
+        .sql()
+        .query_row("SELECT emitted_at FROM batches", [], |r| r.get(0))
+        .unwrap();
+    let again = env.run("orch-emit", &[&b]);
+    assert_code(&again, 0);
+    assert_eq!(again.stdout, first.stdout, "the same message");
+    let err = String::from_utf8_lossy(&again.stderr);
+    let shown = json(&env.ok("orch-batch", &["show", &b, "--json"]))["emitted_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains(&format!("batch {b} was already emitted at {shown}")),
+        "{err}"
+    );
+    let still: i64 = env
+        .sql()
+        .query_row("SELECT emitted_at FROM batches", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(still, at, "the first time is kept");
+}

@@ -877,3 +877,42 @@ fn help_and_version() {
         .ok("orch-queue", &["--version"])
         .starts_with("orch-queue "));
 }
+
+#[test]
+fn item15_cancel_names_a_task_twice_and_cancels_it_once() {
+    let env = Env::new();
+    let a = env.add("dev", "one");
+    let b = env.add("dev", "two");
+    let out = env.run(
+        "orch-queue",
+        &["cancel", &a.to_string(), &a.to_string(), &b.to_string()],
+    );
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cancelled 2 tasks"), "{err}");
+    assert_eq!(
+        (status(&env, a), status(&env, b)),
+        ("cancelled".into(), "cancelled".into())
+    );
+}
+
+#[test]
+fn item15_a_json_array_line_is_told_a_line_must_be_an_object() {
+    let env = Env::new();
+    for line in [r#"["dev","fix the bug"]"#, r#""dev""#, "42"] {
+        let input = format!("{{\"role\":\"dev\",\"prompt\":\"fine\"}}\n{line}\n");
+        let err = assert_error(
+            &env.run_with("orch-queue", &["add", "--stdin"], input.as_bytes()),
+            "orch-queue",
+        );
+        assert!(
+            err.contains("line 2: a line must be a JSON object"),
+            "{err}"
+        );
+    }
+    let n: i64 = env
+        .sql()
+        .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing written");
+}

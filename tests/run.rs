@@ -589,3 +589,27 @@ fn orch_verify_exec_judges_orch_run_parallel_and_one_at_a_time() {
         "SEQUENTIAL"
     );
 }
+
+#[test]
+fn item15_a_dash_dash_with_no_command_is_refused() {
+    let env = Env::new();
+    let (b, _) = batch_of(&env, &["x y z"]);
+    let before = dump(&env);
+    let mut c = env.cmd("orch-run");
+    // A claude on PATH: without the check, the empty `--` would run it.
+    c.args(["--stdin-lines", "--"])
+        .env("PATH", path_with(&claude_dir(&env)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"echo hi\n").unwrap();
+    drop(child.stdin.take());
+    let err = assert_error(&child.wait_with_output().unwrap(), "orch-run");
+    assert!(err.contains("no command after --"), "{err}");
+    let mut c = env.cmd("orch-run");
+    c.args([b.as_str(), "--"])
+        .env("PATH", path_with(&claude_dir(&env)));
+    assert_error(&c.output().unwrap(), "orch-run");
+    assert_eq!(dump(&env), before, "nothing queued, claimed or run");
+}

@@ -490,7 +490,7 @@ fn a_relative_db_reaches_probes_as_an_absolute_path() {
     let env = Env::new();
     let mut c = env.cmd("orch-verify");
     c.env_remove("ORCH_DB").args([
-        "--db", "rel.db", "new", "-n", "1", "--sleep", "0.1", "--json",
+        "--db", "rel.db", "new", "-n", "2", "--sleep", "0.1", "--json",
     ]);
     let out = c.output().unwrap();
     assert_code(&out, 0);
@@ -716,4 +716,17 @@ fn bare_orch_verify_in_a_terminal_keeps_bad_settings_and_stops_on_ctrl_c() {
         screen.contains("exit=130") && screen.contains("Stopped waiting"),
         "{screen}"
     );
+}
+
+#[test]
+fn item15_one_probe_proves_nothing_and_is_refused() {
+    let env = Env::new();
+    for args in [
+        vec!["new", "-n", "1"],
+        vec!["exec", "-n", "1", "--", "xargs", "-I{}", "sh", "-c", "{}"],
+    ] {
+        let err = assert_error(&env.run("orch-verify", &args), "orch-verify");
+        assert!(err.contains("-n"), "{err}");
+    }
+    assert!(!env.db.exists(), "no database made");
 }

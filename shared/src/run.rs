@@ -100,7 +100,9 @@ impl Template {
             return Err(Error::invalid("no command after --"));
         };
         if program.is_empty() {
-            return Err(Error::invalid("the command after -- is empty"));
+            return Err(Error::invalid(
+                "no command after -- (name the agent command, or leave out -- to use --agent)",
+            ));
         }
         if program.contains('{') {
             return Err(Error::invalid(format!(

@@ -60,11 +60,11 @@ impl Probe {
 
 /// Checks `-n`.
 pub fn validate_n(n: i64) -> Result<()> {
-    if (1..=MAX_N).contains(&n) {
+    if (2..=MAX_N).contains(&n) {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "-n {n}: a run has 1 to {MAX_N} probes"
+            "-n {n}: a run has 2 to {MAX_N} probes (one probe proves nothing about parallelism)"
         )))
     }
 }

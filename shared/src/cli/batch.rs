@@ -90,6 +90,11 @@ impl Tool for Cli {
                 if max == 0 {
                     anyhow::bail!("--max must be at least 1");
                 }
+                if min > max {
+                    anyhow::bail!(
+                        "--min {min} is more than --max {max}: no batch could ever be made"
+                    );
+                }
                 let db = self.db.open()?;
                 match batch::create(&db, &CreateRequest { max, min, role })? {
                     Ok(b) => {

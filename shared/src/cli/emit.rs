@@ -52,6 +52,9 @@ impl Tool for Cli {
         let loc = crate::db::resolve(self.db.path())?;
         let db = crate::db::Db::open(&loc.path)?;
         let b = batch::get(&db, id)?;
+        if let Some(at) = &b.emitted_at {
+            eprintln!("orch-emit: note: batch {id} was already emitted at {at}; launching it twice runs its tasks twice");
+        }
         let tasks: Vec<_> = b
             .tasks
             .into_iter()

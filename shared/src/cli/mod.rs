@@ -218,13 +218,25 @@ pub fn id_or_stdin(arg: Option<i64>, what: &str) -> anyhow::Result<i64> {
     let mut buf = String::new();
     stdin
         .lock()
-        .take(4096)
+        .take(4097)
         .read_to_string(&mut buf)
         .with_context(|| format!("reading the {what} id from stdin"))?;
-    let word = buf.split_whitespace().next().with_context(|| {
+    let mut words = buf.split_whitespace();
+    let word = words.next().with_context(|| {
         format!("no {what} id on stdin (did the command before the pipe fail? `orch-batch create` prints nothing when nothing is ready)")
     })?;
-    parse_id(word, what)
+    let id = parse_id(word, what)?;
+    // One id and nothing else: `3 4` or `3 junk` is a mistake, not batch 3.
+    if let Some(extra) = words.next() {
+        anyhow::bail!(
+            "stdin holds more than one {what} id ({id}, then {:?}): pass exactly one",
+            crate::text::clip(extra, 40)
+        );
+    }
+    if buf.len() > 4096 {
+        anyhow::bail!("stdin holds more than one {what} id: pass exactly one");
+    }
+    Ok(id)
 }
 
 /// Parses a positive id.

@@ -226,7 +226,10 @@ impl Tool for Cli {
                     print_task(&mut out, &t)?;
                 }
             }
-            Cmd::Cancel { ids } => {
+            Cmd::Cancel { mut ids } => {
+                // `cancel 4 4` cancels task 4 once.
+                let mut seen = std::collections::HashSet::new();
+                ids.retain(|id| seen.insert(*id));
                 let db = self.db.open()?;
                 task::cancel(&db, &ids)?;
                 eprintln!(
@@ -573,6 +576,17 @@ fn text_line(buf: &[u8], n: usize) -> anyhow::Result<Option<&str>> {
 
 /// Parses and validates one JSON Lines record.
 pub fn parse_line(line: &str, default_role: Option<&str>) -> anyhow::Result<task::ValidTask> {
+    // serde would read `["dev","fix it"]` as the fields in order: only objects are tasks.
+    if !line.starts_with('{') {
+        let got = match line.as_bytes().first() {
+            Some(b'[') => "an array",
+            Some(b'"') => "a string",
+            _ => "not an object",
+        };
+        anyhow::bail!(
+            "a line must be a JSON object like {{\"role\":\"dev\",\"prompt\":\"…\"}}, got {got}"
+        );
+    }
     let t: NewTask = serde_json::from_str(line).map_err(|e| {
         // serde_json says "at line 1 column N": the line is always 1 here.
         let msg = e.to_string();

@@ -96,6 +96,15 @@ fn read_lines() -> anyhow::Result<Vec<String>> {
 impl Tool for Cli {
     const NAME: &'static str = "orch-run";
 
+    /// A `--` with nothing after it reaches the template check as an empty
+    /// command (clap cannot tell it from no `--`, which means the claude preset).
+    fn preprocess(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+        if args.iter().position(|a| a == "--") == Some(args.len().wrapping_sub(1)) {
+            args.push(std::ffi::OsString::new());
+        }
+        args
+    }
+
     fn run(self) -> anyhow::Result<Exit> {
         // Everything that can be refused is refused before the database is touched.
         if self.jobs == Some(0) {

@@ -47,8 +47,8 @@ pub struct Cli {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Shape {
-    /// How many probes (1-64).
-    #[arg(short = 'n', value_name = "N", default_value_t = verify::DEFAULT_N, value_parser = clap::value_parser!(i64).range(1..=verify::MAX_N))]
+    /// How many probes (2-64: one probe proves nothing about parallelism).
+    #[arg(short = 'n', value_name = "N", default_value_t = verify::DEFAULT_N, value_parser = clap::value_parser!(i64).range(2..=verify::MAX_N))]
     pub n: i64,
     /// How long each probe sleeps: seconds (fractions allowed) or a duration like 500ms.
     #[arg(long, value_name = "SECS", default_value = "8", value_parser = sleep_arg, allow_negative_numbers = true)]
