@@ -613,3 +613,106 @@ fn item15_a_dash_dash_with_no_command_is_refused() {
     assert_error(&c.output().unwrap(), "orch-run");
     assert_eq!(dump(&env), before, "nothing queued, claimed or run");
 }
+
+/// Queues one task with `prompt` (too long for an argument of `orch-queue add`) and batches it.
+fn batch_of_long(env: &Env, prompt: &str) -> (String, i64) {
+    let line = serde_json::json!({"role": "dev", "prompt": prompt, "description": "Long prompt"});
+    let id: i64 = env
+        .ok_with(
+            "orch-queue",
+            &["add", "--stdin"],
+            format!("{line}\n").as_bytes(),
+        )
+        .trim()
+        .parse()
+        .unwrap();
+    let b = env.ok("orch-batch", &["create"]).trim().to_string();
+    (b, id)
+}
+
+#[test]
+fn item13_prompts_over_128_kib_reach_the_agent_on_stdin_or_in_a_file() {
+    let env = Env::new();
+    // 300 KB of words (over the 128 KiB one argument may hold), ending in a marker.
+    let prompt = format!("{} the end", "lorem ipsum dolor ".repeat(16_000));
+    assert!(prompt.len() > 200 << 10);
+
+    // The claude preset: the prompt on stdin, read whole.
+    let (b, id) = batch_of_long(&env, &prompt);
+    let mut c = env.cmd("orch-run");
+    c.args([b.as_str(), "--agent", "claude"])
+        .env("PATH", path_with(&claude_dir(&env)));
+    let out = c.output().unwrap();
+    assert_code(&out, 0);
+    let result = task(&env, id)["result"].as_str().unwrap().to_string();
+    assert!(
+        result.ends_with(&format!("\nprompt: {prompt}")),
+        "{}",
+        &result[..200]
+    );
+
+    // {prompt_file}: a private file holding exactly the prompt, gone afterwards.
+    let (b, id) = batch_of_long(&env, &prompt);
+    let out = env.run(
+        "orch-run",
+        &[
+            &b,
+            "--",
+            "sh",
+            "-c",
+            "wc -c < \"$1\"; ls -l \"$1\"; echo \"$1\"",
+            "sh",
+            "{prompt_file}",
+        ],
+    );
+    assert_code(&out, 0);
+    let result = task(&env, id)["result"].as_str().unwrap().to_string();
+    let lines: Vec<&str> = result.lines().collect();
+    assert_eq!(lines[0].trim(), prompt.len().to_string(), "{result}");
+    assert!(lines[1].starts_with("-rw-------"), "0600: {result}");
+    assert!(
+        !Path::new(lines[2]).exists(),
+        "removed when the task ended: {result}"
+    );
+
+    // A command that names neither placeholder reads the prompt on stdin.
+    let (b, id) = batch_of_long(&env, &prompt);
+    env.ok("orch-run", &[&b, "--", "wc", "-c"]);
+    assert_eq!(
+        task(&env, id)["result"].as_str().unwrap().trim(),
+        prompt.len().to_string()
+    );
+}
+
+#[test]
+fn item13_a_prompt_too_long_for_an_argument_is_refused_before_the_claim() {
+    let env = Env::new();
+    let prompt = "word ".repeat(30_000);
+    let (b, id) = batch_of_long(&env, &prompt);
+    let before = dump(&env);
+    let f = fake();
+    let err = assert_error(
+        &env.run("orch-run", &[&b, "--", &f, "{prompt}"]),
+        "orch-run",
+    );
+    assert!(
+        err.contains(&format!("task {id}: its prompt is 150000 bytes")),
+        "{err}"
+    );
+    assert!(err.contains("{prompt_file}"), "{err}");
+    assert_eq!(dump(&env), before, "nothing claimed, nothing started");
+    // The same through --stdin-lines: nothing queued either.
+    let out = env.run_with(
+        "orch-run",
+        &["--stdin-lines", "--", "sh", "-c", "{prompt}"],
+        format!("echo {prompt}\n").as_bytes(),
+    );
+    assert_error(&out, "orch-run");
+    assert_eq!(dump(&env), before);
+    // The same batch runs once the prompt goes in a file.
+    env.ok(
+        "orch-run",
+        &[&b, "--", "sh", "-c", "echo ok", "{prompt_file}"],
+    );
+    assert_eq!(task(&env, id)["status"], "done");
+}

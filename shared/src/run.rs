@@ -35,7 +35,7 @@ pub const SOURCE: &str = "orch-run";
 /// The agent CLIs orch-run knows how to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
-    /// `claude -p --output-format json -- PROMPT`, with the role as an appended system prompt
+    /// `claude -p --output-format json` with the prompt on stdin and the role as an appended system prompt
     Claude,
     /// `codex exec -- PROMPT`
     Codex,
@@ -54,7 +54,24 @@ pub enum OutputKind {
 }
 
 /// The placeholders a command template may use; each fills part of ONE argument.
-pub const PLACEHOLDERS: [&str; 4] = ["{prompt}", "{role}", "{id}", "{description}"];
+pub const PLACEHOLDERS: [&str; 5] = [
+    "{prompt}",
+    "{prompt_file}",
+    "{role}",
+    "{id}",
+    "{description}",
+];
+
+/// How the prompt reaches the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptVia {
+    /// Inside an argument (`{prompt}`): at most one argument's worth (128 KiB on Linux).
+    Argument,
+    /// In a private file whose path an argument holds (`{prompt_file}`).
+    File,
+    /// On stdin (a template that names neither): any prompt the queue accepts.
+    Stdin,
+}
 
 /// An agent command: a program and argument templates.
 #[derive(Debug, Clone)]
@@ -68,7 +85,8 @@ impl Template {
     /// A preset's command.
     pub fn preset(p: Preset) -> Template {
         let (program, args, output): (&str, &[&str], OutputKind) = match p {
-            // `--` ends claude's options, so a prompt starting with `-` stays a prompt.
+            // The prompt goes on stdin: one argument is capped at 128 KiB by
+            // Linux, a prompt at 1 MiB by orch (and a leading `-` means nothing there).
             Preset::Claude => (
                 "claude",
                 &[
@@ -77,8 +95,6 @@ impl Template {
                     "json",
                     "--append-system-prompt",
                     "You are working as the {role} agent on orch task {id}: {description}.",
-                    "--",
-                    "{prompt}",
                 ],
                 OutputKind::ClaudeJson,
             ),
@@ -130,9 +146,81 @@ impl Template {
         })
     }
 
-    /// The arguments for one task: every template argument stays exactly one argument.
-    pub fn argv(&self, t: &Task) -> Vec<String> {
-        self.args.iter().map(|a| substitute(a, t)).collect()
+    /// The arguments for one task: every template argument stays exactly one
+    /// argument. `prompt_file` fills `{prompt_file}`.
+    pub fn argv(&self, t: &Task, prompt_file: Option<&std::path::Path>) -> Vec<String> {
+        let file = prompt_file
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.args.iter().map(|a| substitute(a, t, &file)).collect()
+    }
+
+    /// How this command takes the prompt: `{prompt}` in an argument, else
+    /// `{prompt_file}`, else stdin.
+    pub fn prompt_via(&self) -> PromptVia {
+        if self.args.iter().any(|a| a.contains("{prompt}")) {
+            PromptVia::Argument
+        } else if self.args.iter().any(|a| a.contains("{prompt_file}")) {
+            PromptVia::File
+        } else {
+            PromptVia::Stdin
+        }
+    }
+
+    /// Refuses, before anything is claimed, a task whose command line the
+    /// kernel would refuse: one argument over `MAX_ARG_STRLEN` (32 pages, 128
+    /// KiB with 4 KiB pages) or all of them with the environment over `ARG_MAX`.
+    pub fn check_fits(&self, tasks: &[Task]) -> Result<()> {
+        // SAFETY: sysconf only reads a system limit.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let max_arg = if page > 0 {
+            page as usize * 32
+        } else {
+            128 << 10
+        };
+        // SAFETY: as above.
+        let arg_max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
+        let arg_max = if arg_max > 0 {
+            arg_max as usize
+        } else {
+            2 << 20
+        };
+        // The environment orch-run passes on, its own variables (with room for
+        // a long ORCH_DB path), and a pointer for each string.
+        let env: usize = std::env::vars_os()
+            .map(|(k, v)| k.len() + v.len() + 2 + 8)
+            .sum::<usize>()
+            + 8 * 1024;
+        // A placeholder stands in for the prompt file's path (a temp path: short).
+        let file = std::path::Path::new("/tmp/orch-prompt-XXXXXXXXXXXXXXXXXXXXXXXXXXXX");
+        for t in tasks {
+            let argv = self.argv(t, Some(file));
+            let mut total = env + self.program.len() + 1 + 8;
+            for a in &argv {
+                if a.len() + 1 > max_arg {
+                    let what = if a.contains(t.prompt.as_str()) {
+                        format!("its prompt is {} bytes", t.prompt.len())
+                    } else {
+                        format!("an argument is {} bytes", a.len())
+                    };
+                    return Err(Error::invalid(format!(
+                        "task {}: {what}, more than one argument may hold ({} bytes); \
+                         pass it with {{prompt_file}}, or leave {{prompt}} out and the agent reads it on stdin",
+                        t.id,
+                        max_arg - 1
+                    )));
+                }
+                total += a.len() + 1 + 8;
+            }
+            if total > arg_max {
+                return Err(Error::invalid(format!(
+                    "task {}: its command line and environment come to {total} bytes, more than the system takes ({arg_max}); \
+                     pass the prompt with {{prompt_file}} or on stdin",
+                    t.id
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The command as a person would read it (placeholders left in).
@@ -173,10 +261,11 @@ fn check_placeholders(arg: &str) -> Result<()> {
 }
 
 /// Replaces the placeholders in one argument, in one pass (substituted text is never re-read).
-fn substitute(arg: &str, t: &Task) -> String {
+fn substitute(arg: &str, t: &Task, prompt_file: &str) -> String {
     let id = t.id.to_string();
-    let values: [(&str, &str); 4] = [
+    let values: [(&str, &str); 5] = [
         ("{prompt}", &t.prompt),
+        ("{prompt_file}", prompt_file),
         ("{role}", &t.role),
         ("{id}", &id),
         ("{description}", &t.description),
@@ -247,12 +336,18 @@ fn process_alive(pid: i64) -> bool {
 /// Claims batch `id` for this process in one IMMEDIATE transaction. Refused when
 /// another live orch-run holds it. A claim whose runner died is taken over: the
 /// tasks it left running are marked failed and the waiting ones run now.
-pub fn claim(db: &Db, id: i64) -> Result<Claim> {
-    db.write(|tx| claim_in(tx, id, std::process::id()))
+/// `check` sees the tasks about to be claimed; its error leaves everything as it was.
+pub fn claim(db: &Db, id: i64, check: &dyn Fn(&[Task]) -> Result<()>) -> Result<Claim> {
+    db.write(|tx| claim_in(tx, id, std::process::id(), check))
 }
 
 /// [`claim`] inside a transaction the caller holds.
-pub fn claim_in(tx: &Transaction, id: i64, pid: u32) -> Result<Claim> {
+pub fn claim_in(
+    tx: &Transaction,
+    id: i64,
+    pid: u32,
+    check: &dyn Fn(&[Task]) -> Result<()>,
+) -> Result<Claim> {
     let (claimed_at, runner): (Option<i64>, Option<i64>) = tx
         .query_row(
             "SELECT run_claimed_at, runner_pid FROM batches WHERE id = ?1",
@@ -299,6 +394,7 @@ pub fn claim_in(tx: &Transaction, id: i64, pid: u32) -> Result<Claim> {
             ),
         }));
     }
+    check(&tasks)?;
     tx.execute(
         "UPDATE batches SET run_claimed_at = ?2, runner_pid = ?3 WHERE id = ?1",
         params![id, now_ms(), pid],
@@ -311,8 +407,13 @@ pub fn claim_in(tx: &Transaction, id: i64, pid: u32) -> Result<Claim> {
 }
 
 /// Queues one task per line (all or nothing), puts exactly those tasks in a new
-/// batch and claims it, in one IMMEDIATE transaction.
-pub fn enqueue_lines(db: &Db, lines: &[String], role: &str) -> Result<Claim> {
+/// batch and claims it, in one IMMEDIATE transaction (undone when `check` refuses).
+pub fn enqueue_lines(
+    db: &Db,
+    lines: &[String],
+    role: &str,
+    check: &dyn Fn(&[Task]) -> Result<()>,
+) -> Result<Claim> {
     task::validate_role(role)?;
     let mut tasks = Vec::with_capacity(lines.len());
     for (i, l) in lines.iter().enumerate() {
@@ -331,7 +432,7 @@ pub fn enqueue_lines(db: &Db, lines: &[String], role: &str) -> Result<Claim> {
     db.write(|tx| {
         let ids = task::add_in(tx, tasks, |i| format!("line {}", i + 1))?;
         let b = batch::create_of_in(tx, &ids)?;
-        claim_in(tx, b.id, std::process::id())
+        claim_in(tx, b.id, std::process::id(), check)
     })
 }
 
@@ -523,9 +624,38 @@ fn has_exited(pid: i32) -> bool {
     }
 }
 
+/// What the agent reads the prompt from: stdin, and the file `{prompt_file}`
+/// names (removed when the task ends). Both are 0600 temporary files.
+fn prompt_input(
+    t: &Task,
+    via: PromptVia,
+) -> std::io::Result<(Stdio, Option<tempfile::NamedTempFile>)> {
+    use std::io::{Seek, Write};
+    match via {
+        PromptVia::Argument => Ok((Stdio::null(), None)),
+        PromptVia::Stdin => {
+            let mut f = tempfile::tempfile()?;
+            f.write_all(t.prompt.as_bytes())?;
+            f.rewind()?;
+            Ok((Stdio::from(f), None))
+        }
+        PromptVia::File => {
+            let mut f = tempfile::Builder::new()
+                .prefix("orch-prompt-")
+                .suffix(".txt")
+                .tempfile()?;
+            f.write_all(t.prompt.as_bytes())?;
+            f.flush()?;
+            Ok((Stdio::null(), Some(f)))
+        }
+    }
+}
+
 struct Slot {
     idx: usize,
     child: Child,
+    /// The `{prompt_file}`, kept until the task ends.
+    _prompt_file: Option<tempfile::NamedTempFile>,
     pgid: i32,
     start_ms: i64,
     deadline: Option<Instant>,
@@ -758,9 +888,21 @@ impl Runner {
     ) -> Result<std::result::Result<Slot, Record>> {
         let start_ms = now_ms();
         record_start(db, batch, t, start_ms)?;
+        let (stdin, prompt_file) = match prompt_input(t, template.prompt_via()) {
+            Ok(p) => p,
+            Err(e) => {
+                return self.not_started(
+                    db,
+                    batch,
+                    t,
+                    start_ms,
+                    format!("cannot write its prompt to a file: {e}"),
+                )
+            }
+        };
         let mut cmd = Command::new(program);
-        cmd.args(template.argv(t))
-            .stdin(Stdio::null())
+        cmd.args(template.argv(t, prompt_file.as_ref().map(|f| f.path())))
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("ORCH_TASK_ID", t.id.to_string())
@@ -783,6 +925,7 @@ impl Runner {
                 Ok(Ok(Slot {
                     idx,
                     child,
+                    _prompt_file: prompt_file,
                     pgid,
                     start_ms,
                     deadline: opts.timeout.map(|d| Instant::now() + d),
@@ -795,43 +938,58 @@ impl Runner {
                     err,
                 }))
             }
-            Err(e) => {
-                let end = now_ms();
-                let error = format!("cannot start {}: {e}", program.display());
-                record_finish(
-                    db,
-                    batch,
-                    t.id,
-                    Outcome {
-                        ok: false,
-                        error: Some(error.clone()),
-                        at: Some(end),
-                        ..Default::default()
-                    },
-                )?;
-                Ok(Err(Record {
-                    id: t.id,
-                    batch,
-                    role: t.role.clone(),
-                    description: t.description.clone(),
-                    status: Status::Failed,
-                    exit_code: None,
-                    signal: None,
-                    timed_out: false,
-                    interrupted: false,
-                    started_at: rfc3339(start_ms),
-                    finished_at: rfc3339(end),
-                    duration_ms: end - start_ms,
-                    result: None,
-                    error: Some(error),
-                    stdout_bytes: 0,
-                    stderr_bytes: 0,
-                    truncated: false,
-                    start_ms,
-                    end_ms: end,
-                }))
-            }
+            Err(e) => self.not_started(
+                db,
+                batch,
+                t,
+                start_ms,
+                format!("cannot start {}: {e}", program.display()),
+            ),
         }
+    }
+
+    /// Fails a task whose agent could not be started.
+    fn not_started(
+        &self,
+        db: &Db,
+        batch: i64,
+        t: &Task,
+        start_ms: i64,
+        error: String,
+    ) -> Result<std::result::Result<Slot, Record>> {
+        let end = now_ms();
+        record_finish(
+            db,
+            batch,
+            t.id,
+            Outcome {
+                ok: false,
+                error: Some(error.clone()),
+                at: Some(end),
+                ..Default::default()
+            },
+        )?;
+        Ok(Err(Record {
+            id: t.id,
+            batch,
+            role: t.role.clone(),
+            description: t.description.clone(),
+            status: Status::Failed,
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            interrupted: false,
+            started_at: rfc3339(start_ms),
+            finished_at: rfc3339(end),
+            duration_ms: end - start_ms,
+            result: None,
+            error: Some(error),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            truncated: false,
+            start_ms,
+            end_ms: end,
+        }))
     }
 
     /// Judges a finished task, records it, and returns its record.
@@ -1077,7 +1235,7 @@ mod tests {
             "#{id}".into(),
         ])
         .unwrap();
-        let argv = t.argv(&task("say {role} $(rm -rf ~); `x` 'q'"));
+        let argv = t.argv(&task("say {role} $(rm -rf ~); `x` 'q'"), None);
         assert_eq!(
             argv,
             vec!["--role=dev", "say {role} $(rm -rf ~); `x` 'q'", "#7"]
@@ -1200,14 +1358,17 @@ mod tests {
     #[test]
     fn second_claim_is_refused_while_the_runner_lives() {
         let db = Db::open_in_memory().unwrap();
-        let c = enqueue_lines(&db, &["echo a".into(), "echo b".into()], "shell").unwrap();
+        let c = enqueue_lines(&db, &["echo a".into(), "echo b".into()], "shell", &|_| {
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(c.tasks.len(), 2);
-        let err = claim(&db, c.batch).unwrap_err();
+        let err = claim(&db, c.batch, &|_| Ok(())).unwrap_err();
         assert!(err.to_string().contains("already being run"), "{err}");
         // A runner that died: its claim is taken over.
         db.conn
             .execute("UPDATE batches SET runner_pid = 0 WHERE id = ?1", [c.batch])
             .unwrap();
-        assert_eq!(claim(&db, c.batch).unwrap().tasks.len(), 2);
+        assert_eq!(claim(&db, c.batch, &|_| Ok(())).unwrap().tasks.len(), 2);
     }
 }

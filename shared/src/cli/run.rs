@@ -18,12 +18,15 @@ Examples:
   orch-run 3 -j 4 --timeout 10m --json           # at most 4 at a time, 10 minutes each
   orch-run 3 --agent codex
   orch-run 3 -- my-agent --as {role} --task {id} {prompt}
+  orch-run 3 -- my-agent --prompt-file {prompt_file}
   printf '%s\\n' 'make lint' 'make test' | orch-run --stdin-lines -- sh -c {prompt}
   orch-verify exec -- orch-run --stdin-lines -- sh -c {prompt}
 
 In a command after --, {prompt}, {role}, {id} and {description} are replaced
 inside the argument that holds them; each argument stays exactly one argument
-and nothing goes through a shell. Exit: 0 all done, 1 some task failed,
+and nothing goes through a shell. {prompt_file} is a private file holding the
+prompt; a command with neither {prompt} nor {prompt_file} reads it on stdin
+(as `claude -p` does). Exit: 0 all done, 1 some task failed,
 2 nothing ran (bad usage, unknown batch, agent not found, batch already
 running), 130 interrupted (running tasks failed as \"interrupted\", tasks not
 yet started back in the queue).";
@@ -55,7 +58,7 @@ pub struct Cli {
     /// The role of --stdin-lines tasks.
     #[arg(long, requires = "stdin_lines", value_name = "ROLE")]
     pub role: Option<String>,
-    /// The agent command, a template: {prompt} {role} {id} {description}.
+    /// The agent command, a template: {prompt} {prompt_file} {role} {id} {description}.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
@@ -134,8 +137,8 @@ impl Tool for Cli {
         let loc = crate::db::resolve(self.db.path())?;
         let db = crate::db::Db::open(&loc.path)?;
         let claim = match (&lines, batch) {
-            (Some(lines), _) => run::enqueue_lines(&db, lines, &role)?,
-            (None, Some(id)) => run::claim(&db, id)?,
+            (Some(lines), _) => run::enqueue_lines(&db, lines, &role, &|t| template.check_fits(t))?,
+            (None, Some(id)) => run::claim(&db, id, &|t| template.check_fits(t))?,
             (None, None) => bail!("no batch given"),
         };
         if !claim.recovered.is_empty() {
