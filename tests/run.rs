@@ -716,3 +716,81 @@ fn item13_a_prompt_too_long_for_an_argument_is_refused_before_the_claim() {
     );
     assert_eq!(task(&env, id)["status"], "done");
 }
+
+#[test]
+fn issue17_6_claude_error_results_cost_usage_and_session_are_recorded() {
+    let env = Env::new();
+    let (b, ids) = batch_of(
+        &env,
+        &[
+            "say=Fixed cost=0.5",
+            "error=Tool-failed error=Out-of-budget cost=0.25",
+            "maxturns",
+            "bare say=ok",
+        ],
+    );
+    let mut c = env.cmd("orch-run");
+    c.args([b.as_str(), "--agent", "claude", "--json"])
+        .env("PATH", path_with(&claude_dir(&env)));
+    let out = c.output().unwrap();
+    assert_code(&out, 1);
+    let recs = json_lines(&String::from_utf8(out.stdout).unwrap());
+
+    let ok = task(&env, ids[0]);
+    assert_eq!(
+        (ok["status"].as_str(), ok["result"].as_str()),
+        (Some("done"), Some("Fixed"))
+    );
+    let cl = &ok["claude"];
+    assert!(
+        cl["session_id"].as_str().unwrap().starts_with("fake-"),
+        "{ok}"
+    );
+    assert_eq!(cl["total_cost_usd"], 0.5);
+    assert_eq!(cl["usage"]["input_tokens"], 12);
+    assert_eq!(cl["modelUsage"]["claude-fake-1"]["costUSD"], 0.5);
+    assert!(cl.get("errors").is_none(), "{ok}");
+
+    // An error result has errors[] and no result: the errors are the detail.
+    let bad = task(&env, ids[1]);
+    assert_eq!(bad["status"], "failed");
+    assert!(bad["result"].is_null());
+    assert_eq!(
+        bad["error"],
+        "the agent reported an error (error_during_execution): Tool-failed; Out-of-budget"
+    );
+    assert_eq!(
+        bad["claude"]["errors"],
+        serde_json::json!(["Tool-failed", "Out-of-budget"])
+    );
+    assert_eq!(bad["claude"]["total_cost_usd"], 0.25);
+    assert!(bad["claude"]["session_id"].is_string());
+    let turns = task(&env, ids[2]);
+    assert_eq!(
+        turns["error"],
+        "the agent reported an error (error_max_turns): Reached maximum number of turns (1)"
+    );
+
+    // Nothing reported, nothing stored: no zeros made up.
+    let bare = task(&env, ids[3]);
+    assert_eq!(bare["status"], "done");
+    assert!(bare.get("claude").is_none(), "{bare}");
+
+    // The --json records carry the same.
+    let rec = recs.iter().find(|r| r["id"] == ids[1]).unwrap();
+    assert_eq!(rec["claude"], bad["claude"]);
+    assert_eq!(rec["error"], bad["error"]);
+
+    // And the human view shows it.
+    let shown = env.ok("orch-queue", &["show", &ids[1].to_string()]);
+    for want in [
+        "session:     fake-",
+        "cost:        0.25 USD",
+        "tokens:      in 12, out 34",
+        "errors:\n  Tool-failed\n  Out-of-budget",
+    ] {
+        assert!(shown.contains(want), "{want:?} in:\n{shown}");
+    }
+    let shown = env.ok("orch-queue", &["show", &ids[3].to_string()]);
+    assert!(!shown.contains("cost:"), "{shown}");
+}

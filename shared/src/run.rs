@@ -480,6 +480,9 @@ pub struct Record {
     pub duration_ms: i64,
     pub result: Option<String>,
     pub error: Option<String>,
+    /// What claude reported (see [`Task::claude`]); absent for other agents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claude: Option<JsonObject>,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
     /// True when only the end of stdout or stderr was kept.
@@ -984,6 +987,7 @@ impl Runner {
             duration_ms: end - start_ms,
             result: None,
             error: Some(error),
+            claude: None,
             stdout_bytes: 0,
             stderr_bytes: 0,
             truncated: false,
@@ -1061,6 +1065,7 @@ impl Runner {
                 error: j.error.clone(),
                 exit_code: status.code().map(i64::from),
                 log: (!log.is_empty()).then_some(log),
+                claude: j.claude.clone(),
                 at: Some(end_ms),
             },
         )?;
@@ -1079,6 +1084,7 @@ impl Runner {
             duration_ms: end_ms - slot.start_ms,
             result: j.result,
             error: j.error,
+            claude: j.claude,
             stdout_bytes: out.total,
             stderr_bytes: err.total,
             truncated: out.truncated() || err.truncated(),
@@ -1103,6 +1109,8 @@ pub struct Judged {
     pub ok: bool,
     pub result: Option<String>,
     pub error: Option<String>,
+    /// What claude reported about the run (its [`CLAUDE_FIELDS`]), when it printed a result.
+    pub claude: Option<JsonObject>,
 }
 
 /// The last non-empty line of `s`, clipped, for error messages.
@@ -1130,26 +1138,71 @@ pub fn signal_name(sig: i32) -> String {
     name.to_string()
 }
 
-/// claude's `--output-format json` result object (only the fields orch reads).
-#[derive(Debug, serde::Deserialize)]
+/// The fields of claude's result object that a task keeps (see [`Task::claude`]).
+pub const CLAUDE_FIELDS: [&str; 5] = [
+    "session_id",
+    "total_cost_usd",
+    "usage",
+    "modelUsage",
+    "errors",
+];
+
+type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// claude's `--output-format json` result object: `result` on success; on an
+/// error `is_error`, a `subtype` such as `error_max_turns` and `errors[]`, often no `result`.
+#[derive(Debug, Default)]
 struct ClaudeResult {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    is_error: Option<bool>,
+    is_error: bool,
+    subtype: Option<String>,
     result: Option<String>,
+    errors: Vec<String>,
+    /// The [`CLAUDE_FIELDS`] it had, as written (nothing filled in).
+    kept: JsonObject,
 }
 
 fn parse_claude(stdout: &str) -> Option<ClaudeResult> {
-    let whole = serde_json::from_str::<ClaudeResult>(stdout.trim()).ok();
-    whole
+    let object = |s: &str| serde_json::from_str::<JsonObject>(s.trim()).ok();
+    let o = object(stdout)
         .or_else(|| {
             stdout
                 .lines()
                 .rev()
                 .filter(|l| !l.trim().is_empty())
-                .find_map(|l| serde_json::from_str::<ClaudeResult>(l.trim()).ok())
+                .find_map(object)
         })
-        .filter(|r| r.kind.as_deref() == Some("result") || r.is_error.is_some())
+        .filter(|o| {
+            o.get("type").and_then(|t| t.as_str()) == Some("result")
+                || o.get("is_error").is_some_and(|e| e.is_boolean())
+        })?;
+    let text = |k: &str| o.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let kept: JsonObject = CLAUDE_FIELDS
+        .iter()
+        .filter_map(|&k| {
+            o.get(k)
+                .filter(|v| !v.is_null())
+                .map(|v| (k.to_string(), v.clone()))
+        })
+        .collect();
+    Some(ClaudeResult {
+        is_error: o.get("is_error").and_then(|v| v.as_bool()).unwrap_or(false),
+        subtype: text("subtype"),
+        result: text("result"),
+        errors: o
+            .get("errors")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .map(|e| match e.as_str() {
+                        Some(s) => s.to_string(),
+                        None => e.to_string(),
+                    })
+                    .filter(|s| !s.trim().is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        kept,
+    })
 }
 
 /// Decides done or failed from how the agent ended and what it printed.
@@ -1165,22 +1218,24 @@ pub fn judge(
 ) -> Judged {
     let text = stdout.strip_suffix('\n').unwrap_or(stdout);
     let text = text.strip_suffix('\r').unwrap_or(text);
-    let (answer, reported_error, json_missing) = match kind {
+    let (answer, claude, json_missing) = match kind {
         OutputKind::Text => (
             Some(text.to_string()).filter(|s| !s.is_empty()),
-            false,
+            None,
             false,
         ),
         OutputKind::ClaudeJson => match parse_claude(stdout) {
-            Some(r) => (r.result, r.is_error.unwrap_or(false), false),
-            None => (
-                Some(text.to_string()).filter(|s| !s.is_empty()),
-                false,
-                true,
-            ),
+            Some(mut r) => (r.result.take(), Some(r), false),
+            None => (Some(text.to_string()).filter(|s| !s.is_empty()), None, true),
         },
     };
-    let with_detail = |what: String| match last_line(stderr) {
+    let reported_error = claude.as_ref().is_some_and(|c| c.is_error);
+    // An error result's detail is in `errors[]` (it often has no `result`).
+    let errors = claude
+        .as_ref()
+        .filter(|c| !c.errors.is_empty())
+        .map(|c| crate::text::clip(&c.errors.join("; "), 300));
+    let with_detail = |what: String| match last_line(stderr).or_else(|| errors.clone()) {
         Some(l) => format!("{what}: {l}"),
         None => what,
     };
@@ -1197,13 +1252,18 @@ pub fn judge(
             status.code().unwrap_or(-1)
         )))
     } else if reported_error {
-        Some(format!(
-            "the agent reported an error: {}",
-            answer
-                .as_deref()
-                .map(|a| crate::text::clip(a.trim(), 300))
-                .unwrap_or_default()
-        ))
+        let subtype = claude
+            .as_ref()
+            .and_then(|c| c.subtype.as_deref())
+            .filter(|s| *s != "success")
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        let detail = errors
+            .clone()
+            .or_else(|| answer.as_deref().map(|a| crate::text::clip(a.trim(), 300)))
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "no detail given".into());
+        Some(format!("the agent reported an error{subtype}: {detail}"))
     } else if json_missing {
         Some(with_detail(
             "no JSON result on stdout (expected `--output-format json` output)".to_string(),
@@ -1215,6 +1275,7 @@ pub fn judge(
         ok: error.is_none(),
         result: answer,
         error,
+        claude: claude.map(|c| c.kept).filter(|k| !k.is_empty()),
     }
 }
 
@@ -1285,7 +1346,8 @@ mod tests {
             Judged {
                 ok: true,
                 result: Some("All fixed.".into()),
-                error: None
+                error: None,
+                claude: None,
             }
         );
         // `subtype` says success but is_error is true: failed.
@@ -1313,6 +1375,30 @@ mod tests {
             None,
         );
         assert!(!j.ok);
+    }
+
+    #[test]
+    fn an_error_result_has_its_errors_as_the_detail_and_keeps_only_what_it_had() {
+        let bad = r#"{"type":"result","subtype":"error_max_turns","is_error":true,"session_id":"s1","total_cost_usd":0.01,"usage":{"input_tokens":3},"errors":["Reached maximum number of turns (1)"]}"#;
+        let j = judge(OutputKind::ClaudeJson, exit(1), bad, "", false, false, None);
+        assert_eq!(
+            j.error.as_deref(),
+            Some("exited with status 1: Reached maximum number of turns (1)")
+        );
+        let j = judge(OutputKind::ClaudeJson, exit(0), bad, "", false, false, None);
+        assert_eq!(
+            j.error.as_deref(),
+            Some("the agent reported an error (error_max_turns): Reached maximum number of turns (1)")
+        );
+        assert_eq!(j.result, None);
+        let kept: Vec<&str> = j
+            .claude
+            .as_ref()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(kept, ["session_id", "total_cost_usd", "usage", "errors"]);
     }
 
     #[test]

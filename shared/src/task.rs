@@ -97,10 +97,15 @@ pub struct Task {
     pub result: Option<String>,
     pub error: Option<String>,
     pub exit_code: Option<i64>,
+    /// What `claude -p --output-format json` reported about the run, when it
+    /// ran that way: the fields it had of `session_id`, `total_cost_usd`,
+    /// `usage`, `modelUsage` and `errors`, as it wrote them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claude: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 const TASK_COLUMNS: &str = "id, role, description, prompt, priority, status, batch_id, \
-     created_at, batched_at, started_at, finished_at, result, error, exit_code";
+     created_at, batched_at, started_at, finished_at, result, error, exit_code, claude";
 
 impl Task {
     fn from_row(r: &Row) -> rusqlite::Result<Task> {
@@ -121,6 +126,9 @@ impl Task {
             result: r.get(11)?,
             error: r.get(12)?,
             exit_code: r.get(13)?,
+            claude: r
+                .get::<_, Option<String>>(14)?
+                .and_then(|s| serde_json::from_str(&s).ok()),
         })
     }
 }
@@ -146,6 +154,7 @@ impl Task {
             result: None,
             error: None,
             exit_code: None,
+            claude: None,
         }
     }
 }
@@ -754,6 +763,8 @@ pub struct Outcome {
     pub error: Option<String>,
     pub exit_code: Option<i64>,
     pub log: Option<String>,
+    /// What claude reported about the run (a JSON object), when it did.
+    pub claude: Option<serde_json::Map<String, serde_json::Value>>,
     /// When it ended; now when `None`.
     pub at: Option<i64>,
 }
@@ -798,7 +809,8 @@ pub fn finish_in(tx: &Transaction, id: i64, o: Outcome) -> Result<()> {
     let at = o.at.unwrap_or_else(now_ms);
     tx.execute(
         "UPDATE tasks SET status = ?2, finished_at = ?3, started_at = coalesce(started_at, ?3),
-             result = coalesce(?4, result), error = ?5, exit_code = ?6, log = coalesce(?7, log)
+             result = coalesce(?4, result), error = ?5, exit_code = ?6, log = coalesce(?7, log),
+             claude = coalesce(?8, claude)
          WHERE id = ?1",
         params![
             id,
@@ -807,7 +819,8 @@ pub fn finish_in(tx: &Transaction, id: i64, o: Outcome) -> Result<()> {
             o.result,
             o.error,
             o.exit_code,
-            o.log
+            o.log,
+            o.claude.map(|m| serde_json::Value::Object(m).to_string())
         ],
     )?;
     Ok(())

@@ -667,5 +667,60 @@ fn print_task(out: &mut Out, t: &Task) -> io::Result<()> {
     if let Some(e) = &t.error {
         out.line(format_args!("error:       {e}"))?;
     }
+    if let Some(c) = &t.claude {
+        print_claude(out, c)?;
+    }
+    Ok(())
+}
+
+/// What claude reported about the run, as far as it reported it.
+fn print_claude(out: &mut Out, c: &serde_json::Map<String, serde_json::Value>) -> io::Result<()> {
+    use serde_json::Value;
+    if let Some(s) = c.get("session_id").and_then(Value::as_str) {
+        out.line(format_args!("session:     {s}"))?;
+    }
+    if let Some(cost) = c.get("total_cost_usd") {
+        out.line(format_args!("cost:        {cost} USD"))?;
+    }
+    if let Some(u) = c.get("usage").and_then(Value::as_object) {
+        let parts: Vec<String> = [
+            ("input_tokens", "in"),
+            ("output_tokens", "out"),
+            ("cache_read_input_tokens", "cache read"),
+            ("cache_creation_input_tokens", "cache write"),
+        ]
+        .iter()
+        .filter_map(|(k, name)| u.get(*k).map(|v| format!("{name} {v}")))
+        .collect();
+        if !parts.is_empty() {
+            out.line(format_args!("tokens:      {}", parts.join(", ")))?;
+        }
+    }
+    if let Some(m) = c.get("modelUsage").and_then(Value::as_object) {
+        let models: Vec<String> = m
+            .iter()
+            .map(|(model, u)| match u.get("costUSD") {
+                Some(cost) => format!("{model} ({cost} USD)"),
+                None => model.clone(),
+            })
+            .collect();
+        if !models.is_empty() {
+            out.line(format_args!("models:      {}", models.join(", ")))?;
+        }
+    }
+    if let Some(errors) = c.get("errors").and_then(Value::as_array) {
+        if !errors.is_empty() {
+            out.line("errors:")?;
+            for e in errors {
+                let text = match e.as_str() {
+                    Some(s) => s.to_string(),
+                    None => e.to_string(),
+                };
+                for l in text.lines() {
+                    out.line(format_args!("  {l}"))?;
+                }
+            }
+        }
+    }
     Ok(())
 }

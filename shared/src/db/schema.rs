@@ -90,6 +90,11 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX agent_calls_by_start ON agent_calls(started_at);
     "#,
+    // 2: what `claude -p --output-format json` reported about a task's run
+    // (session id, cost, usage, errors), as a JSON object of the fields it had.
+    r#"
+    ALTER TABLE tasks ADD COLUMN claude TEXT;
+    "#,
 ];
 
 /// The schema version this build writes and understands.
