@@ -603,7 +603,8 @@ fn item15_a_dash_dash_with_no_command_is_refused() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"echo hi\n").unwrap();
+    // It may refuse before reading stdin: a closed pipe here is fine.
+    let _ = std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"echo hi\n");
     drop(child.stdin.take());
     let err = assert_error(&child.wait_with_output().unwrap(), "orch-run");
     assert!(err.contains("no command after --"), "{err}");
@@ -793,4 +794,163 @@ fn issue17_6_claude_error_results_cost_usage_and_session_are_recorded() {
     }
     let shown = env.ok("orch-queue", &["show", &ids[3].to_string()]);
     assert!(!shown.contains("cost:"), "{shown}");
+}
+
+/// Waits (bounded) until every file in `dir` is there, `n` of them; returns the pids they hold.
+fn pids_in(dir: &Path, n: usize) -> Vec<i32> {
+    let t = Instant::now();
+    loop {
+        let files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let pids: Vec<i32> = files
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
+            .collect();
+        if pids.len() == n {
+            return pids;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "processes did not start: {files:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (bounded) until every pid is gone.
+fn all_gone(pids: &[i32], limit: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if pids.iter().all(|&p| dead(p)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn sigkill(child: &mut Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    child.wait().unwrap();
+}
+
+#[test]
+fn item16_a_sigkilled_orch_run_takes_its_agents_with_it_and_the_next_run_reports() {
+    let env = Env::new();
+    let pids = env.path().join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let (b, ids) = batch_of(&env, &["sleep=30", "sleep=30", "say=later"]);
+    let f = fake();
+    let mut c = env.cmd("orch-run");
+    c.args([&b, "-j", "2", "--", &f, "{prompt}"])
+        .env("FAKE_AGENT_PIDS", &pids)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut first = c.spawn().unwrap();
+    let first_pid = first.id();
+    // Two agents and the sleeper each started.
+    let procs = pids_in(&pids, 4);
+    assert!(procs.iter().all(|&p| !dead(p)));
+    sigkill(&mut first);
+    assert!(
+        all_gone(&procs, Duration::from_secs(3)),
+        "agents outlived a SIGKILLed orch-run: {procs:?}"
+    );
+    // The next run of the batch says what it found, and runs what never started.
+    let out = env.run("orch-run", &[&b, "--", &f, "{prompt}"]);
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "an earlier orch-run of batch {b} (pid {first_pid}) died; tasks {}, {} were running and are marked failed; none of its processes is still running",
+            ids[0], ids[1]
+        )),
+        "{err}"
+    );
+    for id in &ids[..2] {
+        let t = task(&env, *id);
+        assert_eq!(t["status"], "failed");
+        assert!(t["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped before this task finished"));
+    }
+    assert_eq!(task(&env, ids[2])["status"], "done");
+}
+
+#[test]
+fn item16_the_next_run_stops_what_escaped_the_process_group() {
+    let env = Env::new();
+    let marks = env.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    // `setsid` leaves the task's process group and session: only its
+    // environment still says which batch started it.
+    let escape = format!(
+        "setsid sleep 60 & echo $! > {}/escaped; sleep 30",
+        marks.display()
+    );
+    let (b, ids) = batch_of(&env, &[&escape, "echo done"]);
+    let mut c = env.cmd("orch-run");
+    c.args([&b, "-j", "1", "--", "sh", "-c", "{prompt}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut first = c.spawn().unwrap();
+    let escaped = pids_in(&marks, 1);
+    std::thread::sleep(Duration::from_millis(100));
+    sigkill(&mut first);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !dead(escaped[0]),
+        "the escapee is still there before the next run"
+    );
+    let out = env.run("orch-run", &[&b, "--", "sh", "-c", "{prompt}"]);
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "task {} was running and is marked failed; 1 of its processes was still running and is now stopped (pid {})",
+            ids[0], escaped[0]
+        )),
+        "{err}"
+    );
+    assert!(all_gone(&escaped, Duration::from_secs(2)), "{escaped:?}");
+    assert_eq!(task(&env, ids[1])["status"], "done");
+}
+
+#[test]
+fn item16_a_run_whose_tasks_were_all_running_is_recorded_when_taken_over() {
+    let env = Env::new();
+    let pids = env.path().join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let (b, ids) = batch_of(&env, &["sleep=30"]);
+    let f = fake();
+    let mut c = env.cmd("orch-run");
+    c.args([&b, "--", &f, "{prompt}"])
+        .env("FAKE_AGENT_PIDS", &pids)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut first = c.spawn().unwrap();
+    let procs = pids_in(&pids, 2);
+    sigkill(&mut first);
+    assert!(all_gone(&procs, Duration::from_secs(3)), "{procs:?}");
+    // Nothing is left to run, but the dead run's task no longer shows as running.
+    let out = env.run("orch-run", &[&b, "--", &f, "{prompt}"]);
+    assert_code(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("was running and is marked failed") && err.contains("no task left to run"),
+        "{err}"
+    );
+    assert_eq!(task(&env, ids[0])["status"], "failed");
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM agent_calls WHERE finished_at IS NULL"
+        ),
+        0
+    );
 }

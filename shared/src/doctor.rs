@@ -168,14 +168,17 @@ pub fn checks(db_flag: Option<&Path>) -> Vec<Check> {
 }
 
 /// Runs `program ARGS` with no stdin; its stdout, or why not, within `timeout`.
+/// It runs in a process group of its own that dies with doctor; the group is
+/// killed when it ends or times out, so nothing it started outlives the check.
 pub fn output_within(program: &Path, args: &[&str], timeout: Duration) -> Result<String, String> {
-    let mut child = Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run it: {e}"))?;
+        .stderr(Stdio::null());
+    crate::child::contain(&mut cmd);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run it: {e}"))?;
+    let group = child.id() as i32;
     let mut stdout = child.stdout.take();
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -188,6 +191,7 @@ pub fn output_within(program: &Path, args: &[&str], timeout: Duration) -> Result
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
+                crate::child::kill_group(group, libc::SIGKILL);
                 let text = reader.join().unwrap_or_default();
                 return if status.success() {
                     Ok(text)
@@ -197,7 +201,7 @@ pub fn output_within(program: &Path, args: &[&str], timeout: Duration) -> Result
             }
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             Ok(None) => {
-                let _ = child.kill();
+                crate::child::kill_group(group, libc::SIGKILL);
                 let _ = child.wait();
                 return Err(format!("no answer within {} s", timeout.as_secs()));
             }

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod batch;
+pub mod child;
 pub mod cli;
 pub mod clipboard;
 pub mod completions;

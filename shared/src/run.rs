@@ -4,7 +4,7 @@
 //! (the task's start, end, exit and output, and one `agent_calls` row per task).
 
 use std::io::Read;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -15,6 +15,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use crate::batch;
+use crate::child::kill_group;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::intervals::{self, Analysis, Interval};
@@ -319,6 +320,8 @@ pub struct Claim {
     pub tasks: Vec<Task>,
     /// Tasks a dead earlier runner left `running`, now marked failed.
     pub recovered: Vec<i64>,
+    /// The pid of the earlier orch-run of this batch that died, when this claim took over from it.
+    pub dead_runner: Option<i64>,
 }
 
 fn process_alive(pid: i64) -> bool {
@@ -357,6 +360,7 @@ pub fn claim_in(
         .optional()?
         .ok_or(Error::NotFound { what: "batch", id })?;
     let mut recovered = Vec::new();
+    let mut dead_runner = None;
     if let Some(at) = claimed_at {
         let p = runner.unwrap_or(0);
         if process_alive(p) {
@@ -365,6 +369,7 @@ pub fn claim_in(
                 rfc3339(at)
             )));
         }
+        dead_runner = Some(p);
         let now = now_ms();
         let mut stmt = tx.prepare(
             "UPDATE tasks SET status = 'failed', finished_at = ?2,
@@ -386,7 +391,9 @@ pub fn claim_in(
         .into_iter()
         .filter(|t| t.status == Status::Batched)
         .collect();
-    if tasks.is_empty() {
+    // A runner that died with tasks running: what it left is recorded even
+    // when nothing is left to run.
+    if tasks.is_empty() && recovered.is_empty() {
         return Err(Error::invalid(match claimed_at {
             Some(at) => format!("batch {id} was already run (by orch-run, from {})", rfc3339(at)),
             None => format!(
@@ -403,6 +410,7 @@ pub fn claim_in(
         batch: id,
         tasks,
         recovered,
+        dead_runner,
     })
 }
 
@@ -434,6 +442,22 @@ pub fn enqueue_lines(
         let b = batch::create_of_in(tx, &ids)?;
         claim_in(tx, b.id, std::process::id(), check)
     })
+}
+
+/// Stops what a dead orch-run of `batch` on the database `db_path` (as it was
+/// given to agents in `ORCH_DB`) left running: every process whose environment
+/// says it was started for that batch of that file (agents and what they
+/// started, even outside their process group). Returns their pids.
+pub fn stop_leftovers(batch: i64, db_path: &str) -> Vec<i32> {
+    let batch = batch.to_string();
+    let pids = crate::child::with_environment(&[("ORCH_BATCH_ID", &batch), ("ORCH_DB", db_path)]);
+    for &pid in &pids {
+        // SAFETY: kill only sends a signal; the pid was just seen carrying this batch's environment.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    pids
 }
 
 fn record_start(db: &Db, batch: i64, t: &Task, at: i64) -> Result<()> {
@@ -597,14 +621,6 @@ fn spawn_reader(
         let _ = tx.send(Msg::OutputClosed);
         tail
     })
-}
-
-/// Sends `sig` to the process group `pgid` (the task's agent and everything it started).
-fn kill_group(pgid: i32, sig: i32) {
-    // SAFETY: killpg only sends a signal; a group that is gone yields ESRCH.
-    unsafe {
-        libc::killpg(pgid, sig);
-    }
 }
 
 /// True once `pid` has exited; the zombie is left in place (WNOWAIT), so its
@@ -909,8 +925,9 @@ impl Runner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("ORCH_TASK_ID", t.id.to_string())
-            .env("ORCH_BATCH_ID", batch.to_string())
-            .process_group(0);
+            .env("ORCH_BATCH_ID", batch.to_string());
+        // Its own process group, which dies with orch-run even when orch-run is SIGKILLed.
+        crate::child::contain(&mut cmd);
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }

@@ -141,20 +141,21 @@ impl Tool for Cli {
             (None, Some(id)) => run::claim(&db, id, &|t| template.check_fits(t))?,
             (None, None) => bail!("no batch given"),
         };
-        if !claim.recovered.is_empty() {
-            eprintln!(
-                "orch-run: note: an earlier orch-run of batch {} died; its tasks {} were marked failed",
-                claim.batch,
-                join_ids(&claim.recovered)
-            );
+        let db_path = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
+        let db_env = db_path.to_string_lossy().into_owned();
+        if let Some(pid) = claim.dead_runner {
+            report_takeover(&claim, pid, &run::stop_leftovers(claim.batch, &db_env));
         }
         let n = claim.tasks.len();
+        if n == 0 {
+            eprintln!("orch-run: batch {}: no task left to run", claim.batch);
+            return Ok(Exit::No);
+        }
         let jobs = self.jobs.unwrap_or(n).min(n);
-        let db_path = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
         let opts = Options {
             jobs,
             timeout: self.timeout,
-            env: vec![("ORCH_DB".into(), db_path.to_string_lossy().into_owned())],
+            env: vec![("ORCH_DB".into(), db_env)],
         };
         let tty = io::stderr().is_terminal();
         eprintln!(
@@ -191,6 +192,37 @@ impl Tool for Cli {
             Exit::Ok
         })
     }
+}
+
+/// What this run found of an earlier orch-run of the batch that died.
+fn report_takeover(claim: &run::Claim, pid: i64, leftovers: &[i32]) {
+    let mut l = format!(
+        "orch-run: note: an earlier orch-run of batch {} (pid {pid}) died",
+        claim.batch
+    );
+    match claim.recovered.len() {
+        0 => l.push_str(" before any of its tasks was running"),
+        1 => l.push_str(&format!(
+            "; task {} was running and is marked failed",
+            claim.recovered[0]
+        )),
+        _ => l.push_str(&format!(
+            "; tasks {} were running and are marked failed",
+            join_ids(&claim.recovered)
+        )),
+    }
+    let pids: Vec<i64> = leftovers.iter().map(|&p| i64::from(p)).collect();
+    match pids.len() {
+        0 => l.push_str("; none of its processes is still running"),
+        n => l.push_str(&format!(
+            "; {n} of its processes {} still running and {} now stopped (pid{} {})",
+            if n == 1 { "was" } else { "were" },
+            if n == 1 { "is" } else { "are" },
+            if n == 1 { "" } else { "s" },
+            join_ids(&pids)
+        )),
+    }
+    eprintln!("{l}");
 }
 
 fn join_ids(ids: &[i64]) -> String {
