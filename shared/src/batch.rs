@@ -271,9 +271,11 @@ pub fn plan(db: &Db, max: usize) -> Result<Plan> {
                 ..Default::default()
             },
         )?;
+        // Only the dependencies that are not queued themselves: the plan
+        // places the queued ones, and a chain of queued tasks needs no lookup.
         let mut stmt = tx.prepare(
             "SELECT DISTINCT p.id, p.status FROM task_deps d JOIN tasks t ON t.id = d.task_id
-             JOIN tasks p ON p.id = d.after_id WHERE t.status = 'queued'",
+             JOIN tasks p ON p.id = d.after_id WHERE t.status = 'queued' AND p.status != 'queued'",
         )?;
         let statuses: HashMap<i64, String> = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
