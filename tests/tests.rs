@@ -14,4 +14,5 @@ mod queue;
 mod readme;
 mod run;
 mod stress;
+mod terminal;
 mod verify;

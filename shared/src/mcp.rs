@@ -74,7 +74,7 @@ impl State {
             cwd,
             protocol: None,
             initialized: false,
-            log: Box::new(|s| eprintln!("{SERVER_NAME}: {s}")),
+            log: Box::new(|s| eprintln!("{SERVER_NAME}: {}", crate::text::escape(s, false))),
         }
     }
 

@@ -222,6 +222,19 @@ pub fn validate_prompt(prompt: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a description holding a control character (C0, DEL, C1): it is one
+/// line of plain text, shown in every view and sent to Claude Code as is.
+pub fn validate_description(d: &str) -> Result<()> {
+    if let Some((i, c)) = d.chars().enumerate().find(|(_, c)| c.is_control()) {
+        return Err(Error::invalid(format!(
+            "bad description: control character U+{:04X} at character {}; a description is one line of plain text",
+            c as u32,
+            i + 1
+        )));
+    }
+    Ok(())
+}
+
 /// Words that make a poor last word of a cut-off description.
 const DANGLING: &[&str] = &[
     "a", "an", "the", "of", "to", "in", "on", "at", "for", "from", "with", "by", "and", "or",
@@ -232,6 +245,17 @@ const DANGLING: &[&str] = &[
 /// A 3–5 word description from the prompt's first words, not ending on a
 /// dangling word such as "the" or "of".
 pub fn derive_description(prompt: &str) -> String {
+    // Control characters are dropped: a prompt may hold them, a description not.
+    let clean: String;
+    let prompt = if crate::text::has_control(prompt) {
+        clean = prompt
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        &clean
+    } else {
+        prompt
+    };
     let mut words: Vec<&str> = prompt.split_whitespace().take(5).collect();
     while words.len() > 2
         && words
@@ -270,11 +294,9 @@ impl NewTask {
         validate_prompt(&self.prompt)?;
         let description = match self.description {
             Some(d) => {
+                validate_description(&d)?;
                 let d = d.trim().to_string();
-                if d.is_empty()
-                    || d.contains(['\n', '\r', '\0'])
-                    || d.chars().count() > MAX_DESCRIPTION
-                {
+                if d.is_empty() || d.chars().count() > MAX_DESCRIPTION {
                     return Err(Error::invalid(format!(
                         "bad description: one line of 1-{MAX_DESCRIPTION} characters (3-5 words suit Claude Code best)"
                     )));
@@ -902,6 +924,10 @@ mod tests {
             "Propose how to split"
         );
         assert_eq!(derive_description("Fix the bug"), "Fix the bug");
+        assert_eq!(
+            derive_description("Fix\x1b[2J the\u{9b}bug\x07 now"),
+            "Fix [2J the bug now"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use super::{id_or_stdin, DbArg, Out, Tool};
 use crate::batch::{self, CreateRequest, DEFAULT_MAX};
 use crate::error::Exit;
+use crate::text;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -180,8 +181,8 @@ impl Tool for Cli {
                             "{:>5}  {:<9}  {:<16}  {}",
                             t.id,
                             t.status.as_str(),
-                            t.role,
-                            t.description
+                            text::escape(&t.role, false),
+                            text::escape(&t.description, false)
                         ))?;
                     }
                 }
@@ -229,7 +230,9 @@ fn print_plan(out: &mut Out, p: &batch::Plan) -> io::Result<()> {
             };
             out.line(format_args!(
                 "  {:>5}  {:<16}  {}{after}",
-                t.id, t.role, t.description
+                t.id,
+                text::escape(&t.role, false),
+                text::escape(&t.description, false)
             ))?;
         }
     }

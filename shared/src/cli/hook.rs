@@ -112,7 +112,8 @@ const MAX_EVENT: u64 = 64 << 20;
 /// Hook mode: never an error exit of 2; faults are one stderr line and exit 1.
 fn run_hook(db: &Option<PathBuf>, event: Option<&str>, threshold: u64, max: u64) -> Exit {
     let fault = |msg: String| {
-        eprintln!("orch-hook: error: {}", msg.replace(['\n', '\r'], " "));
+        let msg = msg.replace(['\n', '\r'], " ");
+        eprintln!("orch-hook: error: {}", crate::text::escape(&msg, false));
         Exit::No
     };
     let stdin = io::stdin();

@@ -75,7 +75,11 @@ pub fn clap_error(name: &str, e: clap::Error) -> ExitCode {
                     (false, false) => msg.push_str(&format!(" {p}")),
                 }
             }
-            let msg = if msg.is_empty() { "bad usage" } else { &msg };
+            let msg = if msg.is_empty() {
+                "bad usage".into()
+            } else {
+                crate::text::escape(&msg, false)
+            };
             eprintln!(
                 "{name}: error: {msg} (see {} --help)",
                 help_path(&text).unwrap_or_else(|| name.to_string())
@@ -111,7 +115,10 @@ pub fn report(name: &str, e: &anyhow::Error) -> Exit {
     if is_broken_pipe(e) {
         return Exit::Ok;
     }
-    eprintln!("{name}: error: {}", one_line(e));
+    eprintln!(
+        "{name}: error: {}",
+        crate::text::escape(&one_line(e), false)
+    );
     Exit::Error
 }
 

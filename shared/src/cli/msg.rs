@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use super::{DbArg, Out, Tool};
 use crate::error::Exit;
 use crate::msg::{self, Defaults, Listed, Message, NewMessage, Recv, ValidMessage, MAX_BODY};
+use crate::text;
 use crate::time::{now_ms, rfc3339};
 
 const EXAMPLES: &str = "\
@@ -278,16 +279,16 @@ fn print_message(out: &mut Out, m: &Message) -> io::Result<()> {
     let kind = m
         .kind
         .as_deref()
-        .map(|k| format!(" [{k}]"))
+        .map(|k| format!(" [{}]", text::escape(k, false)))
         .unwrap_or_default();
     out.line(format_args!(
         "message {} from {} to {}{kind} {}",
         m.id,
-        m.from,
-        m.to,
+        text::escape(&m.from, false),
+        text::escape(&m.to, false),
         rfc3339(m.sent_at)
     ))?;
-    out.text(&m.body)?;
+    out.text(&text::escape(&m.body, true))?;
     if !m.body.ends_with('\n') {
         out.text("\n")?;
     }
@@ -329,12 +330,12 @@ fn print_table(out: &mut Out, items: &[Listed]) -> io::Result<()> {
         out.line(format_args!(
             "{:>5}  {:<from_w$}  {:<to_w$}  {:<kind_w$}  {:<24}  {:<read_w$}  {}",
             m.id,
-            crate::text::clip(&m.from, from_w),
-            crate::text::clip(&m.to, to_w),
-            crate::text::clip(m.kind.as_deref().unwrap_or("-"), kind_w),
+            text::cell(&m.from, from_w),
+            text::cell(&m.to, to_w),
+            text::cell(m.kind.as_deref().unwrap_or("-"), kind_w),
             rfc3339(m.sent_at),
-            crate::text::clip(&readers(l), read_w),
-            crate::text::first_line(&m.body, 50)
+            text::cell(&readers(l), read_w),
+            text::first_line(&m.body, 50)
         ))?;
     }
     Ok(())

@@ -10,6 +10,7 @@ use super::{DbArg, Out, Tool};
 use crate::db::{self, Db};
 use crate::error::Exit;
 use crate::task::{self, Dep, NewTask, Outcome, Status, Task};
+use crate::text;
 use crate::time::rfc3339;
 
 const EXAMPLES: &str = "\
@@ -606,10 +607,10 @@ fn print_table(out: &mut Out, tasks: &[Task]) -> io::Result<()> {
             "{:>5}  {:<9}  {:<role_w$}  {:>4}  {:>5}  {}",
             t.id,
             t.status.as_str(),
-            crate::text::clip(&t.role, role_w),
+            text::cell(&t.role, role_w),
             t.priority,
             t.batch.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
-            crate::text::first_line(&t.description, 60)
+            text::first_line(&t.description, 60)
         ))?;
     }
     Ok(())
@@ -617,8 +618,14 @@ fn print_table(out: &mut Out, tasks: &[Task]) -> io::Result<()> {
 
 fn print_task(out: &mut Out, t: &Task) -> io::Result<()> {
     out.line(format_args!("task {}  {}", t.id, t.status))?;
-    out.line(format_args!("role:        {}", t.role))?;
-    out.line(format_args!("description: {}", t.description))?;
+    out.line(format_args!(
+        "role:        {}",
+        text::escape(&t.role, false)
+    ))?;
+    out.line(format_args!(
+        "description: {}",
+        text::escape(&t.description, false)
+    ))?;
     out.line(format_args!("priority:    {}", t.priority))?;
     if !t.after.is_empty() {
         let after: Vec<String> = t.after.iter().map(|a| a.to_string()).collect();
@@ -642,16 +649,16 @@ fn print_task(out: &mut Out, t: &Task) -> io::Result<()> {
     }
     out.line("prompt:")?;
     for l in t.prompt.lines() {
-        out.line(format_args!("  {l}"))?;
+        out.line(format_args!("  {}", text::escape(l, true)))?;
     }
     if let Some(r) = &t.result {
         out.line("result:")?;
         for l in r.lines() {
-            out.line(format_args!("  {l}"))?;
+            out.line(format_args!("  {}", text::escape(l, true)))?;
         }
     }
     if let Some(e) = &t.error {
-        out.line(format_args!("error:       {e}"))?;
+        out.line(format_args!("error:       {}", text::escape(e, false)))?;
     }
     Ok(())
 }

@@ -149,7 +149,7 @@ impl Tool for Cli {
             "orch-run: batch {}: {n} task{} through {}, {} at a time",
             claim.batch,
             if n == 1 { "" } else { "s" },
-            template.display(),
+            crate::text::escape(&template.display(), false),
             jobs
         );
         let mut progress = Progress::new(n, tty);
@@ -260,7 +260,7 @@ impl Progress {
                     format!(
                         "orch-run: task {} started ({}: {}) pid {pid}",
                         task.id,
-                        task.role,
+                        crate::text::escape(&task.role, false),
                         crate::text::first_line(&task.description, 60)
                     )
                 })

@@ -624,7 +624,8 @@ fn exec(
                 }
                 if res == Waited::TimedOut || Instant::now() >= deadline {
                     p.note(&format!(
-                        "orch-verify: stopping {prog} (pid {})",
+                        "orch-verify: stopping {} (pid {})",
+                        crate::text::escape(prog, false),
                         child.id()
                     ));
                     let _ = child.kill();
@@ -638,7 +639,10 @@ fn exec(
     let _ = feeder.join();
     p.clear();
     if let Some(st) = status.filter(|s| !s.success()) {
-        p.note(&format!("orch-verify: {prog} exited with {st}"));
+        p.note(&format!(
+            "orch-verify: {} exited with {st}",
+            crate::text::escape(prog, false)
+        ));
     }
     if res == Waited::TimedOut {
         p.note(&format!(
@@ -712,7 +716,7 @@ all {n} ran at once. It takes about a minute.
 Run this in the directory where you start Claude Code (`claude`).
 Database: {}
           chosen as {}",
-        loc.path.display(),
+        shown_path(&loc.path),
         loc.source.explain()
     )?;
     match which::which("orch-verify") {
@@ -767,8 +771,7 @@ for your answers one by one. This Claude Code setting allows the probe command:\
     // Step 2: the message.
     let run = verify::create(&db, shape.n, shape.sleep, Some("guided"))?;
     let message = verify::message(&run, probe_db.as_deref());
-    let file = std::env::temp_dir().join(format!("orch-verify-run-{}.txt", run.id));
-    let saved = write_private(&file, &message);
+    let saved = save_message(run.id, &message);
     writeln!(
         w,
         "\n{}",
@@ -788,8 +791,12 @@ for your answers one by one. This Claude Code setting allows the probe command:\
         )?,
     }
     match saved {
-        Ok(()) => writeln!(w, "Saved to {}.", file.display())?,
-        Err(e) => writeln!(w, "Could not save it to {}: {e}", file.display())?,
+        Ok(file) => writeln!(w, "Saved to {}.", shown_path(&file))?,
+        Err(e) => writeln!(
+            w,
+            "Could not save it in {}: {e}",
+            shown_path(&std::env::temp_dir())
+        )?,
     }
     writeln!(
         w,
@@ -849,14 +856,22 @@ for your answers one by one. This Claude Code setting allows the probe command:\
     Ok(exit_for(v))
 }
 
-/// Writes `text` to a new file only the user can read (prompts may hold secrets).
-fn write_private(path: &Path, text: &str) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
+/// Saves the message of run `run` to a new file in the temporary directory
+/// and returns its path. The name is random and the file is made with
+/// `O_EXCL` and mode 0600, so nothing planted there beforehand (a symlink, a
+/// file of another project's run) is followed, overwritten or readable by others.
+fn save_message(run: i64, text: &str) -> io::Result<PathBuf> {
+    let mut f = tempfile::Builder::new()
+        .prefix(&format!("orch-verify-run-{run}-"))
+        .suffix(".txt")
+        .tempfile()?;
+    f.write_all(text.as_bytes())?;
+    f.flush()?;
+    let (_, path) = f.keep().map_err(|e| e.error)?;
+    Ok(path)
+}
+
+/// A path as a view for people shows it (control characters escaped).
+fn shown_path(p: &Path) -> String {
+    crate::text::escape(&p.display().to_string(), false).into_owned()
 }
