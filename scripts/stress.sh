@@ -58,8 +58,12 @@ cd "$work" || exit 2
 kinds=(add add batch msg-send msg-recv probe hook)
 
 # Make the file once so that every writer starts on an existing schema (the
-# concurrent first open is tested separately).
-orch-queue stats >/dev/null || exit 2
+# concurrent first open is tested separately). A read would not make it.
+orch-queue --db "$ORCH_DB" init >/dev/null 2>&1 || exit 2
+
+# Stored text carries control characters (ESC, BEL, OSC 52): the views for
+# people must show them escaped (checked after the load).
+esc=$'\e]52;c;eA==\a\e[2J'
 
 now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
 
@@ -77,11 +81,11 @@ writer() {
         add)
             if [ $((n % 8)) = 0 ]; then
                 out=$(for k in 1 2 3 4 5; do
-                    printf '{"role":"r%d","prompt":"stress %d.%d.%d"}\n' $((k % 3)) "$i" "$n" "$k"
+                    printf '{"role":"r%d","prompt":"stress %d.%d.%d \\u001b[2J\\u0007"}\n' $((k % 3)) "$i" "$n" "$k"
                 done | orch-queue add --stdin 2>>"$base.err")
                 rc=$?
             else
-                out=$(orch-queue add "r$((n % 3))" -p $((n % 5)) "stress $i.$n" 2>>"$base.err")
+                out=$(orch-queue add "r$((n % 3))" -p $((n % 5)) "stress $i.$n $esc" 2>>"$base.err")
                 rc=$?
             fi
             ops=$((ops + 1))
@@ -102,7 +106,7 @@ writer() {
                     local t=${out#*\"tasks\":\[\{\"id\":}
                     t=${t%%,*}
                     orch-queue start "$t" 2>>"$base.err" || echo "orch-queue start $t: exit $?" >>"$base.fail"
-                    orch-queue done "$t" --result "ok $t" 2>>"$base.err" || echo "orch-queue done $t: exit $?" >>"$base.fail"
+                    orch-queue done "$t" --result "ok $t $esc" 2>>"$base.err" || echo "orch-queue done $t: exit $?" >>"$base.fail"
                     ops=$((ops + 2))
                 fi
             elif [ $rc != 1 ]; then
@@ -110,7 +114,7 @@ writer() {
             fi
             ;;
         msg-send)
-            out=$(orch-msg send --from "s$i" --to "m$((n % 3))" "stress $i.$n" 2>>"$base.err")
+            out=$(orch-msg send --from "s$i" --to "m$((n % 3))" "stress $i.$n $esc" 2>>"$base.err")
             rc=$?
             ops=$((ops + 1))
             if [ $rc = 0 ]; then printf '%s\n' "$out" >>"$base.ok"; else echo "orch-msg send: exit $rc" >>"$base.fail"; fi
@@ -140,7 +144,7 @@ writer() {
         hook)
             # An Agent call starts and ends, as Claude Code reports it.
             local call="toolu_stress_${i}_$n"
-            printf '{"session_id":"stress-%s","transcript_path":"/dev/null","cwd":"%s","hook_event_name":"PreToolUse","tool_name":"Agent","tool_input":{"description":"Stress call","prompt":"call %s"},"tool_use_id":"%s"}' \
+            printf '{"session_id":"stress-%s","transcript_path":"/dev/null","cwd":"%s","hook_event_name":"PreToolUse","tool_name":"Agent","tool_input":{"description":"Stress call \\u001b[2J","prompt":"call %s"},"tool_use_id":"%s"}' \
                 "$i" "$work" "$call" "$call" | orch-hook PreToolUse >/dev/null 2>>"$base.err"
             rc=$?
             if [ $rc = 0 ]; then
@@ -176,6 +180,29 @@ if [[ " ${kinds[*]} " == *" msg-send "* ]]; then
         done
     done
 fi
+
+# The views for people show the stored control characters escaped; reads on
+# a missing database say so and make nothing. Problems go to views.bad.
+: >"$work/log/views.bad"
+for v in "orch-queue list" "orch-queue show 1" "orch-batch list" "orch-batch show 1" \
+    "orch-msg list" "orch-verify session" "orch status"; do
+    $v >"$work/log/view.out" 2>&1
+    if LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' "$work/log/view.out"; then
+        echo "$v: raw control characters reached the terminal" >>"$work/log/views.bad"
+    fi
+done
+for v in "orch-queue list" "orch-queue show 1" "orch-queue stats" "orch-batch plan" "orch-batch list" \
+    "orch-batch show 1" "orch-emit 1" "orch-verify report 1" "orch-verify session" "orch-msg list"; do
+    ORCH_DB=$work/missing/sub/orch.db $v >/dev/null 2>"$work/log/view.out"
+    rc=$?
+    if [ $rc != 2 ] || ! grep -q "no database at" "$work/log/view.out"; then
+        echo "$v on a missing database: exit $rc, not 'no database at'" >>"$work/log/views.bad"
+    fi
+    if [ -e "$work/missing" ]; then
+        echo "$v on a missing database created $work/missing" >>"$work/log/views.bad"
+        rm -rf "$work/missing"
+    fi
+done
 
 python3 - "$work" "$elapsed" "$procs" <<'EOF'
 import glob, json, os, re, sqlite3, sys
@@ -277,6 +304,10 @@ if files("hook", "ok"):
     have = Counter(r[0] for r in db.execute("SELECT call_id FROM agent_calls WHERE finished_at IS NOT NULL"))
     lost = [c for c in calls if have[c] != 1]
     check(not lost, f"every acknowledged agent call recorded once with its end ({len(calls)} calls)", str(lost[:5]))
+
+views = lines(os.path.join(log, "views.bad"))
+check(not views, "views for people show control characters escaped; reads on a missing database make nothing",
+      "; ".join(views[:5]))
 
 ic = db.execute("PRAGMA integrity_check").fetchall()
 check(ic == [("ok",)], "PRAGMA integrity_check = ok", str(ic[:3]))

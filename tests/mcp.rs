@@ -392,7 +392,7 @@ fn run_lines(env: &Env, input: String) -> std::thread::JoinHandle<(Output, Vec<V
 #[test]
 fn ten_servers_queue_500_tasks_into_one_database_and_batch_each_once() {
     let env = Env::new();
-    env.ok("orch-queue", &["stats"]);
+    env.db_ready();
     let mut handles = Vec::new();
     for p in 0..10 {
         let mut input = String::new();

@@ -37,7 +37,7 @@ fn assert_no_lock_errors(outs: &[Output]) {
 #[test]
 fn twenty_receivers_drain_a_thousand_messages_exactly_once() {
     let env = Arc::new(Env::new());
-    env.ok("orch-msg", &["list"]); // create the file before the crowd arrives
+    env.db_ready(); // create the file before the crowd arrives
     let start = Instant::now();
     let senders_done = Arc::new(AtomicBool::new(false));
     let outputs = Arc::new(Mutex::new(Vec::<Output>::new()));
@@ -230,7 +230,7 @@ fn broadcast_reaches_each_distinct_reader_once() {
 #[test]
 fn wait_returns_when_a_message_arrives_and_exits_1_on_timeout() {
     let env = Env::new();
-    env.ok("orch-msg", &["list"]);
+    env.db_ready();
     let start = Instant::now();
     let child = env
         .cmd("orch-msg")
@@ -323,7 +323,7 @@ fn bodies_round_trip_exactly_from_stdin() {
 fn bad_input_is_refused_and_nothing_is_stored() {
     use std::os::unix::ffi::OsStrExt;
     let env = Env::new();
-    env.ok("orch-msg", &["list"]);
+    env.db_ready();
     let too_big = vec![b'x'; (1 << 20) + 1];
     let cases: Vec<(Vec<&str>, &[u8])> = vec![
         (vec!["send", "--from", "a", "--to", "b", ""], b""),

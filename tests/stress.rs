@@ -146,13 +146,17 @@ fn stress_script_holds_its_invariants_at_a_small_size() {
     assert_code(&out, 0);
     assert!(stdout.contains("stress: all invariants hold"), "{stdout}");
     assert!(stdout.contains("ok   no task in two batches"), "{stdout}");
+    assert!(
+        stdout.contains("ok   views for people show control characters escaped"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
 
 #[test]
 fn sigkilled_writers_leave_all_or_nothing_and_the_next_command_works() {
     let env = Env::new();
-    env.ok("orch-queue", &["stats"]);
+    env.db_ready();
     let mut rng = Rng::new();
     const LINES: usize = 400;
     let mut adders = Vec::new();
@@ -276,7 +280,7 @@ fn sigkilled_writers_leave_all_or_nothing_and_the_next_command_works() {
 #[test]
 fn killing_processes_that_wait_for_the_lock_loses_nothing() {
     let env = Env::new();
-    env.ok("orch-queue", &["stats"]);
+    env.db_ready();
     let mut holder = env.sql();
     let tx = holder
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -318,7 +322,7 @@ fn killing_processes_that_wait_for_the_lock_loses_nothing() {
 #[test]
 fn killing_the_lock_holder_mid_transaction_rolls_it_back() {
     let env = Env::new();
-    env.ok("orch-queue", &["stats"]);
+    env.db_ready();
     let probe = env.sql();
     probe.busy_timeout(Duration::ZERO).unwrap();
     let lock_held = || probe.execute_batch("BEGIN IMMEDIATE; ROLLBACK").is_err();
@@ -789,6 +793,11 @@ fn the_hostile_corpus_gets_one_clear_line_and_writes_nothing() {
         assert!(
             !err.contains("panicked") && !err.contains("stack backtrace"),
             "{ctx}"
+        );
+        // Nothing raw reaches a terminal: what a message echoes of the input is escaped.
+        assert!(
+            !err.chars().any(|c| c.is_control() && c != '\n'),
+            "{ctx}: raw control characters on stderr"
         );
         match c.expect.as_str() {
             "error" => {

@@ -85,7 +85,7 @@ fn mcp_session(env: &Env, calls: &[(i64, &str, Value)]) -> Vec<Value> {
 #[test]
 fn item_1_terminal_escape_injection_descriptions_refuse_control_characters() {
     let env = Env::new();
-    env.ok("orch-queue", &["init"]); // a database, so that "nothing written" is measurable
+    env.db_ready(); // a database, so that "nothing written" is measurable
     let bad = [
         "Fix \x1b[2J it",
         "Copy \x1b]52;c;aGk=\x07",

@@ -4,6 +4,7 @@
 mod common;
 
 mod batch;
+mod database;
 mod doctor;
 mod emit;
 mod front;

@@ -135,9 +135,14 @@ pub fn render(c: &Check, color: bool) -> String {
         (true, Mark::Warn) => format!("\x1b[33m{}\x1b[0m", c.status.symbol()),
         (true, Mark::Fail) => format!("\x1b[31m{}\x1b[0m", c.status.symbol()),
     };
+    let message = crate::text::escape(&c.message, false);
     match &c.fix {
-        Some(fix) => format!("{mark} {:<9} {}; fix: {fix}", c.check, c.message),
-        None => format!("{mark} {:<9} {}", c.check, c.message),
+        Some(fix) => format!(
+            "{mark} {:<9} {message}; fix: {}",
+            c.check,
+            crate::text::escape(fix, false)
+        ),
+        None => format!("{mark} {:<9} {message}", c.check),
     }
 }
 
@@ -335,6 +340,19 @@ pub fn database(flag: Option<&Path>) -> Check {
     };
     let path = &loc.path;
     let shown = format!("{} ({})", path.display(), loc.source.explain());
+    // What can never be a database orch uses: a dangling symlink, a special
+    // file, a hard-linked file (the same refusal every command makes).
+    if let Err(e) = db::check_file(path) {
+        return Check::new("database", true, Mark::Fail, e.to_string())
+            .fix("as the message says; orch leaves this path alone until then")
+            .path(path);
+    }
+    let init = match loc.source {
+        db::Source::Flag | db::Source::Env => "nothing to do",
+        db::Source::Project | db::Source::User => {
+            "nothing to do, or `orch queue init` for a database of this project"
+        }
+    };
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e)
@@ -357,7 +375,7 @@ pub fn database(flag: Option<&Path>) -> Check {
                     Mark::Warn,
                     format!("{shown} does not exist yet; it is made (mode 0600) on first use"),
                 )
-                .fix("nothing to do, or `orch queue init` for a database of this project")
+                .fix(init)
                 .path(path)
             } else {
                 Check::new(

@@ -236,7 +236,7 @@ pub fn command(db: &DbArg, args: SessionArgs, out: &mut Out) -> anyhow::Result<E
         .transpose()
         .map_err(Error::Invalid)?;
     let gap = parse_duration(&args.gap).map_err(Error::Invalid)?;
-    let db = db.open()?;
+    let db = db.open_existing()?;
     let calls = load(&db, args.session.as_deref(), since)?;
     let groups = groups(calls, gap.as_millis() as i64);
     let Some(latest) = groups.last() else {

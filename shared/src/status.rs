@@ -191,9 +191,11 @@ fn empty(path: &Path, source: Source) -> Snapshot {
     }
 }
 
-/// An existing, non-empty database file (an empty one counts as not made yet).
-fn exists(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0)
+/// An existing, non-empty database file (an empty one counts as not made yet);
+/// a path that can never be a database (a dangling symlink, `/dev/null`, a
+/// hard-linked file) is an error.
+fn exists(path: &Path) -> Result<bool> {
+    Ok(db::check_file(path)? == db::Found::Data)
 }
 
 /// The screen for a snapshot.
@@ -308,7 +310,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let loc = db::resolve(args.db.path())?;
     let watch = args.watch && std::io::stdout().is_terminal();
     if !watch {
-        let s = if exists(&loc.path) {
+        let s = if exists(&loc.path)? {
             let db = Db::open(&loc.path)?;
             db.read(|tx| snapshot_in(tx, &loc.path, loc.source))?
         } else {
@@ -333,7 +335,7 @@ fn watch_loop(path: &Path, source: Source, json: bool) -> anyhow::Result<Exit> {
     let mut first = true;
     let mut out = std::io::stdout();
     loop {
-        if db.is_none() && exists(path) {
+        if db.is_none() && exists(path)? {
             db = Some(Db::open(path)?);
             last = None;
         }

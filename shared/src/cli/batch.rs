@@ -122,7 +122,7 @@ impl Tool for Cli {
                 }
             }
             Cmd::Plan { max, json } => {
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let p = batch::plan(&db, max)?;
                 if json {
                     out.json(&p)?;
@@ -131,7 +131,7 @@ impl Tool for Cli {
                 }
             }
             Cmd::List { json } => {
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let list = batch::list(&db)?;
                 if json {
                     for b in &list {
@@ -162,7 +162,7 @@ impl Tool for Cli {
             }
             Cmd::Show { batch: id, json } => {
                 let id = id_or_stdin(id, "batch")?;
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let b = batch::get(&db, id)?;
                 if json {
                     out.json(&b)?;
@@ -189,7 +189,7 @@ impl Tool for Cli {
             }
             Cmd::Release { batch: id } => {
                 let id = id_or_stdin(id, "batch")?;
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let ids = batch::release(&db, id)?;
                 eprintln!(
                     "batch {id} released: {} task{} queued again",

@@ -50,7 +50,7 @@ impl Tool for Cli {
         };
         let id = id_or_stdin(self.batch, "batch")?;
         let loc = crate::db::resolve(self.db.path())?;
-        let db = crate::db::Db::open(&loc.path)?;
+        let db = crate::db::Db::open_existing(&loc)?;
         let b = batch::get(&db, id)?;
         let tasks: Vec<_> = b
             .tasks

@@ -195,8 +195,12 @@ fn install(
     if db.is_none() && scope == Scope::Project {
         let loc = crate::db::resolve(None)?;
         if !loc.path.is_file() {
+            let how = match loc.source {
+                crate::db::Source::Flag | crate::db::Source::Env => "`orch-queue add` makes it",
+                _ => "`orch-queue init` makes one",
+            };
             eprintln!(
-                "orch-hook: note: {} does not exist yet; the hook records nothing until it does (`orch-queue init` makes one)",
+                "orch-hook: note: {} does not exist yet; the hook records nothing until it does ({how})",
                 loc.path.display()
             );
         }

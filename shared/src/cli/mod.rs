@@ -148,10 +148,19 @@ pub struct DbArg {
 }
 
 impl DbArg {
-    /// Opens (creating if need be) the database this flag and the environment choose.
+    /// Opens (creating if need be) the database this flag and the environment
+    /// choose: for commands that write.
     pub fn open(&self) -> anyhow::Result<Db> {
         let loc = crate::db::resolve(self.db.as_deref())?;
         Ok(Db::open(&loc.path)?)
+    }
+
+    /// Opens the database this flag and the environment choose, which must
+    /// exist: for commands that read, or change what is already there. A
+    /// missing file is `no database at PATH`, and nothing is created.
+    pub fn open_existing(&self) -> anyhow::Result<Db> {
+        let loc = crate::db::resolve(self.db.as_deref())?;
+        Ok(Db::open_existing(&loc)?)
     }
 
     pub fn path(&self) -> Option<&Path> {

@@ -142,7 +142,7 @@ impl Tool for Cli {
                 if let Some(f) = &from {
                     msg::validate_name("--from", f)?;
                 }
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let items = msg::list(&db, &msg::Filter { to, from, unread })?;
                 if json {
                     for m in &items {
@@ -155,7 +155,7 @@ impl Tool for Cli {
             }
             Cmd::Purge { older_than } => {
                 let before = now_ms().saturating_sub(older_than.as_millis() as i64);
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let n = msg::purge(&db, before)?;
                 out.line(n)?;
                 Exit::Ok

@@ -33,8 +33,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Make .orch/orch.db in this directory (like `git init`).
-    #[command(after_help = "Example:\n  cd my-project && orch-queue init")]
+    /// Make .orch/orch.db in this directory (like `git init`), or the file --db names.
+    #[command(
+        after_help = "Examples:\n  cd my-project && orch-queue init\n  orch-queue --db \"$ORCH_DB\" init      # make a script's database before its workers start"
+    )]
     Init,
     /// Print the database in use and which rule chose it.
     #[command(after_help = "Example:\n  orch-queue where")]
@@ -155,10 +157,16 @@ impl Tool for Cli {
         let mut out = Out::new();
         match self.cmd {
             Cmd::Init => {
-                let path = std::env::current_dir()
-                    .context("finding the current directory")?
-                    .join(".orch")
-                    .join("orch.db");
+                // `--db PATH` names the file to make (a script's ORCH_DB file,
+                // made before many processes start at once); otherwise
+                // .orch/orch.db here, like `git init`.
+                let path = match self.db.path() {
+                    Some(p) => p.to_path_buf(),
+                    None => std::env::current_dir()
+                        .context("finding the current directory")?
+                        .join(".orch")
+                        .join("orch.db"),
+                };
                 let existed = path.exists();
                 let db = Db::open(&path)?;
                 drop(db);
@@ -173,7 +181,7 @@ impl Tool for Cli {
                     }
                 );
                 let loc = db::resolve(self.db.path())?;
-                if loc.source != db::Source::Project {
+                if !matches!(loc.source, db::Source::Project | db::Source::Flag) {
                     eprintln!(
                         "note: commands here use {} ({}), not this file",
                         loc.path.display(),
@@ -199,7 +207,7 @@ impl Tool for Cli {
                 ready,
                 json,
             } => {
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let tasks = task::list(
                     &db,
                     &task::Filter {
@@ -219,7 +227,7 @@ impl Tool for Cli {
                 }
             }
             Cmd::Show { id, json } => {
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let t = task::get(&db, id)?;
                 if json {
                     out.json(&t)?;
@@ -228,7 +236,7 @@ impl Tool for Cli {
                 }
             }
             Cmd::Cancel { ids } => {
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 task::cancel(&db, &ids)?;
                 eprintln!(
                     "cancelled {} task{}",
@@ -237,12 +245,12 @@ impl Tool for Cli {
                 );
             }
             Cmd::Start { id } => {
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 task::start(&db, id, None)?;
             }
             Cmd::Done { id, result } => {
                 let result = text_or_stdin(result, "the result")?;
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 task::finish(
                     &db,
                     id,
@@ -259,7 +267,7 @@ impl Tool for Cli {
                 exit_code,
             } => {
                 let error = text_or_stdin(error, "the error")?;
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 task::finish(
                     &db,
                     id,
@@ -272,7 +280,7 @@ impl Tool for Cli {
                 )?;
             }
             Cmd::Stats { json } => {
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let s = task::stats(&db)?;
                 if json {
                     out.json(&s)?;

@@ -123,7 +123,11 @@ impl Tool for Cli {
 
         let mut runner = Runner::new()?;
         let loc = crate::db::resolve(self.db.path())?;
-        let db = crate::db::Db::open(&loc.path)?;
+        // New tasks from stdin may make the database; a batch must already be in one.
+        let db = match lines {
+            Some(_) => crate::db::Db::open(&loc.path)?,
+            None => crate::db::Db::open_existing(&loc)?,
+        };
         let claim = match (&lines, batch) {
             (Some(lines), _) => run::enqueue_lines(&db, lines, &role)?,
             (None, Some(id)) => run::claim(&db, id)?,

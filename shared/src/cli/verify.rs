@@ -166,12 +166,12 @@ impl Tool for Cli {
             Cmd::Probe { run, index } => probe(&self.db, run, index, &mut out),
             Cmd::Wait { run, timeout } => {
                 let run = id_or_stdin(run, "run")?;
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 wait(&db, run, timeout)
             }
             Cmd::Report { run, json } => {
                 let run = id_or_stdin(run, "run")?;
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 report(&db, run, json, &mut out)
             }
             Cmd::Selftest { n, sleep, json } => selftest(&self.db, n, sleep, json, &mut out),
@@ -237,7 +237,7 @@ fn new(arg: &DbArg, shape: Shape, json: bool, out: &mut Out) -> anyhow::Result<E
 }
 
 fn probe(arg: &DbArg, run: i64, index: i64, out: &mut Out) -> anyhow::Result<Exit> {
-    let db = arg.open()?;
+    let db = arg.open_existing()?;
     let (r, start) = verify::probe_start(&db, run, index, std::process::id())?;
     std::thread::sleep(Duration::from_millis(r.sleep_ms as u64));
     let end = verify::probe_end(&db, run, index)?;

@@ -194,7 +194,7 @@ pub fn open(cfg: &Config) -> Result<Option<Db>> {
     if !loc.path.is_file() {
         return match loc.source {
             Source::Flag | Source::Env => Err(Error::invalid(format!(
-                "no database at {} ({}); a hook never creates one: run `orch-queue init` in the project",
+                "no database at {} ({}); a hook never creates one: check the path, or make it with a command that writes (`orch-queue add`)",
                 loc.path.display(),
                 loc.source.explain()
             ))),
