@@ -281,6 +281,10 @@ fn item_1_terminal_escape_injection_human_views_escape_stored_text() {
     );
     let claude = env.ok("orch-emit", &[&batch2, "--format", "claude"]);
     assert!(claude.contains(&json!(p).to_string()[1..20]), "{claude}");
+    // Markdown is for people: escaped.
+    let out = env.run("orch-emit", &[&batch2, "--format", "markdown"]);
+    assert_code(&out, 0);
+    assert_escaped("orch-emit --format markdown", &out);
     let out = env.run(
         "orch-run",
         &[

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::agents::AgentIndex;
 use crate::batch::DEFAULT_MAX;
 use crate::task::Task;
+use crate::text::escape;
 
 /// The name of Claude Code's sub-agent tool (`Task` is its legacy alias).
 pub const AGENT_TOOL: &str = "Agent";
@@ -217,7 +218,8 @@ fn fence_for(text: &str) -> String {
     "`".repeat((longest + 1).max(3))
 }
 
-/// `--format markdown`.
+/// `--format markdown`: for people, so stored control characters are shown
+/// escaped ([`crate::text::escape`]); the other formats keep the bytes.
 pub fn render_markdown(batch: i64, tasks: &[Task], calls: &[AgentCall]) -> String {
     let n = calls.len();
     let mut s = String::new();
@@ -231,15 +233,16 @@ pub fn render_markdown(batch: i64, tasks: &[Task], calls: &[AgentCall]) -> Strin
             s,
             "## {}. {} (task {}, role `{}`)\n",
             i + 1,
-            c.description,
+            escape(&c.description, false),
             t.id,
-            t.role
+            escape(&t.role, false)
         );
         if let Some(ty) = &c.subagent_type {
-            let _ = writeln!(s, "Agent type: `{ty}`\n");
+            let _ = writeln!(s, "Agent type: `{}`\n", escape(ty, false));
         }
-        let fence = fence_for(&c.prompt);
-        let _ = writeln!(s, "{fence}text\n{}\n{fence}\n", c.prompt);
+        let prompt = escape(&c.prompt, true);
+        let fence = fence_for(&prompt);
+        let _ = writeln!(s, "{fence}text\n{prompt}\n{fence}\n");
     }
     s
 }
