@@ -170,6 +170,41 @@ fn item_7_reads_on_missing_paths_create_nothing() {
         assert!(err.contains("orch-queue init"), "{args:?}: {err}");
         assert_eq!(tree(env.path()), before, "{args:?} created something");
     }
+    // The read-only MCP tools too.
+    let input = [
+        r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"queue_status","arguments":{}}}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"batch_status","arguments":{"batch":1}}}"#,
+    ]
+    .join("\n");
+    let mut c = env.cmd("orch-mcp");
+    c.env("ORCH_DB", &typo)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        format!("{input}\n").as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let replies: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for id in [1, 2] {
+        let r = replies.iter().find(|r| r["id"] == id).unwrap();
+        assert_eq!(r["result"]["isError"], true, "{r}");
+        let text = r["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains("no database at"), "{text}");
+    }
+    assert_eq!(
+        tree(env.path()),
+        before,
+        "orch-mcp's read tools created something"
+    );
+
     let out = env
         .cmd("orch")
         .env("ORCH_DB", &typo)

@@ -96,6 +96,20 @@ impl State {
         self.db.as_ref().ok_or_else(|| "no database".to_string())
     }
 
+    /// The database for a tool that only reads: like [`State::db`], but a
+    /// missing file is `no database at PATH` and nothing is created.
+    fn existing_db(&mut self) -> Result<&Db, String> {
+        if self.db.is_none() {
+            if let DbSource::Resolve(flag) = &self.source {
+                let opened = crate::db::resolve(flag.as_deref())
+                    .and_then(|loc| Db::open_existing(&loc))
+                    .map_err(|e| format!("cannot open the orch database: {e}"))?;
+                self.db = Some(opened);
+            }
+        }
+        self.db()
+    }
+
     fn note(&mut self, s: &str) {
         (self.log)(s)
     }
@@ -843,7 +857,7 @@ struct QueueStatus {
 const MAX_LISTED: i64 = 100;
 
 fn queue_status(state: &mut State, _: NoArgs) -> Result<CallResult, String> {
-    let db = state.db()?;
+    let db = state.existing_db()?;
     let (stats, ready) = db
         .read(|tx| {
             let stats = task::stats_in(tx)?;
@@ -924,7 +938,7 @@ fn clip_result(s: Option<String>) -> Option<String> {
 }
 
 fn batch_status(state: &mut State, a: BatchArgs) -> Result<CallResult, String> {
-    let db = state.db()?;
+    let db = state.existing_db()?;
     let b = batch::get(db, a.batch).map_err(|e| e.to_string())?;
     let mut counts: Vec<(Status, i64)> = Vec::new();
     for t in &b.tasks {
@@ -1573,6 +1587,15 @@ mod tests {
             b"this is not SQLite, not at all, no"
         );
         std::fs::remove_file(&path).unwrap();
+        // A read tool makes no database; a write tool does, and then reads work.
+        let text = err_text(&mut s, QUEUE_STATUS_TOOL, json!({}));
+        assert!(text.contains("no database at"), "{text}");
+        assert!(!path.exists());
+        ok_call(
+            &mut s,
+            QUEUE_TOOL,
+            json!({"agent": "dev", "task": "Fix it"}),
+        );
         ok_call(&mut s, QUEUE_STATUS_TOOL, json!({}));
     }
 }
