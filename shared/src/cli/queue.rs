@@ -184,7 +184,7 @@ impl Tool for Cli {
                 if !matches!(loc.source, db::Source::Project | db::Source::Flag) {
                     eprintln!(
                         "note: commands here use {} ({}), not this file",
-                        loc.path.display(),
+                        text::escape(&loc.path.display().to_string(), false),
                         loc.source.explain()
                     );
                 }
