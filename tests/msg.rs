@@ -558,3 +558,36 @@ fn emit_with_mailbox_names_no_database_for_a_project_database() {
     );
     assert!(!prompt.contains("--db"), "{prompt}");
 }
+
+/// Item 5: `recv` writes and flushes the messages before it claims them; a
+/// stdout that fails (`> /dev/full`, `>&-`, a pipe nobody reads) claims nothing.
+#[test]
+fn item5_recv_to_a_failing_stdout_claims_nothing() {
+    let env = Env::new();
+    let first: i64 = env
+        .ok("orch-msg", &["send", "--from", "a", "--to", "b", "first"])
+        .trim()
+        .parse()
+        .unwrap();
+    env.ok("orch-msg", &["send", "--from", "a", "--to", "*", "second"]);
+    for how in BadStdout::ALL {
+        for args in [
+            &["recv", "--as", "b"][..],
+            &["recv", "--as", "b", "--json", "--max", "1"],
+            &["recv", "--as", "b", "--wait", "1"],
+        ] {
+            let out = env.run_bad_stdout("orch-msg", args, b"", how);
+            let err = assert_error(&out, "orch-msg");
+            assert!(
+                err.contains("nothing was") || err.contains("stdout"),
+                "{how:?} {args:?}: {err}"
+            );
+            assert_eq!(count(&env, "deliveries"), 0, "{how:?} {args:?}: claimed");
+        }
+    }
+    // Both are still there for a reader whose stdout works.
+    let got = json_lines(&env.ok("orch-msg", &["recv", "--as", "b", "--json"]));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0]["id"], first);
+    assert_eq!(count(&env, "deliveries"), 2);
+}

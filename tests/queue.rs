@@ -877,3 +877,48 @@ fn help_and_version() {
         .ok("orch-queue", &["--version"])
         .starts_with("orch-queue "));
 }
+
+fn task_ids(env: &Env) -> Vec<i64> {
+    let c = env.sql();
+    let mut s = c.prepare("SELECT id FROM tasks ORDER BY id").unwrap();
+    s.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+/// Item 6: output that fails after a commit is exit 3 with the ids on stderr,
+/// never exit 2; a stdout that is known to be unusable is refused first.
+#[test]
+fn item6_add_after_a_commit_is_exit_3_with_the_ids() {
+    let env = Env::new();
+    let out = env.run_bad_stdout("orch-queue", &["add", "dev", "one"], b"", BadStdout::Full);
+    assert_code(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("orch-queue: error: task 1 committed, but the answer could not be printed"),
+        "{err}"
+    );
+    assert_eq!(task_ids(&env), committed_ids(&out.stderr));
+
+    let lines = "{\"role\":\"dev\",\"prompt\":\"a\"}\n{\"role\":\"dev\",\"prompt\":\"b\"}\n";
+    let out = env.run_bad_stdout(
+        "orch-queue",
+        &["add", "--stdin"],
+        lines.as_bytes(),
+        BadStdout::Full,
+    );
+    assert_code(&out, 3);
+    assert_eq!(committed_ids(&out.stderr), vec![2, 3]);
+    assert_eq!(task_ids(&env), vec![1, 2, 3]);
+
+    // Closed, or a pipe with no reader: refused before anything is written.
+    for how in [BadStdout::Closed, BadStdout::NoReader] {
+        let out = env.run_bad_stdout("orch-queue", &["add", "dev", "two"], b"", how);
+        assert_error(&out, "orch-queue");
+        let out = env.run_bad_stdout("orch-queue", &["add", "--stdin"], lines.as_bytes(), how);
+        assert_error(&out, "orch-queue");
+    }
+    assert_eq!(task_ids(&env), vec![1, 2, 3]);
+}

@@ -188,17 +188,44 @@ fn unread_in(tx: &Transaction, reader: &str, max: Option<usize>) -> Result<Vec<M
 /// Claims the oldest unread messages of `reader` (at most `max`): selected and
 /// marked delivered in one IMMEDIATE transaction, so no other reader can get them.
 pub fn claim(db: &Db, reader: &str, max: Option<usize>) -> Result<Vec<Message>> {
+    claim_with(db, reader, max, &mut |_| Ok(()))
+}
+
+/// [`claim`], handing the messages to `deliver` (which writes and flushes
+/// them) before the claim commits: when `deliver` fails, the transaction rolls
+/// back and nothing is claimed. The write lock is held while `deliver` runs,
+/// so it must be quick and bounded in time.
+pub fn claim_with(
+    db: &Db,
+    reader: &str,
+    max: Option<usize>,
+    deliver: &mut dyn FnMut(&[Message]) -> std::io::Result<()>,
+) -> Result<Vec<Message>> {
     let now = now_ms();
     db.write(|tx| {
         let msgs = unread_in(tx, reader, max)?;
+        if msgs.is_empty() {
+            return Ok(msgs);
+        }
         let mut mark = tx.prepare_cached(
             "INSERT INTO deliveries (message_id, reader, read_at) VALUES (?1, ?2, ?3)",
         )?;
         for m in &msgs {
             mark.execute(params![m.id, reader, now])?;
         }
+        deliver(&msgs).map_err(|e| undelivered(&msgs, e))?;
         Ok(msgs)
     })
+}
+
+/// The error of a delivery that failed: nothing was claimed.
+fn undelivered(msgs: &[Message], e: std::io::Error) -> Error {
+    let n = msgs.len();
+    Error::invalid(format!(
+        "cannot print the message{} ({e}); nothing was claimed, {} unread",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "it stays" } else { "they stay" }
+    ))
 }
 
 /// The oldest unread messages of `reader`, left unread.
@@ -238,7 +265,16 @@ pub struct Recv {
 /// came in time. While waiting it holds no lock: it sleeps [`POLL`], reads
 /// `PRAGMA data_version`, and only when another process committed does it look
 /// (a read) and, when something is there, claim (the write lock).
-pub fn recv(db: &Db, reader: &str, r: Recv) -> Result<Vec<Message>> {
+///
+/// `deliver` gets the messages before the claim commits (see [`claim_with`]):
+/// delivered first, claimed after, so a failed delivery loses nothing. A
+/// reader killed between the two sees the messages again (at least once).
+pub fn recv(
+    db: &Db,
+    reader: &str,
+    r: Recv,
+    deliver: &mut dyn FnMut(&[Message]) -> std::io::Result<()>,
+) -> Result<Vec<Message>> {
     let deadline = r.wait.map(|w| Instant::now() + w);
     loop {
         // Read the version before looking, so a message committed after the
@@ -246,8 +282,14 @@ pub fn recv(db: &Db, reader: &str, r: Recv) -> Result<Vec<Message>> {
         let version = data_version(db)?;
         if has_unread(db, reader)? {
             let msgs = match r.peek {
-                true => peek(db, reader, r.max)?,
-                false => claim(db, reader, r.max)?,
+                true => {
+                    let msgs = peek(db, reader, r.max)?;
+                    if !msgs.is_empty() {
+                        deliver(&msgs).map_err(|e| undelivered(&msgs, e))?;
+                    }
+                    msgs
+                }
+                false => claim_with(db, reader, r.max, deliver)?,
             };
             if !msgs.is_empty() {
                 return Ok(msgs);

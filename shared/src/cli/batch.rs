@@ -90,16 +90,21 @@ impl Tool for Cli {
                 if max == 0 {
                     anyhow::bail!("--max must be at least 1");
                 }
+                super::check_stdout()?;
                 let db = self.db.open()?;
                 match batch::create(&db, &CreateRequest { max, min, role })? {
                     Ok(b) => {
-                        if json {
-                            out.json(&b)?;
-                        } else {
-                            out.line(b.id)?;
-                        }
                         // The id first, then the human note, also when both go to one terminal.
-                        out.flush()?;
+                        out.answer(
+                            || {
+                                let tasks = super::ids_text("task", b.tasks.iter().map(|t| t.id));
+                                format!("batch {} ({tasks})", b.id)
+                            },
+                            |out| match json {
+                                true => out.json(&b),
+                                false => out.line(b.id),
+                            },
+                        )?;
                         eprintln!(
                             "batch {}: {} task{}",
                             b.id,

@@ -159,10 +159,13 @@ impl Tool for Cli {
                     .join(".orch")
                     .join("orch.db");
                 let existed = path.exists();
+                super::check_stdout()?;
                 let db = Db::open(&path)?;
                 drop(db);
-                out.line(path.display())?;
-                out.flush()?;
+                out.answer(
+                    || format!("the database {}", path.display()),
+                    |out| out.line(path.display()),
+                )?;
                 eprintln!(
                     "{}",
                     if existed {
@@ -409,10 +412,10 @@ fn add(db: &DbArg, a: AddArgs, out: &mut Out) -> anyhow::Result<Exit> {
         key: None,
     }
     .validate(None)?;
+    super::check_stdout()?;
     let db = db.open()?;
     let id = task::add(&db, vec![t], |_| "task".to_string())?[0];
-    out.line(id)?;
-    out.flush()?;
+    out.answer(|| super::ids_text("task", [id]), |out| out.line(id))?;
     Ok(Exit::Ok)
 }
 
@@ -437,6 +440,7 @@ fn add_stdin(db: &DbArg, default_role: Option<&str>, out: &mut Out) -> anyhow::R
         bail!("no tasks on stdin (expected JSON Lines: {{\"role\":…,\"prompt\":…}} per line)");
     }
     keys.check(&label)?;
+    super::check_stdout()?;
     let db = db.open()?;
     let ids = db.write(|tx| {
         let mut ins = task::Inserter::new(tx, &keys);
@@ -452,10 +456,10 @@ fn add_stdin(db: &DbArg, default_role: Option<&str>, out: &mut Out) -> anyhow::R
             })?;
         ins.finish()
     })?;
-    for id in ids.iter() {
-        out.line(id)?;
-    }
-    out.flush()?;
+    out.answer(
+        || super::ids_text("task", ids.iter()),
+        |out| ids.iter().try_for_each(|id| out.line(id)),
+    )?;
     Ok(Exit::Ok)
 }
 

@@ -210,24 +210,27 @@ struct NewJson<'a> {
 }
 
 fn new(arg: &DbArg, shape: Shape, json: bool, out: &mut Out) -> anyhow::Result<Exit> {
+    super::check_stdout()?;
     let (db, _, probe_db) = open_for_probes(arg)?;
     let run = verify::create(&db, shape.n, shape.sleep, None)?;
     let calls = verify::agent_calls(&run, probe_db.as_deref());
     let message = crate::emit::render_claude(&calls);
+    let what = || format!("run {}", run.id);
     if json {
-        out.json(&NewJson {
+        let commands = (1..=run.n)
+            .map(|i| verify::probe_command("orch-verify", run.id, i, probe_db.as_deref()))
+            .collect();
+        let answer = NewJson {
             run: run.id,
             n: run.n,
             sleep_ms: run.sleep_ms,
-            commands: (1..=run.n)
-                .map(|i| verify::probe_command("orch-verify", run.id, i, probe_db.as_deref()))
-                .collect(),
+            commands,
             calls: &calls,
             message,
-        })?;
+        };
+        out.answer(what, |out| out.json(&answer))?;
     } else {
-        out.text(&message)?;
-        out.flush()?;
+        out.answer(what, |out| out.text(&message))?;
         eprintln!(
             "run {id}: paste the message into Claude Code as one message, then: orch-verify wait {id} && orch-verify report {id}",
             id = run.id
@@ -237,18 +240,23 @@ fn new(arg: &DbArg, shape: Shape, json: bool, out: &mut Out) -> anyhow::Result<E
 }
 
 fn probe(arg: &DbArg, run: i64, index: i64, out: &mut Out) -> anyhow::Result<Exit> {
+    super::check_stdout()?;
     let db = arg.open()?;
     let (r, start) = verify::probe_start(&db, run, index, std::process::id())?;
     std::thread::sleep(Duration::from_millis(r.sleep_ms as u64));
     let end = verify::probe_end(&db, run, index)?;
-    out.line(format_args!(
-        "probe {index} of {} in run {run}: ran {} from {} to {}",
-        r.n,
-        verify::secs(end - start),
-        crate::time::rfc3339(start),
-        crate::time::rfc3339(end)
-    ))?;
-    out.flush()?;
+    out.answer(
+        || format!("probe {index} of run {run}"),
+        |out| {
+            out.line(format_args!(
+                "probe {index} of {} in run {run}: ran {} from {} to {}",
+                r.n,
+                verify::secs(end - start),
+                crate::time::rfc3339(start),
+                crate::time::rfc3339(end)
+            ))
+        },
+    )?;
     Ok(Exit::Ok)
 }
 
