@@ -591,3 +591,39 @@ fn item5_recv_to_a_failing_stdout_claims_nothing() {
     assert_eq!(got[0]["id"], first);
     assert_eq!(count(&env, "deliveries"), 2);
 }
+
+/// Item 12: `--with-mailbox` gives every agent of a batch its own name, also
+/// when a role looks like the name made up for another (`worker`, `worker`,
+/// `worker-2`).
+#[test]
+fn item12_with_mailbox_names_are_unique_in_a_batch() {
+    for roles in [
+        &["worker", "worker", "worker-2"][..],
+        &["worker-2", "worker", "worker", "worker-2-2"],
+        &["a-3", "a", "a", "a-2", "a-3"],
+    ] {
+        let env = Env::new();
+        for r in roles {
+            env.add(r, "Do the thing");
+        }
+        let batch = env.ok("orch-batch", &["create"]);
+        let json: serde_json::Value = serde_json::from_str(&env.ok(
+            "orch-emit",
+            &[batch.trim(), "--format", "json", "--with-mailbox"],
+        ))
+        .unwrap();
+        let names: Vec<String> = json["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let p = c["prompt"].as_str().unwrap();
+                let line = p.lines().find(|l| l.starts_with("Mailbox:")).unwrap();
+                line.split('`').nth(1).unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(names.len(), roles.len());
+        let distinct: BTreeSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{roles:?} -> {names:?}");
+    }
+}

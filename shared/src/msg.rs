@@ -395,25 +395,45 @@ pub fn purge(db: &Db, before: i64) -> Result<usize> {
     })
 }
 
-/// The mailbox name of each task of a batch, in order: its role when no other
-/// task of the batch has that role, else `ROLE-ID`, so every agent has its own.
+/// The mailbox name of each task of a batch, in order, all different: its
+/// role when no other task of the batch has that role, else `ROLE-ID`. Unique
+/// by construction, whatever the roles: the plain names are taken first, and a
+/// made-up name that is already taken (roles `worker`, `worker`, `worker-2`)
+/// gets a further `-2`, `-3`… until it is free.
 pub fn mailbox_names(tasks: &[Task]) -> Vec<String> {
     let mut count: HashMap<&str, usize> = HashMap::new();
     for t in tasks {
         *count.entry(t.role.as_str()).or_default() += 1;
     }
+    let mut taken: std::collections::HashSet<String> = tasks
+        .iter()
+        .filter(|t| count[t.role.as_str()] == 1)
+        .map(|t| t.role.clone())
+        .collect();
     tasks
         .iter()
         .map(|t| {
             if count[t.role.as_str()] == 1 {
                 return t.role.clone();
             }
-            let suffix = format!("-{}", t.id);
-            // Roles are ASCII, so cutting at a byte is cutting at a character.
-            let keep = t.role.len().min(64usize.saturating_sub(suffix.len()));
-            format!("{}{suffix}", &t.role[..keep])
+            let name = (1..)
+                .map(|k| match k {
+                    1 => with_suffix(&t.role, &format!("-{}", t.id)),
+                    k => with_suffix(&t.role, &format!("-{}-{k}", t.id)),
+                })
+                .find(|n| !taken.contains(n))
+                .unwrap_or_default();
+            taken.insert(name.clone());
+            name
         })
         .collect()
+}
+
+/// `role` cut so that `role` + `suffix` fits the 64 characters of a name.
+fn with_suffix(role: &str, suffix: &str) -> String {
+    // Roles are ASCII, so cutting at a byte is cutting at a character.
+    let keep = role.len().min(64usize.saturating_sub(suffix.len()));
+    format!("{}{suffix}", &role[..keep])
 }
 
 /// `s` as one POSIX shell word: as is when it needs no quoting, else single-quoted.
@@ -585,6 +605,64 @@ mod tests {
             validate_name("name", n).unwrap();
         }
         assert_ne!(names[3], names[4]);
+    }
+
+    /// Item 12: names are unique whatever the roles, including roles shaped
+    /// like the names made up for others.
+    #[test]
+    fn item12_mailbox_names_are_unique_for_adversarial_roles() {
+        let long = "w".repeat(64);
+        let cut = format!("{}-1", "w".repeat(62));
+        let sets: Vec<Vec<(i64, &str)>> = vec![
+            vec![(1, "worker"), (2, "worker"), (3, "worker-2")],
+            vec![
+                (1, "worker-2"),
+                (2, "worker"),
+                (3, "worker"),
+                (4, "worker-2-2"),
+            ],
+            vec![
+                (2, "a"),
+                (3, "a"),
+                (4, "a-3"),
+                (5, "a-3-2"),
+                (6, "a-3-3"),
+                (7, "a-2"),
+            ],
+            vec![(1, &long), (2, &long), (3, &cut), (4, &cut)],
+            vec![(1, "x"), (1, "x"), (1, "x-1"), (1, "x-1-2")],
+        ];
+        for set in sets {
+            let tasks: Vec<Task> = set
+                .iter()
+                .map(|&(id, r)| Task::sample(id, r, "", ""))
+                .collect();
+            let names = mailbox_names(&tasks);
+            let distinct: std::collections::HashSet<&String> = names.iter().collect();
+            assert_eq!(distinct.len(), names.len(), "{set:?} -> {names:?}");
+            for n in &names {
+                validate_name("name", n).unwrap();
+            }
+        }
+        // Every mix of a few roles that look like each other's made-up names.
+        let pool = ["w", "w-1", "w-2", "w-2-2", "w-1-2", "w-3"];
+        for mask in 0..(1u32 << 12) {
+            let tasks: Vec<Task> = (0..6)
+                .filter_map(|i| match (mask >> (2 * i)) & 3 {
+                    0 => None,
+                    k => Some(Task::sample(
+                        i as i64 + k as i64,
+                        pool[(i + k as usize) % 6],
+                        "",
+                        "",
+                    )),
+                })
+                .chain([Task::sample(2, "w", "", ""), Task::sample(1, "w", "", "")])
+                .collect();
+            let names = mailbox_names(&tasks);
+            let distinct: std::collections::HashSet<&String> = names.iter().collect();
+            assert_eq!(distinct.len(), names.len(), "{names:?}");
+        }
     }
 
     #[test]
