@@ -656,3 +656,33 @@ fn help_has_a_summary_and_examples() {
     assert!(child.wait().unwrap().success());
     assert!(buf.starts_with("orch-mcp "), "{buf}");
 }
+
+/// Item 11: `queue_parallel_task` refuses `after` naming the task's own id.
+#[test]
+fn item11_queue_parallel_task_cannot_wait_for_itself() {
+    let env = Env::new();
+    let mut s = Server::start(env.cmd("orch-mcp"));
+    initialize(&mut s, "2025-06-18");
+    let a = s.tool(
+        2,
+        "queue_parallel_task",
+        json!({"agent": "dev", "task": "one"}),
+    );
+    assert_eq!(a["structuredContent"]["task"], 1, "{a}");
+    let b = s.tool(
+        3,
+        "queue_parallel_task",
+        json!({"agent": "dev", "task": "two", "after": [2]}),
+    );
+    assert_eq!(b["isError"], true, "{b}");
+    assert!(
+        b["content"][0]["text"].as_str().unwrap().contains("itself"),
+        "{b}"
+    );
+    s.finish();
+    let n: i64 = env
+        .sql()
+        .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+}

@@ -114,7 +114,17 @@ impl Tool for Cli {
                     }
                     Err(few) => {
                         if few.ready == 0 {
-                            eprintln!("nothing ready to batch");
+                            let blocked = crate::task::blocked(&db, None, None)
+                                .map(|b| b.len())
+                                .unwrap_or(0);
+                            match blocked {
+                                0 => eprintln!("nothing ready to batch"),
+                                n => eprintln!(
+                                    "nothing ready to batch ({n} queued task{} blocked: {} for a failed or cancelled task; `orch-batch plan` shows them)",
+                                    if n == 1 { " is" } else { "s are" },
+                                    if n == 1 { "it waits" } else { "they wait" }
+                                ),
+                            }
                         } else {
                             eprintln!(
                                 "only {} ready, fewer than --min {}; no batch made",
