@@ -144,6 +144,19 @@ pub struct NotPrinted {
     pub source: io::Error,
 }
 
+/// `r`, with an output error at its top (a failed write to stdout, after
+/// `what` was committed) turned into [`NotPrinted`]; other errors unchanged.
+pub fn after_commit<T>(r: anyhow::Result<T>, what: impl FnOnce() -> String) -> anyhow::Result<T> {
+    r.map_err(|e| match e.downcast::<io::Error>() {
+        Ok(source) => NotPrinted {
+            what: what(),
+            source,
+        }
+        .into(),
+        Err(e) => e,
+    })
+}
+
 /// `noun`s ids for a message, consecutive runs shortened: `task 7`,
 /// `tasks 5-9, 12`.
 pub fn ids_text(noun: &str, ids: impl IntoIterator<Item = i64>) -> String {

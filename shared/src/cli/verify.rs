@@ -174,7 +174,12 @@ impl Tool for Cli {
                 let db = self.db.open()?;
                 report(&db, run, json, &mut out)
             }
-            Cmd::Selftest { n, sleep, json } => selftest(&self.db, n, sleep, json, &mut out),
+            Cmd::Selftest { n, sleep, json } => {
+                super::check_stdout()?;
+                let mut runs = Vec::new();
+                let r = selftest(&self.db, n, sleep, json, &mut out, &mut runs);
+                super::after_commit(r, || super::ids_text("run", runs))
+            }
             Cmd::Exec {
                 shape,
                 timeout,
@@ -447,7 +452,15 @@ fn reap(children: Vec<Child>) -> anyhow::Result<()> {
     }
 }
 
-fn selftest(arg: &DbArg, n: i64, sleep: i64, json: bool, out: &mut Out) -> anyhow::Result<Exit> {
+/// The selftest; `runs` gets the id of each run it makes.
+fn selftest(
+    arg: &DbArg,
+    n: i64,
+    sleep: i64,
+    json: bool,
+    out: &mut Out,
+    runs: &mut Vec<i64>,
+) -> anyhow::Result<Exit> {
     let loc = db::resolve(arg.path())?;
     let db = Db::open(&loc.path)?;
     let path = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
@@ -459,6 +472,7 @@ fn selftest(arg: &DbArg, n: i64, sleep: i64, json: bool, out: &mut Out) -> anyho
         ("one by one", Verdict::Sequential),
     ] {
         let r = verify::create(&db, n, sleep, Some(&format!("selftest: {phase}")))?;
+        runs.push(r.id);
         if expected == Verdict::Parallel {
             let kids = (1..=n)
                 .map(|i| spawn_probe(&exe, r.id, i, &path))
@@ -563,6 +577,7 @@ fn exec(
     let path = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
     let exe = std::env::current_exe().context("finding this program")?;
     let (prog, args) = command.split_first().context("no COMMAND given after --")?;
+    super::check_stdout()?;
     let stdout_to_stderr = io::stderr()
         .as_fd()
         .try_clone_to_owned()
@@ -655,7 +670,7 @@ fn exec(
         ));
     }
     drop(p);
-    report(&db, r.id, json, out)
+    super::after_commit(report(&db, r.id, json, out), || format!("run {}", r.id))
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
