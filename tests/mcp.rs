@@ -679,10 +679,23 @@ fn item11_queue_parallel_task_cannot_wait_for_itself() {
         b["content"][0]["text"].as_str().unwrap().contains("itself"),
         "{b}"
     );
-    s.finish();
     let n: i64 = env
         .sql()
         .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 1);
+    // A dependency on a cancelled task is queued, with a note.
+    env.ok("orch-queue", &["cancel", "1"]);
+    let c = s.tool(
+        4,
+        "queue_parallel_task",
+        json!({"agent": "dev", "task": "three", "after": [1]}),
+    );
+    assert_eq!(c["isError"], false, "{c}");
+    let text = c["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("can never become ready: it waits for task 1, which is cancelled"),
+        "{text}"
+    );
+    s.finish();
 }

@@ -748,6 +748,19 @@ fn queue_task(state: &mut State, a: QueueArgs) -> Result<CallResult, String> {
             " It becomes ready once task {} is done.",
             ids.join(", ")
         ));
+        // Best effort: the task is queued whatever this finds.
+        if let Some(b) = task::blocked(db, None, Some((id, id)))
+            .ok()
+            .and_then(|b| b.into_iter().next())
+        {
+            let status = task::get(db, b.behind)
+                .map(|t| t.status.as_str())
+                .unwrap_or("gone");
+            text.push_str(&format!(
+                " But it can never become ready: it waits for task {}, which is {status}.",
+                b.behind
+            ));
+        }
     }
     text.push_str(&format!(
         " {} ready to launch. Queue every task first, then call {EXECUTE_TOOL} once to launch them all in parallel.",
