@@ -89,16 +89,19 @@ impl Tool for Cli {
                 emit::render_shell(id, &abs, &tasks, &calls)
             }
         };
-        // Printed first, marked emitted after: a message that could not be
-        // printed leaves the batch unemitted, and nothing was written (exit 2).
+        // Printed (and copied) first, marked emitted after: a message that
+        // could not be delivered leaves the batch unemitted, and nothing was
+        // written (exit 2).
         let mut out = Out::new();
         out.text(&text).and_then(|_| out.flush()).with_context(|| {
             format!("printing batch {id}'s message; the batch is not marked emitted")
         })?;
+        if let Some(c) = &clip {
+            c.copy(&text)?;
+        }
         batch::mark_emitted(&db, id)?;
         drop(db);
         if let Some(c) = clip {
-            c.copy(&text)?;
             eprintln!("orch-emit: copied to the clipboard ({})", c.program);
         }
         Ok(Exit::Ok)
