@@ -746,6 +746,11 @@ fn item9_the_hook_ignores_the_per_user_database() {
         )
         .unwrap();
     assert_eq!((batches, calls, queued), (0, 0, 3));
+    // Installing here says so.
+    let out = user("orch-hook").arg("install").output().unwrap();
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("never uses the per-user database"), "{err}");
 
     // The same project with its own .orch/orch.db: the hook acts.
     let out = user("orch-queue").arg("init").output().unwrap();

@@ -216,11 +216,15 @@ fn install(
     }
     if db.is_none() && scope == Scope::Project {
         // A note only: what is installed stays installed whatever this finds.
-        if let Some(loc) = crate::db::resolve(None).ok().filter(|l| !l.path.is_file()) {
-            eprintln!(
+        match crate::db::resolve(None) {
+            Ok(loc) if loc.source == crate::db::Source::User => eprintln!(
+                "orch-hook: note: no .orch/orch.db in this project; the hook does nothing here until `orch-queue init` makes one (it never uses the per-user database)"
+            ),
+            Ok(loc) if !loc.path.is_file() => eprintln!(
                 "orch-hook: note: {} does not exist yet; the hook records nothing until it does (`orch-queue init` makes one)",
                 loc.path.display()
-            );
+            ),
+            _ => {}
         }
     }
     Ok(Exit::Ok)
