@@ -627,3 +627,41 @@ fn item12_with_mailbox_names_are_unique_in_a_batch() {
         assert_eq!(distinct.len(), names.len(), "{roles:?} -> {names:?}");
     }
 }
+
+/// Item 5: a reader that stops reading cannot hold the claim's write lock for
+/// long: `recv` gives up after 10 s, claims nothing, and a writer waiting
+/// behind it goes on.
+#[test]
+fn item5_a_stalled_reader_claims_nothing_and_blocks_no_one_for_long() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let env = Env::new();
+    let body = "x".repeat(100_000);
+    for _ in 0..2 {
+        env.ok("orch-msg", &["send", "--from", "a", "--to", "b", &body]);
+    }
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just made and are owned here.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let started = Instant::now();
+    let mut recv = env.cmd("orch-msg");
+    recv.args(["recv", "--as", "b"])
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped());
+    let child = recv.spawn().unwrap();
+    drop(recv);
+    // The pipe fills and nobody reads it; a writer queues behind the lock.
+    std::thread::sleep(Duration::from_millis(500));
+    let add = env.run("orch-queue", &["add", "dev", "waits its turn"]);
+    assert_code(&add, 0);
+    let out = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    assert_error(&out, "orch-msg");
+    assert!(took < Duration::from_secs(25), "{took:?}");
+    assert_eq!(count(&env, "deliveries"), 0);
+    drop(read_end);
+    let got = json_lines(&env.ok("orch-msg", &["recv", "--as", "b", "--json"]));
+    assert_eq!(got.len(), 2);
+}
