@@ -128,7 +128,7 @@ impl Tool for Cli {
         let mut out = Out::new();
         let code = match self.cmd {
             Cmd::Send(a) => send(&self.db, a, &mut out)?,
-            Cmd::Recv(a) => recv(&self.db, a, &mut out)?,
+            Cmd::Recv(a) => recv(&self.db, a)?,
             Cmd::List {
                 to,
                 from,
@@ -257,7 +257,7 @@ const RECV_WRITE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Receives: the messages are written and flushed to stdout first and the
 /// claim commits after, so a stdout that fails claims nothing (exit 2).
-fn recv(db: &super::DbArg, a: RecvArgs, out: &mut Out) -> anyhow::Result<Exit> {
+fn recv(db: &super::DbArg, a: RecvArgs) -> anyhow::Result<Exit> {
     msg::validate_name("--as", &a.reader)?;
     super::check_stdout()?;
     let db = db.open()?;
@@ -267,7 +267,6 @@ fn recv(db: &super::DbArg, a: RecvArgs, out: &mut Out) -> anyhow::Result<Exit> {
         peek: a.peek,
     };
     // Nothing else goes to stdout: the messages are written straight to it.
-    out.flush()?;
     let json = a.json;
     let mut deliver = |msgs: &[Message]| -> io::Result<()> {
         let mut buf = Vec::new();
