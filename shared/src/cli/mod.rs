@@ -1,5 +1,7 @@
 //! What every binary shares: the `main` wrapper (errors as one line, exit
-//! codes, a closed stdout pipe as success), `--db`, stdout writing, and ids on stdin.
+//! codes, a closed stdout pipe as success for a read, exit 3 for a committed
+//! write whose answer could not be printed), `--db`, stdout writing and its
+//! checks, and ids on stdin.
 
 pub mod batch;
 pub mod emit;
