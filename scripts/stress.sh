@@ -10,7 +10,10 @@
 # send/recv (exactly-once delivery), orch-verify new/probe and orch-hook
 # PreToolUse/PostToolUse events. Every writer logs what
 # it was acknowledged (the ids printed on exit 0), so the check can prove that
-# nothing acknowledged is missing and nothing was handed out twice.
+# nothing acknowledged is missing and nothing was handed out twice. Some
+# writes go to /dev/full or a closed stdout: those must exit 3 naming on
+# stderr exactly the ids committed (counted as acknowledged) or exit 2 having
+# written nothing, and a recv that cannot print must claim nothing.
 #
 # Binaries: --bin-dir, else $ORCH_BIN_DIR, else a release build made here.
 # Needs bash, python3 (the checker) and coreutils.
@@ -67,6 +70,29 @@ esc=$'\e]52;c;eA==\a\e[2J'
 
 now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
 
+# The ids a "NAME: error: tasks 5-7, 9 committed, but the answer could not be
+# printed" line names, one a line.
+committed_ids() {
+    local list part
+    list=$(sed -n 's/^[a-z-]*: error: [a-z]* \([0-9][0-9, -]*\) committed, but the answer could not be printed.*/\1/p' <<<"$1")
+    for part in ${list//,/ }; do
+        if [[ $part == *-* ]]; then seq "${part%-*}" "${part#*-}"; else echo "$part"; fi
+    done
+}
+
+# Runs "$@" with stdout to /dev/full; prints the ids it says it committed.
+# Exit 3 with ids, or 2 with none, counts as 0 (what was said is what was done).
+to_full() {
+    local err rc ids
+    err=$("$@" 2>&1 >/dev/full)
+    rc=$?
+    printf '%s\n' "$err" >>"$base.err"
+    ids=$(committed_ids "$err")
+    if [ $rc = 3 ] && [ -n "$ids" ]; then printf '%s\n' "$ids"; return 0; fi
+    if [ $rc = 2 ] && [ -z "$ids" ]; then return 0; fi
+    return $((rc == 0 ? 99 : rc))
+}
+
 # Each writer: $1 = kind, $2 = index. Logs: $kind.$i.ok (acknowledged ids or
 # records), .err (its stderr), .fail (unexpected exit codes), .ops (count).
 writer() {
@@ -84,12 +110,21 @@ writer() {
                     printf '{"role":"r%d","prompt":"stress %d.%d.%d \\u001b[2J\\u0007"}\n' $((k % 3)) "$i" "$n" "$k"
                 done | orch-queue add --stdin 2>>"$base.err")
                 rc=$?
+            elif [ $((n % 8)) = 3 ]; then
+                out=$(to_full orch-queue add "r$((n % 3))" "stress $i.$n")
+                rc=$?
+            elif [ $((n % 8)) = 5 ]; then
+                # A closed stdout is refused before anything is written.
+                orch-queue add "r$((n % 3))" "stress $i.$n" >&- 2>>"$base.err"
+                rc=$?
+                out=
+                [ $rc = 2 ] && rc=0
             else
                 out=$(orch-queue add "r$((n % 3))" -p $((n % 5)) "stress $i.$n $esc" 2>>"$base.err")
                 rc=$?
             fi
             ops=$((ops + 1))
-            if [ $rc = 0 ]; then printf '%s\n' "$out" >>"$base.ok"; else echo "orch-queue add: exit $rc" >>"$base.fail"; fi
+            if [ $rc = 0 ]; then [ -z "$out" ] || printf '%s\n' "$out" >>"$base.ok"; else echo "orch-queue add: exit $rc" >>"$base.fail"; fi
             ;;
         batch)
             out=$(orch-batch create --max $((1 + RANDOM % 8)) --json 2>>"$base.err")
@@ -114,12 +149,24 @@ writer() {
             fi
             ;;
         msg-send)
-            out=$(orch-msg send --from "s$i" --to "m$((n % 3))" "stress $i.$n $esc" 2>>"$base.err")
+            if [ $((n % 6)) = 2 ]; then
+                out=$(to_full orch-msg send --from "s$i" --to "m$((n % 3))" "stress $i.$n $esc")
+            else
+                out=$(orch-msg send --from "s$i" --to "m$((n % 3))" "stress $i.$n $esc" 2>>"$base.err")
+            fi
             rc=$?
             ops=$((ops + 1))
-            if [ $rc = 0 ]; then printf '%s\n' "$out" >>"$base.ok"; else echo "orch-msg send: exit $rc" >>"$base.fail"; fi
+            if [ $rc = 0 ]; then [ -z "$out" ] || printf '%s\n' "$out" >>"$base.ok"; else echo "orch-msg send: exit $rc" >>"$base.fail"; fi
             ;;
         msg-recv)
+            if [ $((n % 5)) = 2 ]; then
+                # Cannot print: must claim nothing (the drain below gets them).
+                orch-msg recv --as "m$((n % 3))" --json >/dev/full 2>>"$base.err"
+                rc=$?
+                ops=$((ops + 1))
+                [ $rc = 0 ] && echo "orch-msg recv >/dev/full: exit 0" >>"$base.fail"
+                continue
+            fi
             out=$(orch-msg recv --as "m$((n % 3))" --max $((1 + RANDOM % 4)) --json 2>>"$base.err")
             rc=$?
             ops=$((ops + 1))

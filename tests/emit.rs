@@ -428,3 +428,39 @@ fn help_and_version() {
         .ok("orch-emit", &["--version"])
         .starts_with("orch-emit "));
 }
+
+/// Item 6: the message is printed first and the batch marked emitted after,
+/// so a stdout that fails leaves the batch unemitted and nothing written (exit 2).
+#[test]
+fn item6_emit_to_a_failing_stdout_marks_nothing() {
+    let env = Env::new();
+    env.add("dev", "one");
+    env.ok("orch-batch", &["create"]);
+    for how in BadStdout::ALL {
+        let out = env.run_bad_stdout("orch-emit", &["1"], b"", how);
+        assert_code(&out, 2);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.lines()
+                .last()
+                .unwrap()
+                .starts_with("orch-emit: error: "),
+            "{err}"
+        );
+        let emitted: Option<i64> = env
+            .sql()
+            .query_row("SELECT emitted_at FROM batches WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(emitted, None, "{how:?}");
+    }
+    env.ok("orch-emit", &["1"]);
+    let emitted: Option<i64> = env
+        .sql()
+        .query_row("SELECT emitted_at FROM batches WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(emitted.is_some());
+}

@@ -677,3 +677,120 @@ fn orch_run_batches_are_judged_too() {
     );
     assert_eq!(code, 1);
 }
+
+/// Item 6: `install --command` checks the user's own `orch.md` before it
+/// writes anything: refused, and the settings are not touched.
+#[test]
+fn item6_install_command_checks_orch_md_before_writing() {
+    let env = Env::new();
+    let path = settings_path(&env);
+    let md = path.parent().unwrap().join("commands/orch.md");
+    std::fs::create_dir_all(md.parent().unwrap()).unwrap();
+    std::fs::write(&md, "my own /orch\n").unwrap();
+    let out = env.run("orch-hook", &["install", "--command"]);
+    assert_error(&out, "orch-hook");
+    assert!(!path.exists(), "settings written before the refusal");
+    assert_eq!(std::fs::read_to_string(&md).unwrap(), "my own /orch\n");
+    // Settings that exist stay byte for byte.
+    std::fs::write(&path, "{\"env\": {}}\n").unwrap();
+    let out = env.run("orch-hook", &["install", "--command"]);
+    assert_error(&out, "orch-hook");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"env\": {}}\n");
+}
+
+/// Item 9: with only a per-user database, the hook does nothing: no batch on
+/// a prompt or a stop, no agent call recorded.
+#[test]
+fn item9_the_hook_ignores_the_per_user_database() {
+    let env = Env::new();
+    let user = |name: &str| {
+        let mut c = env.cmd(name);
+        c.env_remove("ORCH_DB");
+        c
+    };
+    for i in 0..3 {
+        let out = user("orch-queue")
+            .args(["add", "dev", &format!("task {i}")])
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+    }
+    let user_db = env.home().join(".local/share/orch/orch.db");
+    assert!(user_db.is_file());
+    let prompt = serde_json::to_vec(&fixture("user_prompt_submit.json")).unwrap();
+    let stop = serde_json::to_vec(&fixture("stop.json")).unwrap();
+    let pre = agent_event("pre_tool_use_agent.json", "toolu_1", 1);
+    for ev in [&prompt, &stop, &pre] {
+        let mut c = user("orch-hook");
+        c.args(["--threshold", "1"]);
+        let out = run_stdin(c, ev);
+        assert_code(&out, 0);
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let c = rusqlite::Connection::open(&user_db).unwrap();
+    let (batches, calls, queued): (i64, i64, i64) = c
+        .query_row(
+            "SELECT (SELECT count(*) FROM batches), (SELECT count(*) FROM agent_calls),
+                    (SELECT count(*) FROM tasks WHERE status = 'queued')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((batches, calls, queued), (0, 0, 3));
+    // Installing here says so.
+    let out = user("orch-hook").arg("install").output().unwrap();
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("never uses the per-user database"), "{err}");
+
+    // The same project with its own .orch/orch.db: the hook acts.
+    let out = user("orch-queue").arg("init").output().unwrap();
+    assert_code(&out, 0);
+    for i in 0..3 {
+        let out = user("orch-queue")
+            .args(["add", "dev", &format!("task {i}")])
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+    }
+    let mut c = user("orch-hook");
+    c.args(["--threshold", "1"]);
+    let out = run_stdin(c, &prompt);
+    assert_code(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("additionalContext"));
+}
+
+/// Item 10: in hook mode a usage error is a fault (exit 1, one line), never
+/// the exit 2 Claude Code reads as "block"; the installer keeps exit 2.
+#[test]
+fn item10_hook_usage_errors_exit_1() {
+    let env = Env::new();
+    three_batched_tasks(&env);
+    let stop = serde_json::to_vec(&fixture("stop.json")).unwrap();
+    for args in [
+        &["--threshold", "0"][..],
+        &["--max", "0"],
+        &["--threshold", "x"],
+        &["--bogus"],
+        &["Stop", "extra"],
+        &["--db"],
+    ] {
+        let out = env.run_with("orch-hook", args, &stop);
+        let err = assert_fault(&out);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert_error(
+        &env.run("orch-hook", &["install", "--threshold", "0"]),
+        "orch-hook",
+    );
+    assert_error(&env.run("orch-hook", &["status", "--bogus"]), "orch-hook");
+}

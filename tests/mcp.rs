@@ -656,3 +656,46 @@ fn help_has_a_summary_and_examples() {
     assert!(child.wait().unwrap().success());
     assert!(buf.starts_with("orch-mcp "), "{buf}");
 }
+
+/// Item 11: `queue_parallel_task` refuses `after` naming the task's own id.
+#[test]
+fn item11_queue_parallel_task_cannot_wait_for_itself() {
+    let env = Env::new();
+    let mut s = Server::start(env.cmd("orch-mcp"));
+    initialize(&mut s, "2025-06-18");
+    let a = s.tool(
+        2,
+        "queue_parallel_task",
+        json!({"agent": "dev", "task": "one"}),
+    );
+    assert_eq!(a["structuredContent"]["task"], 1, "{a}");
+    let b = s.tool(
+        3,
+        "queue_parallel_task",
+        json!({"agent": "dev", "task": "two", "after": [2]}),
+    );
+    assert_eq!(b["isError"], true, "{b}");
+    assert!(
+        b["content"][0]["text"].as_str().unwrap().contains("itself"),
+        "{b}"
+    );
+    let n: i64 = env
+        .sql()
+        .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    // A dependency on a cancelled task is queued, with a note.
+    env.ok("orch-queue", &["cancel", "1"]);
+    let c = s.tool(
+        4,
+        "queue_parallel_task",
+        json!({"agent": "dev", "task": "three", "after": [1]}),
+    );
+    assert_eq!(c["isError"], false, "{c}");
+    let text = c["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("can never become ready: it waits for task 1, which is cancelled"),
+        "{text}"
+    );
+    s.finish();
+}

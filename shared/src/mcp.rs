@@ -574,6 +574,7 @@ cancelled) and list the ready ones: what execute_parallel_batch would take next.
                     "failed": { "type": "integer" },
                     "cancelled": { "type": "integer" },
                     "total": { "type": "integer" },
+                    "blocked": { "type": "integer", "description": "Queued tasks that wait for a failed or cancelled task (absent when none)" },
                     "ready_tasks": { "type": "array", "items": task_brief }
                 },
                 "required": ["queued", "ready", "batched", "running", "done", "failed", "cancelled", "total", "ready_tasks"]
@@ -761,6 +762,19 @@ fn queue_task(state: &mut State, a: QueueArgs) -> Result<CallResult, String> {
             " It becomes ready once task {} is done.",
             ids.join(", ")
         ));
+        // Best effort: the task is queued whatever this finds.
+        if let Some(b) = task::blocked(db, None, Some((id, id)))
+            .ok()
+            .and_then(|b| b.into_iter().next())
+        {
+            let status = task::get(db, b.behind)
+                .map(|t| t.status.as_str())
+                .unwrap_or("gone");
+            text.push_str(&format!(
+                " But it can never become ready: it waits for task {}, which is {status}.",
+                b.behind
+            ));
+        }
     }
     text.push_str(&format!(
         " {} ready to launch. Queue every task first, then call {EXECUTE_TOOL} once to launch them all in parallel.",

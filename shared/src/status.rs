@@ -216,9 +216,13 @@ pub fn render(s: &Snapshot) -> String {
         return o;
     }
     let t = &s.tasks;
+    let blocked = match t.blocked {
+        0 => String::new(),
+        n => format!(", {n} blocked"),
+    };
     let _ = writeln!(
         o,
-        "tasks     {} queued ({} ready), {} batched, {} running, {} done, {} failed, {} cancelled",
+        "tasks     {} queued ({} ready{blocked}), {} batched, {} running, {} done, {} failed, {} cancelled",
         t.queued, t.ready, t.batched, t.running, t.done, t.failed, t.cancelled
     );
     if s.batches.is_empty() {

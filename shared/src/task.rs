@@ -506,6 +506,10 @@ pub struct Inserter<'a> {
     ids: Ids,
     /// Index of a task not inserted yet → the ids of tasks waiting for it.
     waiting: HashMap<usize, Vec<i64>>,
+    /// Dependencies between two tasks of this insert (task, after), checked
+    /// for a cycle once all are in: an `after` by id can name a task of the
+    /// same input that itself waits for a later line by key.
+    inner: Vec<(i64, i64)>,
 }
 
 impl<'a> Inserter<'a> {
@@ -516,6 +520,7 @@ impl<'a> Inserter<'a> {
             now: now_ms(),
             ids: Ids::default(),
             waiting: HashMap::new(),
+            inner: Vec::new(),
         }
     }
 
@@ -551,11 +556,22 @@ impl<'a> Inserter<'a> {
         if let Some(waiting) = self.waiting.remove(&i) {
             for w in waiting {
                 self.dep(w, id)?;
+                self.inner.push((w, id));
             }
         }
+        let first = self.ids.iter().next().unwrap_or(id);
         for d in &t.after {
             match d {
+                Dep::Id(a) if *a == id => {
+                    return Err(Error::invalid(format!(
+                        "{}: \"after\" names task {a}, which is this task itself (the id it gets): a task cannot wait for itself",
+                        label(at)
+                    )));
+                }
                 Dep::Id(a) => {
+                    if *a >= first {
+                        self.inner.push((id, *a));
+                    }
                     let found = self
                         .tx
                         .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?
@@ -571,7 +587,10 @@ impl<'a> Inserter<'a> {
                 }
                 Dep::Key(k) => match self.keys.keys.get(k) {
                     Some(&j) if j < self.ids.len() => match self.ids.get(j) {
-                        Some(after) => self.dep(id, after)?,
+                        Some(after) => {
+                            self.dep(id, after)?;
+                            self.inner.push((id, after));
+                        }
                         None => return Err(changed()),
                     },
                     Some(&j) => self.waiting.entry(j).or_default().push(id),
@@ -589,12 +608,39 @@ impl<'a> Inserter<'a> {
         Ok(())
     }
 
-    /// The ids of every task, in order, once all of them are inserted.
+    /// The ids of every task, in order, once all of them are inserted; refuses
+    /// a cycle among them (which the keys alone did not show).
     pub fn finish(self) -> Result<Ids> {
         if self.ids.len() != self.keys.len || !self.waiting.is_empty() {
             return Err(Error::invalid(
                 "the input changed while it was being read; nothing was written",
             ));
+        }
+        if !self.inner.is_empty() {
+            let mut node: HashMap<i64, usize> = HashMap::new();
+            let mut id_of: Vec<i64> = Vec::new();
+            let mut edges: Vec<Vec<usize>> = Vec::new();
+            for &(task, after) in &self.inner {
+                let mut at = |id: i64| {
+                    *node.entry(id).or_insert_with(|| {
+                        id_of.push(id);
+                        edges.push(Vec::new());
+                        edges.len() - 1
+                    })
+                };
+                let (a, b) = (at(task), at(after));
+                edges[a].push(b);
+            }
+            if let Some(cycle) = find_cycle(&edges) {
+                let names: Vec<String> = cycle
+                    .iter()
+                    .map(|&n| format!("task {}", id_of[n]))
+                    .collect();
+                return Err(Error::invalid(format!(
+                    "dependency cycle: {} (ids as they would be); nothing was written",
+                    names.join(" -> ")
+                )));
+            }
         }
         Ok(self.ids)
     }
@@ -639,6 +685,50 @@ pub fn find_cycle(edges: &[Vec<usize>]) -> Option<Vec<usize>> {
 /// SQL condition: task `t` is ready (queued, and everything in its `after` is done).
 pub const READY: &str = "t.status = 'queued' AND NOT EXISTS (SELECT 1 FROM task_deps d \
      JOIN tasks p ON p.id = d.after_id WHERE d.task_id = t.id AND p.status != 'done')";
+
+/// A queued task that can never become ready: it waits, directly or through
+/// other tasks, for one that failed or was cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub id: i64,
+    /// The failed or cancelled task it waits for (the lowest id, when several).
+    pub behind: i64,
+}
+
+/// Queued tasks blocked behind `roots` (when given), else behind any failed or
+/// cancelled task; only ids in `within` (inclusive) when given. By id.
+pub fn blocked_in(
+    tx: &Transaction,
+    roots: Option<&[i64]>,
+    within: Option<(i64, i64)>,
+) -> Result<Vec<Blocked>> {
+    let roots = roots.map(|r| serde_json::to_string(r).unwrap_or_else(|_| "[]".into()));
+    let (lo, hi) = within.unwrap_or((i64::MIN, i64::MAX));
+    let mut stmt = tx.prepare_cached(
+        "WITH RECURSIVE blocked(id, root) AS (
+             SELECT d.task_id, d.after_id FROM task_deps d JOIN tasks p ON p.id = d.after_id
+             WHERE CASE WHEN ?1 IS NULL THEN p.status IN ('failed', 'cancelled')
+                        ELSE p.id IN (SELECT value FROM json_each(?1)) END
+             UNION
+             SELECT d.task_id, b.root FROM task_deps d JOIN blocked b ON d.after_id = b.id
+         )
+         SELECT t.id, min(b.root) FROM blocked b JOIN tasks t ON t.id = b.id
+         WHERE t.status = 'queued' AND t.id BETWEEN ?2 AND ?3
+         GROUP BY t.id ORDER BY t.id",
+    )?;
+    let rows = stmt.query_map(params![roots, lo, hi], |r| {
+        Ok(Blocked {
+            id: r.get(0)?,
+            behind: r.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// [`blocked_in`] in a read transaction of its own.
+pub fn blocked(db: &Db, roots: Option<&[i64]>, within: Option<(i64, i64)>) -> Result<Vec<Blocked>> {
+    db.read(|tx| blocked_in(tx, roots, within))
+}
 
 /// What `list` shows.
 #[derive(Debug, Default, Clone)]
@@ -846,6 +936,14 @@ pub struct Stats {
     pub failed: i64,
     pub cancelled: i64,
     pub total: i64,
+    /// Queued tasks that can never become ready (see [`blocked_in`]); left
+    /// out of the JSON when there are none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub blocked: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// Counts tasks by status.
@@ -872,6 +970,9 @@ pub fn stats_in(tx: &Transaction) -> Result<Stats> {
         s.total += n;
     }
     s.ready = count_ready_in(tx, None)?;
+    if s.queued > s.ready && s.failed + s.cancelled > 0 {
+        s.blocked = blocked_in(tx, None, None)?.len() as i64;
+    }
     Ok(s)
 }
 

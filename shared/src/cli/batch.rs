@@ -91,16 +91,21 @@ impl Tool for Cli {
                 if max == 0 {
                     anyhow::bail!("--max must be at least 1");
                 }
+                super::check_stdout()?;
                 let db = self.db.open()?;
                 match batch::create(&db, &CreateRequest { max, min, role })? {
                     Ok(b) => {
-                        if json {
-                            out.json(&b)?;
-                        } else {
-                            out.line(b.id)?;
-                        }
                         // The id first, then the human note, also when both go to one terminal.
-                        out.flush()?;
+                        out.answer(
+                            || {
+                                let tasks = super::ids_text("task", b.tasks.iter().map(|t| t.id));
+                                format!("batch {} ({tasks})", b.id)
+                            },
+                            |out| match json {
+                                true => out.json(&b),
+                                false => out.line(b.id),
+                            },
+                        )?;
                         eprintln!(
                             "batch {}: {} task{}",
                             b.id,
@@ -110,7 +115,17 @@ impl Tool for Cli {
                     }
                     Err(few) => {
                         if few.ready == 0 {
-                            eprintln!("nothing ready to batch");
+                            let blocked = crate::task::blocked(&db, None, None)
+                                .map(|b| b.len())
+                                .unwrap_or(0);
+                            match blocked {
+                                0 => eprintln!("nothing ready to batch"),
+                                n => eprintln!(
+                                    "nothing ready to batch ({n} queued task{} blocked: {} for a failed or cancelled task; `orch-batch plan` shows them)",
+                                    if n == 1 { " is" } else { "s are" },
+                                    if n == 1 { "it waits" } else { "they wait" }
+                                ),
+                            }
                         } else {
                             eprintln!(
                                 "only {} ready, fewer than --min {}; no batch made",

@@ -79,6 +79,19 @@ pub enum Cmd {
 impl Tool for Cli {
     const NAME: &'static str = "orch-hook";
 
+    /// Claude Code reads exit 2 as "block": in hook mode (no installer
+    /// subcommand named) a usage error is a fault like any other, exit 1.
+    fn usage_exit(args: &[std::ffi::OsString]) -> Exit {
+        let installer = args
+            .iter()
+            .skip(1)
+            .any(|a| ["install", "uninstall", "status", "help"].contains(&&*a.to_string_lossy()));
+        match installer {
+            true => Exit::Error,
+            false => Exit::No,
+        }
+    }
+
     fn run(self) -> anyhow::Result<Exit> {
         match self.cmd {
             None => Ok(run_hook(
@@ -162,6 +175,26 @@ fn install(
         .clone()
         .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
     let changed = settings::merge(&mut value, &command, &t.settings)?;
+    // Everything that can refuse is checked before anything is written.
+    let slash = match with_command {
+        true => {
+            let text = settings::slash_command(exe.parent(), db.as_deref());
+            match std::fs::read_to_string(&t.command) {
+                Ok(old) if !settings::command_is_ours(&old) => anyhow::bail!(
+                    "{} exists and is not orch's; move it away to install /orch (nothing was installed)",
+                    t.command.display()
+                ),
+                Ok(old) if old == text => None,
+                Ok(_) => Some(text),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Some(text),
+                Err(e) => anyhow::bail!(
+                    "cannot read {}: {e} (nothing was installed)",
+                    t.command.display()
+                ),
+            }
+        }
+        false => None,
+    };
     if changed || existing.is_none() {
         settings::write_atomic(&t.settings, &settings::render(&value))?;
         eprintln!(
@@ -175,34 +208,28 @@ fn install(
             t.settings.display()
         );
     }
-    if with_command {
-        let text = settings::slash_command(exe.parent(), db.as_deref());
-        match std::fs::read_to_string(&t.command) {
-            Ok(old) if !settings::command_is_ours(&old) => anyhow::bail!(
-                "{} exists and is not orch's; move it away to install /orch",
-                t.command.display()
-            ),
-            Ok(old) if old == text => {}
-            _ => {
-                settings::write_atomic(&t.command, &text)?;
-                eprintln!(
-                    "orch-hook: installed the /orch command at {}",
-                    t.command.display()
-                );
-            }
-        }
+    if let Some(text) = slash {
+        settings::write_atomic(&t.command, &text)?;
+        eprintln!(
+            "orch-hook: installed the /orch command at {}",
+            t.command.display()
+        );
     }
     if db.is_none() && scope == Scope::Project {
-        let loc = crate::db::resolve(None)?;
-        if !loc.path.is_file() {
-            let how = match loc.source {
-                crate::db::Source::Flag | crate::db::Source::Env => "`orch-queue add` makes it",
-                _ => "`orch-queue init` makes one",
-            };
-            eprintln!(
-                "orch-hook: note: {} does not exist yet; the hook records nothing until it does ({how})",
-                loc.path.display()
-            );
+        // A note only: what is installed stays installed whatever this finds.
+        match crate::db::resolve(None) {
+            Ok(loc) if loc.source == crate::db::Source::User => eprintln!(
+                "orch-hook: note: no .orch/orch.db in this project; the hook does nothing here until `orch-queue init` makes one (it never uses the per-user database)"
+            ),
+            Ok(loc) if !loc.path.is_file() => eprintln!(
+                "orch-hook: note: {} does not exist yet; the hook records nothing until it does ({})",
+                crate::text::escape(&loc.path.display().to_string(), false),
+                match loc.source {
+                    crate::db::Source::Flag | crate::db::Source::Env => "`orch-queue add` makes it",
+                    _ => "`orch-queue init` makes one",
+                },
+            ),
+            _ => {}
         }
     }
     Ok(Exit::Ok)

@@ -168,10 +168,13 @@ impl Tool for Cli {
                         .join("orch.db"),
                 };
                 let existed = path.exists();
+                super::check_stdout()?;
                 let db = Db::open(&path)?;
                 drop(db);
-                out.line(path.display())?;
-                out.flush()?;
+                out.answer(
+                    || format!("the database {}", path.display()),
+                    |out| out.line(path.display()),
+                )?;
                 eprintln!(
                     "{}",
                     if existed {
@@ -243,6 +246,7 @@ impl Tool for Cli {
                     ids.len(),
                     if ids.len() == 1 { "" } else { "s" }
                 );
+                note_blocked(&db, Some(&ids), None);
             }
             Cmd::Start { id } => {
                 let db = self.db.open_existing()?;
@@ -278,6 +282,7 @@ impl Tool for Cli {
                         ..Default::default()
                     },
                 )?;
+                note_blocked(&db, Some(&[id]), None);
             }
             Cmd::Stats { json } => {
                 let db = self.db.open_existing()?;
@@ -418,10 +423,11 @@ fn add(db: &DbArg, a: AddArgs, out: &mut Out) -> anyhow::Result<Exit> {
         key: None,
     }
     .validate(None)?;
+    super::check_stdout()?;
     let db = db.open()?;
     let id = task::add(&db, vec![t], |_| "task".to_string())?[0];
-    out.line(id)?;
-    out.flush()?;
+    out.answer(|| super::ids_text("task", [id]), |out| out.line(id))?;
+    note_blocked(&db, None, Some((id, id)));
     Ok(Exit::Ok)
 }
 
@@ -446,6 +452,7 @@ fn add_stdin(db: &DbArg, default_role: Option<&str>, out: &mut Out) -> anyhow::R
         bail!("no tasks on stdin (expected JSON Lines: {{\"role\":…,\"prompt\":…}} per line)");
     }
     keys.check(&label)?;
+    super::check_stdout()?;
     let db = db.open()?;
     let ids = db.write(|tx| {
         let mut ins = task::Inserter::new(tx, &keys);
@@ -461,11 +468,41 @@ fn add_stdin(db: &DbArg, default_role: Option<&str>, out: &mut Out) -> anyhow::R
             })?;
         ins.finish()
     })?;
-    for id in ids.iter() {
-        out.line(id)?;
+    out.answer(
+        || super::ids_text("task", ids.iter()),
+        |out| ids.iter().try_for_each(|id| out.line(id)),
+    )?;
+    if let (Some(lo), Some(hi)) = (ids.iter().min(), ids.iter().max()) {
+        note_blocked(&db, None, Some((lo, hi)));
     }
-    out.flush()?;
     Ok(Exit::Ok)
+}
+
+/// Notes on stderr the queued tasks that can never become ready: those behind
+/// `roots` (just cancelled or failed), or those in `within` (just added) that
+/// wait for a failed or cancelled task. Best effort: the write is committed
+/// whatever this finds.
+fn note_blocked(db: &Db, roots: Option<&[i64]>, within: Option<(i64, i64)>) {
+    let Ok(blocked) = task::blocked(db, roots, within) else {
+        return;
+    };
+    let mut behind: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    for b in blocked {
+        behind.entry(b.behind).or_default().push(b.id);
+    }
+    for (root, ids) in behind {
+        let status = task::get(db, root)
+            .map(|t| t.status.as_str())
+            .unwrap_or("gone");
+        let one = ids.len() == 1;
+        let list = super::ids_text("task", ids.iter().copied());
+        eprintln!(
+            "orch-queue: note: {list} can never become ready: {} for task {root}, which is {status} (`orch-queue cancel {}` takes {} out of the queue)",
+            if one { "it waits (directly or through others)" } else { "they wait (directly or through others)" },
+            ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "),
+            if one { "it" } else { "them" },
+        );
+    }
 }
 
 /// Stdin, readable twice without holding it in memory.

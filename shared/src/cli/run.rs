@@ -121,6 +121,9 @@ impl Tool for Cli {
             None => Some(id_or_stdin(self.batch, "batch")?),
         };
 
+        if self.json {
+            super::check_stdout()?;
+        }
         let mut runner = Runner::new()?;
         let loc = crate::db::resolve(self.db.path())?;
         // New tasks from stdin may make the database; a batch must already be in one.
@@ -172,7 +175,12 @@ impl Tool for Cli {
         print_summary(claim.batch, &summary);
         if let Some(e) = write_err {
             if e.kind() != io::ErrorKind::BrokenPipe {
-                return Err(e).context("writing the records to stdout");
+                // The run is recorded: exit 3, never 2 ("nothing was written").
+                return Err(super::NotPrinted {
+                    what: format!("the run of batch {} (its tasks' records)", claim.batch),
+                    source: e,
+                }
+                .into());
             }
         }
         Ok(if summary.interrupted.is_some() {

@@ -174,7 +174,12 @@ impl Tool for Cli {
                 let db = self.db.open_existing()?;
                 report(&db, run, json, &mut out)
             }
-            Cmd::Selftest { n, sleep, json } => selftest(&self.db, n, sleep, json, &mut out),
+            Cmd::Selftest { n, sleep, json } => {
+                super::check_stdout()?;
+                let mut runs = Vec::new();
+                let r = selftest(&self.db, n, sleep, json, &mut out, &mut runs);
+                super::after_commit(r, || super::ids_text("run", runs))
+            }
             Cmd::Exec {
                 shape,
                 timeout,
@@ -210,24 +215,27 @@ struct NewJson<'a> {
 }
 
 fn new(arg: &DbArg, shape: Shape, json: bool, out: &mut Out) -> anyhow::Result<Exit> {
+    super::check_stdout()?;
     let (db, _, probe_db) = open_for_probes(arg)?;
     let run = verify::create(&db, shape.n, shape.sleep, None)?;
     let calls = verify::agent_calls(&run, probe_db.as_deref());
     let message = crate::emit::render_claude(&calls);
+    let what = || format!("run {}", run.id);
     if json {
-        out.json(&NewJson {
+        let commands = (1..=run.n)
+            .map(|i| verify::probe_command("orch-verify", run.id, i, probe_db.as_deref()))
+            .collect();
+        let answer = NewJson {
             run: run.id,
             n: run.n,
             sleep_ms: run.sleep_ms,
-            commands: (1..=run.n)
-                .map(|i| verify::probe_command("orch-verify", run.id, i, probe_db.as_deref()))
-                .collect(),
+            commands,
             calls: &calls,
             message,
-        })?;
+        };
+        out.answer(what, |out| out.json(&answer))?;
     } else {
-        out.text(&message)?;
-        out.flush()?;
+        out.answer(what, |out| out.text(&message))?;
         eprintln!(
             "run {id}: paste the message into Claude Code as one message, then: orch-verify wait {id} && orch-verify report {id}",
             id = run.id
@@ -237,18 +245,23 @@ fn new(arg: &DbArg, shape: Shape, json: bool, out: &mut Out) -> anyhow::Result<E
 }
 
 fn probe(arg: &DbArg, run: i64, index: i64, out: &mut Out) -> anyhow::Result<Exit> {
+    super::check_stdout()?;
     let db = arg.open_existing()?;
     let (r, start) = verify::probe_start(&db, run, index, std::process::id())?;
     std::thread::sleep(Duration::from_millis(r.sleep_ms as u64));
     let end = verify::probe_end(&db, run, index)?;
-    out.line(format_args!(
-        "probe {index} of {} in run {run}: ran {} from {} to {}",
-        r.n,
-        verify::secs(end - start),
-        crate::time::rfc3339(start),
-        crate::time::rfc3339(end)
-    ))?;
-    out.flush()?;
+    out.answer(
+        || format!("probe {index} of run {run}"),
+        |out| {
+            out.line(format_args!(
+                "probe {index} of {} in run {run}: ran {} from {} to {}",
+                r.n,
+                verify::secs(end - start),
+                crate::time::rfc3339(start),
+                crate::time::rfc3339(end)
+            ))
+        },
+    )?;
     Ok(Exit::Ok)
 }
 
@@ -439,7 +452,15 @@ fn reap(children: Vec<Child>) -> anyhow::Result<()> {
     }
 }
 
-fn selftest(arg: &DbArg, n: i64, sleep: i64, json: bool, out: &mut Out) -> anyhow::Result<Exit> {
+/// The selftest; `runs` gets the id of each run it makes.
+fn selftest(
+    arg: &DbArg,
+    n: i64,
+    sleep: i64,
+    json: bool,
+    out: &mut Out,
+    runs: &mut Vec<i64>,
+) -> anyhow::Result<Exit> {
     let loc = db::resolve(arg.path())?;
     let db = Db::open(&loc.path)?;
     let path = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
@@ -451,6 +472,7 @@ fn selftest(arg: &DbArg, n: i64, sleep: i64, json: bool, out: &mut Out) -> anyho
         ("one by one", Verdict::Sequential),
     ] {
         let r = verify::create(&db, n, sleep, Some(&format!("selftest: {phase}")))?;
+        runs.push(r.id);
         if expected == Verdict::Parallel {
             let kids = (1..=n)
                 .map(|i| spawn_probe(&exe, r.id, i, &path))
@@ -555,6 +577,7 @@ fn exec(
     let path = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
     let exe = std::env::current_exe().context("finding this program")?;
     let (prog, args) = command.split_first().context("no COMMAND given after --")?;
+    super::check_stdout()?;
     let stdout_to_stderr = io::stderr()
         .as_fd()
         .try_clone_to_owned()
@@ -651,7 +674,7 @@ fn exec(
         ));
     }
     drop(p);
-    report(&db, r.id, json, out)
+    super::after_commit(report(&db, r.id, json, out), || format!("run {}", r.id))
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);

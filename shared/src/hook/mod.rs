@@ -18,8 +18,8 @@
 //!
 //! Repeated events change nothing (the first start and the first end win), and
 //! a task that already finished is left as it is. A hook never creates a
-//! database: with no `--db`, no `ORCH_DB` and no `.orch/orch.db` above the
-//! project (and no per-user database), it does nothing.
+//! database and never uses the per-user one: with no `--db`, no `ORCH_DB`
+//! and no `.orch/orch.db` in or above the project, it does nothing.
 
 pub mod event;
 pub mod settings;
@@ -188,9 +188,14 @@ pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> 
 }
 
 /// Opens the configured database without ever creating one. `None` when orch is
-/// not in use here (no `--db`, no `ORCH_DB`, no project or per-user database).
+/// not in use in this project: no `--db`, no `ORCH_DB` and no `.orch/orch.db`
+/// here or above. The per-user database is never the hook's: with it, every
+/// project's prompts and stops would be batched.
 pub fn open(cfg: &Config) -> Result<Option<Db>> {
     let loc = db::resolve(cfg.db.as_deref())?;
+    if loc.source == Source::User {
+        return Ok(None);
+    }
     if !loc.path.is_file() {
         return match loc.source {
             Source::Flag | Source::Env => Err(Error::invalid(format!(
