@@ -677,3 +677,116 @@ fn orch_run_batches_are_judged_too() {
     );
     assert_eq!(code, 1);
 }
+
+/// A fake `claude` that does what the real one does on a prompt: fire the
+/// project's UserPromptSubmit hook (orch's, threshold 1) and report its answer.
+fn claude_firing_the_hook() -> String {
+    format!(
+        "#!/bin/sh\ncat >/dev/null\nprintf 'hook said: [%s]' \"$(orch-hook --threshold 1 < '{}')\"\n",
+        fixture_path("user_prompt_submit.json").display()
+    )
+}
+
+fn batches(env: &Env) -> i64 {
+    env.sql()
+        .query_row("SELECT count(*) FROM batches", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn issue17_1_orch_run_children_leave_other_tasks_alone() {
+    let env = Env::new();
+    let mine = env.add("dev", "mine");
+    let b = env
+        .ok("orch-batch", &["create", "--max", "1"])
+        .trim()
+        .to_string();
+    let others: Vec<i64> = (0..3)
+        .map(|i| env.add("dev", &format!("other {i}")))
+        .collect();
+    let fake = env.path().join("claude");
+    std::fs::write(&fake, claude_firing_the_hook()).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.ok("orch-run", &[&b, "--", &fake.to_string_lossy(), "{prompt}"]);
+    let t = task(&env, mine);
+    assert_eq!(t["status"], "done");
+    assert_eq!(
+        t["result"], "hook said: []",
+        "the hook handed the child nothing"
+    );
+    for id in others {
+        assert_eq!(task(&env, id)["status"], "queued", "task {id}");
+    }
+    assert_eq!(batches(&env), 1);
+    assert_eq!(agent_calls(&env), 1, "only orch-run's own record");
+    // Outside such a child the same event does batch them.
+    let out = hook(
+        &env,
+        &["--threshold", "1"],
+        &std::fs::read(fixture_path("user_prompt_submit.json")).unwrap(),
+    );
+    assert!(out.contains("orch-task: 2"), "{out}");
+}
+
+#[test]
+fn issue17_1_shell_script_children_leave_other_tasks_alone() {
+    let env = Env::new();
+    let mine = env.add("dev", "mine");
+    let b = env
+        .ok("orch-batch", &["create", "--max", "1"])
+        .trim()
+        .to_string();
+    let others: Vec<i64> = (0..3)
+        .map(|i| env.add("dev", &format!("other {i}")))
+        .collect();
+    let script = env.ok("orch-emit", &[&b, "--format", "shell"]);
+    let bin = env.path().join("fakebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("claude"), claude_firing_the_hook()).unwrap();
+    std::fs::set_permissions(bin.join("claude"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(env.path().join("run.sh"), &script).unwrap();
+    let mut paths = vec![bin, crate::common::bin_dir()];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let out = std::process::Command::new("sh")
+        .arg("run.sh")
+        .current_dir(env.path())
+        .env("PATH", std::env::join_paths(paths).unwrap())
+        .env("HOME", env.home())
+        .env_remove("ORCH_TASK_ID")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let t = task(&env, mine);
+    assert_eq!(t["status"], "done");
+    assert_eq!(t["result"], "hook said: []");
+    for id in others {
+        assert_eq!(task(&env, id)["status"], "queued", "task {id}");
+    }
+    assert_eq!(batches(&env), 1);
+}
+
+#[test]
+fn issue17_1_every_event_is_ignored_inside_a_task_agent() {
+    let env = Env::new();
+    let ids = three_batched_tasks(&env);
+    env.add("dev", "ready");
+    let events = [
+        agent_event("pre_tool_use_agent.json", "toolu_in", ids[0]),
+        agent_event("post_tool_use_agent.json", "toolu_in", ids[0]),
+        std::fs::read(fixture_path("subagent_start.json")).unwrap(),
+        std::fs::read(fixture_path("stop.json")).unwrap(),
+        std::fs::read(fixture_path("user_prompt_submit.json")).unwrap(),
+    ];
+    for e in &events {
+        let mut c = env.cmd("orch-hook");
+        c.args(["--threshold", "1"]).env("ORCH_TASK_ID", "99");
+        let out = run_stdin(c, e);
+        assert_code(&out, 0);
+        assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    }
+    assert_eq!(agent_calls(&env), 0);
+    assert_eq!(batches(&env), 1);
+    assert_eq!(task(&env, ids[0])["status"], "batched");
+}

@@ -275,7 +275,8 @@ pub fn sh_word(s: &str) -> String {
 /// `--format shell`: a script that runs every task with `claude -p` in the
 /// background, waits, and records each result with `orch-queue done`/`fail`.
 /// Prompts reach the agent on stdin, so no prompt text is ever parsed by the shell
-/// or taken for an option of the agent CLI.
+/// or taken for an option of the agent CLI. Each agent gets `ORCH_TASK_ID` and
+/// `ORCH_BATCH_ID`, as under `orch-run`, so orch's hooks stay out of it.
 pub fn render_shell(batch: i64, db: &Path, tasks: &[Task], calls: &[AgentCall]) -> String {
     let n = calls.len();
     let mut s = String::new();
@@ -291,6 +292,7 @@ pub fn render_shell(batch: i64, db: &Path, tasks: &[Task], calls: &[AgentCall]) 
     s.push_str("set -u\n");
     s.push_str("CLAUDE=${CLAUDE:-claude}\n");
     s.push_str("ORCH_QUEUE=${ORCH_QUEUE:-orch-queue}\n");
+    let _ = writeln!(s, "batch={batch}");
     let _ = writeln!(s, "ORCH_DB={}", sh_quote(&db.to_string_lossy()));
     s.push_str("export ORCH_DB\n");
     let _ = writeln!(
@@ -302,7 +304,7 @@ pub fn render_shell(batch: i64, db: &Path, tasks: &[Task], calls: &[AgentCall]) 
 run_task() {
   id=$1
   "$ORCH_QUEUE" start "$id" || return 1
-  if printf '%s' "$2" | "$CLAUDE" -p >"$out/$id.out" 2>"$out/$id.err"; then
+  if printf '%s' "$2" | ORCH_TASK_ID=$id ORCH_BATCH_ID=$batch "$CLAUDE" -p >"$out/$id.out" 2>"$out/$id.err"; then
     "$ORCH_QUEUE" done "$id" --result - <"$out/$id.out"
   else
     code=$?

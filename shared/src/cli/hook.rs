@@ -127,6 +127,9 @@ fn run_hook(db: &Option<PathBuf>, event: Option<&str>, threshold: u64, max: u64)
         db: db.clone(),
         threshold: threshold as usize,
         max: max as usize,
+        inside_task: std::env::var_os(hook::TASK_ENV)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.to_string_lossy().into_owned()),
     };
     match hook::handle(&cfg, event, &input) {
         Ok(Reply::Silent) => Exit::Ok,

@@ -20,6 +20,14 @@
 //! a task that already finished is left as it is. A hook never creates a
 //! database: with no `--db`, no `ORCH_DB` and no `.orch/orch.db` above the
 //! project (and no per-user database), it does nothing.
+//!
+//! Inside an agent that orch itself started for one task (`orch-run`, the
+//! script of `orch-emit --format shell`: [`TASK_ENV`] is set) the hook does
+//! nothing for any event. That agent is a headless `claude -p` that fires the
+//! project's hooks too: batching there would hand other tasks to a child that
+//! was started for one task and exits after it, stranding them as `batched`;
+//! its Agent calls are its own business, and its task's start and end are
+//! recorded by whoever started it.
 
 pub mod event;
 pub mod settings;
@@ -51,12 +59,18 @@ pub const SOURCE_TOOL: &str = "hook";
 /// The `source` of rows recorded from SubagentStart/SubagentStop.
 pub const SOURCE_SUBAGENT: &str = "subagent";
 
-/// How the hook was configured (from its command line).
+/// The variable orch sets for an agent it starts for one task (its task id).
+pub const TASK_ENV: &str = "ORCH_TASK_ID";
+
+/// How the hook was configured (from its command line and environment).
 #[derive(Debug, Clone)]
 pub struct Config {
     pub db: Option<PathBuf>,
     pub threshold: usize,
     pub max: usize,
+    /// [`TASK_ENV`]: the task of the agent this hook runs inside, when orch
+    /// started that agent. The hook then stays out of the way.
+    pub inside_task: Option<String>,
 }
 
 impl Default for Config {
@@ -65,6 +79,7 @@ impl Default for Config {
             db: None,
             threshold: DEFAULT_THRESHOLD,
             max: DEFAULT_MAX,
+            inside_task: None,
         }
     }
 }
@@ -83,6 +98,9 @@ fn bad(what: &str, e: serde_json::Error) -> Error {
 /// Handles one event: `input` is the JSON Claude Code wrote on stdin, `named`
 /// the event name given on the command line (else `hook_event_name`).
 pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> {
+    if cfg.inside_task.is_some() {
+        return Ok(Reply::Silent);
+    }
     let now = now_ms();
     let value: Value = serde_json::from_slice(input)
         .map_err(|e| Error::invalid(format!("the event on stdin is not JSON: {e}")))?;
