@@ -189,6 +189,16 @@ pub fn render_claude(calls: &[AgentCall]) -> String {
     s
 }
 
+/// What to do with a batch's calls, for a reader that gets them as JSON data
+/// (MCP's structured content) rather than in [`render_claude`]'s message.
+pub fn launch_instruction(n: usize) -> String {
+    if n == 1 {
+        format!("Launch 1 agent: send ONE message that contains one {AGENT_TOOL} tool call whose input is the object in \"calls\", unchanged, and nothing else in that message (no other tool calls, no text). Then wait until the agent has finished before you do anything else.")
+    } else {
+        format!("Launch {n} agents in parallel: send ONE message that contains all {n} {AGENT_TOOL} tool calls, one per object in \"calls\", each object used unchanged as the input of one {AGENT_TOOL} call, and nothing else in that message (no other tool calls, no text). Then wait until every agent has finished before you do anything else. {AGENT_TOOL} calls sent in separate messages run one after another, not in parallel.")
+    }
+}
+
 /// `--format json`.
 pub fn render_json(batch: i64, tasks: &[Task], calls: &[AgentCall]) -> String {
     let obj = JsonBatch {

@@ -491,9 +491,10 @@ ready task at the same time. Nothing runs until then. Returns the new task's id 
                 "type": "object",
                 "properties": {
                     "task": { "type": "integer", "description": "The new task's id" },
-                    "ready": { "type": "integer", "description": "How many tasks are ready to launch now" }
+                    "ready": { "type": "integer", "description": "How many tasks are ready to launch now" },
+                    "next": { "type": "string", "description": "What to do next" }
                 },
-                "required": ["task", "ready"]
+                "required": ["task", "ready", "next"]
             }),
             annotations: Annotations::writes("Queue a parallel agent task"),
         },
@@ -521,6 +522,7 @@ Returns an error result when no task is ready.",
             output_schema: json!({
                 "type": "object",
                 "properties": {
+                    "instruction": { "type": "string", "description": "How to launch the calls: follow it" },
                     "batch": { "type": "integer", "description": "The batch id (for batch_status)" },
                     "tool": { "type": "string", "const": AGENT_TOOL },
                     "tasks": { "type": "array", "items": { "type": "integer" }, "description": "Task ids, in the order of calls" },
@@ -539,7 +541,7 @@ Returns an error result when no task is ready.",
                         }
                     }
                 },
-                "required": ["batch", "tool", "tasks", "calls"]
+                "required": ["instruction", "batch", "tool", "tasks", "calls"]
             }),
             annotations: Annotations::writes("Launch the ready tasks in parallel"),
         },
@@ -711,10 +713,13 @@ struct QueueArgs {
     after: Option<Vec<i64>>,
 }
 
+/// `queue_parallel_task`'s structured result. Claude Code shows the model only
+/// the structured content of a result that has one, so what to do next is in it.
 #[derive(Debug, Serialize)]
 struct Queued {
     task: i64,
     ready: i64,
+    next: String,
 }
 
 fn plural(n: i64, word: &str) -> String {
@@ -748,11 +753,29 @@ fn queue_task(state: &mut State, a: QueueArgs) -> Result<CallResult, String> {
             ids.join(", ")
         ));
     }
-    text.push_str(&format!(
-        " {} ready to launch. Queue every task first, then call {EXECUTE_TOOL} once to launch them all in parallel.",
+    let next = format!(
+        "{} ready to launch. Queue every task first, then call {EXECUTE_TOOL} once to launch them all in parallel.",
         plural(ready, "task")
-    ));
-    CallResult::ok(text, Queued { task: id, ready })
+    );
+    text.push(' ');
+    text.push_str(&next);
+    CallResult::ok(
+        text,
+        Queued {
+            task: id,
+            ready,
+            next,
+        },
+    )
+}
+
+/// `execute_parallel_batch`'s structured result: the instruction (Claude Code
+/// shows the model only this JSON, not the text content) and the batch.
+#[derive(Debug, Serialize)]
+struct Launch<'a> {
+    instruction: String,
+    #[serde(flatten)]
+    batch: JsonBatch<'a>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -810,11 +833,14 @@ fn execute_batch(state: &mut State, a: ExecuteArgs) -> Result<CallResult, String
     let text = emit::render_claude(&calls);
     CallResult::ok(
         text,
-        JsonBatch {
-            batch: b.id,
-            tool: AGENT_TOOL,
-            tasks: ids,
-            calls: &calls,
+        Launch {
+            instruction: emit::launch_instruction(calls.len()),
+            batch: JsonBatch {
+                batch: b.id,
+                tool: AGENT_TOOL,
+                tasks: ids,
+                calls: &calls,
+            },
         },
     )
 }
@@ -1227,7 +1253,7 @@ mod tests {
         assert_eq!(tools[3]["inputSchema"]["required"], json!(["batch"]));
         assert_eq!(
             tools[1]["outputSchema"]["required"],
-            json!(["batch", "tool", "tasks", "calls"])
+            json!(["instruction", "batch", "tool", "tasks", "calls"])
         );
     }
 
@@ -1397,7 +1423,13 @@ mod tests {
             QUEUE_TOOL,
             json!({"agent": "Explore", "task": "Map \"it\"\n`all` of it", "description": "Map the layout"}),
         );
-        assert_eq!(a["structuredContent"], json!({"task": 1, "ready": 1}));
+        assert_eq!(
+            (
+                a["structuredContent"]["task"].as_i64(),
+                a["structuredContent"]["ready"].as_i64()
+            ),
+            (Some(1), Some(1))
+        );
         assert!(a["content"][0]["text"]
             .as_str()
             .unwrap()
@@ -1407,13 +1439,25 @@ mod tests {
             QUEUE_TOOL,
             json!({"agent": "reviewer", "task": "Review it", "priority": 5}),
         );
-        assert_eq!(b["structuredContent"], json!({"task": 2, "ready": 2}));
+        assert_eq!(
+            (
+                b["structuredContent"]["task"].as_i64(),
+                b["structuredContent"]["ready"].as_i64()
+            ),
+            (Some(2), Some(2))
+        );
         let c = ok_call(
             &mut s,
             QUEUE_TOOL,
             json!({"agent": "Plan", "task": "Plan after", "after": [1]}),
         );
-        assert_eq!(c["structuredContent"], json!({"task": 3, "ready": 2}));
+        assert_eq!(
+            (
+                c["structuredContent"]["task"].as_i64(),
+                c["structuredContent"]["ready"].as_i64()
+            ),
+            (Some(3), Some(2))
+        );
         assert!(c["content"][0]["text"]
             .as_str()
             .unwrap()
@@ -1439,6 +1483,10 @@ mod tests {
 
         let e = ok_call(&mut s, EXECUTE_TOOL, json!({}));
         let sc = &e["structuredContent"];
+        assert!(sc["instruction"]
+            .as_str()
+            .unwrap()
+            .starts_with("Launch 2 agents in parallel: send ONE message"));
         assert_eq!(sc["batch"], 1);
         assert_eq!(sc["tool"], "Agent");
         assert_eq!(sc["tasks"], json!([2, 1]), "priority first");
