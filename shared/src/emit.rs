@@ -48,8 +48,10 @@ pub fn agent_call(
     let note = if subagent_type.is_none() {
         let _ = writeln!(prompt, "Role: {}\n", t.role);
         Some(format!(
-            "task {}: no agent type '{}' (no .claude/agents/{}.md here or in ~/.claude/agents); it runs as general-purpose with its role named in the prompt",
-            t.id, t.role, t.role
+            "task {}: no agent type '{}' ({}); it runs as general-purpose with its role named in the prompt",
+            t.id,
+            t.role,
+            agents.why_missing(&t.role)
         ))
     } else {
         None
@@ -96,7 +98,8 @@ pub fn agent_calls(
         .map(|(role, ids)| {
             let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
             format!(
-                "no agent type '{role}' (no .claude/agents/{role}.md in the project or ~/.claude/agents, not built in): task{} {} run{} as general-purpose with a `Role: {role}` line",
+                "no agent type '{role}' ({}): task{} {} run{} as general-purpose with a `Role: {role}` line",
+                agents.why_missing(role),
                 if ids.len() == 1 { "" } else { "s" },
                 ids.join(", "),
                 if ids.len() == 1 { "s" } else { "" },

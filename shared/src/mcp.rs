@@ -461,7 +461,7 @@ ready task at the same time. Nothing runs until then. Returns the new task's id 
                 "properties": {
                     "agent": {
                         "type": "string",
-                        "description": "The sub-agent type that does the task: one defined in .claude/agents/NAME.md, or a built-in one (general-purpose, Explore, Plan). 1-64 of A-Z a-z 0-9 _ . - ; an unknown type runs as general-purpose with the name given in its prompt.",
+                        "description": "The sub-agent type that does the task: one defined in a .claude/agents/ file (with a name and a description), or a built-in one (general-purpose, Explore, Plan, statusline-setup, claude); names match ignoring case, spaces, dashes and underscores. 1-64 of A-Z a-z 0-9 _ . - ; an unknown type runs as general-purpose with the name given in its prompt.",
                         "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
                     },
                     "task": {
