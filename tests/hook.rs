@@ -790,3 +790,109 @@ fn issue17_1_every_event_is_ignored_inside_a_task_agent() {
     assert_eq!(batches(&env), 1);
     assert_eq!(task(&env, ids[0])["status"], "batched");
 }
+
+fn open_calls(env: &Env) -> Vec<(String, String)> {
+    let sql = env.sql();
+    let mut st = sql
+        .prepare("SELECT call_id, status FROM agent_calls WHERE finished_at IS NULL ORDER BY id")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn issue17_5_remote_and_teammate_agents_are_launched_not_done() {
+    let env = Env::new();
+    let ids = three_batched_tasks(&env);
+    // A remote agent: launched in a cloud session; no hook here sees it end.
+    let mut remote: Value = serde_json::from_slice(&agent_event(
+        "post_tool_use_agent_remote.json",
+        "toolu_r",
+        ids[0],
+    ))
+    .unwrap();
+    remote["tool_response"]
+        .as_object_mut()
+        .unwrap()
+        .remove("agentId");
+    hook(
+        &env,
+        &[],
+        &agent_event("pre_tool_use_agent.json", "toolu_r", ids[0]),
+    );
+    hook(&env, &[], &serde_json::to_vec(&remote).unwrap());
+    let t = task(&env, ids[0]);
+    assert_eq!(t["status"], "running");
+    assert!(t["result"].is_null());
+    // A teammate: at work in its own context until its SubagentStop.
+    hook(
+        &env,
+        &[],
+        &agent_event("pre_tool_use_agent.json", "toolu_t", ids[1]),
+    );
+    hook(
+        &env,
+        &[],
+        &agent_event("post_tool_use_agent_teammate.json", "toolu_t", ids[1]),
+    );
+    assert_eq!(task(&env, ids[1])["status"], "running");
+    assert_eq!(
+        open_calls(&env),
+        [
+            ("toolu_r".to_string(), "remote".to_string()),
+            ("toolu_t".to_string(), "teammate".to_string()),
+            ("agent-toolu_t".to_string(), "running".to_string()),
+        ]
+    );
+    // A PostToolBatch for the group closes neither.
+    let batch = json!({
+        "session_id": remote["session_id"],
+        "hook_event_name": "PostToolBatch",
+        "tool_calls": [
+            {"tool_name": "Agent", "tool_use_id": "toolu_r", "tool_input": {}, "tool_response": remote["tool_response"]},
+            {"tool_name": "Agent", "tool_use_id": "toolu_t", "tool_input": {}, "tool_response": {"status": "teammate_spawned", "agentId": "agent-toolu_t"}}
+        ]
+    });
+    hook(&env, &[], &serde_json::to_vec(&batch).unwrap());
+    assert_eq!(open_calls(&env).len(), 3);
+    assert_eq!(task(&env, ids[0])["status"], "running");
+    pause();
+    let mut stop = fixture("subagent_stop.json");
+    stop["agent_id"] = json!("agent-toolu_t");
+    hook(&env, &[], &serde_json::to_vec(&stop).unwrap());
+    let t = task(&env, ids[1]);
+    assert_eq!(t["status"], "done");
+    assert_eq!(t["result"], stop["last_assistant_message"]);
+    assert_eq!(
+        open_calls(&env),
+        [("toolu_r".to_string(), "remote".to_string())]
+    );
+}
+
+#[test]
+fn issue17_5_an_unknown_status_is_not_taken_for_done() {
+    let env = Env::new();
+    let ids = three_batched_tasks(&env);
+    let mut ev: Value =
+        serde_json::from_slice(&agent_event("post_tool_use_agent.json", "toolu_u", ids[0]))
+            .unwrap();
+    ev["tool_response"]["status"] = json!("sub_agent_entered");
+    hook(
+        &env,
+        &[],
+        &agent_event("pre_tool_use_agent.json", "toolu_u", ids[0]),
+    );
+    hook(&env, &[], &serde_json::to_vec(&ev).unwrap());
+    assert_eq!(task(&env, ids[0])["status"], "running");
+    // A completed one is done, with its answer.
+    hook(
+        &env,
+        &[],
+        &agent_event("post_tool_use_agent.json", "toolu_c", ids[1]),
+    );
+    let t = task(&env, ids[1]);
+    assert_eq!(t["status"], "done");
+    assert_eq!(t["result"], format!("result of task {}", ids[1]));
+}
