@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 use crate::task::{self, Status, Task, READY};
 use crate::time::{now_ms, rfc3339};
 
-/// How many tasks a batch takes unless told otherwise.
+/// How many tasks a batch takes unless told otherwise: a size that is easy to
+/// review, not a Claude Code limit (Agent calls in one message start together
+/// in its main loop however many there are).
 pub const DEFAULT_MAX: usize = 10;
 
 /// A batch and its tasks, in launch order (priority, then age).

@@ -7,7 +7,6 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::agents::AgentIndex;
-use crate::batch::DEFAULT_MAX;
 use crate::task::Task;
 
 /// The name of Claude Code's sub-agent tool (`Task` is its legacy alias).
@@ -334,13 +333,6 @@ run_task() {
     let _ = writeln!(s, "rm -rf \"$out\"");
     let _ = writeln!(s, "\"$ORCH_QUEUE\" list --batch {batch}");
     s
-}
-
-/// A warning for batches larger than Claude Code handles comfortably in one message.
-pub fn size_warning(n: usize) -> Option<String> {
-    (n > DEFAULT_MAX).then(|| {
-        format!("this batch has {n} tasks; more than {DEFAULT_MAX} Agent calls in one message may not all start at once")
-    })
 }
 
 #[cfg(test)]

@@ -514,7 +514,7 @@ Returns an error result when no task is ready.",
                         "type": "integer",
                         "minimum": 1,
                         "default": DEFAULT_MAX,
-                        "description": "At most this many tasks in the batch (default 10; more than 10 Agent calls in one message may not all start at once)."
+                        "description": "At most this many tasks in the batch (default 10, a size that is easy to review)."
                     }
                 },
                 "additionalProperties": false
@@ -826,9 +826,6 @@ fn execute_batch(state: &mut State, a: ExecuteArgs) -> Result<CallResult, String
     batch::mark_emitted(db, b.id).map_err(|e| e.to_string())?;
     for n in notes {
         state.note(&format!("note: {n}"));
-    }
-    if let Some(w) = emit::size_warning(calls.len()) {
-        state.note(&format!("warning: {w}"));
     }
     let text = emit::render_claude(&calls);
     CallResult::ok(
