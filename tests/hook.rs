@@ -896,3 +896,82 @@ fn issue17_5_an_unknown_status_is_not_taken_for_done() {
     assert_eq!(t["status"], "done");
     assert_eq!(t["result"], format!("result of task {}", ids[1]));
 }
+
+#[test]
+fn issue17_4_status_in_a_subdirectory_says_root_hooks_do_not_run_there() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path().join(".git")).unwrap();
+    let pkg = env.path().join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    env.ok("orch-hook", &["install"]);
+    let status_in = |dir: &Path, json: bool| {
+        let mut c = env.cmd("orch-hook");
+        c.arg("status").current_dir(dir);
+        if json {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    };
+    assert_code(&status_in(env.path(), false), 0);
+    let out = status_in(&pkg, false);
+    assert_code(&out, 1);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("project ") && lines[0].contains("installed for 8 events"));
+    assert!(
+        lines[1].contains("not run here: Claude Code reads project hooks only from the directory it is started in")
+            && lines[1].contains("orch-hook install --here")
+            && lines[1].contains("orch-hook install --user"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("here ") && lines[2].contains("not installed"),
+        "{text}"
+    );
+    let recs = crate::common::json_lines(&String::from_utf8(status_in(&pkg, true).stdout).unwrap());
+    assert_eq!(
+        recs.iter()
+            .map(|r| (
+                r["scope"].as_str().unwrap(),
+                r["read_here"].as_bool().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        [("project", false), ("here", true), ("user", true)]
+    );
+    // `install` from the subdirectory says so too, and `--here` fixes it.
+    let out = env
+        .cmd("orch-hook")
+        .arg("install")
+        .current_dir(&pkg)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("note: Claude Code reads project hooks only"),
+        "{out:?}"
+    );
+    let out = env
+        .cmd("orch-hook")
+        .args(["install", "--here"])
+        .current_dir(&pkg)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_code(&status_in(&pkg, false), 0);
+}
+
+#[test]
+fn issue17_4_user_hooks_follow_claude_config_dir() {
+    let env = Env::new();
+    let config = env.path().join("config");
+    let out = env
+        .cmd("orch-hook")
+        .args(["install", "--user"])
+        .env("CLAUDE_CONFIG_DIR", &config)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(config.join("settings.json")).unwrap()).unwrap();
+    assert!(v["hooks"]["Stop"].is_array());
+    assert!(!env.home().join(".claude/settings.json").exists());
+}
