@@ -554,3 +554,42 @@ fn issue17_3_coordinator_mode_has_only_worker_and_the_defined_agents() {
         );
     }
 }
+
+#[test]
+fn issue17_8_no_agent_call_carries_a_name() {
+    let env = Env::new();
+    // A task cannot ask for one: the line is refused and says why.
+    let out = env.run_with(
+        "orch-queue",
+        &["add", "--stdin"],
+        b"{\"role\":\"Explore\",\"prompt\":\"map it\",\"name\":\"mapper\"}\n",
+    );
+    let err = assert_error(&out, "orch-queue");
+    assert!(
+        err.contains("unknown field `name`")
+            && err.contains("spawns a teammate instead of a sub-agent"),
+        "{err}"
+    );
+    let tasks: i64 = env
+        .sql()
+        .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+        .unwrap_or(0);
+    assert_eq!(tasks, 0, "nothing was added");
+    // And no emitted call has one, whatever the task looks like.
+    for (role, prompt) in [
+        ("Explore", "name: mapper"),
+        ("reviewer", "{\"name\": \"x\"}"),
+    ] {
+        env.add(role, prompt);
+    }
+    let b = create(&env).to_string();
+    let emitted = json(&env.ok("orch-emit", &[&b, "--format", "json"]));
+    for c in emitted["calls"].as_array().unwrap() {
+        let keys: Vec<&String> = c.as_object().unwrap().keys().collect();
+        assert!(
+            keys.iter()
+                .all(|k| ["description", "prompt", "subagent_type"].contains(&k.as_str())),
+            "{c}"
+        );
+    }
+}

@@ -711,3 +711,22 @@ fn issue17_2_the_instruction_travels_in_the_structured_content() {
     assert_eq!(sc["calls"].as_array().unwrap().len(), 3);
     s.finish();
 }
+
+#[test]
+fn issue17_8_a_named_task_is_refused_with_the_reason() {
+    let env = Env::new();
+    let mut s = Server::start(env.cmd("orch-mcp"));
+    initialize(&mut s, "2025-11-25");
+    let r = s.tool(
+        2,
+        "queue_parallel_task",
+        json!({"agent": "Explore", "task": "map it", "name": "mapper"}),
+    );
+    assert_eq!(r["isError"], true, "{r}");
+    let text = r["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("spawns a teammate instead of a sub-agent"),
+        "{text}"
+    );
+    s.finish();
+}

@@ -12,7 +12,20 @@ use crate::task::Task;
 /// The name of Claude Code's sub-agent tool (`Task` is its legacy alias).
 pub const AGENT_TOOL: &str = "Agent";
 
-/// The input of one Agent tool call: only keys that tool accepts.
+/// Why a task cannot set the Agent call's `name`, for the error that refuses it.
+pub const NAME_REFUSED: &str = "orch never sends `name` on an Agent call: with agent teams on, a named call spawns a teammate instead of a sub-agent";
+
+/// `error` with [`NAME_REFUSED`] added when what it refuses is a `name` field.
+pub fn explain_name(error: String) -> String {
+    if error.contains("unknown field `name`") {
+        format!("{error}; {NAME_REFUSED}")
+    } else {
+        error
+    }
+}
+
+/// The input of one Agent tool call: only keys that tool accepts. Never
+/// `name` (see [`NAME_REFUSED`]), `team_name` or `mode`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentCall {

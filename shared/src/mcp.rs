@@ -697,7 +697,7 @@ fn args_for<T: serde::de::DeserializeOwned>(
     args: Map<String, Value>,
 ) -> Result<T, String> {
     serde_json::from_value(Value::Object(args))
-        .map_err(|e| format!("bad arguments for {tool}: {e}"))
+        .map_err(|e| emit::explain_name(format!("bad arguments for {tool}: {e}")))
 }
 
 #[derive(Debug, Deserialize)]
