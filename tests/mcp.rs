@@ -699,3 +699,77 @@ fn item11_queue_parallel_task_cannot_wait_for_itself() {
     );
     s.finish();
 }
+
+/// Claude Code shows the model only a result's structured content when it has
+/// one (the text content is dropped), so what to do must be in it too.
+#[test]
+fn issue17_2_the_instruction_travels_in_the_structured_content() {
+    let env = Env::new();
+    let mut s = Server::start(env.cmd("orch-mcp"));
+    initialize(&mut s, "2025-11-25");
+    let tools = s.rpc(2, "tools/list", json!({}));
+    let schema = |name: &str| {
+        tools["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap()["outputSchema"]
+            .clone()
+    };
+    let required = |name: &str| -> Vec<String> {
+        serde_json::from_value(schema(name)["required"].clone()).unwrap()
+    };
+    let mut last = Value::Null;
+    for (i, role) in ["Explore", "Plan", "reviewer"].iter().enumerate() {
+        last = s.tool(
+            3 + i as i64,
+            "queue_parallel_task",
+            json!({"agent": role, "task": format!("part {i}")}),
+        );
+        let sc = &last["structuredContent"];
+        for k in required("queue_parallel_task") {
+            assert!(sc.get(&k).is_some(), "{k} missing in {sc}");
+        }
+    }
+    let next = last["structuredContent"]["next"].as_str().unwrap();
+    assert!(
+        next.contains("3 tasks ready") && next.contains("execute_parallel_batch"),
+        "{next}"
+    );
+    assert!(schema("execute_parallel_batch")["properties"]["instruction"].is_object());
+    let e = s.tool(9, "execute_parallel_batch", json!({}));
+    let sc = &e["structuredContent"];
+    for k in required("execute_parallel_batch") {
+        assert!(sc.get(&k).is_some(), "{k} missing in {sc}");
+    }
+    let instruction = sc["instruction"].as_str().unwrap();
+    assert!(
+        instruction.starts_with(
+            "Launch 3 agents in parallel: send ONE message that contains all 3 Agent tool calls"
+        ),
+        "{instruction}"
+    );
+    assert!(instruction.contains("\"calls\""), "{instruction}");
+    assert_eq!(sc["calls"].as_array().unwrap().len(), 3);
+    s.finish();
+}
+
+#[test]
+fn issue17_8_a_named_task_is_refused_with_the_reason() {
+    let env = Env::new();
+    let mut s = Server::start(env.cmd("orch-mcp"));
+    initialize(&mut s, "2025-11-25");
+    let r = s.tool(
+        2,
+        "queue_parallel_task",
+        json!({"agent": "Explore", "task": "map it", "name": "mapper"}),
+    );
+    assert_eq!(r["isError"], true, "{r}");
+    let text = r["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("spawns a teammate instead of a sub-agent"),
+        "{text}"
+    );
+    s.finish();
+}

@@ -664,24 +664,44 @@ fn orch_hook_events(settings: &serde_json::Value) -> Vec<String> {
     events
 }
 
-/// orch hooks in the project's or the user's Claude Code settings.
+/// orch hooks in the Claude Code settings that a session started here reads:
+/// `./.claude/settings.json` (project settings are read from the launch
+/// directory only), `settings.local.json` here or at the repository root, and
+/// the user's settings (`$CLAUDE_CONFIG_DIR`, default `~/.claude`). orch hooks
+/// in a parent's `settings.json` are reported as not run here.
 pub fn hooks() -> Check {
+    let cwd = std::env::current_dir().ok();
+    let git_root = project_dirs().into_iter().find(|d| d.join(".git").exists());
     let mut files = Vec::new();
     for d in project_dirs() {
-        files.push(d.join(".claude/settings.json"));
-        files.push(d.join(".claude/settings.local.json"));
+        let here = Some(&d) == cwd.as_ref();
+        files.push((d.join(".claude/settings.json"), here));
+        files.push((
+            d.join(".claude/settings.local.json"),
+            here || Some(&d) == git_root.as_ref(),
+        ));
     }
-    if let Some(h) = home() {
-        files.push(h.join(".claude/settings.json"));
+    if let Ok(user) = crate::hook::settings::target(crate::hook::settings::Scope::User) {
+        files.push((user.settings, true));
     }
     let mut found = Vec::new();
+    let mut elsewhere = Vec::new();
     let mut broken = Vec::new();
-    for f in &files {
+    for (f, read_here) in &files {
         match read_json(f) {
             Some(Ok(v)) => {
                 let events = orch_hook_events(&v);
-                if !events.is_empty() {
-                    found.push(format!("{} ({})", short(f), events.join(", ")));
+                if events.is_empty() {
+                    continue;
+                }
+                let line = format!("{} ({})", short(f), events.join(", "));
+                if *read_here {
+                    found.push(line);
+                } else {
+                    elsewhere.push((
+                        line,
+                        f.parent().and_then(Path::parent).map(Path::to_path_buf),
+                    ));
                 }
             }
             Some(Err(why)) => broken.push(why),
@@ -695,6 +715,16 @@ pub fn hooks() -> Check {
             Mark::Ok,
             format!("orch-hook runs from {}", found.join("; ")),
         );
+    }
+    if let Some((line, dir)) = elsewhere.first() {
+        let dir = dir.as_deref().map(short).unwrap_or_default();
+        return Check::new(
+            "hooks",
+            false,
+            Mark::Warn,
+            format!("orch-hook is in {line}, but Claude Code reads project hooks only from the directory it is started in: started here, it runs none"),
+        )
+        .fix(format!("start Claude Code in {dir}, or orch hook install --here, or orch hook install --user"));
     }
     let why = if broken.is_empty() {
         String::new()

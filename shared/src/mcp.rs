@@ -475,7 +475,7 @@ ready task at the same time. Nothing runs until then. Returns the new task's id 
                 "properties": {
                     "agent": {
                         "type": "string",
-                        "description": "The sub-agent type that does the task: one defined in .claude/agents/NAME.md, or a built-in one (general-purpose, Explore, Plan). 1-64 of A-Z a-z 0-9 _ . - ; an unknown type runs as general-purpose with the name given in its prompt.",
+                        "description": "The sub-agent type that does the task: one defined in a .claude/agents/ file (with a name and a description), or a built-in one (general-purpose, Explore, Plan, statusline-setup, claude); names match ignoring case, spaces, dashes and underscores. 1-64 of A-Z a-z 0-9 _ . - ; an unknown type runs as general-purpose with the name given in its prompt.",
                         "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
                     },
                     "task": {
@@ -505,9 +505,10 @@ ready task at the same time. Nothing runs until then. Returns the new task's id 
                 "type": "object",
                 "properties": {
                     "task": { "type": "integer", "description": "The new task's id" },
-                    "ready": { "type": "integer", "description": "How many tasks are ready to launch now" }
+                    "ready": { "type": "integer", "description": "How many tasks are ready to launch now" },
+                    "next": { "type": "string", "description": "What to do next" }
                 },
-                "required": ["task", "ready"]
+                "required": ["task", "ready", "next"]
             }),
             annotations: Annotations::writes("Queue a parallel agent task"),
         },
@@ -527,7 +528,7 @@ Returns an error result when no task is ready.",
                         "type": "integer",
                         "minimum": 1,
                         "default": DEFAULT_MAX,
-                        "description": "At most this many tasks in the batch (default 10; more than 10 Agent calls in one message may not all start at once)."
+                        "description": "At most this many tasks in the batch (default 10, a size that is easy to review)."
                     }
                 },
                 "additionalProperties": false
@@ -535,6 +536,7 @@ Returns an error result when no task is ready.",
             output_schema: json!({
                 "type": "object",
                 "properties": {
+                    "instruction": { "type": "string", "description": "How to launch the calls: follow it" },
                     "batch": { "type": "integer", "description": "The batch id (for batch_status)" },
                     "tool": { "type": "string", "const": AGENT_TOOL },
                     "tasks": { "type": "array", "items": { "type": "integer" }, "description": "Task ids, in the order of calls" },
@@ -553,7 +555,7 @@ Returns an error result when no task is ready.",
                         }
                     }
                 },
-                "required": ["batch", "tool", "tasks", "calls"]
+                "required": ["instruction", "batch", "tool", "tasks", "calls"]
             }),
             annotations: Annotations::writes("Launch the ready tasks in parallel"),
         },
@@ -710,7 +712,7 @@ fn args_for<T: serde::de::DeserializeOwned>(
     args: Map<String, Value>,
 ) -> Result<T, String> {
     serde_json::from_value(Value::Object(args))
-        .map_err(|e| format!("bad arguments for {tool}: {e}"))
+        .map_err(|e| emit::explain_name(format!("bad arguments for {tool}: {e}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -726,10 +728,13 @@ struct QueueArgs {
     after: Option<Vec<i64>>,
 }
 
+/// `queue_parallel_task`'s structured result. Claude Code shows the model only
+/// the structured content of a result that has one, so what to do next is in it.
 #[derive(Debug, Serialize)]
 struct Queued {
     task: i64,
     ready: i64,
+    next: String,
 }
 
 fn plural(n: i64, word: &str) -> String {
@@ -776,11 +781,29 @@ fn queue_task(state: &mut State, a: QueueArgs) -> Result<CallResult, String> {
             ));
         }
     }
-    text.push_str(&format!(
-        " {} ready to launch. Queue every task first, then call {EXECUTE_TOOL} once to launch them all in parallel.",
+    let next = format!(
+        "{} ready to launch. Queue every task first, then call {EXECUTE_TOOL} once to launch them all in parallel.",
         plural(ready, "task")
-    ));
-    CallResult::ok(text, Queued { task: id, ready })
+    );
+    text.push(' ');
+    text.push_str(&next);
+    CallResult::ok(
+        text,
+        Queued {
+            task: id,
+            ready,
+            next,
+        },
+    )
+}
+
+/// `execute_parallel_batch`'s structured result: the instruction (Claude Code
+/// shows the model only this JSON, not the text content) and the batch.
+#[derive(Debug, Serialize)]
+struct Launch<'a> {
+    instruction: String,
+    #[serde(flatten)]
+    batch: JsonBatch<'a>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -832,17 +855,17 @@ fn execute_batch(state: &mut State, a: ExecuteArgs) -> Result<CallResult, String
     for n in notes {
         state.note(&format!("note: {n}"));
     }
-    if let Some(w) = emit::size_warning(calls.len()) {
-        state.note(&format!("warning: {w}"));
-    }
     let text = emit::render_claude(&calls);
     CallResult::ok(
         text,
-        JsonBatch {
-            batch: b.id,
-            tool: AGENT_TOOL,
-            tasks: ids,
-            calls: &calls,
+        Launch {
+            instruction: emit::launch_instruction(calls.len()),
+            batch: JsonBatch {
+                batch: b.id,
+                tool: AGENT_TOOL,
+                tasks: ids,
+                calls: &calls,
+            },
         },
     )
 }
@@ -1255,7 +1278,7 @@ mod tests {
         assert_eq!(tools[3]["inputSchema"]["required"], json!(["batch"]));
         assert_eq!(
             tools[1]["outputSchema"]["required"],
-            json!(["batch", "tool", "tasks", "calls"])
+            json!(["instruction", "batch", "tool", "tasks", "calls"])
         );
     }
 
@@ -1425,7 +1448,13 @@ mod tests {
             QUEUE_TOOL,
             json!({"agent": "Explore", "task": "Map \"it\"\n`all` of it", "description": "Map the layout"}),
         );
-        assert_eq!(a["structuredContent"], json!({"task": 1, "ready": 1}));
+        assert_eq!(
+            (
+                a["structuredContent"]["task"].as_i64(),
+                a["structuredContent"]["ready"].as_i64()
+            ),
+            (Some(1), Some(1))
+        );
         assert!(a["content"][0]["text"]
             .as_str()
             .unwrap()
@@ -1435,13 +1464,25 @@ mod tests {
             QUEUE_TOOL,
             json!({"agent": "reviewer", "task": "Review it", "priority": 5}),
         );
-        assert_eq!(b["structuredContent"], json!({"task": 2, "ready": 2}));
+        assert_eq!(
+            (
+                b["structuredContent"]["task"].as_i64(),
+                b["structuredContent"]["ready"].as_i64()
+            ),
+            (Some(2), Some(2))
+        );
         let c = ok_call(
             &mut s,
             QUEUE_TOOL,
             json!({"agent": "Plan", "task": "Plan after", "after": [1]}),
         );
-        assert_eq!(c["structuredContent"], json!({"task": 3, "ready": 2}));
+        assert_eq!(
+            (
+                c["structuredContent"]["task"].as_i64(),
+                c["structuredContent"]["ready"].as_i64()
+            ),
+            (Some(3), Some(2))
+        );
         assert!(c["content"][0]["text"]
             .as_str()
             .unwrap()
@@ -1467,6 +1508,10 @@ mod tests {
 
         let e = ok_call(&mut s, EXECUTE_TOOL, json!({}));
         let sc = &e["structuredContent"];
+        assert!(sc["instruction"]
+            .as_str()
+            .unwrap()
+            .starts_with("Launch 2 agents in parallel: send ONE message"));
         assert_eq!(sc["batch"], 1);
         assert_eq!(sc["tool"], "Agent");
         assert_eq!(sc["tasks"], json!([2, 1]), "priority first");

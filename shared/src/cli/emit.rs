@@ -77,9 +77,6 @@ impl Tool for Cli {
         for n in notes {
             eprintln!("orch-emit: note: {n}");
         }
-        if let Some(w) = emit::size_warning(calls.len()) {
-            eprintln!("orch-emit: warning: {w}");
-        }
         let text = match self.format {
             Format::Claude => emit::render_claude(&calls),
             Format::Json => emit::render_json(id, &tasks, &calls),

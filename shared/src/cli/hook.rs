@@ -47,13 +47,18 @@ pub enum Cmd {
     /// Add orch's hooks to Claude Code's settings (again: update them in place).
     ///
     /// Project settings are .claude/settings.json in the nearest directory with
-    /// .claude/ or .git (else here); --user means ~/.claude/settings.json.
-    /// Everything else in the file is kept.
+    /// .claude/ or .git (else here); --here means ./.claude/settings.json;
+    /// --user means $CLAUDE_CONFIG_DIR/settings.json (default
+    /// ~/.claude/settings.json). Claude Code reads project hooks only from the
+    /// directory it is started in. Everything else in the file is kept.
     #[command(after_help = "Example:\n  orch-hook install --threshold 2 --command")]
     Install {
-        /// Into ~/.claude/settings.json instead of the project's.
-        #[arg(long)]
+        /// Into the user's settings (every directory) instead of the project's.
+        #[arg(long, conflicts_with = "here")]
         user: bool,
+        /// Into ./.claude/settings.json: for Claude Code started in this directory.
+        #[arg(long)]
+        here: bool,
         /// Batch when at least this many tasks are ready.
         #[arg(long, default_value_t = DEFAULT_THRESHOLD as u64, value_parser = clap::value_parser!(u64).range(1..))]
         threshold: u64,
@@ -64,11 +69,15 @@ pub enum Cmd {
     /// Remove exactly orch's hooks (and its /orch command) from the settings.
     #[command(after_help = "Example:\n  orch-hook uninstall --user")]
     Uninstall {
-        /// From ~/.claude/settings.json instead of the project's.
-        #[arg(long)]
+        /// From the user's settings instead of the project's.
+        #[arg(long, conflicts_with = "here")]
         user: bool,
+        /// From ./.claude/settings.json.
+        #[arg(long)]
+        here: bool,
     },
-    /// Say where orch's hooks are installed; exits 1 when nowhere.
+    /// Say where orch's hooks are installed and whether Claude Code started
+    /// here runs them; exits 1 when it runs none.
     #[command(after_help = "Example:\n  orch-hook status --json")]
     Status {
         #[arg(long)]
@@ -102,21 +111,36 @@ impl Tool for Cli {
             )),
             Some(Cmd::Install {
                 user,
+                here,
                 threshold,
                 command,
-            }) => install(self.db, scope(user), threshold, command),
-            Some(Cmd::Uninstall { user }) => uninstall(scope(user)),
+            }) => install(self.db, scope(user, here), threshold, command),
+            Some(Cmd::Uninstall { user, here }) => uninstall(scope(user, here)),
             Some(Cmd::Status { json }) => status(json),
         }
     }
 }
 
-fn scope(user: bool) -> Scope {
-    if user {
-        Scope::User
-    } else {
-        Scope::Project
+fn scope(user: bool, here: bool) -> Scope {
+    match (user, here) {
+        (true, _) => Scope::User,
+        (_, true) => Scope::Here,
+        _ => Scope::Project,
     }
+}
+
+/// What to do when project hooks sit in `t` but Claude Code is started in `cwd`.
+fn not_read_here(t: &Target, cwd: &std::path::Path) -> String {
+    let dir = t
+        .settings
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap_or(&t.settings);
+    format!(
+        "Claude Code reads project hooks only from the directory it is started in, so these run only when it is started in {}, not here ({}); start it there, or run `orch-hook install --here` here, or `orch-hook install --user` for every directory",
+        dir.display(),
+        cwd.display()
+    )
 }
 
 /// The largest event orch reads (an agent's whole result can be in it).
@@ -141,6 +165,9 @@ fn run_hook(db: &Option<PathBuf>, event: Option<&str>, threshold: u64, max: u64)
         db: db.clone(),
         threshold: threshold as usize,
         max: max as usize,
+        inside_task: std::env::var_os(hook::TASK_ENV)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.to_string_lossy().into_owned()),
     };
     match hook::handle(&cfg, event, &input) {
         Ok(Reply::Silent) => Exit::Ok,
@@ -215,7 +242,11 @@ fn install(
             t.command.display()
         );
     }
-    if db.is_none() && scope == Scope::Project {
+    let cwd = settings::current_dir()?;
+    if !settings::read_when_started_in(&t, &cwd) {
+        eprintln!("orch-hook: note: {}", not_read_here(&t, &cwd));
+    }
+    if db.is_none() && scope != Scope::User {
         // A note only: what is installed stays installed whatever this finds.
         match crate::db::resolve(None) {
             Ok(loc) if loc.source == crate::db::Source::User => eprintln!(
@@ -276,6 +307,8 @@ fn uninstall(scope: Scope) -> anyhow::Result<Exit> {
 struct ScopeStatus {
     scope: Scope,
     settings: PathBuf,
+    /// Whether Claude Code started in the current directory reads this file.
+    read_here: bool,
     exists: bool,
     events: Vec<String>,
     command: Option<String>,
@@ -284,8 +317,9 @@ struct ScopeStatus {
     error: Option<String>,
 }
 
-fn scope_status(t: Target) -> ScopeStatus {
+fn scope_status(t: Target, cwd: &std::path::Path) -> ScopeStatus {
     let mut s = ScopeStatus {
+        read_here: settings::read_when_started_in(&t, cwd),
         scope: t.scope,
         exists: t.settings.is_file(),
         settings: t.settings.clone(),
@@ -313,15 +347,25 @@ fn scope_status(t: Target) -> ScopeStatus {
 fn status(json: bool) -> anyhow::Result<Exit> {
     let mut out = Out::new();
     let mut any = false;
-    for scope in [Scope::Project, Scope::User] {
-        let s = scope_status(settings::target(scope)?);
-        any |= !s.events.is_empty();
+    let cwd = settings::current_dir()?;
+    let mut targets = vec![settings::target(Scope::Project)?];
+    let here = settings::target(Scope::Here)?;
+    if here.settings != targets[0].settings {
+        targets.push(here);
+    }
+    targets.push(settings::target(Scope::User)?);
+    for t in targets {
+        let scope = t.scope;
+        let note = (!settings::read_when_started_in(&t, &cwd)).then(|| not_read_here(&t, &cwd));
+        let s = scope_status(t, &cwd);
+        any |= !s.events.is_empty() && s.read_here;
         if json {
             out.json(&s)?;
             continue;
         }
         let name = match scope {
             Scope::Project => "project",
+            Scope::Here => "here",
             Scope::User => "user",
         };
         let what = if let Some(e) = &s.error {
@@ -344,6 +388,9 @@ fn status(json: bool) -> anyhow::Result<Exit> {
             )
         };
         out.line(format!("{name:<8} {}: {what}", s.settings.display()))?;
+        if let (Some(note), false) = (&note, s.events.is_empty()) {
+            out.line(format!("{:<8} not run here: {note}", ""))?;
+        }
         if s.slash_command {
             out.line(format!("{:<8} /orch command installed", ""))?;
         }

@@ -627,7 +627,11 @@ pub fn parse_line(line: &str, default_role: Option<&str>) -> anyhow::Result<task
             .next()
             .unwrap_or_default()
             .to_string();
-        anyhow::anyhow!("bad JSON: {msg} (column {})", e.column())
+        anyhow::anyhow!(
+            "bad JSON: {} (column {})",
+            crate::emit::explain_name(msg),
+            e.column()
+        )
     })?;
     Ok(t.validate(default_role)?)
 }
