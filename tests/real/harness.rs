@@ -146,6 +146,19 @@ pub fn tool_uses(content: &Value, name: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The tool_result blocks Claude Code sent back in a request.
+pub fn tool_results(req: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for m in req["body"]["messages"].as_array().into_iter().flatten() {
+        for b in m["content"].as_array().into_iter().flatten() {
+            if b["type"] == "tool_result" {
+                out.push(b.clone());
+            }
+        }
+    }
+    out
+}
+
 /// Every text Claude Code sent in a request's messages (tool results included).
 pub fn request_text(req: &Value) -> String {
     fn walk(v: &Value, out: &mut String) {
