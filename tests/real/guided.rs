@@ -9,7 +9,7 @@ use crate::harness::*;
 /// Makes a 3-probe run, pastes its message into `claude -p` with the permission
 /// rule orch-verify shows, and returns the report (JSON) and its exit code.
 fn guided(env: &Env, scenario: &str) -> (Value, i32, Model) {
-    let dir = project(&env);
+    let dir = project(env);
     let made: Value = serde_json::from_str(&ok_in(
         env,
         &dir,
