@@ -112,16 +112,22 @@ COMMAND = re.compile(r"^(?:run: )?((?:orch-verify probe |orch-queue )[^\n]+)$", 
 TASK = re.compile(r"^orch-task: (\d+)$", re.M)
 
 
+def is_subagent(body):
+    """Claude Code marks a sub-agent's requests in the first system block."""
+    system = body.get("system")
+    return "cc_is_subagent=true" in json.dumps(system if system is not None else "")
+
+
 def who(body):
     """main (a session's own loop), probe (a sub-agent told to run a command),
     agent (a sub-agent given an orch task), or other."""
     first = first_user_text(body)
+    if not is_subagent(body):
+        return "main" if "Agent" in tool_names(body) else "other"
     if COMMAND.search(first):
         return "probe"
     if TASK.search(first):
         return "agent"
-    if "Agent" in tool_names(body):
-        return "main"
     return "other"
 
 
@@ -190,6 +196,9 @@ def main_loop(body):
         step = mcp(body)
         if step:
             return step
+    command = COMMAND.search(first_user_text(body))
+    if command and not any(u.get("name") == "Bash" for u in tool_uses(body)):
+        return tool_answer([("Bash", {"command": command.group(1), "description": "Run the command the prompt names"})])
     calls = agent_calls(all_text(body))
     step = launch(body, calls) if calls else None
     if step:
