@@ -300,13 +300,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         entry = {"t": time.time(), "method": self.command, "path": path}
         role, content, stop = None, None, None
+        failure = None
         if path == "/v1/messages" and isinstance(body, dict):
             role, (content, stop) = answer(body)
+            failure = re.search(r"^model-error: (\d{3})$", first_user_text(body), re.M)
         entry.update({"role": role, "body": body, "answer": content, "stop": stop})
         with LOG_LOCK:
             with open(ARGS.log, "a") as f:
                 f.write(json.dumps(entry) + "\n")
-        if content is not None:
+        if failure:
+            code = int(failure.group(1))
+            error = {"type": "error", "error": {"type": "invalid_request_error", "message": f"scripted failure {code}"}}
+            self.reply(code, "application/json", json.dumps(error).encode())
+        elif content is not None:
             msg = message(body, content, stop)
             if body.get("stream"):
                 self.reply(200, "text/event-stream", sse(msg))
