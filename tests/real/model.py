@@ -298,7 +298,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             body = None
         path = self.path.split("?")[0]
-        entry = {"t": time.time(), "method": self.command, "path": path}
+        entry = {"t": time.time(), "method": self.command, "path": path, "headers": dict(self.headers)}
         role, content, stop = None, None, None
         failure = None
         if path == "/v1/messages" and isinstance(body, dict):
