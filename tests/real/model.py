@@ -166,8 +166,8 @@ def launch(body, calls):
         if not {u["id"] for u in uses} <= finished_calls(body):
             return text_answer("Waiting for the agent to finish.")
         pending = pending[:1]
-    if ARGS.scenario == "teammate":
-        pending = [{**c, "name": f"mate-{i}"} for i, c in enumerate(pending, 1)]
+    if ARGS.scenario == "foreground":
+        pending = [{**c, "run_in_background": False} for c in pending]
     return tool_answer([("Agent", c) for c in pending])
 
 
@@ -178,6 +178,9 @@ MCP_EXECUTE = "mcp__orch__execute_parallel_batch"
 def mcp(body):
     """Uses orch-mcp: queues three tasks in one message, then executes the batch."""
     used = [u.get("name") for u in tool_uses(body)]
+    if MCP_QUEUE not in tool_names(body) and "ToolSearch" not in used:
+        # Claude Code defers MCP tools: load their schemas first, as a model would.
+        return tool_answer([("ToolSearch", {"query": f"select:{MCP_QUEUE},{MCP_EXECUTE}", "max_results": 5})])
     if MCP_QUEUE not in used:
         return tool_answer([
             (MCP_QUEUE, {"agent": "general-purpose", "task": f"mcp task {i}", "description": f"mcp task {i}"})
@@ -328,7 +331,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def main():
     global ARGS
     p = argparse.ArgumentParser()
-    p.add_argument("--scenario", required=True, choices=["obedient", "one-by-one", "mcp", "teammate"])
+    p.add_argument("--scenario", required=True, choices=["obedient", "one-by-one", "foreground", "mcp"])
     p.add_argument("--log", required=True)
     p.add_argument("--delay", type=float, default=2.0)
     ARGS = p.parse_args()
