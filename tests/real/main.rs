@@ -12,6 +12,7 @@ mod common;
 mod harness;
 
 mod agents;
+mod cli;
 mod fidelity;
 mod guided;
 mod hooks;
