@@ -44,3 +44,20 @@ fn a_prompt_reaches_the_scripted_model_and_its_answer_comes_back() {
     assert_eq!(main.len(), 1);
     assert_eq!(main[0]["body"]["stream"], true, "the CLI streams (SSE)");
 }
+
+#[test]
+fn a_broken_stream_makes_the_cli_ask_again_for_plain_json() {
+    let env = Env::new();
+    let dir = project(&env);
+    let model = Model::start(&env, "obedient", 0.0);
+    let prompt = "Say hello\nmodel-stream: broken";
+    let out = claude_p(&env, &model, &dir, prompt, &["--output-format", "json"]);
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["result"], "done: Say hello");
+    let streams: Vec<_> = model
+        .by_role("main")
+        .iter()
+        .map(|r| r["body"]["stream"].as_bool().unwrap_or(false))
+        .collect();
+    assert_eq!(streams, [true, false], "SSE first, then plain JSON");
+}

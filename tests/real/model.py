@@ -317,7 +317,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply(code, "application/json", json.dumps(error).encode())
         elif content is not None:
             msg = message(body, content, stop)
-            if body.get("stream"):
+            if body.get("stream") and re.search(r"^model-stream: broken$", first_user_text(body), re.M):
+                # A stream cut after its first event (Claude Code retries without streaming).
+                data = sse(msg)
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.end_headers()
+                self.wfile.write(data[: data.index(b"\n\n") + 2])
+                self.wfile.flush()
+                self.close_connection = True
+            elif body.get("stream"):
                 self.reply(200, "text/event-stream", sse(msg))
             else:
                 self.reply(200, "application/json", json.dumps(msg).encode())
