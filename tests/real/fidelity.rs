@@ -31,6 +31,20 @@ fn hook_status(env: &Env, dir: &Path) -> (i32, String) {
     (out.status.code().unwrap(), text)
 }
 
+/// The `hooks` check of `orch doctor --json` run in `dir`.
+fn doctor_hooks(env: &Env, dir: &Path) -> serde_json::Value {
+    let out = env
+        .cmd("orch")
+        .args(["doctor", "--json"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    crate::common::json_lines(&String::from_utf8_lossy(&out.stdout))
+        .into_iter()
+        .find(|c| c["check"] == "hooks")
+        .expect("orch doctor has a hooks check")
+}
+
 fn agent_call_count(env: &Env) -> i64 {
     env.sql()
         .query_row("SELECT COUNT(*) FROM agent_calls", [], |r| r.get(0))
@@ -59,11 +73,13 @@ fn hooks_at_the_repo_root_do_not_fire_in_a_subdirectory_and_status_tells_the_tru
     assert_eq!(agent_call_count(&env), 0, "no hook fired");
 
     let (code_root_only, text_root_only) = hook_status(&env, &sub);
+    let doctor_root_only = doctor_hooks(&env, &sub);
 
     // The fix works: hooks in user scope fire in the subdirectory.
     ok_in(&env, &sub, "orch-hook", &["install", "--user"]);
     let (code, text) = hook_status(&env, &sub);
     assert_eq!(code, 0, "{text}");
+    assert_eq!(doctor_hooks(&env, &sub)["status"], "ok");
     let before = model.agent_messages().len();
     queued(&env, &dir, 2);
     let message = batch_message(&env, &dir, 2);
@@ -84,6 +100,14 @@ fn hooks_at_the_repo_root_do_not_fire_in_a_subdirectory_and_status_tells_the_tru
     assert!(
         text_root_only.contains("orch-hook install"),
         "status offers the fix: {text_root_only}"
+    );
+    assert_ne!(doctor_root_only["status"], "ok", "{doctor_root_only}");
+    assert!(
+        doctor_root_only["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("orch-hook install"),
+        "doctor offers the fix: {doctor_root_only}"
     );
 }
 
