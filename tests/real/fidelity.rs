@@ -181,7 +181,7 @@ fn twelve_agent_calls_of_one_message_all_start_together() {
     assert_code(&out, 0);
     let warning = String::from_utf8_lossy(&out.stderr).to_string();
     let message = String::from_utf8(out.stdout).unwrap();
-    let model = Model::start(&env, "obedient", 3.0);
+    let model = Model::start(&env, "obedient", 5.0);
     claude_p(&env, &model, &dir, &message, &[]);
 
     let launched = model.agent_messages();

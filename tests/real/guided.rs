@@ -14,7 +14,7 @@ fn guided(env: &Env, scenario: &str) -> (Value, i32, Model) {
         env,
         &dir,
         "orch-verify",
-        &["new", "-n", "3", "--sleep", "2", "--json"],
+        &["new", "-n", "3", "--sleep", "4", "--json"],
     ))
     .unwrap();
     let run = made["run"].to_string();

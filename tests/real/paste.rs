@@ -19,7 +19,7 @@ fn pasted(env: &Env, n: usize) -> (std::path::PathBuf, Vec<i64>, String) {
 fn paste_path_obedient_model_launches_every_agent_from_one_message_parallel() {
     let env = Env::new();
     let (dir, ids, msg) = pasted(&env, 3);
-    let model = Model::start(&env, "obedient", 2.0);
+    let model = Model::start(&env, "obedient", 3.0);
     claude_p(&env, &model, &dir, &msg, &[]);
 
     // The model sent all three calls in one assistant message, and Claude Code
