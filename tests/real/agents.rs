@@ -49,27 +49,39 @@ fn cli_agents(env: &Env, model: &Model, dir: &Path, extra: &[(&str, &str)]) -> V
         .collect()
 }
 
+/// Runs an orch tool in `dir` with `extra` environment; asserts exit 0.
+fn orch_with(env: &Env, dir: &Path, args: &[&str], extra: &[(&str, &str)]) -> String {
+    let mut c = env.cmd(args[0]);
+    c.args(&args[1..])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    assert_code(&out, 0);
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Queues one task per role, batches them and returns orch-emit's JSON calls.
 fn emitted(env: &Env, dir: &Path, roles: &[&str], extra: &[(&str, &str)]) -> Vec<Value> {
-    let run = |args: &[&str]| {
-        let mut c = env.cmd(args[0]);
-        c.args(&args[1..])
-            .current_dir(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in extra {
-            c.env(k, v);
-        }
-        let out = c.output().unwrap();
-        assert_code(&out, 0);
-        String::from_utf8(out.stdout).unwrap()
-    };
     for role in roles {
-        run(&["orch-queue", "add", role, &format!("A task for {role}")]);
+        orch_with(
+            env,
+            dir,
+            &["orch-queue", "add", role, &format!("A task for {role}")],
+            extra,
+        );
     }
-    let batch = run(&["orch-batch", "create", "--max", "50"]);
-    let v: Value =
-        serde_json::from_str(&run(&["orch-emit", "--format", "json", batch.trim()])).unwrap();
+    let batch = orch_with(env, dir, &["orch-batch", "create", "--max", "50"], extra);
+    let json = orch_with(
+        env,
+        dir,
+        &["orch-emit", "--format", "json", batch.trim()],
+        extra,
+    );
+    let v: Value = serde_json::from_str(&json).unwrap();
     v["calls"].as_array().unwrap().clone()
 }
 
@@ -132,7 +144,7 @@ fn agent_lookup_matches_the_clis_init_agents_and_every_call_launches() {
     assert_agree(&roles, &calls, &known);
 
     // The calls orch made launch for real: every task done, no "not found".
-    let message = ok_in(&env, &dir, "orch-emit", &["1"]);
+    let message = orch_with(&env, &dir, &["orch-emit", "1"], &extra);
     let mut c = claude_cmd(&env, &model, &dir, &["-p", &message]);
     c.env("CLAUDE_CONFIG_DIR", &config);
     assert_code(&run_bounded(c, CLAUDE_LIMIT), 0);
