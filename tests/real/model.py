@@ -3,10 +3,10 @@
 
 It plays the model that Claude Code talks to (ANTHROPIC_BASE_URL), bound to
 127.0.0.1 on a free port that it prints as its first line on stdout. Every
-request is appended to the log (JSON Lines) before it is answered, so tests
-can assert on what Claude Code sent. The answer depends only on the request
-(the model keeps no state): who is asking (the main loop, a sub-agent) and
-what the conversation holds so far. See docs/development.md.
+request is appended to the log (JSON Lines) with its answer, before the answer
+is sent, so tests can assert on what Claude Code sent. The answer depends only
+on the request (the model keeps no state): who is asking (the main loop, a
+sub-agent) and what the conversation holds so far. See docs/development.md.
 
 usage: model.py --scenario NAME --log FILE [--delay SECS]
 """
@@ -15,7 +15,6 @@ import argparse
 import http.server
 import json
 import re
-import sys
 import threading
 import time
 
@@ -79,13 +78,6 @@ def tool_results(body):
         if m.get("role") == "user" and isinstance(m.get("content"), list):
             out += [b for b in m["content"] if isinstance(b, dict) and b.get("type") == "tool_result"]
     return out
-
-
-def last_is_tool_result(body):
-    msgs = body.get("messages", [])
-    if not msgs or msgs[-1].get("role") != "user" or not isinstance(msgs[-1].get("content"), list):
-        return False
-    return any(isinstance(b, dict) and b.get("type") == "tool_result" for b in msgs[-1]["content"])
 
 
 DECODER = json.JSONDecoder()
