@@ -62,3 +62,46 @@ fn paste_path_one_by_one_model_is_sequential() {
         assert_eq!(task_row(&env, id).0, "done", "task {id}");
     }
 }
+
+/// Prompt text of any shape survives the trip: orch's message → the model's
+/// Agent calls → Claude Code → the sub-agent's first user turn, byte for byte.
+#[test]
+fn paste_path_hostile_prompts_reach_the_sub_agents_exactly() {
+    let env = Env::new();
+    let dir = project(&env);
+    ok_in(&env, &dir, "orch-hook", &["install"]);
+    let prompts = [
+        "Quote \"this\" and 'that', then `backticks` and a \") breakout",
+        "Shell: $(rm -rf /) ; `id` && echo $HOME | cat\n\tindented line\\n not a newline",
+        "Unicode: héllo wörld ✓ 日本語 — and a ```fenced``` block\n```json\n{\"a\": [1, 2]}\n```",
+    ];
+    let ids = queue(&env, &dir, &prompts);
+    let msg = batch_message(&env, &dir, prompts.len());
+    let model = Model::start(&env, "obedient", 0.0);
+    claude_p(&env, &model, &dir, &msg, &[]);
+
+    let mut seen: Vec<String> = model
+        .by_role("agent")
+        .iter()
+        .map(|r| {
+            let first = &r["body"]["messages"][0]["content"];
+            first
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|b| b["text"].as_str())
+                .filter(|t| !t.trim_start().starts_with("<system-reminder>"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect();
+    seen.sort();
+    let mut want: Vec<String> = prompts
+        .iter()
+        .zip(&ids)
+        .map(|(p, id)| format!("{p}\n\norch-task: {id}"))
+        .collect();
+    want.sort();
+    assert_eq!(seen, want);
+    assert!(ids.iter().all(|id| task_row(&env, *id).0 == "done"));
+}
