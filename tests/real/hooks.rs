@@ -11,8 +11,9 @@ fn hook_auto_batching_hands_claude_the_batch_with_the_prompt_and_with_agent_noti
     let env = Env::new();
     let dir = project(&env);
     ok_in(&env, &dir, "orch-hook", &["install", "--threshold", "3"]);
-    // Task 1's agent queues three more tasks while the session runs: only the
-    // Stop hook can hand those over.
+    // Task 1's agent queues three more tasks after the delay, when the
+    // session's turn has ended (its Stop hook found nothing): the agent's
+    // completion notification is what hands them over.
     let follow = "run: orch-queue add general-purpose 'follow-up 4' && orch-queue add general-purpose 'follow-up 5' && orch-queue add general-purpose 'follow-up 6'";
     queue(
         &env,
@@ -23,7 +24,7 @@ fn hook_auto_batching_hands_claude_the_batch_with_the_prompt_and_with_agent_noti
             "Task 3",
         ],
     );
-    let model = Model::start(&env, "obedient", 1.0);
+    let model = Model::start(&env, "obedient", 2.0);
     claude_p(
         &env,
         &model,
@@ -33,7 +34,7 @@ fn hook_auto_batching_hands_claude_the_batch_with_the_prompt_and_with_agent_noti
     );
 
     // The first batch came with the prompt (UserPromptSubmit's context), the
-    // second with a blocked stop; each launched from one assistant message.
+    // second with the notification; each launched from one assistant message.
     let launched = model.agent_messages();
     assert_eq!(launched.len(), 2, "{launched:?}");
     assert!(launched.iter().all(|m| m.len() == 3), "{launched:?}");
@@ -42,7 +43,7 @@ fn hook_auto_batching_hands_claude_the_batch_with_the_prompt_and_with_agent_noti
         request_text(first).contains("orch-task: 1"),
         "the first turn carried the batch"
     );
-    let stop = model
+    let second = model
         .by_role("main")
         .into_iter()
         .find(|r| request_text(r).contains("orch-task: 4"))
@@ -53,7 +54,13 @@ fn hook_auto_batching_hands_claude_the_batch_with_the_prompt_and_with_agent_noti
     );
     // A finished background agent's notification is a prompt too: its
     // UserPromptSubmit hook handed over the tasks the agent queued.
-    assert!(request_text(&stop).contains("<task-notification>"));
+    let text = request_text(&second);
+    let handed = text.find("orch-task: 4").unwrap();
+    let notified = text
+        .find("<task-notification>")
+        .expect("a notification came first");
+    assert!(notified < handed, "the batch followed the notification");
+    assert!(!text.contains("Stop hook"), "not a blocked stop");
 
     let all = statuses(&env);
     assert_eq!(all.len(), 6, "{all:?}");

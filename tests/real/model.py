@@ -205,9 +205,10 @@ def main_loop(body):
 
 
 def probe(body):
-    """A sub-agent told to run a command: runs it through Bash, once."""
+    """A sub-agent told to run a command: runs it through Bash, once, after the delay."""
     if tool_results(body):
         return text_answer("command finished")
+    time.sleep(ARGS.delay)
     cmd = COMMAND.search(first_user_text(body)).group(1)
     return tool_answer([("Bash", {"command": cmd, "description": "Run the command the task names"})])
 
