@@ -10,20 +10,12 @@ use crate::harness::*;
 fn hook_auto_batching_hands_claude_the_batch_with_the_prompt_and_with_agent_notifications() {
     let env = Env::new();
     let dir = project(&env);
-    ok_in(&env, &dir, "orch-hook", &["install", "--threshold", "3"]);
+    ok_in(&env, &dir, "orch-hook", &["install", "--threshold", "1"]);
     // Task 1's agent queues three more tasks after the delay, when the
-    // session's turn has ended (its Stop hook found nothing): the agent's
-    // completion notification is what hands them over.
-    let follow = "run: orch-queue add general-purpose 'follow-up 4' && orch-queue add general-purpose 'follow-up 5' && orch-queue add general-purpose 'follow-up 6'";
-    queue(
-        &env,
-        &dir,
-        &[
-            &format!("Queue the follow-ups\n{follow}"),
-            "Task 2",
-            "Task 3",
-        ],
-    );
+    // session's turn has ended (its Stop hook found nothing ready): only the
+    // agent's completion notification can hand them over.
+    let follow = "run: orch-queue add general-purpose 'follow-up 2' && orch-queue add general-purpose 'follow-up 3' && orch-queue add general-purpose 'follow-up 4'";
+    queue(&env, &dir, &[&format!("Queue the follow-ups\n{follow}")]);
     let model = Model::start(&env, "obedient", 2.0);
     claude_p(
         &env,
@@ -37,7 +29,8 @@ fn hook_auto_batching_hands_claude_the_batch_with_the_prompt_and_with_agent_noti
     // second with the notification; each launched from one assistant message.
     let launched = model.agent_messages();
     assert_eq!(launched.len(), 2, "{launched:?}");
-    assert!(launched.iter().all(|m| m.len() == 3), "{launched:?}");
+    assert_eq!(launched[0].len(), 1, "{launched:?}");
+    assert_eq!(launched[1].len(), 3, "{launched:?}");
     let first = &model.by_role("main")[0];
     assert!(
         request_text(first).contains("orch-task: 1"),
@@ -46,7 +39,7 @@ fn hook_auto_batching_hands_claude_the_batch_with_the_prompt_and_with_agent_noti
     let second = model
         .by_role("main")
         .into_iter()
-        .find(|r| request_text(r).contains("orch-task: 4"))
+        .find(|r| request_text(r).contains("orch-task: 2"))
         .expect("a turn carried the second batch");
     assert!(
         request_text(first).contains("UserPromptSubmit hook additional context"),
@@ -55,7 +48,7 @@ fn hook_auto_batching_hands_claude_the_batch_with_the_prompt_and_with_agent_noti
     // A finished background agent's notification is a prompt too: its
     // UserPromptSubmit hook handed over the tasks the agent queued.
     let text = request_text(&second);
-    let handed = text.find("orch-task: 4").unwrap();
+    let handed = text.find("orch-task: 2").unwrap();
     let notified = text
         .find("<task-notification>")
         .expect("a notification came first");
@@ -63,7 +56,7 @@ fn hook_auto_batching_hands_claude_the_batch_with_the_prompt_and_with_agent_noti
     assert!(!text.contains("Stop hook"), "not a blocked stop");
 
     let all = statuses(&env);
-    assert_eq!(all.len(), 6, "{all:?}");
+    assert_eq!(all.len(), 4, "{all:?}");
     assert!(all.iter().all(|(_, s)| s == "done"), "{all:?}");
     let batches: i64 = env
         .sql()
