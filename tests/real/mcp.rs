@@ -20,7 +20,7 @@ fn mcp_model_queues_three_tasks_executes_the_batch_and_launches_it_parallel() {
     let env = Env::new();
     let dir = project(&env);
     ok_in(&env, &dir, "orch-hook", &["install"]);
-    let model = Model::start(&env, "mcp", 2.0);
+    let model = Model::start(&env, "mcp", 3.0);
     register(&env, &model, &dir);
     claude_p(
         &env,
