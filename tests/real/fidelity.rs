@@ -265,3 +265,46 @@ fn name_is_never_emitted_so_agent_teams_still_get_sub_agents() {
     assert_eq!(model.by_role("agent").len(), 2, "two sub-agents ran");
     assert!(ids.iter().all(|id| task_row(&env, *id).0 == "done"));
 }
+
+/// Issue item 8, through MCP: a task that asks for `name` is refused, and the
+/// model is told why (a named call would spawn a teammate).
+#[test]
+fn a_task_asking_for_an_agent_name_is_refused_and_the_model_is_told_why() {
+    let env = Env::new();
+    let dir = project(&env);
+    let model = Model::start(&env, "mcp", 0.0);
+    let db = format!("ORCH_DB={}", env.db.display());
+    let mcp = bin("orch-mcp");
+    let add = ["mcp", "add", "orch", "-e", &db, "--", mcp.to_str().unwrap()];
+    assert_code(
+        &run_bounded(claude_cmd(&env, &model, &dir, &add), CLAUDE_LIMIT),
+        0,
+    );
+    let allow = "mcp__orch__queue_parallel_task mcp__orch__execute_parallel_batch";
+    let prompt = "Use orch.\nqueue-with: {\"name\": \"mate\"}";
+    claude_p(&env, &model, &dir, prompt, &["--allowedTools", allow]);
+
+    let main = model.by_role("main");
+    let queue_ids: Vec<serde_json::Value> = main
+        .iter()
+        .flat_map(|r| r["answer"].as_array().cloned().unwrap_or_default())
+        .filter(|b| b["name"] == "mcp__orch__queue_parallel_task")
+        .map(|b| b["id"].clone())
+        .collect();
+    assert_eq!(queue_ids.len(), 3);
+    let results: Vec<serde_json::Value> = main
+        .iter()
+        .flat_map(tool_results)
+        .filter(|r| queue_ids.contains(&r["tool_use_id"]))
+        .collect();
+    assert!(!results.is_empty());
+    for r in &results {
+        assert_eq!(r["is_error"], true, "{r}");
+        assert!(
+            r["content"].to_string().contains("teammate"),
+            "the model is told why: {r}"
+        );
+    }
+    assert!(statuses(&env).is_empty(), "no task was queued");
+    assert!(model.agent_messages().is_empty(), "nothing was launched");
+}

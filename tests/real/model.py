@@ -174,8 +174,11 @@ def mcp(body):
         # Claude Code defers MCP tools: load their schemas first, as a model would.
         return tool_answer([("ToolSearch", {"query": f"select:{MCP_QUEUE},{MCP_EXECUTE}", "max_results": 5})])
     if MCP_QUEUE not in used:
+        # A prompt line `queue-with: {JSON}` adds its keys to every queue call.
+        extra = re.search(r"^queue-with: (\{.*\})$", first_user_text(body), re.M)
+        extra = json.loads(extra.group(1)) if extra else {}
         return tool_answer([
-            (MCP_QUEUE, {"agent": "general-purpose", "task": f"mcp task {i}", "description": f"mcp task {i}"})
+            (MCP_QUEUE, {"agent": "general-purpose", "task": f"mcp task {i}", "description": f"mcp task {i}", **extra})
             for i in (1, 2, 3)
         ])
     if MCP_EXECUTE not in used:
