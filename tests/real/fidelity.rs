@@ -92,13 +92,14 @@ fn hooks_at_the_repo_root_do_not_fire_in_a_subdirectory_and_status_tells_the_tru
     assert!(done.iter().all(|(_, s)| s == "done"), "{done:?}");
 
     // What orch must say where only the root has them: not installed for a
-    // session started here, and how to fix it.
+    // session started here, and how to fix it (`orch-hook install` or
+    // `orch hook install`, here or in user scope).
     assert_eq!(
         code_root_only, 1,
         "status in the subdirectory: {text_root_only}"
     );
     assert!(
-        text_root_only.contains("orch-hook install"),
+        text_root_only.contains("hook install"),
         "status offers the fix: {text_root_only}"
     );
     assert_ne!(doctor_root_only["status"], "ok", "{doctor_root_only}");
@@ -106,7 +107,7 @@ fn hooks_at_the_repo_root_do_not_fire_in_a_subdirectory_and_status_tells_the_tru
         doctor_root_only["fix"]
             .as_str()
             .unwrap_or_default()
-            .contains("orch-hook install"),
+            .contains("hook install"),
         "doctor offers the fix: {doctor_root_only}"
     );
 }
