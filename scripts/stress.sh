@@ -10,7 +10,10 @@
 # send/recv (exactly-once delivery), orch-verify new/probe and orch-hook
 # PreToolUse/PostToolUse events. Every writer logs what
 # it was acknowledged (the ids printed on exit 0), so the check can prove that
-# nothing acknowledged is missing and nothing was handed out twice.
+# nothing acknowledged is missing and nothing was handed out twice. Some
+# writes go to /dev/full or a closed stdout: those must exit 3 naming on
+# stderr exactly the ids committed (counted as acknowledged) or exit 2 having
+# written nothing, and a recv that cannot print must claim nothing.
 #
 # Binaries: --bin-dir, else $ORCH_BIN_DIR, else a release build made here.
 # Needs bash, python3 (the checker) and coreutils.
@@ -58,10 +61,37 @@ cd "$work" || exit 2
 kinds=(add add batch msg-send msg-recv probe hook)
 
 # Make the file once so that every writer starts on an existing schema (the
-# concurrent first open is tested separately).
-orch-queue stats >/dev/null || exit 2
+# concurrent first open is tested separately). A read would not make it.
+orch-queue --db "$ORCH_DB" init >/dev/null 2>&1 || exit 2
+
+# Stored text carries control characters (ESC, BEL, OSC 52): the views for
+# people must show them escaped (checked after the load).
+esc=$'\e]52;c;eA==\a\e[2J'
 
 now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
+
+# The ids a "NAME: error: tasks 5-7, 9 committed, but the answer could not be
+# printed" line names, one a line.
+committed_ids() {
+    local list part
+    list=$(sed -n 's/^[a-z-]*: error: [a-z]* \([0-9][0-9, -]*\) committed, but the answer could not be printed.*/\1/p' <<<"$1")
+    for part in ${list//,/ }; do
+        if [[ $part == *-* ]]; then seq "${part%-*}" "${part#*-}"; else echo "$part"; fi
+    done
+}
+
+# Runs "$@" with stdout to /dev/full; prints the ids it says it committed.
+# Exit 3 with ids, or 2 with none, counts as 0 (what was said is what was done).
+to_full() {
+    local err rc ids
+    err=$("$@" 2>&1 >/dev/full)
+    rc=$?
+    printf '%s\n' "$err" >>"$base.err"
+    ids=$(committed_ids "$err")
+    if [ $rc = 3 ] && [ -n "$ids" ]; then printf '%s\n' "$ids"; return 0; fi
+    if [ $rc = 2 ] && [ -z "$ids" ]; then return 0; fi
+    return $((rc == 0 ? 99 : rc))
+}
 
 # Each writer: $1 = kind, $2 = index. Logs: $kind.$i.ok (acknowledged ids or
 # records), .err (its stderr), .fail (unexpected exit codes), .ops (count).
@@ -77,15 +107,24 @@ writer() {
         add)
             if [ $((n % 8)) = 0 ]; then
                 out=$(for k in 1 2 3 4 5; do
-                    printf '{"role":"r%d","prompt":"stress %d.%d.%d"}\n' $((k % 3)) "$i" "$n" "$k"
+                    printf '{"role":"r%d","prompt":"stress %d.%d.%d \\u001b[2J\\u0007"}\n' $((k % 3)) "$i" "$n" "$k"
                 done | orch-queue add --stdin 2>>"$base.err")
                 rc=$?
+            elif [ $((n % 8)) = 3 ]; then
+                out=$(to_full orch-queue add "r$((n % 3))" "stress $i.$n")
+                rc=$?
+            elif [ $((n % 8)) = 5 ]; then
+                # A closed stdout is refused before anything is written.
+                orch-queue add "r$((n % 3))" "stress $i.$n" >&- 2>>"$base.err"
+                rc=$?
+                out=
+                [ $rc = 2 ] && rc=0
             else
-                out=$(orch-queue add "r$((n % 3))" -p $((n % 5)) "stress $i.$n" 2>>"$base.err")
+                out=$(orch-queue add "r$((n % 3))" -p $((n % 5)) "stress $i.$n $esc" 2>>"$base.err")
                 rc=$?
             fi
             ops=$((ops + 1))
-            if [ $rc = 0 ]; then printf '%s\n' "$out" >>"$base.ok"; else echo "orch-queue add: exit $rc" >>"$base.fail"; fi
+            if [ $rc = 0 ]; then [ -z "$out" ] || printf '%s\n' "$out" >>"$base.ok"; else echo "orch-queue add: exit $rc" >>"$base.fail"; fi
             ;;
         batch)
             out=$(orch-batch create --max $((1 + RANDOM % 8)) --json 2>>"$base.err")
@@ -102,7 +141,7 @@ writer() {
                     local t=${out#*\"tasks\":\[\{\"id\":}
                     t=${t%%,*}
                     orch-queue start "$t" 2>>"$base.err" || echo "orch-queue start $t: exit $?" >>"$base.fail"
-                    orch-queue done "$t" --result "ok $t" 2>>"$base.err" || echo "orch-queue done $t: exit $?" >>"$base.fail"
+                    orch-queue done "$t" --result "ok $t $esc" 2>>"$base.err" || echo "orch-queue done $t: exit $?" >>"$base.fail"
                     ops=$((ops + 2))
                 fi
             elif [ $rc != 1 ]; then
@@ -110,12 +149,24 @@ writer() {
             fi
             ;;
         msg-send)
-            out=$(orch-msg send --from "s$i" --to "m$((n % 3))" "stress $i.$n" 2>>"$base.err")
+            if [ $((n % 6)) = 2 ]; then
+                out=$(to_full orch-msg send --from "s$i" --to "m$((n % 3))" "stress $i.$n $esc")
+            else
+                out=$(orch-msg send --from "s$i" --to "m$((n % 3))" "stress $i.$n $esc" 2>>"$base.err")
+            fi
             rc=$?
             ops=$((ops + 1))
-            if [ $rc = 0 ]; then printf '%s\n' "$out" >>"$base.ok"; else echo "orch-msg send: exit $rc" >>"$base.fail"; fi
+            if [ $rc = 0 ]; then [ -z "$out" ] || printf '%s\n' "$out" >>"$base.ok"; else echo "orch-msg send: exit $rc" >>"$base.fail"; fi
             ;;
         msg-recv)
+            if [ $((n % 5)) = 2 ]; then
+                # Cannot print: must claim nothing (the drain below gets them).
+                orch-msg recv --as "m$((n % 3))" --json >/dev/full 2>>"$base.err"
+                rc=$?
+                ops=$((ops + 1))
+                [ $rc = 0 ] && echo "orch-msg recv >/dev/full: exit 0" >>"$base.fail"
+                continue
+            fi
             out=$(orch-msg recv --as "m$((n % 3))" --max $((1 + RANDOM % 4)) --json 2>>"$base.err")
             rc=$?
             ops=$((ops + 1))
@@ -140,7 +191,7 @@ writer() {
         hook)
             # An Agent call starts and ends, as Claude Code reports it.
             local call="toolu_stress_${i}_$n"
-            printf '{"session_id":"stress-%s","transcript_path":"/dev/null","cwd":"%s","hook_event_name":"PreToolUse","tool_name":"Agent","tool_input":{"description":"Stress call","prompt":"call %s"},"tool_use_id":"%s"}' \
+            printf '{"session_id":"stress-%s","transcript_path":"/dev/null","cwd":"%s","hook_event_name":"PreToolUse","tool_name":"Agent","tool_input":{"description":"Stress call \\u001b[2J","prompt":"call %s"},"tool_use_id":"%s"}' \
                 "$i" "$work" "$call" "$call" | orch-hook PreToolUse >/dev/null 2>>"$base.err"
             rc=$?
             if [ $rc = 0 ]; then
@@ -176,6 +227,29 @@ if [[ " ${kinds[*]} " == *" msg-send "* ]]; then
         done
     done
 fi
+
+# The views for people show the stored control characters escaped; reads on
+# a missing database say so and make nothing. Problems go to views.bad.
+: >"$work/log/views.bad"
+for v in "orch-queue list" "orch-queue show 1" "orch-batch list" "orch-batch show 1" \
+    "orch-msg list" "orch-verify session" "orch status"; do
+    $v >"$work/log/view.out" 2>&1
+    if LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' "$work/log/view.out"; then
+        echo "$v: raw control characters reached the terminal" >>"$work/log/views.bad"
+    fi
+done
+for v in "orch-queue list" "orch-queue show 1" "orch-queue stats" "orch-batch plan" "orch-batch list" \
+    "orch-batch show 1" "orch-emit 1" "orch-verify report 1" "orch-verify session" "orch-msg list"; do
+    ORCH_DB=$work/missing/sub/orch.db $v >/dev/null 2>"$work/log/view.out"
+    rc=$?
+    if [ $rc != 2 ] || ! grep -q "no database at" "$work/log/view.out"; then
+        echo "$v on a missing database: exit $rc, not 'no database at'" >>"$work/log/views.bad"
+    fi
+    if [ -e "$work/missing" ]; then
+        echo "$v on a missing database created $work/missing" >>"$work/log/views.bad"
+        rm -rf "$work/missing"
+    fi
+done
 
 python3 - "$work" "$elapsed" "$procs" <<'EOF'
 import glob, json, os, re, sqlite3, sys
@@ -277,6 +351,10 @@ if files("hook", "ok"):
     have = Counter(r[0] for r in db.execute("SELECT call_id FROM agent_calls WHERE finished_at IS NOT NULL"))
     lost = [c for c in calls if have[c] != 1]
     check(not lost, f"every acknowledged agent call recorded once with its end ({len(calls)} calls)", str(lost[:5]))
+
+views = lines(os.path.join(log, "views.bad"))
+check(not views, "views for people show control characters escaped; reads on a missing database make nothing",
+      "; ".join(views[:5]))
 
 ic = db.execute("PRAGMA integrity_check").fetchall()
 check(ic == [("ok",)], "PRAGMA integrity_check = ok", str(ic[:3]))

@@ -6,6 +6,8 @@
 # - .venv/: the official MCP Python SDK (`mcp` from PyPI), the client of tests/mcp_clients/*.py
 # - tests/mcp_clients/node_modules/: the MCP Inspector CLI, pinned by the
 #   committed package.json and package-lock.json there
+# - tests/claude_code/node_modules/: the Claude Code CLI the real tier drives,
+#   pinned the same way (its native binary checked to run as installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,4 +79,36 @@ else
   (cd "$clients" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   cp "$clients/package-lock.json" "$clients/node_modules/.orch-package-lock.json"
   say "installed @modelcontextprotocol/inspector $INSPECTOR_VERSION into $clients/node_modules"
+fi
+
+# --- the Claude Code CLI (the real tier) --------------------------------------
+cc=tests/claude_code
+CLAUDE_VERSION=$(sed -n 's/.*"@anthropic-ai\/claude-code": *"\([^"]*\)".*/\1/p' "$cc/package.json")
+claude_version() {
+  "$cc/node_modules/.bin/claude" --version 2>/dev/null | sed -n 's/^\([0-9][^ ]*\).*/\1/p' || true
+}
+have_claude() {
+  [ "$(claude_version)" = "$CLAUDE_VERSION" ] &&
+    cmp -s "$cc/package-lock.json" "$cc/node_modules/.orch-package-lock.json"
+}
+
+if have_claude; then
+  say "Claude Code $CLAUDE_VERSION already in $cc/node_modules"
+else
+  if ! command -v npm >/dev/null 2>&1; then
+    say "error: npm not found; install Node.js 20 or newer with npm"; exit 2
+  fi
+  (cd "$cc" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  # The package's postinstall puts the native binary in place of bin/claude.exe;
+  # npm may not have run it (scripts not approved, --ignore-scripts): run it here.
+  if [ "$(claude_version)" != "$CLAUDE_VERSION" ]; then
+    say "running Claude Code's install script (npm did not)"
+    (cd "$cc/node_modules/@anthropic-ai/claude-code" && node install.cjs >/dev/null)
+  fi
+  if [ "$(claude_version)" != "$CLAUDE_VERSION" ]; then
+    say "error: $cc/node_modules/.bin/claude does not run as Claude Code $CLAUDE_VERSION (got: '$(claude_version)')"
+    exit 2
+  fi
+  cp "$cc/package-lock.json" "$cc/node_modules/.orch-package-lock.json"
+  say "installed Claude Code $CLAUDE_VERSION into $cc/node_modules"
 fi

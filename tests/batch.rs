@@ -410,6 +410,39 @@ fn concurrent_adds_and_batches_lose_nothing() {
     assert_eq!(v["batched"], 200);
 }
 
+/// Item 6: `create` whose answer cannot be printed says which batch and tasks
+/// it committed and exits 3; a stdout known to be unusable claims nothing.
+#[test]
+fn item6_create_after_a_commit_is_exit_3_with_the_ids() {
+    let env = Env::new();
+    for i in 0..3 {
+        env.add("dev", &format!("task {i}"));
+    }
+    for how in [BadStdout::Closed, BadStdout::NoReader] {
+        let out = env.run_bad_stdout("orch-batch", &["create"], b"", how);
+        assert_error(&out, "orch-batch");
+        assert!(
+            env.ok("orch-batch", &["list", "--json"]).is_empty(),
+            "{how:?}"
+        );
+    }
+    let out = env.run_bad_stdout(
+        "orch-batch",
+        &["create", "--max", "2"],
+        b"",
+        BadStdout::Full,
+    );
+    assert_code(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(
+            "orch-batch: error: batch 1 (tasks 1-2) committed, but the answer could not be printed"
+        ),
+        "{err}"
+    );
+    assert_eq!(batch_tasks(&env, 1), vec![1, 2]);
+}
+
 #[test]
 fn item15_min_above_max_is_a_usage_error() {
     let env = Env::new();

@@ -760,3 +760,57 @@ fn status_shows_agent_calls_recorded_by_orch_hook() {
     let text = env.ok("orch", &["status"]);
     assert!(text.contains("last 1 agent call recorded"), "{text}");
 }
+
+/// `orch doctor --json`'s hooks record, run in `dir`.
+fn hooks_check_in(env: &Env, dir: &Path) -> Value {
+    let out = env
+        .cmd("orch")
+        .args(["doctor", "--json"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    json_lines(&stdout(&out))
+        .into_iter()
+        .find(|r| r["check"] == "hooks")
+        .unwrap()
+}
+
+#[test]
+fn issue17_4_doctor_says_root_hooks_do_not_run_in_a_subdirectory() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path().join(".git")).unwrap();
+    let pkg = env.path().join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    env.ok("orch-hook", &["install"]);
+    assert_eq!(hooks_check_in(&env, env.path())["status"], "ok");
+    let c = hooks_check_in(&env, &pkg);
+    assert_eq!(c["status"], "warn", "{c}");
+    let msg = c["message"].as_str().unwrap();
+    assert!(
+        msg.contains("/.claude/settings.json") && msg.contains("started here, it runs none"),
+        "{msg}"
+    );
+    let fix = c["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("orch hook install --here") && fix.contains("orch hook install --user"),
+        "{fix}"
+    );
+    // Installed where Claude Code is started, it runs.
+    let out = env
+        .cmd("orch-hook")
+        .args(["install", "--here"])
+        .current_dir(&pkg)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert!(pkg.join(".claude/settings.json").is_file());
+    assert_eq!(hooks_check_in(&env, &pkg)["status"], "ok");
+    // The repository root's settings.local.json is read from a subdirectory.
+    std::fs::remove_dir_all(pkg.join(".claude")).unwrap();
+    std::fs::rename(
+        env.path().join(".claude/settings.json"),
+        env.path().join(".claude/settings.local.json"),
+    )
+    .unwrap();
+    assert_eq!(hooks_check_in(&env, &pkg)["status"], "ok");
+}

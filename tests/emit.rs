@@ -165,7 +165,7 @@ fn subagent_type_from_agent_files_built_ins_or_omitted() {
     std::fs::create_dir_all(env.home().join(".claude/agents")).unwrap();
     std::fs::write(
         env.home().join(".claude/agents/mine.md"),
-        "---\nname: personal\n---\n",
+        "---\nname: personal\ndescription: Mine\n---\n",
     )
     .unwrap();
     let roles = [
@@ -218,7 +218,7 @@ fn subagent_type_from_agent_files_built_ins_or_omitted() {
 }
 
 #[test]
-fn other_formats_and_size_warning() {
+fn issue17_7_markdown_format_and_no_size_warning() {
     let env = Env::new();
     let lines: String = (0..12)
         .map(|i| format!("{{\"role\":\"Explore\",\"prompt\":\"look at {i} ```x```\"}}\n"))
@@ -233,11 +233,9 @@ fn other_formats_and_size_warning() {
         md.contains("````text\nlook at 0 ```x```"),
         "the fence outgrows backticks in the prompt"
     );
-    let warn = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        warn.contains("orch-emit: warning: this batch has 12 tasks"),
-        "{warn}"
-    );
+    // Twelve Agent calls in one message start together in Claude Code's main
+    // loop: no warning about the size.
+    assert_eq!(String::from_utf8(out.stderr).unwrap(), "");
 }
 
 #[test]
@@ -427,6 +425,209 @@ fn help_and_version() {
     assert!(env
         .ok("orch-emit", &["--version"])
         .starts_with("orch-emit "));
+}
+
+/// Item 6: the message is printed first and the batch marked emitted after,
+/// so a stdout that fails leaves the batch unemitted and nothing written (exit 2).
+#[test]
+fn item6_emit_to_a_failing_stdout_marks_nothing() {
+    let env = Env::new();
+    env.add("dev", "one");
+    env.ok("orch-batch", &["create"]);
+    for how in BadStdout::ALL {
+        let out = env.run_bad_stdout("orch-emit", &["1"], b"", how);
+        assert_code(&out, 2);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.lines()
+                .last()
+                .unwrap()
+                .starts_with("orch-emit: error: "),
+            "{err}"
+        );
+        let emitted: Option<i64> = env
+            .sql()
+            .query_row("SELECT emitted_at FROM batches WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(emitted, None, "{how:?}");
+    }
+    env.ok("orch-emit", &["1"]);
+    let emitted: Option<i64> = env
+        .sql()
+        .query_row("SELECT emitted_at FROM batches WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(emitted.is_some());
+}
+
+/// Emits a batch of one task per role from `dir` with `envs`; the calls and stderr.
+fn emit_roles(
+    env: &Env,
+    dir: &Path,
+    roles: &[&str],
+    envs: &[(&str, &Path)],
+) -> (Vec<Value>, String) {
+    for r in roles {
+        env.add(r, &format!("work for {r}"));
+    }
+    let b = create(env);
+    let mut c = env.cmd("orch-emit");
+    c.arg(b.to_string()).current_dir(dir);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    assert_code(&out, 0);
+    (
+        calls_in_message(&String::from_utf8(out.stdout).unwrap()),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn agent_file(dir: &Path, file: &str, body: &str) {
+    let p = dir.join(".claude/agents").join(file);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, body).unwrap();
+}
+
+#[test]
+fn issue17_3_agent_lookup_matches_claude_code() {
+    let env = Env::new();
+    let project = env.path().join("repo");
+    std::fs::create_dir_all(project.join(".git")).unwrap();
+    agent_file(&project, "nodesc.md", "---\nname: no-desc\n---\nhi\n");
+    agent_file(
+        &project,
+        "empty.md",
+        "---\nname: empty-desc\ndescription: \"\"\n---\n",
+    );
+    agent_file(
+        &project,
+        "team/deep/nested.md",
+        "---\nname: nested_agent\ndescription: deep\n---\n",
+    );
+    agent_file(
+        &project,
+        "q.md",
+        "---\nname: \"Quoted Name\"\ndescription: >\n  folded\n---\n",
+    );
+    // CLAUDE_CONFIG_DIR replaces ~/.claude.
+    let config = env.path().join("config");
+    std::fs::create_dir_all(config.join("agents")).unwrap();
+    std::fs::write(
+        config.join("agents/c.md"),
+        "---\nname: cfg-agent\ndescription: d\n---\n",
+    )
+    .unwrap();
+    agent_file(
+        &env.home(),
+        "h.md",
+        "---\nname: home-agent\ndescription: d\n---\n",
+    );
+    let roles = [
+        "no-desc",
+        "empty-desc",
+        "nested-agent",
+        "quoted-name",
+        "explore",
+        "statusline-setup",
+        "claude",
+        "claude-code-guide",
+        "cfg-agent",
+        "home-agent",
+    ];
+    let (calls, stderr) = emit_roles(&env, &project, &roles, &[("CLAUDE_CONFIG_DIR", &config)]);
+    let types: Vec<Option<&str>> = calls.iter().map(|c| c["subagent_type"].as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            None,
+            None,
+            Some("nested_agent"),
+            Some("Quoted Name"),
+            Some("Explore"),
+            Some("statusline-setup"),
+            Some("claude"),
+            None,
+            Some("cfg-agent"),
+            None,
+        ],
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "nodesc.md has no `description:` in its front matter, so Claude Code skips it"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn issue17_3_coordinator_mode_has_only_worker_and_the_defined_agents() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path().join(".git")).unwrap();
+    agent_file(
+        env.path(),
+        "w.md",
+        "---\nname: with-desc\ndescription: d\n---\n",
+    );
+    for on in ["1", "true", "ON"] {
+        let flag = std::ffi::OsString::from(on);
+        let (calls, _) = emit_roles(
+            &env,
+            env.path(),
+            &["Explore", "general-purpose", "worker", "with-desc"],
+            &[("CLAUDE_CODE_COORDINATOR_MODE", Path::new(&flag))],
+        );
+        let types: Vec<Option<&str>> = calls.iter().map(|c| c["subagent_type"].as_str()).collect();
+        assert_eq!(
+            types,
+            [None, None, Some("worker"), Some("with-desc")],
+            "{on}"
+        );
+    }
+}
+
+#[test]
+fn issue17_8_no_agent_call_carries_a_name() {
+    let env = Env::new();
+    // A task cannot ask for one: the line is refused and says why.
+    let out = env.run_with(
+        "orch-queue",
+        &["add", "--stdin"],
+        b"{\"role\":\"Explore\",\"prompt\":\"map it\",\"name\":\"mapper\"}\n",
+    );
+    let err = assert_error(&out, "orch-queue");
+    assert!(
+        err.contains("unknown field `name`")
+            && err.contains("spawns a teammate instead of a sub-agent"),
+        "{err}"
+    );
+    let tasks: i64 = env
+        .sql()
+        .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+        .unwrap_or(0);
+    assert_eq!(tasks, 0, "nothing was added");
+    // And no emitted call has one, whatever the task looks like.
+    for (role, prompt) in [
+        ("Explore", "name: mapper"),
+        ("reviewer", "{\"name\": \"x\"}"),
+    ] {
+        env.add(role, prompt);
+    }
+    let b = create(&env).to_string();
+    let emitted = json(&env.ok("orch-emit", &[&b, "--format", "json"]));
+    for c in emitted["calls"].as_array().unwrap() {
+        let keys: Vec<&String> = c.as_object().unwrap().keys().collect();
+        assert!(
+            keys.iter()
+                .all(|k| ["description", "prompt", "subagent_type"].contains(&k.as_str())),
+            "{c}"
+        );
+    }
 }
 
 #[test]

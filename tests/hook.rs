@@ -677,3 +677,418 @@ fn orch_run_batches_are_judged_too() {
     );
     assert_eq!(code, 1);
 }
+
+/// Item 6: `install --command` checks the user's own `orch.md` before it
+/// writes anything: refused, and the settings are not touched.
+#[test]
+fn item6_install_command_checks_orch_md_before_writing() {
+    let env = Env::new();
+    let path = settings_path(&env);
+    let md = path.parent().unwrap().join("commands/orch.md");
+    std::fs::create_dir_all(md.parent().unwrap()).unwrap();
+    std::fs::write(&md, "my own /orch\n").unwrap();
+    let out = env.run("orch-hook", &["install", "--command"]);
+    assert_error(&out, "orch-hook");
+    assert!(!path.exists(), "settings written before the refusal");
+    assert_eq!(std::fs::read_to_string(&md).unwrap(), "my own /orch\n");
+    // Settings that exist stay byte for byte.
+    std::fs::write(&path, "{\"env\": {}}\n").unwrap();
+    let out = env.run("orch-hook", &["install", "--command"]);
+    assert_error(&out, "orch-hook");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"env\": {}}\n");
+}
+
+/// Item 9: with only a per-user database, the hook does nothing: no batch on
+/// a prompt or a stop, no agent call recorded.
+#[test]
+fn item9_the_hook_ignores_the_per_user_database() {
+    let env = Env::new();
+    let user = |name: &str| {
+        let mut c = env.cmd(name);
+        c.env_remove("ORCH_DB");
+        c
+    };
+    for i in 0..3 {
+        let out = user("orch-queue")
+            .args(["add", "dev", &format!("task {i}")])
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+    }
+    let user_db = env.home().join(".local/share/orch/orch.db");
+    assert!(user_db.is_file());
+    let prompt = serde_json::to_vec(&fixture("user_prompt_submit.json")).unwrap();
+    let stop = serde_json::to_vec(&fixture("stop.json")).unwrap();
+    let pre = agent_event("pre_tool_use_agent.json", "toolu_1", 1);
+    for ev in [&prompt, &stop, &pre] {
+        let mut c = user("orch-hook");
+        c.args(["--threshold", "1"]);
+        let out = run_stdin(c, ev);
+        assert_code(&out, 0);
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let c = rusqlite::Connection::open(&user_db).unwrap();
+    let (batches, calls, queued): (i64, i64, i64) = c
+        .query_row(
+            "SELECT (SELECT count(*) FROM batches), (SELECT count(*) FROM agent_calls),
+                    (SELECT count(*) FROM tasks WHERE status = 'queued')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((batches, calls, queued), (0, 0, 3));
+    // Installing here says so.
+    let out = user("orch-hook").arg("install").output().unwrap();
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("never uses the per-user database"), "{err}");
+
+    // The same project with its own .orch/orch.db: the hook acts.
+    let out = user("orch-queue").arg("init").output().unwrap();
+    assert_code(&out, 0);
+    for i in 0..3 {
+        let out = user("orch-queue")
+            .args(["add", "dev", &format!("task {i}")])
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+    }
+    let mut c = user("orch-hook");
+    c.args(["--threshold", "1"]);
+    let out = run_stdin(c, &prompt);
+    assert_code(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("additionalContext"));
+}
+
+/// Item 10: in hook mode a usage error is a fault (exit 1, one line), never
+/// the exit 2 Claude Code reads as "block"; the installer keeps exit 2.
+#[test]
+fn item10_hook_usage_errors_exit_1() {
+    let env = Env::new();
+    three_batched_tasks(&env);
+    let stop = serde_json::to_vec(&fixture("stop.json")).unwrap();
+    for args in [
+        &["--threshold", "0"][..],
+        &["--max", "0"],
+        &["--threshold", "x"],
+        &["--bogus"],
+        &["Stop", "extra"],
+        &["--db"],
+    ] {
+        let out = env.run_with("orch-hook", args, &stop);
+        let err = assert_fault(&out);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert_error(
+        &env.run("orch-hook", &["install", "--threshold", "0"]),
+        "orch-hook",
+    );
+    assert_error(&env.run("orch-hook", &["status", "--bogus"]), "orch-hook");
+}
+
+/// A fake `claude` that does what the real one does on a prompt: fire the
+/// project's UserPromptSubmit hook (orch's, threshold 1) and report its answer.
+fn claude_firing_the_hook() -> String {
+    format!(
+        "#!/bin/sh\ncat >/dev/null\nprintf 'hook said: [%s]' \"$(orch-hook --threshold 1 < '{}')\"\n",
+        fixture_path("user_prompt_submit.json").display()
+    )
+}
+
+fn batches(env: &Env) -> i64 {
+    env.sql()
+        .query_row("SELECT count(*) FROM batches", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn issue17_1_orch_run_children_leave_other_tasks_alone() {
+    let env = Env::new();
+    let mine = env.add("dev", "mine");
+    let b = env
+        .ok("orch-batch", &["create", "--max", "1"])
+        .trim()
+        .to_string();
+    let others: Vec<i64> = (0..3)
+        .map(|i| env.add("dev", &format!("other {i}")))
+        .collect();
+    let fake = env.path().join("claude");
+    std::fs::write(&fake, claude_firing_the_hook()).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.ok("orch-run", &[&b, "--", &fake.to_string_lossy(), "{prompt}"]);
+    let t = task(&env, mine);
+    assert_eq!(t["status"], "done");
+    assert_eq!(
+        t["result"], "hook said: []",
+        "the hook handed the child nothing"
+    );
+    for id in others {
+        assert_eq!(task(&env, id)["status"], "queued", "task {id}");
+    }
+    assert_eq!(batches(&env), 1);
+    assert_eq!(agent_calls(&env), 1, "only orch-run's own record");
+    // Outside such a child the same event does batch them.
+    let out = hook(
+        &env,
+        &["--threshold", "1"],
+        &std::fs::read(fixture_path("user_prompt_submit.json")).unwrap(),
+    );
+    assert!(out.contains("orch-task: 2"), "{out}");
+}
+
+#[test]
+fn issue17_1_shell_script_children_leave_other_tasks_alone() {
+    let env = Env::new();
+    let mine = env.add("dev", "mine");
+    let b = env
+        .ok("orch-batch", &["create", "--max", "1"])
+        .trim()
+        .to_string();
+    let others: Vec<i64> = (0..3)
+        .map(|i| env.add("dev", &format!("other {i}")))
+        .collect();
+    let script = env.ok("orch-emit", &[&b, "--format", "shell"]);
+    let bin = env.path().join("fakebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("claude"), claude_firing_the_hook()).unwrap();
+    std::fs::set_permissions(bin.join("claude"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(env.path().join("run.sh"), &script).unwrap();
+    let mut paths = vec![bin, crate::common::bin_dir()];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let out = std::process::Command::new("sh")
+        .arg("run.sh")
+        .current_dir(env.path())
+        .env("PATH", std::env::join_paths(paths).unwrap())
+        .env("HOME", env.home())
+        .env_remove("ORCH_TASK_ID")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let t = task(&env, mine);
+    assert_eq!(t["status"], "done");
+    assert_eq!(t["result"], "hook said: []");
+    for id in others {
+        assert_eq!(task(&env, id)["status"], "queued", "task {id}");
+    }
+    assert_eq!(batches(&env), 1);
+}
+
+#[test]
+fn issue17_1_every_event_is_ignored_inside_a_task_agent() {
+    let env = Env::new();
+    let ids = three_batched_tasks(&env);
+    env.add("dev", "ready");
+    let events = [
+        agent_event("pre_tool_use_agent.json", "toolu_in", ids[0]),
+        agent_event("post_tool_use_agent.json", "toolu_in", ids[0]),
+        std::fs::read(fixture_path("subagent_start.json")).unwrap(),
+        std::fs::read(fixture_path("stop.json")).unwrap(),
+        std::fs::read(fixture_path("user_prompt_submit.json")).unwrap(),
+    ];
+    for e in &events {
+        let mut c = env.cmd("orch-hook");
+        c.args(["--threshold", "1"]).env("ORCH_TASK_ID", "99");
+        let out = run_stdin(c, e);
+        assert_code(&out, 0);
+        assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    }
+    assert_eq!(agent_calls(&env), 0);
+    assert_eq!(batches(&env), 1);
+    assert_eq!(task(&env, ids[0])["status"], "batched");
+}
+
+fn open_calls(env: &Env) -> Vec<(String, String)> {
+    let sql = env.sql();
+    let mut st = sql
+        .prepare("SELECT call_id, status FROM agent_calls WHERE finished_at IS NULL ORDER BY id")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn issue17_5_remote_and_teammate_agents_are_launched_not_done() {
+    let env = Env::new();
+    let ids = three_batched_tasks(&env);
+    // A remote agent: launched in a cloud session; no hook here sees it end.
+    let mut remote: Value = serde_json::from_slice(&agent_event(
+        "post_tool_use_agent_remote.json",
+        "toolu_r",
+        ids[0],
+    ))
+    .unwrap();
+    remote["tool_response"]
+        .as_object_mut()
+        .unwrap()
+        .remove("agentId");
+    hook(
+        &env,
+        &[],
+        &agent_event("pre_tool_use_agent.json", "toolu_r", ids[0]),
+    );
+    hook(&env, &[], &serde_json::to_vec(&remote).unwrap());
+    let t = task(&env, ids[0]);
+    assert_eq!(t["status"], "running");
+    assert!(t["result"].is_null());
+    // A teammate: at work in its own context until its SubagentStop.
+    hook(
+        &env,
+        &[],
+        &agent_event("pre_tool_use_agent.json", "toolu_t", ids[1]),
+    );
+    hook(
+        &env,
+        &[],
+        &agent_event("post_tool_use_agent_teammate.json", "toolu_t", ids[1]),
+    );
+    assert_eq!(task(&env, ids[1])["status"], "running");
+    assert_eq!(
+        open_calls(&env),
+        [
+            ("toolu_r".to_string(), "remote".to_string()),
+            ("toolu_t".to_string(), "teammate".to_string()),
+            ("agent-toolu_t".to_string(), "running".to_string()),
+        ]
+    );
+    // A PostToolBatch for the group closes neither.
+    let batch = json!({
+        "session_id": remote["session_id"],
+        "hook_event_name": "PostToolBatch",
+        "tool_calls": [
+            {"tool_name": "Agent", "tool_use_id": "toolu_r", "tool_input": {}, "tool_response": remote["tool_response"]},
+            {"tool_name": "Agent", "tool_use_id": "toolu_t", "tool_input": {}, "tool_response": {"status": "teammate_spawned", "agentId": "agent-toolu_t"}}
+        ]
+    });
+    hook(&env, &[], &serde_json::to_vec(&batch).unwrap());
+    assert_eq!(open_calls(&env).len(), 3);
+    assert_eq!(task(&env, ids[0])["status"], "running");
+    pause();
+    let mut stop = fixture("subagent_stop.json");
+    stop["agent_id"] = json!("agent-toolu_t");
+    hook(&env, &[], &serde_json::to_vec(&stop).unwrap());
+    let t = task(&env, ids[1]);
+    assert_eq!(t["status"], "done");
+    assert_eq!(t["result"], stop["last_assistant_message"]);
+    assert_eq!(
+        open_calls(&env),
+        [("toolu_r".to_string(), "remote".to_string())]
+    );
+}
+
+#[test]
+fn issue17_5_an_unknown_status_is_not_taken_for_done() {
+    let env = Env::new();
+    let ids = three_batched_tasks(&env);
+    let mut ev: Value =
+        serde_json::from_slice(&agent_event("post_tool_use_agent.json", "toolu_u", ids[0]))
+            .unwrap();
+    ev["tool_response"]["status"] = json!("sub_agent_entered");
+    hook(
+        &env,
+        &[],
+        &agent_event("pre_tool_use_agent.json", "toolu_u", ids[0]),
+    );
+    hook(&env, &[], &serde_json::to_vec(&ev).unwrap());
+    assert_eq!(task(&env, ids[0])["status"], "running");
+    // A completed one is done, with its answer.
+    hook(
+        &env,
+        &[],
+        &agent_event("post_tool_use_agent.json", "toolu_c", ids[1]),
+    );
+    let t = task(&env, ids[1]);
+    assert_eq!(t["status"], "done");
+    assert_eq!(t["result"], format!("result of task {}", ids[1]));
+}
+
+#[test]
+fn issue17_4_status_in_a_subdirectory_says_root_hooks_do_not_run_there() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path().join(".git")).unwrap();
+    let pkg = env.path().join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    env.ok("orch-hook", &["install"]);
+    let status_in = |dir: &Path, json: bool| {
+        let mut c = env.cmd("orch-hook");
+        c.arg("status").current_dir(dir);
+        if json {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    };
+    assert_code(&status_in(env.path(), false), 0);
+    let out = status_in(&pkg, false);
+    assert_code(&out, 1);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("project ") && lines[0].contains("installed for 8 events"));
+    assert!(
+        lines[1].contains("not run here: Claude Code reads project hooks only from the directory it is started in")
+            && lines[1].contains("orch-hook install --here")
+            && lines[1].contains("orch-hook install --user"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("here ") && lines[2].contains("not installed"),
+        "{text}"
+    );
+    let recs = crate::common::json_lines(&String::from_utf8(status_in(&pkg, true).stdout).unwrap());
+    assert_eq!(
+        recs.iter()
+            .map(|r| (
+                r["scope"].as_str().unwrap(),
+                r["read_here"].as_bool().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        [("project", false), ("here", true), ("user", true)]
+    );
+    // `install` from the subdirectory says so too, and `--here` fixes it.
+    let out = env
+        .cmd("orch-hook")
+        .arg("install")
+        .current_dir(&pkg)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("note: Claude Code reads project hooks only"),
+        "{out:?}"
+    );
+    let out = env
+        .cmd("orch-hook")
+        .args(["install", "--here"])
+        .current_dir(&pkg)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_code(&status_in(&pkg, false), 0);
+}
+
+#[test]
+fn issue17_4_user_hooks_follow_claude_config_dir() {
+    let env = Env::new();
+    let config = env.path().join("config");
+    let out = env
+        .cmd("orch-hook")
+        .args(["install", "--user"])
+        .env("CLAUDE_CONFIG_DIR", &config)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(config.join("settings.json")).unwrap()).unwrap();
+    assert!(v["hooks"]["Stop"].is_array());
+    assert!(!env.home().join(".claude/settings.json").exists());
+}

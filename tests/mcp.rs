@@ -392,7 +392,7 @@ fn run_lines(env: &Env, input: String) -> std::thread::JoinHandle<(Output, Vec<V
 #[test]
 fn ten_servers_queue_500_tasks_into_one_database_and_batch_each_once() {
     let env = Env::new();
-    env.ok("orch-queue", &["stats"]);
+    env.db_ready();
     let mut handles = Vec::new();
     for p in 0..10 {
         let mut input = String::new();
@@ -655,4 +655,121 @@ fn help_has_a_summary_and_examples() {
         .unwrap();
     assert!(child.wait().unwrap().success());
     assert!(buf.starts_with("orch-mcp "), "{buf}");
+}
+
+/// Item 11: `queue_parallel_task` refuses `after` naming the task's own id.
+#[test]
+fn item11_queue_parallel_task_cannot_wait_for_itself() {
+    let env = Env::new();
+    let mut s = Server::start(env.cmd("orch-mcp"));
+    initialize(&mut s, "2025-06-18");
+    let a = s.tool(
+        2,
+        "queue_parallel_task",
+        json!({"agent": "dev", "task": "one"}),
+    );
+    assert_eq!(a["structuredContent"]["task"], 1, "{a}");
+    let b = s.tool(
+        3,
+        "queue_parallel_task",
+        json!({"agent": "dev", "task": "two", "after": [2]}),
+    );
+    assert_eq!(b["isError"], true, "{b}");
+    assert!(
+        b["content"][0]["text"].as_str().unwrap().contains("itself"),
+        "{b}"
+    );
+    let n: i64 = env
+        .sql()
+        .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    // A dependency on a cancelled task is queued, with a note.
+    env.ok("orch-queue", &["cancel", "1"]);
+    let c = s.tool(
+        4,
+        "queue_parallel_task",
+        json!({"agent": "dev", "task": "three", "after": [1]}),
+    );
+    assert_eq!(c["isError"], false, "{c}");
+    let text = c["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("can never become ready: it waits for task 1, which is cancelled"),
+        "{text}"
+    );
+    s.finish();
+}
+
+/// Claude Code shows the model only a result's structured content when it has
+/// one (the text content is dropped), so what to do must be in it too.
+#[test]
+fn issue17_2_the_instruction_travels_in_the_structured_content() {
+    let env = Env::new();
+    let mut s = Server::start(env.cmd("orch-mcp"));
+    initialize(&mut s, "2025-11-25");
+    let tools = s.rpc(2, "tools/list", json!({}));
+    let schema = |name: &str| {
+        tools["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap()["outputSchema"]
+            .clone()
+    };
+    let required = |name: &str| -> Vec<String> {
+        serde_json::from_value(schema(name)["required"].clone()).unwrap()
+    };
+    let mut last = Value::Null;
+    for (i, role) in ["Explore", "Plan", "reviewer"].iter().enumerate() {
+        last = s.tool(
+            3 + i as i64,
+            "queue_parallel_task",
+            json!({"agent": role, "task": format!("part {i}")}),
+        );
+        let sc = &last["structuredContent"];
+        for k in required("queue_parallel_task") {
+            assert!(sc.get(&k).is_some(), "{k} missing in {sc}");
+        }
+    }
+    let next = last["structuredContent"]["next"].as_str().unwrap();
+    assert!(
+        next.contains("3 tasks ready") && next.contains("execute_parallel_batch"),
+        "{next}"
+    );
+    assert!(schema("execute_parallel_batch")["properties"]["instruction"].is_object());
+    let e = s.tool(9, "execute_parallel_batch", json!({}));
+    let sc = &e["structuredContent"];
+    for k in required("execute_parallel_batch") {
+        assert!(sc.get(&k).is_some(), "{k} missing in {sc}");
+    }
+    let instruction = sc["instruction"].as_str().unwrap();
+    assert!(
+        instruction.starts_with(
+            "Launch 3 agents in parallel: send ONE message that contains all 3 Agent tool calls"
+        ),
+        "{instruction}"
+    );
+    assert!(instruction.contains("\"calls\""), "{instruction}");
+    assert_eq!(sc["calls"].as_array().unwrap().len(), 3);
+    s.finish();
+}
+
+#[test]
+fn issue17_8_a_named_task_is_refused_with_the_reason() {
+    let env = Env::new();
+    let mut s = Server::start(env.cmd("orch-mcp"));
+    initialize(&mut s, "2025-11-25");
+    let r = s.tool(
+        2,
+        "queue_parallel_task",
+        json!({"agent": "Explore", "task": "map it", "name": "mapper"}),
+    );
+    assert_eq!(r["isError"], true, "{r}");
+    let text = r["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("spawns a teammate instead of a sub-agent"),
+        "{text}"
+    );
+    s.finish();
 }

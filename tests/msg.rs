@@ -37,7 +37,7 @@ fn assert_no_lock_errors(outs: &[Output]) {
 #[test]
 fn twenty_receivers_drain_a_thousand_messages_exactly_once() {
     let env = Arc::new(Env::new());
-    env.ok("orch-msg", &["list"]); // create the file before the crowd arrives
+    env.db_ready(); // create the file before the crowd arrives
     let start = Instant::now();
     let senders_done = Arc::new(AtomicBool::new(false));
     let outputs = Arc::new(Mutex::new(Vec::<Output>::new()));
@@ -230,7 +230,7 @@ fn broadcast_reaches_each_distinct_reader_once() {
 #[test]
 fn wait_returns_when_a_message_arrives_and_exits_1_on_timeout() {
     let env = Env::new();
-    env.ok("orch-msg", &["list"]);
+    env.db_ready();
     let start = Instant::now();
     let child = env
         .cmd("orch-msg")
@@ -323,7 +323,7 @@ fn bodies_round_trip_exactly_from_stdin() {
 fn bad_input_is_refused_and_nothing_is_stored() {
     use std::os::unix::ffi::OsStrExt;
     let env = Env::new();
-    env.ok("orch-msg", &["list"]);
+    env.db_ready();
     let too_big = vec![b'x'; (1 << 20) + 1];
     let cases: Vec<(Vec<&str>, &[u8])> = vec![
         (vec!["send", "--from", "a", "--to", "b", ""], b""),
@@ -557,4 +557,111 @@ fn emit_with_mailbox_names_no_database_for_a_project_database() {
         "{prompt}"
     );
     assert!(!prompt.contains("--db"), "{prompt}");
+}
+
+/// Item 5: `recv` writes and flushes the messages before it claims them; a
+/// stdout that fails (`> /dev/full`, `>&-`, a pipe nobody reads) claims nothing.
+#[test]
+fn item5_recv_to_a_failing_stdout_claims_nothing() {
+    let env = Env::new();
+    let first: i64 = env
+        .ok("orch-msg", &["send", "--from", "a", "--to", "b", "first"])
+        .trim()
+        .parse()
+        .unwrap();
+    env.ok("orch-msg", &["send", "--from", "a", "--to", "*", "second"]);
+    for how in BadStdout::ALL {
+        for args in [
+            &["recv", "--as", "b"][..],
+            &["recv", "--as", "b", "--json", "--max", "1"],
+            &["recv", "--as", "b", "--wait", "1"],
+        ] {
+            let out = env.run_bad_stdout("orch-msg", args, b"", how);
+            let err = assert_error(&out, "orch-msg");
+            assert!(
+                err.contains("nothing was") || err.contains("stdout"),
+                "{how:?} {args:?}: {err}"
+            );
+            assert_eq!(count(&env, "deliveries"), 0, "{how:?} {args:?}: claimed");
+        }
+    }
+    // Both are still there for a reader whose stdout works.
+    let got = json_lines(&env.ok("orch-msg", &["recv", "--as", "b", "--json"]));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0]["id"], first);
+    assert_eq!(count(&env, "deliveries"), 2);
+}
+
+/// Item 12: `--with-mailbox` gives every agent of a batch its own name, also
+/// when a role looks like the name made up for another (`worker`, `worker`,
+/// `worker-2`).
+#[test]
+fn item12_with_mailbox_names_are_unique_in_a_batch() {
+    for roles in [
+        &["worker", "worker", "worker-2"][..],
+        &["worker-2", "worker", "worker", "worker-2-2"],
+        &["a-3", "a", "a", "a-2", "a-3"],
+    ] {
+        let env = Env::new();
+        for r in roles {
+            env.add(r, "Do the thing");
+        }
+        let batch = env.ok("orch-batch", &["create"]);
+        let json: serde_json::Value = serde_json::from_str(&env.ok(
+            "orch-emit",
+            &[batch.trim(), "--format", "json", "--with-mailbox"],
+        ))
+        .unwrap();
+        let names: Vec<String> = json["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let p = c["prompt"].as_str().unwrap();
+                let line = p.lines().find(|l| l.starts_with("Mailbox:")).unwrap();
+                line.split('`').nth(1).unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(names.len(), roles.len());
+        let distinct: BTreeSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{roles:?} -> {names:?}");
+    }
+}
+
+/// Item 5: a reader that stops reading cannot hold the claim's write lock for
+/// long: `recv` gives up after 10 s, claims nothing, and a writer waiting
+/// behind it goes on.
+#[test]
+fn item5_a_stalled_reader_claims_nothing_and_blocks_no_one_for_long() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let env = Env::new();
+    let body = "x".repeat(100_000);
+    for _ in 0..2 {
+        env.ok("orch-msg", &["send", "--from", "a", "--to", "b", &body]);
+    }
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just made and are owned here.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let started = Instant::now();
+    let mut recv = env.cmd("orch-msg");
+    recv.args(["recv", "--as", "b"])
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped());
+    let child = recv.spawn().unwrap();
+    drop(recv);
+    // The pipe fills and nobody reads it; a writer queues behind the lock.
+    std::thread::sleep(Duration::from_millis(500));
+    let add = env.run("orch-queue", &["add", "dev", "waits its turn"]);
+    assert_code(&add, 0);
+    let out = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    assert_error(&out, "orch-msg");
+    assert!(took < Duration::from_secs(25), "{took:?}");
+    assert_eq!(count(&env, "deliveries"), 0);
+    drop(read_end);
+    let got = json_lines(&env.ok("orch-msg", &["recv", "--as", "b", "--json"]));
+    assert_eq!(got.len(), 2);
 }

@@ -590,6 +590,32 @@ fn orch_verify_exec_judges_orch_run_parallel_and_one_at_a_time() {
     );
 }
 
+/// Item 6: `orch-run --json` whose records cannot be printed has still run
+/// and recorded the batch: exit 3 naming it, never 2; a closed stdout is
+/// refused before the batch is claimed.
+#[test]
+fn item6_run_json_after_a_commit_is_exit_3() {
+    let env = Env::new();
+    let (b, ids) = batch_of(&env, &["say=one", "say=two"]);
+    let f = fake();
+    let args = [b.as_str(), "--json", "--", f.as_str(), "{prompt}"];
+    let out = env.run_bad_stdout("orch-run", &args, b"", BadStdout::Closed);
+    assert_error(&out, "orch-run");
+    assert_eq!(task(&env, ids[0])["status"], "batched");
+    let out = env.run_bad_stdout("orch-run", &args, b"", BadStdout::Full);
+    assert_code(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines().last().unwrap().starts_with(&format!(
+            "orch-run: error: the run of batch {b} (its tasks' records) committed, but the answer could not be printed"
+        )),
+        "{err}"
+    );
+    for id in ids {
+        assert_eq!(task(&env, id)["status"], "done");
+    }
+}
+
 #[test]
 fn item15_a_dash_dash_with_no_command_is_refused() {
     let env = Env::new();

@@ -4,6 +4,7 @@
 mod common;
 
 mod batch;
+mod database;
 mod doctor;
 mod emit;
 mod front;
@@ -14,4 +15,5 @@ mod queue;
 mod readme;
 mod run;
 mod stress;
+mod terminal;
 mod verify;

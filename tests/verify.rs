@@ -619,9 +619,27 @@ fn session_script(env: &Env, args: &str) -> String {
     )
 }
 
+/// The files the guided check saved the message of `run` to, in `dir`
+/// (`orch-verify-run-RUN-RANDOM.txt`).
+fn saved_messages(dir: &Path, run: i64) -> Vec<PathBuf> {
+    let prefix = format!("orch-verify-run-{run}-");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with(&prefix) && name.ends_with(".txt")
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 /// The probe commands in the message the guided check saved for `run`.
 fn commands_in_saved_message(dir: &Path, run: i64) -> Vec<String> {
-    let text = std::fs::read_to_string(dir.join(format!("orch-verify-run-{run}.txt"))).unwrap();
+    let saved = saved_messages(dir, run);
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    let text = std::fs::read_to_string(&saved[0]).unwrap();
     let start = text.find("\n[\n").unwrap() + 1;
     let end = text.find("\n]\n").unwrap() + 2;
     let calls: Vec<Value> = serde_json::from_str(&text[start..end]).unwrap();
@@ -688,6 +706,64 @@ fn guided_check_in_a_terminal_from_start_to_verdict() {
     assert!(screen.contains("3/3 done"), "each probe ticks in: {screen}");
     assert!(screen.contains("verdict  PARALLEL"), "{screen}");
     assert!(screen.contains("running │"), "the timeline: {screen}");
+}
+
+/// Item 2: the guided check saves its message under a random name, made
+/// with exclusive creation and mode 0600, so a file or symlink planted at the
+/// old predictable name (`orch-verify-run-1.txt`) is neither followed nor
+/// overwritten, and two runs never share a file.
+#[test]
+fn item_2_predictable_tmp_file_guided_check_saves_to_a_new_private_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    std::fs::create_dir_all(env.path().join(".claude")).unwrap();
+    std::fs::write(
+        env.path().join(".claude/settings.local.json"),
+        r#"{"permissions": {"allow": ["Bash(orch-verify probe:*)"]}}"#,
+    )
+    .unwrap();
+    // TMPDIR is the env's directory (see session_script): plant the trap there.
+    let victim = env.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, env.path().join("orch-verify-run-1.txt")).unwrap();
+    // What another project's run 1 saved before: left alone.
+    let other = env.path().join("orch-verify-run-1-other.txt");
+    std::fs::write(&other, "another project's message\n").unwrap();
+    {
+        let run = 1;
+        let tmux = Tmux::start(&env, &session_script(&env, "guide -n 2 --sleep 0.1"));
+        tmux.wait_for("Step 3 of 3", 20);
+        tmux.keys(&["C-c"]);
+        let screen = tmux.wait_for("exit=", 20);
+        assert!(screen.contains("exit=130"), "{screen}");
+        let saved: Vec<PathBuf> = saved_messages(env.path(), run)
+            .into_iter()
+            .filter(|p| *p != other)
+            .collect();
+        assert_eq!(saved.len(), 1, "one new file for run {run}: {saved:?}");
+        let file = &saved[0];
+        let meta = std::fs::symlink_metadata(file).unwrap();
+        assert!(meta.file_type().is_file(), "a regular file, not a link");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{file:?}");
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            screen.replace('\n', "").contains(&name),
+            "the screen names the file: {screen}"
+        );
+        assert!(std::fs::read_to_string(file)
+            .unwrap()
+            .contains(&format!("orch-verify probe {run} 1")));
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(
+        std::fs::read_to_string(&other).unwrap(),
+        "another project's message\n"
+    );
+    let planted = env.path().join("orch-verify-run-1.txt");
+    assert!(std::fs::symlink_metadata(&planted)
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 #[test]

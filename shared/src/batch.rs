@@ -12,7 +12,10 @@ use crate::error::{Error, Result};
 use crate::task::{self, Status, Task, READY};
 use crate::time::{now_ms, rfc3339};
 
-/// How many tasks a batch takes unless told otherwise.
+/// How many tasks a batch takes unless told otherwise: a size that is easy to
+/// review, not a Claude Code limit (the Agent calls of one message start
+/// together in its main loop; it refuses a sub-agent beyond
+/// `CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS`, default 20, running at once).
 pub const DEFAULT_MAX: usize = 10;
 
 /// A batch and its tasks, in launch order (priority, then age).

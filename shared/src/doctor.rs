@@ -135,9 +135,14 @@ pub fn render(c: &Check, color: bool) -> String {
         (true, Mark::Warn) => format!("\x1b[33m{}\x1b[0m", c.status.symbol()),
         (true, Mark::Fail) => format!("\x1b[31m{}\x1b[0m", c.status.symbol()),
     };
+    let message = crate::text::escape(&c.message, false);
     match &c.fix {
-        Some(fix) => format!("{mark} {:<9} {}; fix: {fix}", c.check, c.message),
-        None => format!("{mark} {:<9} {}", c.check, c.message),
+        Some(fix) => format!(
+            "{mark} {:<9} {message}; fix: {}",
+            c.check,
+            crate::text::escape(fix, false)
+        ),
+        None => format!("{mark} {:<9} {message}", c.check),
     }
 }
 
@@ -339,6 +344,19 @@ pub fn database(flag: Option<&Path>) -> Check {
     };
     let path = &loc.path;
     let shown = format!("{} ({})", path.display(), loc.source.explain());
+    // What can never be a database orch uses: a dangling symlink, a special
+    // file, a hard-linked file (the same refusal every command makes).
+    if let Err(e) = db::check_file(path) {
+        return Check::new("database", true, Mark::Fail, e.to_string())
+            .fix("as the message says; orch leaves this path alone until then")
+            .path(path);
+    }
+    let init = match loc.source {
+        db::Source::Flag | db::Source::Env => "nothing to do",
+        db::Source::Project | db::Source::User => {
+            "nothing to do, or `orch queue init` for a database of this project"
+        }
+    };
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e)
@@ -361,7 +379,7 @@ pub fn database(flag: Option<&Path>) -> Check {
                     Mark::Warn,
                     format!("{shown} does not exist yet; it is made (mode 0600) on first use"),
                 )
-                .fix("nothing to do, or `orch queue init` for a database of this project")
+                .fix(init)
                 .path(path)
             } else {
                 Check::new(
@@ -650,24 +668,44 @@ fn orch_hook_events(settings: &serde_json::Value) -> Vec<String> {
     events
 }
 
-/// orch hooks in the project's or the user's Claude Code settings.
+/// orch hooks in the Claude Code settings that a session started here reads:
+/// `./.claude/settings.json` (project settings are read from the launch
+/// directory only), `settings.local.json` here or at the repository root, and
+/// the user's settings (`$CLAUDE_CONFIG_DIR`, default `~/.claude`). orch hooks
+/// in a parent's `settings.json` are reported as not run here.
 pub fn hooks() -> Check {
+    let cwd = std::env::current_dir().ok();
+    let git_root = project_dirs().into_iter().find(|d| d.join(".git").exists());
     let mut files = Vec::new();
     for d in project_dirs() {
-        files.push(d.join(".claude/settings.json"));
-        files.push(d.join(".claude/settings.local.json"));
+        let here = Some(&d) == cwd.as_ref();
+        files.push((d.join(".claude/settings.json"), here));
+        files.push((
+            d.join(".claude/settings.local.json"),
+            here || Some(&d) == git_root.as_ref(),
+        ));
     }
-    if let Some(h) = home() {
-        files.push(h.join(".claude/settings.json"));
+    if let Ok(user) = crate::hook::settings::target(crate::hook::settings::Scope::User) {
+        files.push((user.settings, true));
     }
     let mut found = Vec::new();
+    let mut elsewhere = Vec::new();
     let mut broken = Vec::new();
-    for f in &files {
+    for (f, read_here) in &files {
         match read_json(f) {
             Some(Ok(v)) => {
                 let events = orch_hook_events(&v);
-                if !events.is_empty() {
-                    found.push(format!("{} ({})", short(f), events.join(", ")));
+                if events.is_empty() {
+                    continue;
+                }
+                let line = format!("{} ({})", short(f), events.join(", "));
+                if *read_here {
+                    found.push(line);
+                } else {
+                    elsewhere.push((
+                        line,
+                        f.parent().and_then(Path::parent).map(Path::to_path_buf),
+                    ));
                 }
             }
             Some(Err(why)) => broken.push(why),
@@ -681,6 +719,16 @@ pub fn hooks() -> Check {
             Mark::Ok,
             format!("orch-hook runs from {}", found.join("; ")),
         );
+    }
+    if let Some((line, dir)) = elsewhere.first() {
+        let dir = dir.as_deref().map(short).unwrap_or_default();
+        return Check::new(
+            "hooks",
+            false,
+            Mark::Warn,
+            format!("orch-hook is in {line}, but Claude Code reads project hooks only from the directory it is started in: started here, it runs none"),
+        )
+        .fix(format!("start Claude Code in {dir}, or orch hook install --here, or orch hook install --user"));
     }
     let why = if broken.is_empty() {
         String::new()

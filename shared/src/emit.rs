@@ -7,13 +7,26 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::agents::AgentIndex;
-use crate::batch::DEFAULT_MAX;
 use crate::task::Task;
+use crate::text::escape;
 
 /// The name of Claude Code's sub-agent tool (`Task` is its legacy alias).
 pub const AGENT_TOOL: &str = "Agent";
 
-/// The input of one Agent tool call: only keys that tool accepts.
+/// Why a task cannot set the Agent call's `name`, for the error that refuses it.
+pub const NAME_REFUSED: &str = "orch never sends `name` on an Agent call: with agent teams on, a named call spawns a teammate instead of a sub-agent";
+
+/// `error` with [`NAME_REFUSED`] added when what it refuses is a `name` field.
+pub fn explain_name(error: String) -> String {
+    if error.contains("unknown field `name`") {
+        format!("{error}; {NAME_REFUSED}")
+    } else {
+        error
+    }
+}
+
+/// The input of one Agent tool call: only keys that tool accepts. Never
+/// `name` (see [`NAME_REFUSED`]), `team_name` or `mode`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentCall {
@@ -48,8 +61,10 @@ pub fn agent_call(
     let note = if subagent_type.is_none() {
         let _ = writeln!(prompt, "Role: {}\n", t.role);
         Some(format!(
-            "task {}: no agent type '{}' (no .claude/agents/{}.md here or in ~/.claude/agents); it runs as general-purpose with its role named in the prompt",
-            t.id, t.role, t.role
+            "task {}: no agent type '{}' ({}); it runs as general-purpose with its role named in the prompt",
+            t.id,
+            t.role,
+            agents.why_missing(&t.role)
         ))
     } else {
         None
@@ -96,7 +111,8 @@ pub fn agent_calls(
         .map(|(role, ids)| {
             let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
             format!(
-                "no agent type '{role}' (no .claude/agents/{role}.md in the project or ~/.claude/agents, not built in): task{} {} run{} as general-purpose with a `Role: {role}` line",
+                "no agent type '{role}' ({}): task{} {} run{} as general-purpose with a `Role: {role}` line",
+                agents.why_missing(role),
                 if ids.len() == 1 { "" } else { "s" },
                 ids.join(", "),
                 if ids.len() == 1 { "s" } else { "" },
@@ -189,6 +205,16 @@ pub fn render_claude(calls: &[AgentCall]) -> String {
     s
 }
 
+/// What to do with a batch's calls, for a reader that gets them as JSON data
+/// (MCP's structured content) rather than in [`render_claude`]'s message.
+pub fn launch_instruction(n: usize) -> String {
+    if n == 1 {
+        format!("Launch 1 agent: send ONE message that contains one {AGENT_TOOL} tool call whose input is the object in \"calls\", unchanged, and nothing else in that message (no other tool calls, no text). Then wait until the agent has finished before you do anything else.")
+    } else {
+        format!("Launch {n} agents in parallel: send ONE message that contains all {n} {AGENT_TOOL} tool calls, one per object in \"calls\", each object used unchanged as the input of one {AGENT_TOOL} call, and nothing else in that message (no other tool calls, no text). Then wait until every agent has finished before you do anything else. {AGENT_TOOL} calls sent in separate messages run one after another, not in parallel.")
+    }
+}
+
 /// `--format json`.
 pub fn render_json(batch: i64, tasks: &[Task], calls: &[AgentCall]) -> String {
     let obj = JsonBatch {
@@ -217,7 +243,8 @@ fn fence_for(text: &str) -> String {
     "`".repeat((longest + 1).max(3))
 }
 
-/// `--format markdown`.
+/// `--format markdown`: for people, so stored control characters are shown
+/// escaped ([`crate::text::escape`]); the other formats keep the bytes.
 pub fn render_markdown(batch: i64, tasks: &[Task], calls: &[AgentCall]) -> String {
     let n = calls.len();
     let mut s = String::new();
@@ -231,15 +258,16 @@ pub fn render_markdown(batch: i64, tasks: &[Task], calls: &[AgentCall]) -> Strin
             s,
             "## {}. {} (task {}, role `{}`)\n",
             i + 1,
-            c.description,
+            escape(&c.description, false),
             t.id,
-            t.role
+            escape(&t.role, false)
         );
         if let Some(ty) = &c.subagent_type {
-            let _ = writeln!(s, "Agent type: `{ty}`\n");
+            let _ = writeln!(s, "Agent type: `{}`\n", escape(ty, false));
         }
-        let fence = fence_for(&c.prompt);
-        let _ = writeln!(s, "{fence}text\n{}\n{fence}\n", c.prompt);
+        let prompt = escape(&c.prompt, true);
+        let fence = fence_for(&prompt);
+        let _ = writeln!(s, "{fence}text\n{prompt}\n{fence}\n");
     }
     s
 }
@@ -275,7 +303,8 @@ pub fn sh_word(s: &str) -> String {
 /// `--format shell`: a script that runs every task with `claude -p` in the
 /// background, waits, and records each result with `orch-queue done`/`fail`.
 /// Prompts reach the agent on stdin, so no prompt text is ever parsed by the shell
-/// or taken for an option of the agent CLI.
+/// or taken for an option of the agent CLI. Each agent gets `ORCH_TASK_ID` and
+/// `ORCH_BATCH_ID`, as under `orch-run`, so orch's hooks stay out of it.
 pub fn render_shell(batch: i64, db: &Path, tasks: &[Task], calls: &[AgentCall]) -> String {
     let n = calls.len();
     let mut s = String::new();
@@ -291,6 +320,7 @@ pub fn render_shell(batch: i64, db: &Path, tasks: &[Task], calls: &[AgentCall]) 
     s.push_str("set -u\n");
     s.push_str("CLAUDE=${CLAUDE:-claude}\n");
     s.push_str("ORCH_QUEUE=${ORCH_QUEUE:-orch-queue}\n");
+    let _ = writeln!(s, "batch={batch}");
     let _ = writeln!(s, "ORCH_DB={}", sh_quote(&db.to_string_lossy()));
     s.push_str("export ORCH_DB\n");
     let _ = writeln!(
@@ -302,7 +332,7 @@ pub fn render_shell(batch: i64, db: &Path, tasks: &[Task], calls: &[AgentCall]) 
 run_task() {
   id=$1
   "$ORCH_QUEUE" start "$id" || return 1
-  if printf '%s' "$2" | "$CLAUDE" -p >"$out/$id.out" 2>"$out/$id.err"; then
+  if printf '%s' "$2" | ORCH_TASK_ID=$id ORCH_BATCH_ID=$batch "$CLAUDE" -p >"$out/$id.out" 2>"$out/$id.err"; then
     "$ORCH_QUEUE" done "$id" --result - <"$out/$id.out"
   else
     code=$?
@@ -319,13 +349,6 @@ run_task() {
     let _ = writeln!(s, "rm -rf \"$out\"");
     let _ = writeln!(s, "\"$ORCH_QUEUE\" list --batch {batch}");
     s
-}
-
-/// A warning for batches larger than Claude Code handles comfortably in one message.
-pub fn size_warning(n: usize) -> Option<String> {
-    (n > DEFAULT_MAX).then(|| {
-        format!("this batch has {n} tasks; more than {DEFAULT_MAX} Agent calls in one message may not all start at once")
-    })
 }
 
 #[cfg(test)]

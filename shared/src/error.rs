@@ -64,6 +64,9 @@ pub enum Exit {
     No = 1,
     /// Bad usage, bad input, unknown id, unusable database; nothing written.
     Error = 2,
+    /// Done and committed, but the answer could not be printed (stdout
+    /// failed); stderr names what was committed. Never retry blindly.
+    NotPrinted = 3,
     /// Interrupted; children stopped, nothing half-written.
     Interrupted = 130,
 }

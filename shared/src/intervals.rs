@@ -143,7 +143,7 @@ pub fn timeline(intervals: &[Interval], labels: &[String], width: usize, color: 
     let mut s = String::new();
     for (i, iv) in intervals.iter().enumerate() {
         let label = labels.get(i).map(String::as_str).unwrap_or("");
-        let label = crate::text::clip(label, label_w);
+        let label = crate::text::cell(label, label_w);
         let bar = match (iv.start, iv.end) {
             (Some(a), Some(b)) => {
                 let (x, y) = (first_col(a), last_col(b.max(a)).max(first_col(a)));
@@ -235,7 +235,7 @@ pub fn render(
                 format!(
                     "{} of {n} never reported: {}",
                     n - a.completed,
-                    crate::text::clip(&missing.join(", "), 50)
+                    crate::text::cell(&missing.join(", "), 50)
                 ),
                 "33",
             )

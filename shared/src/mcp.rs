@@ -74,7 +74,7 @@ impl State {
             cwd,
             protocol: None,
             initialized: false,
-            log: Box::new(|s| eprintln!("{SERVER_NAME}: {s}")),
+            log: Box::new(|s| eprintln!("{SERVER_NAME}: {}", crate::text::escape(s, false))),
         }
     }
 
@@ -94,6 +94,20 @@ impl State {
             self.db = Some(opened.map_err(|e| format!("cannot open the orch database: {e}"))?);
         }
         self.db.as_ref().ok_or_else(|| "no database".to_string())
+    }
+
+    /// The database for a tool that only reads: like [`State::db`], but a
+    /// missing file is `no database at PATH` and nothing is created.
+    fn existing_db(&mut self) -> Result<&Db, String> {
+        if self.db.is_none() {
+            if let DbSource::Resolve(flag) = &self.source {
+                let opened = crate::db::resolve(flag.as_deref())
+                    .and_then(|loc| Db::open_existing(&loc))
+                    .map_err(|e| format!("cannot open the orch database: {e}"))?;
+                self.db = Some(opened);
+            }
+        }
+        self.db()
     }
 
     fn note(&mut self, s: &str) {
@@ -461,7 +475,7 @@ ready task at the same time. Nothing runs until then. Returns the new task's id 
                 "properties": {
                     "agent": {
                         "type": "string",
-                        "description": "The sub-agent type that does the task: one defined in .claude/agents/NAME.md, or a built-in one (general-purpose, Explore, Plan). 1-64 of A-Z a-z 0-9 _ . - ; an unknown type runs as general-purpose with the name given in its prompt.",
+                        "description": "The sub-agent type that does the task: one defined in a .claude/agents/ file (with a name and a description), or a built-in one (general-purpose, Explore, Plan, statusline-setup, claude); names match ignoring case, spaces, dashes and underscores. 1-64 of A-Z a-z 0-9 _ . - ; an unknown type runs as general-purpose with the name given in its prompt.",
                         "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
                     },
                     "task": {
@@ -491,9 +505,10 @@ ready task at the same time. Nothing runs until then. Returns the new task's id 
                 "type": "object",
                 "properties": {
                     "task": { "type": "integer", "description": "The new task's id" },
-                    "ready": { "type": "integer", "description": "How many tasks are ready to launch now" }
+                    "ready": { "type": "integer", "description": "How many tasks are ready to launch now" },
+                    "next": { "type": "string", "description": "What to do next" }
                 },
-                "required": ["task", "ready"]
+                "required": ["task", "ready", "next"]
             }),
             annotations: Annotations::writes("Queue a parallel agent task"),
         },
@@ -513,7 +528,7 @@ Returns an error result when no task is ready.",
                         "type": "integer",
                         "minimum": 1,
                         "default": DEFAULT_MAX,
-                        "description": "At most this many tasks in the batch (default 10; more than 10 Agent calls in one message may not all start at once)."
+                        "description": "At most this many tasks in the batch (default 10, a size that is easy to review)."
                     }
                 },
                 "additionalProperties": false
@@ -521,6 +536,7 @@ Returns an error result when no task is ready.",
             output_schema: json!({
                 "type": "object",
                 "properties": {
+                    "instruction": { "type": "string", "description": "How to launch the calls: follow it" },
                     "batch": { "type": "integer", "description": "The batch id (for batch_status)" },
                     "tool": { "type": "string", "const": AGENT_TOOL },
                     "tasks": { "type": "array", "items": { "type": "integer" }, "description": "Task ids, in the order of calls" },
@@ -539,7 +555,7 @@ Returns an error result when no task is ready.",
                         }
                     }
                 },
-                "required": ["batch", "tool", "tasks", "calls"]
+                "required": ["instruction", "batch", "tool", "tasks", "calls"]
             }),
             annotations: Annotations::writes("Launch the ready tasks in parallel"),
         },
@@ -560,6 +576,7 @@ cancelled) and list the ready ones: what execute_parallel_batch would take next.
                     "failed": { "type": "integer" },
                     "cancelled": { "type": "integer" },
                     "total": { "type": "integer" },
+                    "blocked": { "type": "integer", "description": "Queued tasks that wait for a failed or cancelled task (absent when none)" },
                     "ready_tasks": { "type": "array", "items": task_brief }
                 },
                 "required": ["queued", "ready", "batched", "running", "done", "failed", "cancelled", "total", "ready_tasks"]
@@ -695,7 +712,7 @@ fn args_for<T: serde::de::DeserializeOwned>(
     args: Map<String, Value>,
 ) -> Result<T, String> {
     serde_json::from_value(Value::Object(args))
-        .map_err(|e| format!("bad arguments for {tool}: {e}"))
+        .map_err(|e| emit::explain_name(format!("bad arguments for {tool}: {e}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -711,10 +728,13 @@ struct QueueArgs {
     after: Option<Vec<i64>>,
 }
 
+/// `queue_parallel_task`'s structured result. Claude Code shows the model only
+/// the structured content of a result that has one, so what to do next is in it.
 #[derive(Debug, Serialize)]
 struct Queued {
     task: i64,
     ready: i64,
+    next: String,
 }
 
 fn plural(n: i64, word: &str) -> String {
@@ -747,12 +767,43 @@ fn queue_task(state: &mut State, a: QueueArgs) -> Result<CallResult, String> {
             " It becomes ready once task {} is done.",
             ids.join(", ")
         ));
+        // Best effort: the task is queued whatever this finds.
+        if let Some(b) = task::blocked(db, None, Some((id, id)))
+            .ok()
+            .and_then(|b| b.into_iter().next())
+        {
+            let status = task::get(db, b.behind)
+                .map(|t| t.status.as_str())
+                .unwrap_or("gone");
+            text.push_str(&format!(
+                " But it can never become ready: it waits for task {}, which is {status}.",
+                b.behind
+            ));
+        }
     }
-    text.push_str(&format!(
-        " {} ready to launch. Queue every task first, then call {EXECUTE_TOOL} once to launch them all in parallel.",
+    let next = format!(
+        "{} ready to launch. Queue every task first, then call {EXECUTE_TOOL} once to launch them all in parallel.",
         plural(ready, "task")
-    ));
-    CallResult::ok(text, Queued { task: id, ready })
+    );
+    text.push(' ');
+    text.push_str(&next);
+    CallResult::ok(
+        text,
+        Queued {
+            task: id,
+            ready,
+            next,
+        },
+    )
+}
+
+/// `execute_parallel_batch`'s structured result: the instruction (Claude Code
+/// shows the model only this JSON, not the text content) and the batch.
+#[derive(Debug, Serialize)]
+struct Launch<'a> {
+    instruction: String,
+    #[serde(flatten)]
+    batch: JsonBatch<'a>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -804,17 +855,17 @@ fn execute_batch(state: &mut State, a: ExecuteArgs) -> Result<CallResult, String
     for n in notes {
         state.note(&format!("note: {n}"));
     }
-    if let Some(w) = emit::size_warning(calls.len()) {
-        state.note(&format!("warning: {w}"));
-    }
     let text = emit::render_claude(&calls);
     CallResult::ok(
         text,
-        JsonBatch {
-            batch: b.id,
-            tool: AGENT_TOOL,
-            tasks: ids,
-            calls: &calls,
+        Launch {
+            instruction: emit::launch_instruction(calls.len()),
+            batch: JsonBatch {
+                batch: b.id,
+                tool: AGENT_TOOL,
+                tasks: ids,
+                calls: &calls,
+            },
         },
     )
 }
@@ -843,7 +894,7 @@ struct QueueStatus {
 const MAX_LISTED: i64 = 100;
 
 fn queue_status(state: &mut State, _: NoArgs) -> Result<CallResult, String> {
-    let db = state.db()?;
+    let db = state.existing_db()?;
     let (stats, ready) = db
         .read(|tx| {
             let stats = task::stats_in(tx)?;
@@ -924,7 +975,7 @@ fn clip_result(s: Option<String>) -> Option<String> {
 }
 
 fn batch_status(state: &mut State, a: BatchArgs) -> Result<CallResult, String> {
-    let db = state.db()?;
+    let db = state.existing_db()?;
     let b = batch::get(db, a.batch).map_err(|e| e.to_string())?;
     let mut counts: Vec<(Status, i64)> = Vec::new();
     for t in &b.tasks {
@@ -1227,7 +1278,7 @@ mod tests {
         assert_eq!(tools[3]["inputSchema"]["required"], json!(["batch"]));
         assert_eq!(
             tools[1]["outputSchema"]["required"],
-            json!(["batch", "tool", "tasks", "calls"])
+            json!(["instruction", "batch", "tool", "tasks", "calls"])
         );
     }
 
@@ -1397,7 +1448,13 @@ mod tests {
             QUEUE_TOOL,
             json!({"agent": "Explore", "task": "Map \"it\"\n`all` of it", "description": "Map the layout"}),
         );
-        assert_eq!(a["structuredContent"], json!({"task": 1, "ready": 1}));
+        assert_eq!(
+            (
+                a["structuredContent"]["task"].as_i64(),
+                a["structuredContent"]["ready"].as_i64()
+            ),
+            (Some(1), Some(1))
+        );
         assert!(a["content"][0]["text"]
             .as_str()
             .unwrap()
@@ -1407,13 +1464,25 @@ mod tests {
             QUEUE_TOOL,
             json!({"agent": "reviewer", "task": "Review it", "priority": 5}),
         );
-        assert_eq!(b["structuredContent"], json!({"task": 2, "ready": 2}));
+        assert_eq!(
+            (
+                b["structuredContent"]["task"].as_i64(),
+                b["structuredContent"]["ready"].as_i64()
+            ),
+            (Some(2), Some(2))
+        );
         let c = ok_call(
             &mut s,
             QUEUE_TOOL,
             json!({"agent": "Plan", "task": "Plan after", "after": [1]}),
         );
-        assert_eq!(c["structuredContent"], json!({"task": 3, "ready": 2}));
+        assert_eq!(
+            (
+                c["structuredContent"]["task"].as_i64(),
+                c["structuredContent"]["ready"].as_i64()
+            ),
+            (Some(3), Some(2))
+        );
         assert!(c["content"][0]["text"]
             .as_str()
             .unwrap()
@@ -1439,6 +1508,10 @@ mod tests {
 
         let e = ok_call(&mut s, EXECUTE_TOOL, json!({}));
         let sc = &e["structuredContent"];
+        assert!(sc["instruction"]
+            .as_str()
+            .unwrap()
+            .starts_with("Launch 2 agents in parallel: send ONE message"));
         assert_eq!(sc["batch"], 1);
         assert_eq!(sc["tool"], "Agent");
         assert_eq!(sc["tasks"], json!([2, 1]), "priority first");
@@ -1573,6 +1646,15 @@ mod tests {
             b"this is not SQLite, not at all, no"
         );
         std::fs::remove_file(&path).unwrap();
+        // A read tool makes no database; a write tool does, and then reads work.
+        let text = err_text(&mut s, QUEUE_STATUS_TOOL, json!({}));
+        assert!(text.contains("no database at"), "{text}");
+        assert!(!path.exists());
+        ok_call(
+            &mut s,
+            QUEUE_TOOL,
+            json!({"agent": "dev", "task": "Fix it"}),
+        );
         ok_call(&mut s, QUEUE_STATUS_TOOL, json!({}));
     }
 }

@@ -188,17 +188,44 @@ fn unread_in(tx: &Transaction, reader: &str, max: Option<usize>) -> Result<Vec<M
 /// Claims the oldest unread messages of `reader` (at most `max`): selected and
 /// marked delivered in one IMMEDIATE transaction, so no other reader can get them.
 pub fn claim(db: &Db, reader: &str, max: Option<usize>) -> Result<Vec<Message>> {
+    claim_with(db, reader, max, &mut |_| Ok(()))
+}
+
+/// [`claim`], handing the messages to `deliver` (which writes and flushes
+/// them) before the claim commits: when `deliver` fails, the transaction rolls
+/// back and nothing is claimed. The write lock is held while `deliver` runs,
+/// so it must be quick and bounded in time.
+pub fn claim_with(
+    db: &Db,
+    reader: &str,
+    max: Option<usize>,
+    deliver: &mut dyn FnMut(&[Message]) -> std::io::Result<()>,
+) -> Result<Vec<Message>> {
     let now = now_ms();
     db.write(|tx| {
         let msgs = unread_in(tx, reader, max)?;
+        if msgs.is_empty() {
+            return Ok(msgs);
+        }
         let mut mark = tx.prepare_cached(
             "INSERT INTO deliveries (message_id, reader, read_at) VALUES (?1, ?2, ?3)",
         )?;
         for m in &msgs {
             mark.execute(params![m.id, reader, now])?;
         }
+        deliver(&msgs).map_err(|e| undelivered(&msgs, e))?;
         Ok(msgs)
     })
+}
+
+/// The error of a delivery that failed: nothing was claimed.
+fn undelivered(msgs: &[Message], e: std::io::Error) -> Error {
+    let n = msgs.len();
+    Error::invalid(format!(
+        "cannot print the message{} ({e}); nothing was claimed, {} unread",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "it stays" } else { "they stay" }
+    ))
 }
 
 /// The oldest unread messages of `reader`, left unread.
@@ -238,7 +265,16 @@ pub struct Recv {
 /// came in time. While waiting it holds no lock: it sleeps [`POLL`], reads
 /// `PRAGMA data_version`, and only when another process committed does it look
 /// (a read) and, when something is there, claim (the write lock).
-pub fn recv(db: &Db, reader: &str, r: Recv) -> Result<Vec<Message>> {
+///
+/// `deliver` gets the messages before the claim commits (see [`claim_with`]):
+/// delivered first, claimed after, so a failed delivery loses nothing. A
+/// reader killed between the two sees the messages again (at least once).
+pub fn recv(
+    db: &Db,
+    reader: &str,
+    r: Recv,
+    deliver: &mut dyn FnMut(&[Message]) -> std::io::Result<()>,
+) -> Result<Vec<Message>> {
     let deadline = r.wait.map(|w| Instant::now() + w);
     loop {
         // Read the version before looking, so a message committed after the
@@ -246,8 +282,14 @@ pub fn recv(db: &Db, reader: &str, r: Recv) -> Result<Vec<Message>> {
         let version = data_version(db)?;
         if has_unread(db, reader)? {
             let msgs = match r.peek {
-                true => peek(db, reader, r.max)?,
-                false => claim(db, reader, r.max)?,
+                true => {
+                    let msgs = peek(db, reader, r.max)?;
+                    if !msgs.is_empty() {
+                        deliver(&msgs).map_err(|e| undelivered(&msgs, e))?;
+                    }
+                    msgs
+                }
+                false => claim_with(db, reader, r.max, deliver)?,
             };
             if !msgs.is_empty() {
                 return Ok(msgs);
@@ -353,25 +395,45 @@ pub fn purge(db: &Db, before: i64) -> Result<usize> {
     })
 }
 
-/// The mailbox name of each task of a batch, in order: its role when no other
-/// task of the batch has that role, else `ROLE-ID`, so every agent has its own.
+/// The mailbox name of each task of a batch, in order, all different: its
+/// role when no other task of the batch has that role, else `ROLE-ID`. Unique
+/// by construction, whatever the roles: the plain names are taken first, and a
+/// made-up name that is already taken (roles `worker`, `worker`, `worker-2`)
+/// gets a further `-2`, `-3`… until it is free.
 pub fn mailbox_names(tasks: &[Task]) -> Vec<String> {
     let mut count: HashMap<&str, usize> = HashMap::new();
     for t in tasks {
         *count.entry(t.role.as_str()).or_default() += 1;
     }
+    let mut taken: std::collections::HashSet<String> = tasks
+        .iter()
+        .filter(|t| count[t.role.as_str()] == 1)
+        .map(|t| t.role.clone())
+        .collect();
     tasks
         .iter()
         .map(|t| {
             if count[t.role.as_str()] == 1 {
                 return t.role.clone();
             }
-            let suffix = format!("-{}", t.id);
-            // Roles are ASCII, so cutting at a byte is cutting at a character.
-            let keep = t.role.len().min(64usize.saturating_sub(suffix.len()));
-            format!("{}{suffix}", &t.role[..keep])
+            let name = (1..)
+                .map(|k| match k {
+                    1 => with_suffix(&t.role, &format!("-{}", t.id)),
+                    k => with_suffix(&t.role, &format!("-{}-{k}", t.id)),
+                })
+                .find(|n| !taken.contains(n))
+                .unwrap_or_default();
+            taken.insert(name.clone());
+            name
         })
         .collect()
+}
+
+/// `role` cut so that `role` + `suffix` fits the 64 characters of a name.
+fn with_suffix(role: &str, suffix: &str) -> String {
+    // Roles are ASCII, so cutting at a byte is cutting at a character.
+    let keep = role.len().min(64usize.saturating_sub(suffix.len()));
+    format!("{}{suffix}", &role[..keep])
 }
 
 /// `s` as one POSIX shell word: as is when it needs no quoting, else single-quoted.
@@ -543,6 +605,64 @@ mod tests {
             validate_name("name", n).unwrap();
         }
         assert_ne!(names[3], names[4]);
+    }
+
+    /// Item 12: names are unique whatever the roles, including roles shaped
+    /// like the names made up for others.
+    #[test]
+    fn item12_mailbox_names_are_unique_for_adversarial_roles() {
+        let long = "w".repeat(64);
+        let cut = format!("{}-1", "w".repeat(62));
+        let sets: Vec<Vec<(i64, &str)>> = vec![
+            vec![(1, "worker"), (2, "worker"), (3, "worker-2")],
+            vec![
+                (1, "worker-2"),
+                (2, "worker"),
+                (3, "worker"),
+                (4, "worker-2-2"),
+            ],
+            vec![
+                (2, "a"),
+                (3, "a"),
+                (4, "a-3"),
+                (5, "a-3-2"),
+                (6, "a-3-3"),
+                (7, "a-2"),
+            ],
+            vec![(1, &long), (2, &long), (3, &cut), (4, &cut)],
+            vec![(1, "x"), (1, "x"), (1, "x-1"), (1, "x-1-2")],
+        ];
+        for set in sets {
+            let tasks: Vec<Task> = set
+                .iter()
+                .map(|&(id, r)| Task::sample(id, r, "", ""))
+                .collect();
+            let names = mailbox_names(&tasks);
+            let distinct: std::collections::HashSet<&String> = names.iter().collect();
+            assert_eq!(distinct.len(), names.len(), "{set:?} -> {names:?}");
+            for n in &names {
+                validate_name("name", n).unwrap();
+            }
+        }
+        // Every mix of a few roles that look like each other's made-up names.
+        let pool = ["w", "w-1", "w-2", "w-2-2", "w-1-2", "w-3"];
+        for mask in 0..(1u32 << 12) {
+            let tasks: Vec<Task> = (0..6)
+                .filter_map(|i| match (mask >> (2 * i)) & 3 {
+                    0 => None,
+                    k => Some(Task::sample(
+                        i as i64 + k as i64,
+                        pool[(i + k as usize) % 6],
+                        "",
+                        "",
+                    )),
+                })
+                .chain([Task::sample(2, "w", "", ""), Task::sample(1, "w", "", "")])
+                .collect();
+            let names = mailbox_names(&tasks);
+            let distinct: std::collections::HashSet<&String> = names.iter().collect();
+            assert_eq!(distinct.len(), names.len(), "{names:?}");
+        }
     }
 
     #[test]

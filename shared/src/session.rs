@@ -216,10 +216,10 @@ pub fn render(g: &Group, color: bool) -> String {
         .unwrap_or_else(|| "never started".into());
     let mut s = format!(
         "session {}{batch} · {} agent call{} ({}) · {when}\n\n",
-        g.session,
+        crate::text::escape(&g.session, false),
         a.n,
         if a.n == 1 { "" } else { "s" },
-        g.source
+        crate::text::escape(&g.source, false)
     );
     let intervals: Vec<Interval> = g.calls.iter().map(Call::interval).collect();
     let labels: Vec<String> = g.calls.iter().map(Call::label).collect();
@@ -236,13 +236,13 @@ pub fn command(db: &DbArg, args: SessionArgs, out: &mut Out) -> anyhow::Result<E
         .transpose()
         .map_err(Error::Invalid)?;
     let gap = parse_duration(&args.gap).map_err(Error::Invalid)?;
-    let db = db.open()?;
+    let db = db.open_existing()?;
     let calls = load(&db, args.session.as_deref(), since)?;
     let groups = groups(calls, gap.as_millis() as i64);
     let Some(latest) = groups.last() else {
         eprintln!("orch-verify: no agent calls recorded{}; install the hooks with `orch-hook install` and let Claude Code launch agents", match (&args.session, &args.since) {
-            (Some(s), _) => format!(" for session {s}"),
-            (None, Some(t)) => format!(" since {t}"),
+            (Some(s), _) => format!(" for session {}", crate::text::escape(s, false)),
+            (None, Some(t)) => format!(" since {}", crate::text::escape(t, false)),
             _ => String::new(),
         });
         return Ok(Exit::No);

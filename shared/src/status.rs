@@ -15,6 +15,7 @@ use crate::db::{self, Db, Source};
 use crate::error::{Exit, Result};
 use crate::intervals::{self, Analysis, Interval};
 use crate::task::{self, Stats, Status};
+use crate::text;
 use crate::time::rfc3339;
 
 /// `orch status [--watch] [--json]`.
@@ -190,9 +191,11 @@ fn empty(path: &Path, source: Source) -> Snapshot {
     }
 }
 
-/// An existing, non-empty database file (an empty one counts as not made yet).
-fn exists(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0)
+/// An existing, non-empty database file (an empty one counts as not made yet);
+/// a path that can never be a database (a dangling symlink, `/dev/null`, a
+/// hard-linked file) is an error.
+fn exists(path: &Path) -> Result<bool> {
+    Ok(db::check_file(path)? == db::Found::Data)
 }
 
 /// The screen for a snapshot.
@@ -201,20 +204,25 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(
         o,
         "database  {} ({})",
-        s.database.display(),
+        text::escape(&s.database.display().to_string(), false),
         s.source.explain()
     );
     if !s.exists {
-        let _ = writeln!(
-            o,
-            "          not made yet: `orch queue add` or `orch queue init` makes it"
-        );
+        let how = match s.source {
+            Source::Flag | Source::Env => "`orch queue add` makes it",
+            Source::Project | Source::User => "`orch queue add` or `orch queue init` makes it",
+        };
+        let _ = writeln!(o, "          not made yet: {how}");
         return o;
     }
     let t = &s.tasks;
+    let blocked = match t.blocked {
+        0 => String::new(),
+        n => format!(", {n} blocked"),
+    };
     let _ = writeln!(
         o,
-        "tasks     {} queued ({} ready), {} batched, {} running, {} done, {} failed, {} cancelled",
+        "tasks     {} queued ({} ready{blocked}), {} batched, {} running, {} done, {} failed, {} cancelled",
         t.queued, t.ready, t.batched, t.running, t.done, t.failed, t.cancelled
     );
     if s.batches.is_empty() {
@@ -233,8 +241,8 @@ pub fn render(s: &Snapshot) -> String {
                     "    {:>5}  {:<9}  {:<16}  {}",
                     t.id,
                     t.status.as_str(),
-                    t.role,
-                    t.description
+                    text::escape(&t.role, false),
+                    text::escape(&t.description, false)
                 );
             }
         }
@@ -250,8 +258,7 @@ pub fn render(s: &Snapshot) -> String {
         );
         for r in &s.verify_runs {
             let a = &r.analysis;
-            let _ =
-                writeln!(
+            let _ = writeln!(
                 o,
                 "  run {}  {}  {}/{} probes reported  {}  peak {}  speedup {:.1}x  wall {:.1}s{}",
                 r.id,
@@ -262,7 +269,10 @@ pub fn render(s: &Snapshot) -> String {
                 a.peak,
                 a.speedup,
                 a.wall_ms as f64 / 1000.0,
-                r.label.as_ref().map(|l| format!("  ({l})")).unwrap_or_default()
+                r.label
+                    .as_ref()
+                    .map(|l| format!("  ({})", text::escape(l, false)))
+                    .unwrap_or_default()
             );
         }
     }
@@ -279,7 +289,7 @@ pub fn render(s: &Snapshot) -> String {
             if s.agent_calls.len() == 1 { "" } else { "s" }
         );
         for c in &s.agent_calls {
-            let what = c.description.as_deref().unwrap_or("");
+            let what = text::escape(c.description.as_deref().unwrap_or(""), false);
             let task = c.task_id.map(|t| format!("  task {t}")).unwrap_or_default();
             let when = match (&c.started_at, &c.finished_at) {
                 (Some(s), Some(f)) => format!("{s} → {f}"),
@@ -291,8 +301,8 @@ pub fn render(s: &Snapshot) -> String {
                 o,
                 "  {}  {:<16}  {:<8}  {what}{task}",
                 when,
-                c.agent_type.as_deref().unwrap_or("-"),
-                c.status.as_deref().unwrap_or("-"),
+                text::escape(c.agent_type.as_deref().unwrap_or("-"), false),
+                text::escape(c.status.as_deref().unwrap_or("-"), false),
             );
         }
     }
@@ -304,7 +314,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let loc = db::resolve(args.db.path())?;
     let watch = args.watch && std::io::stdout().is_terminal();
     if !watch {
-        let s = if exists(&loc.path) {
+        let s = if exists(&loc.path)? {
             let db = Db::open(&loc.path)?;
             db.read(|tx| snapshot_in(tx, &loc.path, loc.source))?
         } else {
@@ -329,7 +339,7 @@ fn watch_loop(path: &Path, source: Source, json: bool) -> anyhow::Result<Exit> {
     let mut first = true;
     let mut out = std::io::stdout();
     loop {
-        if db.is_none() && exists(path) {
+        if db.is_none() && exists(path)? {
             db = Some(Db::open(path)?);
             last = None;
         }

@@ -231,6 +231,19 @@ pub fn validate_prompt(prompt: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a description holding a control character (C0, DEL, C1): it is one
+/// line of plain text, shown in every view and sent to Claude Code as is.
+pub fn validate_description(d: &str) -> Result<()> {
+    if let Some((i, c)) = d.chars().enumerate().find(|(_, c)| c.is_control()) {
+        return Err(Error::invalid(format!(
+            "bad description: control character U+{:04X} at character {}; a description is one line of plain text",
+            c as u32,
+            i + 1
+        )));
+    }
+    Ok(())
+}
+
 /// Words that make a poor last word of a cut-off description.
 const DANGLING: &[&str] = &[
     "a", "an", "the", "of", "to", "in", "on", "at", "for", "from", "with", "by", "and", "or",
@@ -241,6 +254,17 @@ const DANGLING: &[&str] = &[
 /// A 3–5 word description from the prompt's first words, not ending on a
 /// dangling word such as "the" or "of".
 pub fn derive_description(prompt: &str) -> String {
+    // Control characters are dropped: a prompt may hold them, a description not.
+    let clean: String;
+    let prompt = if crate::text::has_control(prompt) {
+        clean = prompt
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        &clean
+    } else {
+        prompt
+    };
     let mut words: Vec<&str> = prompt.split_whitespace().take(5).collect();
     while words.len() > 2
         && words
@@ -279,11 +303,9 @@ impl NewTask {
         validate_prompt(&self.prompt)?;
         let description = match self.description {
             Some(d) => {
+                validate_description(&d)?;
                 let d = d.trim().to_string();
-                if d.is_empty()
-                    || d.contains(['\n', '\r', '\0'])
-                    || d.chars().count() > MAX_DESCRIPTION
-                {
+                if d.is_empty() || d.chars().count() > MAX_DESCRIPTION {
                     return Err(Error::invalid(format!(
                         "bad description: one line of 1-{MAX_DESCRIPTION} characters (3-5 words suit Claude Code best)"
                     )));
@@ -493,6 +515,10 @@ pub struct Inserter<'a> {
     ids: Ids,
     /// Index of a task not inserted yet → the ids of tasks waiting for it.
     waiting: HashMap<usize, Vec<i64>>,
+    /// Dependencies between two tasks of this insert (task, after), checked
+    /// for a cycle once all are in: an `after` by id can name a task of the
+    /// same input that itself waits for a later line by key.
+    inner: Vec<(i64, i64)>,
 }
 
 impl<'a> Inserter<'a> {
@@ -503,6 +529,7 @@ impl<'a> Inserter<'a> {
             now: now_ms(),
             ids: Ids::default(),
             waiting: HashMap::new(),
+            inner: Vec::new(),
         }
     }
 
@@ -538,11 +565,22 @@ impl<'a> Inserter<'a> {
         if let Some(waiting) = self.waiting.remove(&i) {
             for w in waiting {
                 self.dep(w, id)?;
+                self.inner.push((w, id));
             }
         }
+        let first = self.ids.iter().next().unwrap_or(id);
         for d in &t.after {
             match d {
+                Dep::Id(a) if *a == id => {
+                    return Err(Error::invalid(format!(
+                        "{}: \"after\" names task {a}, which is this task itself (the id it gets): a task cannot wait for itself",
+                        label(at)
+                    )));
+                }
                 Dep::Id(a) => {
+                    if *a >= first {
+                        self.inner.push((id, *a));
+                    }
                     let found = self
                         .tx
                         .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?
@@ -558,7 +596,10 @@ impl<'a> Inserter<'a> {
                 }
                 Dep::Key(k) => match self.keys.keys.get(k) {
                     Some(&j) if j < self.ids.len() => match self.ids.get(j) {
-                        Some(after) => self.dep(id, after)?,
+                        Some(after) => {
+                            self.dep(id, after)?;
+                            self.inner.push((id, after));
+                        }
                         None => return Err(changed()),
                     },
                     Some(&j) => self.waiting.entry(j).or_default().push(id),
@@ -576,12 +617,39 @@ impl<'a> Inserter<'a> {
         Ok(())
     }
 
-    /// The ids of every task, in order, once all of them are inserted.
+    /// The ids of every task, in order, once all of them are inserted; refuses
+    /// a cycle among them (which the keys alone did not show).
     pub fn finish(self) -> Result<Ids> {
         if self.ids.len() != self.keys.len || !self.waiting.is_empty() {
             return Err(Error::invalid(
                 "the input changed while it was being read; nothing was written",
             ));
+        }
+        if !self.inner.is_empty() {
+            let mut node: HashMap<i64, usize> = HashMap::new();
+            let mut id_of: Vec<i64> = Vec::new();
+            let mut edges: Vec<Vec<usize>> = Vec::new();
+            for &(task, after) in &self.inner {
+                let mut at = |id: i64| {
+                    *node.entry(id).or_insert_with(|| {
+                        id_of.push(id);
+                        edges.push(Vec::new());
+                        edges.len() - 1
+                    })
+                };
+                let (a, b) = (at(task), at(after));
+                edges[a].push(b);
+            }
+            if let Some(cycle) = find_cycle(&edges) {
+                let names: Vec<String> = cycle
+                    .iter()
+                    .map(|&n| format!("task {}", id_of[n]))
+                    .collect();
+                return Err(Error::invalid(format!(
+                    "dependency cycle: {} (ids as they would be); nothing was written",
+                    names.join(" -> ")
+                )));
+            }
         }
         Ok(self.ids)
     }
@@ -626,6 +694,50 @@ pub fn find_cycle(edges: &[Vec<usize>]) -> Option<Vec<usize>> {
 /// SQL condition: task `t` is ready (queued, and everything in its `after` is done).
 pub const READY: &str = "t.status = 'queued' AND NOT EXISTS (SELECT 1 FROM task_deps d \
      JOIN tasks p ON p.id = d.after_id WHERE d.task_id = t.id AND p.status != 'done')";
+
+/// A queued task that can never become ready: it waits, directly or through
+/// other tasks, for one that failed or was cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub id: i64,
+    /// The failed or cancelled task it waits for (the lowest id, when several).
+    pub behind: i64,
+}
+
+/// Queued tasks blocked behind `roots` (when given), else behind any failed or
+/// cancelled task; only ids in `within` (inclusive) when given. By id.
+pub fn blocked_in(
+    tx: &Transaction,
+    roots: Option<&[i64]>,
+    within: Option<(i64, i64)>,
+) -> Result<Vec<Blocked>> {
+    let roots = roots.map(|r| serde_json::to_string(r).unwrap_or_else(|_| "[]".into()));
+    let (lo, hi) = within.unwrap_or((i64::MIN, i64::MAX));
+    let mut stmt = tx.prepare_cached(
+        "WITH RECURSIVE blocked(id, root) AS (
+             SELECT d.task_id, d.after_id FROM task_deps d JOIN tasks p ON p.id = d.after_id
+             WHERE CASE WHEN ?1 IS NULL THEN p.status IN ('failed', 'cancelled')
+                        ELSE p.id IN (SELECT value FROM json_each(?1)) END
+             UNION
+             SELECT d.task_id, b.root FROM task_deps d JOIN blocked b ON d.after_id = b.id
+         )
+         SELECT t.id, min(b.root) FROM blocked b JOIN tasks t ON t.id = b.id
+         WHERE t.status = 'queued' AND t.id BETWEEN ?2 AND ?3
+         GROUP BY t.id ORDER BY t.id",
+    )?;
+    let rows = stmt.query_map(params![roots, lo, hi], |r| {
+        Ok(Blocked {
+            id: r.get(0)?,
+            behind: r.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// [`blocked_in`] in a read transaction of its own.
+pub fn blocked(db: &Db, roots: Option<&[i64]>, within: Option<(i64, i64)>) -> Result<Vec<Blocked>> {
+    db.read(|tx| blocked_in(tx, roots, within))
+}
 
 /// What `list` shows.
 #[derive(Debug, Default, Clone)]
@@ -837,6 +949,14 @@ pub struct Stats {
     pub failed: i64,
     pub cancelled: i64,
     pub total: i64,
+    /// Queued tasks that can never become ready (see [`blocked_in`]); left
+    /// out of the JSON when there are none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub blocked: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// Counts tasks by status.
@@ -863,6 +983,9 @@ pub fn stats_in(tx: &Transaction) -> Result<Stats> {
         s.total += n;
     }
     s.ready = count_ready_in(tx, None)?;
+    if s.queued > s.ready && s.failed + s.cancelled > 0 {
+        s.blocked = blocked_in(tx, None, None)?.len() as i64;
+    }
     Ok(s)
 }
 
@@ -915,6 +1038,10 @@ mod tests {
             "Propose how to split"
         );
         assert_eq!(derive_description("Fix the bug"), "Fix the bug");
+        assert_eq!(
+            derive_description("Fix\x1b[2J the\u{9b}bug\x07 now"),
+            "Fix [2J the bug now"
+        );
     }
 
     #[test]

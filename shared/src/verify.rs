@@ -418,7 +418,7 @@ pub fn render_figures(r: &Run, probes: &[Probe], color: bool) -> String {
     let what = r
         .label
         .as_deref()
-        .map(|l| format!(" ({l})"))
+        .map(|l| format!(" ({})", crate::text::escape(l, false)))
         .unwrap_or_default();
     let _ = writeln!(
         s,

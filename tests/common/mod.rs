@@ -161,3 +161,96 @@ pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// A stdout that fails: how `run_bad_stdout` connects the command's stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadStdout {
+    /// `> /dev/full`: every write fails with "no space left".
+    Full,
+    /// `>&-`: descriptor 1 closed before the program starts.
+    Closed,
+    /// A pipe whose reading end is closed (`| true` that already exited).
+    NoReader,
+}
+
+impl BadStdout {
+    pub const ALL: [BadStdout; 3] = [BadStdout::Full, BadStdout::Closed, BadStdout::NoReader];
+}
+
+impl Env {
+    /// Runs `name ARGS` with `stdin` and a failing stdout; stdout in the
+    /// result is always empty, stderr is captured.
+    pub fn run_bad_stdout(
+        &self,
+        name: &str,
+        args: &[&str],
+        stdin: &[u8],
+        how: BadStdout,
+    ) -> Output {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+        let mut c = self.cmd(name);
+        c.args(args).stdin(Stdio::piped()).stderr(Stdio::piped());
+        match how {
+            BadStdout::Full => {
+                let full = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap();
+                c.stdout(Stdio::from(full));
+            }
+            BadStdout::Closed => {
+                c.stdout(Stdio::inherit());
+                // SAFETY: close(2) is async-signal-safe.
+                unsafe {
+                    c.pre_exec(|| {
+                        libc::close(1);
+                        Ok(())
+                    });
+                }
+            }
+            BadStdout::NoReader => {
+                let mut fds = [0; 2];
+                // SAFETY: `fds` has room for the two descriptors.
+                assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+                // SAFETY: both descriptors were just made and are owned here.
+                let (r, w) =
+                    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+                drop(r);
+                c.stdout(Stdio::from(w));
+            }
+        }
+        let mut child = c.spawn().unwrap();
+        // `c` keeps the parent's copy of the pipe's write end: drop it with `c`.
+        drop(c);
+        let mut input = child.stdin.take().unwrap();
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out
+    }
+}
+
+/// The ids a stderr line `… committed, but the answer could not be printed`
+/// names, e.g. `tasks 5-7, 9`.
+pub fn committed_ids(stderr: &[u8]) -> Vec<i64> {
+    let err = String::from_utf8_lossy(stderr);
+    let head = err
+        .split(" committed, but the answer could not be printed")
+        .next()
+        .unwrap();
+    let head = head.split_once(": error: ").map_or(head, |(_, h)| h);
+    let list = head.split_once(' ').map_or("", |(_, l)| l);
+    let list = list.split(" (").next().unwrap();
+    let mut ids = Vec::new();
+    for part in list.split(", ") {
+        match part.split_once('-') {
+            Some((a, b)) => ids.extend(a.parse::<i64>().unwrap()..=b.parse::<i64>().unwrap()),
+            None => ids.push(part.trim().parse().unwrap()),
+        }
+    }
+    ids
+}

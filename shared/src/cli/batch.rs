@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use super::{id_or_stdin, DbArg, Out, Tool};
 use crate::batch::{self, CreateRequest, DEFAULT_MAX};
 use crate::error::Exit;
+use crate::text;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -95,16 +96,21 @@ impl Tool for Cli {
                         "--min {min} is more than --max {max}: no batch could ever be made"
                     );
                 }
+                super::check_stdout()?;
                 let db = self.db.open()?;
                 match batch::create(&db, &CreateRequest { max, min, role })? {
                     Ok(b) => {
-                        if json {
-                            out.json(&b)?;
-                        } else {
-                            out.line(b.id)?;
-                        }
                         // The id first, then the human note, also when both go to one terminal.
-                        out.flush()?;
+                        out.answer(
+                            || {
+                                let tasks = super::ids_text("task", b.tasks.iter().map(|t| t.id));
+                                format!("batch {} ({tasks})", b.id)
+                            },
+                            |out| match json {
+                                true => out.json(&b),
+                                false => out.line(b.id),
+                            },
+                        )?;
                         eprintln!(
                             "batch {}: {} task{}",
                             b.id,
@@ -114,7 +120,17 @@ impl Tool for Cli {
                     }
                     Err(few) => {
                         if few.ready == 0 {
-                            eprintln!("nothing ready to batch");
+                            let blocked = crate::task::blocked(&db, None, None)
+                                .map(|b| b.len())
+                                .unwrap_or(0);
+                            match blocked {
+                                0 => eprintln!("nothing ready to batch"),
+                                n => eprintln!(
+                                    "nothing ready to batch ({n} queued task{} blocked: {} for a failed or cancelled task; `orch-batch plan` shows them)",
+                                    if n == 1 { " is" } else { "s are" },
+                                    if n == 1 { "it waits" } else { "they wait" }
+                                ),
+                            }
                         } else {
                             eprintln!(
                                 "only {} ready, fewer than --min {}; no batch made",
@@ -126,7 +142,7 @@ impl Tool for Cli {
                 }
             }
             Cmd::Plan { max, json } => {
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let p = batch::plan(&db, max)?;
                 if json {
                     out.json(&p)?;
@@ -135,7 +151,7 @@ impl Tool for Cli {
                 }
             }
             Cmd::List { json } => {
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let list = batch::list(&db)?;
                 if json {
                     for b in &list {
@@ -166,7 +182,7 @@ impl Tool for Cli {
             }
             Cmd::Show { batch: id, json } => {
                 let id = id_or_stdin(id, "batch")?;
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let b = batch::get(&db, id)?;
                 if json {
                     out.json(&b)?;
@@ -185,15 +201,15 @@ impl Tool for Cli {
                             "{:>5}  {:<9}  {:<16}  {}",
                             t.id,
                             t.status.as_str(),
-                            t.role,
-                            t.description
+                            text::escape(&t.role, false),
+                            text::escape(&t.description, false)
                         ))?;
                     }
                 }
             }
             Cmd::Release { batch: id } => {
                 let id = id_or_stdin(id, "batch")?;
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let ids = batch::release(&db, id)?;
                 eprintln!(
                     "batch {id} released: {} task{} queued again",
@@ -234,7 +250,9 @@ fn print_plan(out: &mut Out, p: &batch::Plan) -> io::Result<()> {
             };
             out.line(format_args!(
                 "  {:>5}  {:<16}  {}{after}",
-                t.id, t.role, t.description
+                t.id,
+                text::escape(&t.role, false),
+                text::escape(&t.description, false)
             ))?;
         }
     }

@@ -1,6 +1,7 @@
 //! `orch-emit`: render a batch as the one message for Claude Code, JSON,
 //! Markdown or a shell script.
 
+use anyhow::Context;
 use clap::Parser;
 
 use super::{id_or_stdin, DbArg, Out, Tool};
@@ -49,8 +50,9 @@ impl Tool for Cli {
             false => None,
         };
         let id = id_or_stdin(self.batch, "batch")?;
+        super::check_stdout()?;
         let loc = crate::db::resolve(self.db.path())?;
-        let db = crate::db::Db::open(&loc.path)?;
+        let db = crate::db::Db::open_existing(&loc)?;
         let b = batch::get(&db, id)?;
         if let Some(at) = &b.emitted_at {
             eprintln!("orch-emit: note: batch {id} was already emitted at {at}; launching it twice runs its tasks twice");
@@ -78,9 +80,6 @@ impl Tool for Cli {
         for n in notes {
             eprintln!("orch-emit: note: {n}");
         }
-        if let Some(w) = emit::size_warning(calls.len()) {
-            eprintln!("orch-emit: warning: {w}");
-        }
         let text = match self.format {
             Format::Claude => emit::render_claude(&calls),
             Format::Json => emit::render_json(id, &tasks, &calls),
@@ -90,13 +89,19 @@ impl Tool for Cli {
                 emit::render_shell(id, &abs, &tasks, &calls)
             }
         };
+        // Printed (and copied) first, marked emitted after: a message that
+        // could not be delivered leaves the batch unemitted, and nothing was
+        // written (exit 2).
+        let mut out = Out::new();
+        out.text(&text).and_then(|_| out.flush()).with_context(|| {
+            format!("printing batch {id}'s message; the batch is not marked emitted")
+        })?;
+        if let Some(c) = &clip {
+            c.copy(&text)?;
+        }
         batch::mark_emitted(&db, id)?;
         drop(db);
-        let mut out = Out::new();
-        out.text(&text)?;
-        out.flush()?;
         if let Some(c) = clip {
-            c.copy(&text)?;
             eprintln!("orch-emit: copied to the clipboard ({})", c.program);
         }
         Ok(Exit::Ok)

@@ -47,13 +47,18 @@ pub enum Cmd {
     /// Add orch's hooks to Claude Code's settings (again: update them in place).
     ///
     /// Project settings are .claude/settings.json in the nearest directory with
-    /// .claude/ or .git (else here); --user means ~/.claude/settings.json.
-    /// Everything else in the file is kept.
+    /// .claude/ or .git (else here); --here means ./.claude/settings.json;
+    /// --user means $CLAUDE_CONFIG_DIR/settings.json (default
+    /// ~/.claude/settings.json). Claude Code reads project hooks only from the
+    /// directory it is started in. Everything else in the file is kept.
     #[command(after_help = "Example:\n  orch-hook install --threshold 2 --command")]
     Install {
-        /// Into ~/.claude/settings.json instead of the project's.
-        #[arg(long)]
+        /// Into the user's settings (every directory) instead of the project's.
+        #[arg(long, conflicts_with = "here")]
         user: bool,
+        /// Into ./.claude/settings.json: for Claude Code started in this directory.
+        #[arg(long)]
+        here: bool,
         /// Batch when at least this many tasks are ready.
         #[arg(long, default_value_t = DEFAULT_THRESHOLD as u64, value_parser = clap::value_parser!(u64).range(1..))]
         threshold: u64,
@@ -64,11 +69,15 @@ pub enum Cmd {
     /// Remove exactly orch's hooks (and its /orch command) from the settings.
     #[command(after_help = "Example:\n  orch-hook uninstall --user")]
     Uninstall {
-        /// From ~/.claude/settings.json instead of the project's.
-        #[arg(long)]
+        /// From the user's settings instead of the project's.
+        #[arg(long, conflicts_with = "here")]
         user: bool,
+        /// From ./.claude/settings.json.
+        #[arg(long)]
+        here: bool,
     },
-    /// Say where orch's hooks are installed; exits 1 when nowhere.
+    /// Say where orch's hooks are installed and whether Claude Code started
+    /// here runs them; exits 1 when it runs none.
     #[command(after_help = "Example:\n  orch-hook status --json")]
     Status {
         #[arg(long)]
@@ -78,6 +87,19 @@ pub enum Cmd {
 
 impl Tool for Cli {
     const NAME: &'static str = "orch-hook";
+
+    /// Claude Code reads exit 2 as "block": in hook mode (no installer
+    /// subcommand named) a usage error is a fault like any other, exit 1.
+    fn usage_exit(args: &[std::ffi::OsString]) -> Exit {
+        let installer = args
+            .iter()
+            .skip(1)
+            .any(|a| ["install", "uninstall", "status", "help"].contains(&&*a.to_string_lossy()));
+        match installer {
+            true => Exit::Error,
+            false => Exit::No,
+        }
+    }
 
     fn run(self) -> anyhow::Result<Exit> {
         match self.cmd {
@@ -89,21 +111,36 @@ impl Tool for Cli {
             )),
             Some(Cmd::Install {
                 user,
+                here,
                 threshold,
                 command,
-            }) => install(self.db, scope(user), threshold, command),
-            Some(Cmd::Uninstall { user }) => uninstall(scope(user)),
+            }) => install(self.db, scope(user, here), threshold, command),
+            Some(Cmd::Uninstall { user, here }) => uninstall(scope(user, here)),
             Some(Cmd::Status { json }) => status(json),
         }
     }
 }
 
-fn scope(user: bool) -> Scope {
-    if user {
-        Scope::User
-    } else {
-        Scope::Project
+fn scope(user: bool, here: bool) -> Scope {
+    match (user, here) {
+        (true, _) => Scope::User,
+        (_, true) => Scope::Here,
+        _ => Scope::Project,
     }
+}
+
+/// What to do when project hooks sit in `t` but Claude Code is started in `cwd`.
+fn not_read_here(t: &Target, cwd: &std::path::Path) -> String {
+    let dir = t
+        .settings
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap_or(&t.settings);
+    format!(
+        "Claude Code reads project hooks only from the directory it is started in, so these run only when it is started in {}, not here ({}); start it there, or run `orch-hook install --here` here, or `orch-hook install --user` for every directory",
+        dir.display(),
+        cwd.display()
+    )
 }
 
 /// The largest event orch reads (an agent's whole result can be in it).
@@ -112,7 +149,8 @@ const MAX_EVENT: u64 = 64 << 20;
 /// Hook mode: never an error exit of 2; faults are one stderr line and exit 1.
 fn run_hook(db: &Option<PathBuf>, event: Option<&str>, threshold: u64, max: u64) -> Exit {
     let fault = |msg: String| {
-        eprintln!("orch-hook: error: {}", msg.replace(['\n', '\r'], " "));
+        let msg = msg.replace(['\n', '\r'], " ");
+        eprintln!("orch-hook: error: {}", crate::text::escape(&msg, false));
         Exit::No
     };
     let stdin = io::stdin();
@@ -127,6 +165,9 @@ fn run_hook(db: &Option<PathBuf>, event: Option<&str>, threshold: u64, max: u64)
         db: db.clone(),
         threshold: threshold as usize,
         max: max as usize,
+        inside_task: std::env::var_os(hook::TASK_ENV)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.to_string_lossy().into_owned()),
     };
     match hook::handle(&cfg, event, &input) {
         Ok(Reply::Silent) => Exit::Ok,
@@ -161,6 +202,26 @@ fn install(
         .clone()
         .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
     let changed = settings::merge(&mut value, &command, &t.settings)?;
+    // Everything that can refuse is checked before anything is written.
+    let slash = match with_command {
+        true => {
+            let text = settings::slash_command(exe.parent(), db.as_deref());
+            match std::fs::read_to_string(&t.command) {
+                Ok(old) if !settings::command_is_ours(&old) => anyhow::bail!(
+                    "{} exists and is not orch's; move it away to install /orch (nothing was installed)",
+                    t.command.display()
+                ),
+                Ok(old) if old == text => None,
+                Ok(_) => Some(text),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Some(text),
+                Err(e) => anyhow::bail!(
+                    "cannot read {}: {e} (nothing was installed)",
+                    t.command.display()
+                ),
+            }
+        }
+        false => None,
+    };
     if changed || existing.is_none() {
         settings::write_atomic(&t.settings, &settings::render(&value))?;
         eprintln!(
@@ -174,30 +235,32 @@ fn install(
             t.settings.display()
         );
     }
-    if with_command {
-        let text = settings::slash_command(exe.parent(), db.as_deref());
-        match std::fs::read_to_string(&t.command) {
-            Ok(old) if !settings::command_is_ours(&old) => anyhow::bail!(
-                "{} exists and is not orch's; move it away to install /orch",
-                t.command.display()
-            ),
-            Ok(old) if old == text => {}
-            _ => {
-                settings::write_atomic(&t.command, &text)?;
-                eprintln!(
-                    "orch-hook: installed the /orch command at {}",
-                    t.command.display()
-                );
-            }
-        }
+    if let Some(text) = slash {
+        settings::write_atomic(&t.command, &text)?;
+        eprintln!(
+            "orch-hook: installed the /orch command at {}",
+            t.command.display()
+        );
     }
-    if db.is_none() && scope == Scope::Project {
-        let loc = crate::db::resolve(None)?;
-        if !loc.path.is_file() {
-            eprintln!(
-                "orch-hook: note: {} does not exist yet; the hook records nothing until it does (`orch-queue init` makes one)",
-                loc.path.display()
-            );
+    let cwd = settings::current_dir()?;
+    if !settings::read_when_started_in(&t, &cwd) {
+        eprintln!("orch-hook: note: {}", not_read_here(&t, &cwd));
+    }
+    if db.is_none() && scope != Scope::User {
+        // A note only: what is installed stays installed whatever this finds.
+        match crate::db::resolve(None) {
+            Ok(loc) if loc.source == crate::db::Source::User => eprintln!(
+                "orch-hook: note: no .orch/orch.db in this project; the hook does nothing here until `orch-queue init` makes one (it never uses the per-user database)"
+            ),
+            Ok(loc) if !loc.path.is_file() => eprintln!(
+                "orch-hook: note: {} does not exist yet; the hook records nothing until it does ({})",
+                crate::text::escape(&loc.path.display().to_string(), false),
+                match loc.source {
+                    crate::db::Source::Flag | crate::db::Source::Env => "`orch-queue add` makes it",
+                    _ => "`orch-queue init` makes one",
+                },
+            ),
+            _ => {}
         }
     }
     Ok(Exit::Ok)
@@ -244,6 +307,8 @@ fn uninstall(scope: Scope) -> anyhow::Result<Exit> {
 struct ScopeStatus {
     scope: Scope,
     settings: PathBuf,
+    /// Whether Claude Code started in the current directory reads this file.
+    read_here: bool,
     exists: bool,
     events: Vec<String>,
     command: Option<String>,
@@ -252,8 +317,9 @@ struct ScopeStatus {
     error: Option<String>,
 }
 
-fn scope_status(t: Target) -> ScopeStatus {
+fn scope_status(t: Target, cwd: &std::path::Path) -> ScopeStatus {
     let mut s = ScopeStatus {
+        read_here: settings::read_when_started_in(&t, cwd),
         scope: t.scope,
         exists: t.settings.is_file(),
         settings: t.settings.clone(),
@@ -281,15 +347,25 @@ fn scope_status(t: Target) -> ScopeStatus {
 fn status(json: bool) -> anyhow::Result<Exit> {
     let mut out = Out::new();
     let mut any = false;
-    for scope in [Scope::Project, Scope::User] {
-        let s = scope_status(settings::target(scope)?);
-        any |= !s.events.is_empty();
+    let cwd = settings::current_dir()?;
+    let mut targets = vec![settings::target(Scope::Project)?];
+    let here = settings::target(Scope::Here)?;
+    if here.settings != targets[0].settings {
+        targets.push(here);
+    }
+    targets.push(settings::target(Scope::User)?);
+    for t in targets {
+        let scope = t.scope;
+        let note = (!settings::read_when_started_in(&t, &cwd)).then(|| not_read_here(&t, &cwd));
+        let s = scope_status(t, &cwd);
+        any |= !s.events.is_empty() && s.read_here;
         if json {
             out.json(&s)?;
             continue;
         }
         let name = match scope {
             Scope::Project => "project",
+            Scope::Here => "here",
             Scope::User => "user",
         };
         let what = if let Some(e) = &s.error {
@@ -312,6 +388,9 @@ fn status(json: bool) -> anyhow::Result<Exit> {
             )
         };
         out.line(format!("{name:<8} {}: {what}", s.settings.display()))?;
+        if let (Some(note), false) = (&note, s.events.is_empty()) {
+            out.line(format!("{:<8} not run here: {note}", ""))?;
+        }
         if s.slash_command {
             out.line(format!("{:<8} /orch command installed", ""))?;
         }

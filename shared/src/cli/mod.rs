@@ -1,5 +1,7 @@
 //! What every binary shares: the `main` wrapper (errors as one line, exit
-//! codes, a closed stdout pipe as success), `--db`, stdout writing, and ids on stdin.
+//! codes, a closed stdout pipe as success for a read, exit 3 for a committed
+//! write whose answer could not be printed), `--db`, stdout writing and its
+//! checks, and ids on stdin.
 
 pub mod batch;
 pub mod emit;
@@ -31,13 +33,18 @@ pub trait Tool: Parser {
     fn preprocess(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
         args
     }
+    /// The exit code of a usage error in these arguments (2 by default).
+    fn usage_exit(_args: &[std::ffi::OsString]) -> Exit {
+        Exit::Error
+    }
 }
 
 /// The whole `main` of a binary: parse, run, report.
 pub fn main<T: Tool>() -> ExitCode {
-    let cli = match T::try_parse_from(T::preprocess(std::env::args_os().collect())) {
+    let args = T::preprocess(std::env::args_os().collect());
+    let cli = match T::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(e) => return clap_error(T::NAME, e),
+        Err(e) => return clap_error_code(T::NAME, e, T::usage_exit(&args)),
     };
     match cli.run() {
         Ok(code) => code.into(),
@@ -47,6 +54,11 @@ pub fn main<T: Tool>() -> ExitCode {
 
 /// Prints help and version as clap does; any other parse error as one line, exit 2.
 pub fn clap_error(name: &str, e: clap::Error) -> ExitCode {
+    clap_error_code(name, e, Exit::Error)
+}
+
+/// [`clap_error`] with the exit code `code` for usage errors.
+pub fn clap_error_code(name: &str, e: clap::Error, code: Exit) -> ExitCode {
     use clap::error::ErrorKind;
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
@@ -55,7 +67,7 @@ pub fn clap_error(name: &str, e: clap::Error) -> ExitCode {
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = e.print();
-            Exit::Error.into()
+            code.into()
         }
         _ => {
             // clap's message and tips, on one line, without its usage block.
@@ -75,12 +87,16 @@ pub fn clap_error(name: &str, e: clap::Error) -> ExitCode {
                     (false, false) => msg.push_str(&format!(" {p}")),
                 }
             }
-            let msg = if msg.is_empty() { "bad usage" } else { &msg };
+            let msg = if msg.is_empty() {
+                "bad usage".into()
+            } else {
+                crate::text::escape(&msg, false)
+            };
             eprintln!(
                 "{name}: error: {msg} (see {} --help)",
                 help_path(&text).unwrap_or_else(|| name.to_string())
             );
-            Exit::Error.into()
+            code.into()
         }
     }
 }
@@ -106,13 +122,114 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Prints `NAME: error: cause: cause…` on one line and returns the exit code.
+/// Prints `NAME: error: cause: cause…` on one line and returns the exit code:
+/// 3 when a write was committed but its answer could not be printed
+/// ([`NotPrinted`], even on a closed pipe: the answer was lost), 0 for a
+/// read whose pipe closed early, else 2.
 pub fn report(name: &str, e: &anyhow::Error) -> Exit {
-    if is_broken_pipe(e) {
+    let not_printed = e.chain().any(|c| c.is::<NotPrinted>());
+    if !not_printed && is_broken_pipe(e) {
         return Exit::Ok;
     }
-    eprintln!("{name}: error: {}", one_line(e));
-    Exit::Error
+    eprintln!(
+        "{name}: error: {}",
+        crate::text::escape(&one_line(e), false)
+    );
+    if not_printed {
+        Exit::NotPrinted
+    } else {
+        Exit::Error
+    }
+}
+
+/// A write that is committed, but whose answer could not be printed: the
+/// error names what was committed, so nobody redoes it (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{what} committed, but the answer could not be printed")]
+pub struct NotPrinted {
+    /// What the database now holds, with ids: `task 7`, `batch 3`.
+    pub what: String,
+    #[source]
+    pub source: io::Error,
+}
+
+/// `r`, with an output error at its top (a failed write to stdout, after
+/// `what` was committed) turned into [`NotPrinted`]; other errors unchanged.
+pub fn after_commit<T>(r: anyhow::Result<T>, what: impl FnOnce() -> String) -> anyhow::Result<T> {
+    r.map_err(|e| match e.downcast::<io::Error>() {
+        Ok(source) => NotPrinted {
+            what: what(),
+            source,
+        }
+        .into(),
+        Err(e) => e,
+    })
+}
+
+/// `noun`s ids for a message, consecutive runs shortened: `task 7`,
+/// `tasks 5-9, 12`.
+pub fn ids_text(noun: &str, ids: impl IntoIterator<Item = i64>) -> String {
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    let mut n = 0usize;
+    for id in ids {
+        n += 1;
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == id => *last = id,
+            _ => runs.push((id, id)),
+        }
+    }
+    let list: Vec<String> = runs
+        .iter()
+        .map(|&(a, b)| match a == b {
+            true => a.to_string(),
+            false => format!("{a}-{b}"),
+        })
+        .collect();
+    format!(
+        "{noun}{} {}",
+        if n == 1 { "" } else { "s" },
+        list.join(", ")
+    )
+}
+
+/// Refuses, before anything is written, a stdout that cannot take an answer:
+/// a closed one (`>&-`; Rust's runtime puts /dev/null, open for reading and
+/// writing, in its place) or a pipe whose reader is gone. What cannot be seen
+/// in advance (a full disk, `/dev/full`) fails when written.
+pub fn check_stdout() -> anyhow::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let fd = libc::STDOUT_FILENO;
+    // SAFETY: F_GETFL on a descriptor number only reads its flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags == -1 {
+        anyhow::bail!("stdout is closed: nothing was written (the answer would be lost)");
+    }
+    if flags & libc::O_ACCMODE == libc::O_RDWR {
+        let null = std::fs::metadata("/dev/null").ok();
+        // SAFETY: an all-zero stat is a valid value for this plain C struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is a valid out-pointer.
+        let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
+        let is_null = null.is_some_and(|n| {
+            n.file_type().is_char_device() && ok && st.st_rdev == n.rdev() as libc::dev_t
+        });
+        if is_null {
+            anyhow::bail!("stdout is closed: nothing was written (the answer would be lost; send it to /dev/null with >/dev/null)");
+        }
+    }
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    if unsafe { libc::poll(&mut p, 1, 0) } == 1 && p.revents & (libc::POLLERR | libc::POLLNVAL) != 0
+    {
+        anyhow::bail!(
+            "stdout is a pipe that nobody reads: nothing was written (the answer would be lost)"
+        );
+    }
+    Ok(())
 }
 
 /// The cause chain joined with ": " on one line, skipping a cause that the
@@ -141,10 +258,19 @@ pub struct DbArg {
 }
 
 impl DbArg {
-    /// Opens (creating if need be) the database this flag and the environment choose.
+    /// Opens (creating if need be) the database this flag and the environment
+    /// choose: for commands that write.
     pub fn open(&self) -> anyhow::Result<Db> {
         let loc = crate::db::resolve(self.db.as_deref())?;
         Ok(Db::open(&loc.path)?)
+    }
+
+    /// Opens the database this flag and the environment choose, which must
+    /// exist: for commands that read, or change what is already there. A
+    /// missing file is `no database at PATH`, and nothing is created.
+    pub fn open_existing(&self) -> anyhow::Result<Db> {
+        let loc = crate::db::resolve(self.db.as_deref())?;
+        Ok(Db::open_existing(&loc)?)
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -192,12 +318,90 @@ impl Out {
     pub fn flush(&mut self) -> io::Result<()> {
         self.w.flush()
     }
+
+    /// Prints the answer to a write that is already committed, and flushes it:
+    /// a failure becomes [`NotPrinted`] naming `what` was committed (exit 3).
+    pub fn answer(
+        &mut self,
+        what: impl FnOnce() -> String,
+        f: impl FnOnce(&mut Out) -> io::Result<()>,
+    ) -> anyhow::Result<()> {
+        match f(self).and_then(|_| self.flush()) {
+            Ok(()) => Ok(()),
+            Err(source) => Err(NotPrinted {
+                what: what(),
+                source,
+            }
+            .into()),
+        }
+    }
 }
 
 impl Drop for Out {
     fn drop(&mut self) {
         let _ = self.w.flush();
     }
+}
+
+/// Writes `buf` to stdout (unbuffered, straight to the descriptor) within
+/// `limit`: in pieces of at most 4 KiB, each after `poll` says stdout can take
+/// it, so a reader that stops reading cannot keep the caller waiting longer
+/// than `limit`. Used while holding the write lock (`orch-msg recv`).
+pub fn write_stdout_within(buf: &[u8], limit: std::time::Duration) -> io::Result<()> {
+    use std::time::Instant;
+    let fd = libc::STDOUT_FILENO;
+    let deadline = Instant::now() + limit;
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "stdout took {} of {} bytes in {} s",
+                    buf.len() - rest.len(),
+                    buf.len(),
+                    limit.as_secs()
+                ),
+            ));
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        match unsafe { libc::poll(&mut p, 1, ms) } {
+            -1 => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            0 => continue,
+            _ => {}
+        }
+        if p.revents & libc::POLLNVAL != 0 {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+        let n = rest.len().min(4096);
+        // SAFETY: `rest` holds at least `n` readable bytes.
+        let w = unsafe { libc::write(fd, rest.as_ptr().cast(), n) };
+        if w < 0 {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => continue,
+                _ => return Err(e),
+            }
+        }
+        if w == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        rest = &rest[w as usize..];
+    }
+    Ok(())
 }
 
 /// The id given as an argument or, failing that, the first word on stdin

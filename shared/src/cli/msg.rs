@@ -1,6 +1,6 @@
 //! `orch-msg`: the mailbox between agents — send, receive exactly once, list, purge.
 
-use std::io::{self, BufRead, IsTerminal};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use super::{DbArg, Out, Tool};
 use crate::error::Exit;
 use crate::msg::{self, Defaults, Listed, Message, NewMessage, Recv, ValidMessage, MAX_BODY};
+use crate::text;
 use crate::time::{now_ms, rfc3339};
 
 const EXAMPLES: &str = "\
@@ -128,7 +129,7 @@ impl Tool for Cli {
         let mut out = Out::new();
         let code = match self.cmd {
             Cmd::Send(a) => send(&self.db, a, &mut out)?,
-            Cmd::Recv(a) => recv(&self.db, a, &mut out)?,
+            Cmd::Recv(a) => recv(&self.db, a)?,
             Cmd::List {
                 to,
                 from,
@@ -141,7 +142,7 @@ impl Tool for Cli {
                 if let Some(f) = &from {
                     msg::validate_name("--from", f)?;
                 }
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let items = msg::list(&db, &msg::Filter { to, from, unread })?;
                 if json {
                     for m in &items {
@@ -154,9 +155,18 @@ impl Tool for Cli {
             }
             Cmd::Purge { older_than } => {
                 let before = now_ms().saturating_sub(older_than.as_millis() as i64);
-                let db = self.db.open()?;
+                super::check_stdout()?;
+                let db = self.db.open_existing()?;
                 let n = msg::purge(&db, before)?;
-                out.line(n)?;
+                out.answer(
+                    || {
+                        format!(
+                            "the deletion of {n} message{}",
+                            if n == 1 { "" } else { "s" }
+                        )
+                    },
+                    |out| out.line(n),
+                )?;
                 Exit::Ok
             }
         };
@@ -202,10 +212,13 @@ fn send(db: &super::DbArg, a: SendArgs, out: &mut Out) -> anyhow::Result<Exit> {
         };
         vec![m.validate(&defaults)?]
     };
+    super::check_stdout()?;
     let db = db.open()?;
-    for id in msg::send(&db, &msgs)? {
-        out.line(id)?;
-    }
+    let ids = msg::send(&db, &msgs)?;
+    out.answer(
+        || super::ids_text("message", ids.iter().copied()),
+        |out| ids.iter().try_for_each(|id| out.line(id)),
+    )?;
     Ok(Exit::Ok)
 }
 
@@ -239,15 +252,39 @@ fn read_jsonl(d: &Defaults) -> anyhow::Result<Vec<ValidMessage>> {
     Ok(msgs)
 }
 
-fn recv(db: &super::DbArg, a: RecvArgs, out: &mut Out) -> anyhow::Result<Exit> {
+/// How long `recv` lets stdout take the messages while it holds the write
+/// lock: well under the 30 s other writers wait for it.
+const RECV_WRITE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Receives: the messages are written and flushed to stdout first and the
+/// claim commits after, so a stdout that fails claims nothing (exit 2).
+fn recv(db: &super::DbArg, a: RecvArgs) -> anyhow::Result<Exit> {
     msg::validate_name("--as", &a.reader)?;
+    super::check_stdout()?;
     let db = db.open()?;
     let r = Recv {
         max: a.max.map(|n| n as usize),
         wait: a.wait,
         peek: a.peek,
     };
-    let msgs = msg::recv(&db, &a.reader, r)?;
+    // Nothing else goes to stdout: the messages are written straight to it.
+    let json = a.json;
+    let mut deliver = |msgs: &[Message]| -> io::Result<()> {
+        let mut buf = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            if json {
+                serde_json::to_writer(&mut buf, m)?;
+                buf.push(b'\n');
+            } else {
+                if i > 0 {
+                    buf.push(b'\n');
+                }
+                print_message(&mut buf, m)?;
+            }
+        }
+        super::write_stdout_within(&buf, RECV_WRITE_LIMIT)
+    };
+    let msgs = msg::recv(&db, &a.reader, r, &mut deliver)?;
     if msgs.is_empty() {
         match a.wait {
             Some(w) if !w.is_zero() => {
@@ -261,35 +298,26 @@ fn recv(db: &super::DbArg, a: RecvArgs, out: &mut Out) -> anyhow::Result<Exit> {
         }
         return Ok(Exit::No);
     }
-    for (i, m) in msgs.iter().enumerate() {
-        if a.json {
-            out.json(m)?;
-        } else {
-            if i > 0 {
-                out.line("")?;
-            }
-            print_message(out, m)?;
-        }
-    }
     Ok(Exit::Ok)
 }
 
-fn print_message(out: &mut Out, m: &Message) -> io::Result<()> {
+fn print_message(out: &mut impl Write, m: &Message) -> io::Result<()> {
     let kind = m
         .kind
         .as_deref()
-        .map(|k| format!(" [{k}]"))
+        .map(|k| format!(" [{}]", text::escape(k, false)))
         .unwrap_or_default();
-    out.line(format_args!(
+    writeln!(
+        out,
         "message {} from {} to {}{kind} {}",
         m.id,
-        m.from,
-        m.to,
+        text::escape(&m.from, false),
+        text::escape(&m.to, false),
         rfc3339(m.sent_at)
-    ))?;
-    out.text(&m.body)?;
+    )?;
+    out.write_all(text::escape(&m.body, true).as_bytes())?;
     if !m.body.ends_with('\n') {
-        out.text("\n")?;
+        out.write_all(b"\n")?;
     }
     Ok(())
 }
@@ -329,12 +357,12 @@ fn print_table(out: &mut Out, items: &[Listed]) -> io::Result<()> {
         out.line(format_args!(
             "{:>5}  {:<from_w$}  {:<to_w$}  {:<kind_w$}  {:<24}  {:<read_w$}  {}",
             m.id,
-            crate::text::clip(&m.from, from_w),
-            crate::text::clip(&m.to, to_w),
-            crate::text::clip(m.kind.as_deref().unwrap_or("-"), kind_w),
+            text::cell(&m.from, from_w),
+            text::cell(&m.to, to_w),
+            text::cell(m.kind.as_deref().unwrap_or("-"), kind_w),
             rfc3339(m.sent_at),
-            crate::text::clip(&readers(l), read_w),
-            crate::text::first_line(&m.body, 50)
+            text::cell(&readers(l), read_w),
+            text::first_line(&m.body, 50)
         ))?;
     }
     Ok(())

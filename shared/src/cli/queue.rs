@@ -10,6 +10,7 @@ use super::{DbArg, Out, Tool};
 use crate::db::{self, Db};
 use crate::error::Exit;
 use crate::task::{self, Dep, NewTask, Outcome, Status, Task};
+use crate::text;
 use crate::time::rfc3339;
 
 const EXAMPLES: &str = "\
@@ -32,8 +33,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Make .orch/orch.db in this directory (like `git init`).
-    #[command(after_help = "Example:\n  cd my-project && orch-queue init")]
+    /// Make .orch/orch.db in this directory (like `git init`), or the file --db names.
+    #[command(
+        after_help = "Examples:\n  cd my-project && orch-queue init\n  orch-queue --db \"$ORCH_DB\" init      # make a script's database before its workers start"
+    )]
     Init,
     /// Print the database in use and which rule chose it.
     #[command(after_help = "Example:\n  orch-queue where")]
@@ -154,15 +157,24 @@ impl Tool for Cli {
         let mut out = Out::new();
         match self.cmd {
             Cmd::Init => {
-                let path = std::env::current_dir()
-                    .context("finding the current directory")?
-                    .join(".orch")
-                    .join("orch.db");
+                // `--db PATH` names the file to make (a script's ORCH_DB file,
+                // made before many processes start at once); otherwise
+                // .orch/orch.db here, like `git init`.
+                let path = match self.db.path() {
+                    Some(p) => p.to_path_buf(),
+                    None => std::env::current_dir()
+                        .context("finding the current directory")?
+                        .join(".orch")
+                        .join("orch.db"),
+                };
                 let existed = path.exists();
+                super::check_stdout()?;
                 let db = Db::open(&path)?;
                 drop(db);
-                out.line(path.display())?;
-                out.flush()?;
+                out.answer(
+                    || format!("the database {}", path.display()),
+                    |out| out.line(path.display()),
+                )?;
                 eprintln!(
                     "{}",
                     if existed {
@@ -172,10 +184,10 @@ impl Tool for Cli {
                     }
                 );
                 let loc = db::resolve(self.db.path())?;
-                if loc.source != db::Source::Project {
+                if !matches!(loc.source, db::Source::Project | db::Source::Flag) {
                     eprintln!(
                         "note: commands here use {} ({}), not this file",
-                        loc.path.display(),
+                        text::escape(&loc.path.display().to_string(), false),
                         loc.source.explain()
                     );
                 }
@@ -198,7 +210,7 @@ impl Tool for Cli {
                 ready,
                 json,
             } => {
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let tasks = task::list(
                     &db,
                     &task::Filter {
@@ -218,7 +230,7 @@ impl Tool for Cli {
                 }
             }
             Cmd::Show { id, json } => {
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let t = task::get(&db, id)?;
                 if json {
                     out.json(&t)?;
@@ -230,21 +242,22 @@ impl Tool for Cli {
                 // `cancel 4 4` cancels task 4 once.
                 let mut seen = std::collections::HashSet::new();
                 ids.retain(|id| seen.insert(*id));
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 task::cancel(&db, &ids)?;
                 eprintln!(
                     "cancelled {} task{}",
                     ids.len(),
                     if ids.len() == 1 { "" } else { "s" }
                 );
+                note_blocked(&db, Some(&ids), None);
             }
             Cmd::Start { id } => {
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 task::start(&db, id, None)?;
             }
             Cmd::Done { id, result } => {
                 let result = text_or_stdin(result, "the result")?;
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 task::finish(
                     &db,
                     id,
@@ -261,7 +274,7 @@ impl Tool for Cli {
                 exit_code,
             } => {
                 let error = text_or_stdin(error, "the error")?;
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 task::finish(
                     &db,
                     id,
@@ -272,9 +285,10 @@ impl Tool for Cli {
                         ..Default::default()
                     },
                 )?;
+                note_blocked(&db, Some(&[id]), None);
             }
             Cmd::Stats { json } => {
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 let s = task::stats(&db)?;
                 if json {
                     out.json(&s)?;
@@ -412,10 +426,11 @@ fn add(db: &DbArg, a: AddArgs, out: &mut Out) -> anyhow::Result<Exit> {
         key: None,
     }
     .validate(None)?;
+    super::check_stdout()?;
     let db = db.open()?;
     let id = task::add(&db, vec![t], |_| "task".to_string())?[0];
-    out.line(id)?;
-    out.flush()?;
+    out.answer(|| super::ids_text("task", [id]), |out| out.line(id))?;
+    note_blocked(&db, None, Some((id, id)));
     Ok(Exit::Ok)
 }
 
@@ -440,6 +455,7 @@ fn add_stdin(db: &DbArg, default_role: Option<&str>, out: &mut Out) -> anyhow::R
         bail!("no tasks on stdin (expected JSON Lines: {{\"role\":…,\"prompt\":…}} per line)");
     }
     keys.check(&label)?;
+    super::check_stdout()?;
     let db = db.open()?;
     let ids = db.write(|tx| {
         let mut ins = task::Inserter::new(tx, &keys);
@@ -455,11 +471,41 @@ fn add_stdin(db: &DbArg, default_role: Option<&str>, out: &mut Out) -> anyhow::R
             })?;
         ins.finish()
     })?;
-    for id in ids.iter() {
-        out.line(id)?;
+    out.answer(
+        || super::ids_text("task", ids.iter()),
+        |out| ids.iter().try_for_each(|id| out.line(id)),
+    )?;
+    if let (Some(lo), Some(hi)) = (ids.iter().min(), ids.iter().max()) {
+        note_blocked(&db, None, Some((lo, hi)));
     }
-    out.flush()?;
     Ok(Exit::Ok)
+}
+
+/// Notes on stderr the queued tasks that can never become ready: those behind
+/// `roots` (just cancelled or failed), or those in `within` (just added) that
+/// wait for a failed or cancelled task. Best effort: the write is committed
+/// whatever this finds.
+fn note_blocked(db: &Db, roots: Option<&[i64]>, within: Option<(i64, i64)>) {
+    let Ok(blocked) = task::blocked(db, roots, within) else {
+        return;
+    };
+    let mut behind: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    for b in blocked {
+        behind.entry(b.behind).or_default().push(b.id);
+    }
+    for (root, ids) in behind {
+        let status = task::get(db, root)
+            .map(|t| t.status.as_str())
+            .unwrap_or("gone");
+        let one = ids.len() == 1;
+        let list = super::ids_text("task", ids.iter().copied());
+        eprintln!(
+            "orch-queue: note: {list} can never become ready: {} for task {root}, which is {status} (`orch-queue cancel {}` takes {} out of the queue)",
+            if one { "it waits (directly or through others)" } else { "they wait (directly or through others)" },
+            ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "),
+            if one { "it" } else { "them" },
+        );
+    }
 }
 
 /// Stdin, readable twice without holding it in memory.
@@ -595,7 +641,11 @@ pub fn parse_line(line: &str, default_role: Option<&str>) -> anyhow::Result<task
             .next()
             .unwrap_or_default()
             .to_string();
-        anyhow::anyhow!("bad JSON: {msg} (column {})", e.column())
+        anyhow::anyhow!(
+            "bad JSON: {} (column {})",
+            crate::emit::explain_name(msg),
+            e.column()
+        )
     })?;
     Ok(t.validate(default_role)?)
 }
@@ -620,10 +670,10 @@ fn print_table(out: &mut Out, tasks: &[Task]) -> io::Result<()> {
             "{:>5}  {:<9}  {:<role_w$}  {:>4}  {:>5}  {}",
             t.id,
             t.status.as_str(),
-            crate::text::clip(&t.role, role_w),
+            text::cell(&t.role, role_w),
             t.priority,
             t.batch.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
-            crate::text::first_line(&t.description, 60)
+            text::first_line(&t.description, 60)
         ))?;
     }
     Ok(())
@@ -631,8 +681,14 @@ fn print_table(out: &mut Out, tasks: &[Task]) -> io::Result<()> {
 
 fn print_task(out: &mut Out, t: &Task) -> io::Result<()> {
     out.line(format_args!("task {}  {}", t.id, t.status))?;
-    out.line(format_args!("role:        {}", t.role))?;
-    out.line(format_args!("description: {}", t.description))?;
+    out.line(format_args!(
+        "role:        {}",
+        text::escape(&t.role, false)
+    ))?;
+    out.line(format_args!(
+        "description: {}",
+        text::escape(&t.description, false)
+    ))?;
     out.line(format_args!("priority:    {}", t.priority))?;
     if !t.after.is_empty() {
         let after: Vec<String> = t.after.iter().map(|a| a.to_string()).collect();
@@ -656,16 +712,16 @@ fn print_task(out: &mut Out, t: &Task) -> io::Result<()> {
     }
     out.line("prompt:")?;
     for l in t.prompt.lines() {
-        out.line(format_args!("  {l}"))?;
+        out.line(format_args!("  {}", text::escape(l, true)))?;
     }
     if let Some(r) = &t.result {
         out.line("result:")?;
         for l in r.lines() {
-            out.line(format_args!("  {l}"))?;
+            out.line(format_args!("  {}", text::escape(l, true)))?;
         }
     }
     if let Some(e) = &t.error {
-        out.line(format_args!("error:       {e}"))?;
+        out.line(format_args!("error:       {}", text::escape(e, false)))?;
     }
     if let Some(c) = &t.claude {
         print_claude(out, c)?;
@@ -677,7 +733,7 @@ fn print_task(out: &mut Out, t: &Task) -> io::Result<()> {
 fn print_claude(out: &mut Out, c: &serde_json::Map<String, serde_json::Value>) -> io::Result<()> {
     use serde_json::Value;
     if let Some(s) = c.get("session_id").and_then(Value::as_str) {
-        out.line(format_args!("session:     {s}"))?;
+        out.line(format_args!("session:     {}", text::escape(s, false)))?;
     }
     if let Some(cost) = c.get("total_cost_usd") {
         out.line(format_args!("cost:        {cost} USD"))?;
@@ -699,9 +755,12 @@ fn print_claude(out: &mut Out, c: &serde_json::Map<String, serde_json::Value>) -
     if let Some(m) = c.get("modelUsage").and_then(Value::as_object) {
         let models: Vec<String> = m
             .iter()
-            .map(|(model, u)| match u.get("costUSD") {
-                Some(cost) => format!("{model} ({cost} USD)"),
-                None => model.clone(),
+            .map(|(model, u)| {
+                let model = text::escape(model, false);
+                match u.get("costUSD") {
+                    Some(cost) => format!("{model} ({cost} USD)"),
+                    None => model.into_owned(),
+                }
             })
             .collect();
         if !models.is_empty() {
@@ -717,7 +776,7 @@ fn print_claude(out: &mut Out, c: &serde_json::Map<String, serde_json::Value>) -
                     None => e.to_string(),
                 };
                 for l in text.lines() {
-                    out.line(format_args!("  {l}"))?;
+                    out.line(format_args!("  {}", crate::text::escape(l, true)))?;
                 }
             }
         }

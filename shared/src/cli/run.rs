@@ -133,9 +133,16 @@ impl Tool for Cli {
             None => Some(id_or_stdin(self.batch, "batch")?),
         };
 
+        if self.json {
+            super::check_stdout()?;
+        }
         let mut runner = Runner::new()?;
         let loc = crate::db::resolve(self.db.path())?;
-        let db = crate::db::Db::open(&loc.path)?;
+        // New tasks from stdin may make the database; a batch must already be in one.
+        let db = match lines {
+            Some(_) => crate::db::Db::open(&loc.path)?,
+            None => crate::db::Db::open_existing(&loc)?,
+        };
         let claim = match (&lines, batch) {
             (Some(lines), _) => run::enqueue_lines(&db, lines, &role, &|t| template.check_fits(t))?,
             (None, Some(id)) => run::claim(&db, id, &|t| template.check_fits(t))?,
@@ -162,7 +169,7 @@ impl Tool for Cli {
             "orch-run: batch {}: {n} task{} through {}, {} at a time",
             claim.batch,
             if n == 1 { "" } else { "s" },
-            template.display(),
+            crate::text::escape(&template.display(), false),
             jobs
         );
         let mut progress = Progress::new(n, tty);
@@ -181,7 +188,12 @@ impl Tool for Cli {
         print_summary(claim.batch, &summary);
         if let Some(e) = write_err {
             if e.kind() != io::ErrorKind::BrokenPipe {
-                return Err(e).context("writing the records to stdout");
+                // The run is recorded: exit 3, never 2 ("nothing was written").
+                return Err(super::NotPrinted {
+                    what: format!("the run of batch {} (its tasks' records)", claim.batch),
+                    source: e,
+                }
+                .into());
             }
         }
         Ok(if summary.interrupted.is_some() {
@@ -304,7 +316,7 @@ impl Progress {
                     format!(
                         "orch-run: task {} started ({}: {}) pid {pid}",
                         task.id,
-                        task.role,
+                        crate::text::escape(&task.role, false),
                         crate::text::first_line(&task.description, 60)
                     )
                 })

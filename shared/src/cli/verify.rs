@@ -166,15 +166,20 @@ impl Tool for Cli {
             Cmd::Probe { run, index } => probe(&self.db, run, index, &mut out),
             Cmd::Wait { run, timeout } => {
                 let run = id_or_stdin(run, "run")?;
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 wait(&db, run, timeout)
             }
             Cmd::Report { run, json } => {
                 let run = id_or_stdin(run, "run")?;
-                let db = self.db.open()?;
+                let db = self.db.open_existing()?;
                 report(&db, run, json, &mut out)
             }
-            Cmd::Selftest { n, sleep, json } => selftest(&self.db, n, sleep, json, &mut out),
+            Cmd::Selftest { n, sleep, json } => {
+                super::check_stdout()?;
+                let mut runs = Vec::new();
+                let r = selftest(&self.db, n, sleep, json, &mut out, &mut runs);
+                super::after_commit(r, || super::ids_text("run", runs))
+            }
             Cmd::Exec {
                 shape,
                 timeout,
@@ -210,24 +215,27 @@ struct NewJson<'a> {
 }
 
 fn new(arg: &DbArg, shape: Shape, json: bool, out: &mut Out) -> anyhow::Result<Exit> {
+    super::check_stdout()?;
     let (db, _, probe_db) = open_for_probes(arg)?;
     let run = verify::create(&db, shape.n, shape.sleep, None)?;
     let calls = verify::agent_calls(&run, probe_db.as_deref());
     let message = crate::emit::render_claude(&calls);
+    let what = || format!("run {}", run.id);
     if json {
-        out.json(&NewJson {
+        let commands = (1..=run.n)
+            .map(|i| verify::probe_command("orch-verify", run.id, i, probe_db.as_deref()))
+            .collect();
+        let answer = NewJson {
             run: run.id,
             n: run.n,
             sleep_ms: run.sleep_ms,
-            commands: (1..=run.n)
-                .map(|i| verify::probe_command("orch-verify", run.id, i, probe_db.as_deref()))
-                .collect(),
+            commands,
             calls: &calls,
             message,
-        })?;
+        };
+        out.answer(what, |out| out.json(&answer))?;
     } else {
-        out.text(&message)?;
-        out.flush()?;
+        out.answer(what, |out| out.text(&message))?;
         eprintln!(
             "run {id}: paste the message into Claude Code as one message, then: orch-verify wait {id} && orch-verify report {id}",
             id = run.id
@@ -237,18 +245,23 @@ fn new(arg: &DbArg, shape: Shape, json: bool, out: &mut Out) -> anyhow::Result<E
 }
 
 fn probe(arg: &DbArg, run: i64, index: i64, out: &mut Out) -> anyhow::Result<Exit> {
-    let db = arg.open()?;
+    super::check_stdout()?;
+    let db = arg.open_existing()?;
     let (r, start) = verify::probe_start(&db, run, index, std::process::id())?;
     std::thread::sleep(Duration::from_millis(r.sleep_ms as u64));
     let end = verify::probe_end(&db, run, index)?;
-    out.line(format_args!(
-        "probe {index} of {} in run {run}: ran {} from {} to {}",
-        r.n,
-        verify::secs(end - start),
-        crate::time::rfc3339(start),
-        crate::time::rfc3339(end)
-    ))?;
-    out.flush()?;
+    out.answer(
+        || format!("probe {index} of run {run}"),
+        |out| {
+            out.line(format_args!(
+                "probe {index} of {} in run {run}: ran {} from {} to {}",
+                r.n,
+                verify::secs(end - start),
+                crate::time::rfc3339(start),
+                crate::time::rfc3339(end)
+            ))
+        },
+    )?;
     Ok(Exit::Ok)
 }
 
@@ -439,7 +452,15 @@ fn reap(children: Vec<Child>) -> anyhow::Result<()> {
     }
 }
 
-fn selftest(arg: &DbArg, n: i64, sleep: i64, json: bool, out: &mut Out) -> anyhow::Result<Exit> {
+/// The selftest; `runs` gets the id of each run it makes.
+fn selftest(
+    arg: &DbArg,
+    n: i64,
+    sleep: i64,
+    json: bool,
+    out: &mut Out,
+    runs: &mut Vec<i64>,
+) -> anyhow::Result<Exit> {
     let loc = db::resolve(arg.path())?;
     let db = Db::open(&loc.path)?;
     let path = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
@@ -451,6 +472,7 @@ fn selftest(arg: &DbArg, n: i64, sleep: i64, json: bool, out: &mut Out) -> anyho
         ("one by one", Verdict::Sequential),
     ] {
         let r = verify::create(&db, n, sleep, Some(&format!("selftest: {phase}")))?;
+        runs.push(r.id);
         if expected == Verdict::Parallel {
             let kids = (1..=n)
                 .map(|i| spawn_probe(&exe, r.id, i, &path))
@@ -555,6 +577,7 @@ fn exec(
     let path = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
     let exe = std::env::current_exe().context("finding this program")?;
     let (prog, args) = command.split_first().context("no COMMAND given after --")?;
+    super::check_stdout()?;
     let stdout_to_stderr = io::stderr()
         .as_fd()
         .try_clone_to_owned()
@@ -624,7 +647,8 @@ fn exec(
                 }
                 if res == Waited::TimedOut || Instant::now() >= deadline {
                     p.note(&format!(
-                        "orch-verify: stopping {prog} (pid {})",
+                        "orch-verify: stopping {} (pid {})",
+                        crate::text::escape(prog, false),
                         child.id()
                     ));
                     let _ = child.kill();
@@ -638,7 +662,10 @@ fn exec(
     let _ = feeder.join();
     p.clear();
     if let Some(st) = status.filter(|s| !s.success()) {
-        p.note(&format!("orch-verify: {prog} exited with {st}"));
+        p.note(&format!(
+            "orch-verify: {} exited with {st}",
+            crate::text::escape(prog, false)
+        ));
     }
     if res == Waited::TimedOut {
         p.note(&format!(
@@ -647,7 +674,7 @@ fn exec(
         ));
     }
     drop(p);
-    report(&db, r.id, json, out)
+    super::after_commit(report(&db, r.id, json, out), || format!("run {}", r.id))
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -712,7 +739,7 @@ all {n} ran at once. It takes about a minute.
 Run this in the directory where you start Claude Code (`claude`).
 Database: {}
           chosen as {}",
-        loc.path.display(),
+        shown_path(&loc.path),
         loc.source.explain()
     )?;
     match which::which("orch-verify") {
@@ -767,8 +794,7 @@ for your answers one by one. This Claude Code setting allows the probe command:\
     // Step 2: the message.
     let run = verify::create(&db, shape.n, shape.sleep, Some("guided"))?;
     let message = verify::message(&run, probe_db.as_deref());
-    let file = std::env::temp_dir().join(format!("orch-verify-run-{}.txt", run.id));
-    let saved = write_private(&file, &message);
+    let saved = save_message(run.id, &message);
     writeln!(
         w,
         "\n{}",
@@ -788,8 +814,12 @@ for your answers one by one. This Claude Code setting allows the probe command:\
         )?,
     }
     match saved {
-        Ok(()) => writeln!(w, "Saved to {}.", file.display())?,
-        Err(e) => writeln!(w, "Could not save it to {}: {e}", file.display())?,
+        Ok(file) => writeln!(w, "Saved to {}.", shown_path(&file))?,
+        Err(e) => writeln!(
+            w,
+            "Could not save it in {}: {e}",
+            shown_path(&std::env::temp_dir())
+        )?,
     }
     writeln!(
         w,
@@ -849,14 +879,22 @@ for your answers one by one. This Claude Code setting allows the probe command:\
     Ok(exit_for(v))
 }
 
-/// Writes `text` to a new file only the user can read (prompts may hold secrets).
-fn write_private(path: &Path, text: &str) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
+/// Saves the message of run `run` to a new file in the temporary directory
+/// and returns its path. The name is random and the file is made with
+/// `O_EXCL` and mode 0600, so nothing planted there beforehand (a symlink, a
+/// file of another project's run) is followed, overwritten or readable by others.
+fn save_message(run: i64, text: &str) -> io::Result<PathBuf> {
+    let mut f = tempfile::Builder::new()
+        .prefix(&format!("orch-verify-run-{run}-"))
+        .suffix(".txt")
+        .tempfile()?;
+    f.write_all(text.as_bytes())?;
+    f.flush()?;
+    let (_, path) = f.keep().map_err(|e| e.error)?;
+    Ok(path)
+}
+
+/// A path as a view for people shows it (control characters escaped).
+fn shown_path(p: &Path) -> String {
+    crate::text::escape(&p.display().to_string(), false).into_owned()
 }

@@ -67,10 +67,9 @@ pub fn resolve(flag: Option<&Path>) -> Result<Location> {
     }
     if let Ok(cwd) = std::env::current_dir() {
         for dir in cwd.ancestors() {
-            let candidate = dir.join(".orch").join("orch.db");
-            if candidate.is_file() {
+            if let Some(path) = project_db(dir)? {
                 return Ok(Location {
-                    path: candidate,
+                    path,
                     source: Source::Project,
                 });
             }
@@ -85,6 +84,155 @@ pub fn resolve(flag: Option<&Path>) -> Result<Location> {
             "no database: pass --db PATH or set ORCH_DB (no home directory to hold the default)",
         )),
     }
+}
+
+/// The database of the project whose root is `dir`: `dir/.orch/orch.db` when
+/// `dir/.orch/` exists. A `.orch/` that is there but broken (no `orch.db` in
+/// it, a dangling symlink, unreadable) is an error naming it and the fix,
+/// never a silent fall back to the per-user database. A `.orch` that is a
+/// plain file belongs to some other program and is passed over.
+fn project_db(dir: &Path) -> Result<Option<PathBuf>> {
+    let dot = dir.join(".orch");
+    let broken = |why: String| {
+        Error::invalid(format!(
+            "{}/ is broken: {why}; run `orch-queue init` in {} to make a new database there, or remove {}/ to use the per-user one",
+            dot.display(),
+            if dir.as_os_str().is_empty() { Path::new(".") } else { dir }.display(),
+            dot.display()
+        ))
+    };
+    match fs::symlink_metadata(&dot) {
+        Err(e) if absent(&e) => return Ok(None),
+        Err(e) => return Err(broken(format!("cannot read it ({e})"))),
+        Ok(m) if m.file_type().is_symlink() => match fs::metadata(&dot) {
+            Err(e) if absent(&e) => {
+                return Err(broken(format!(
+                    "it is a symlink to {}, which does not exist",
+                    link_target(&dot)
+                )))
+            }
+            Err(e) => return Err(broken(format!("cannot read it ({e})"))),
+            Ok(t) if !t.is_dir() => return Ok(None),
+            Ok(_) => {}
+        },
+        Ok(m) if !m.is_dir() => return Ok(None),
+        Ok(_) => {}
+    }
+    let db = dot.join("orch.db");
+    match fs::symlink_metadata(&db) {
+        // Whatever it is, opening it says what is wrong with it, by its path.
+        Ok(_) => Ok(Some(db)),
+        Err(e) if absent(&e) => Err(broken("it holds no orch.db (was it deleted?)".into())),
+        Err(e) => Err(broken(format!("cannot read it ({e})"))),
+    }
+}
+
+/// Whether an I/O error means "nothing there" (a missing file, or a parent
+/// that is a file rather than a directory).
+fn absent(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+}
+
+/// What the symlink at `path` points to, for messages.
+fn link_target(path: &Path) -> String {
+    fs::read_link(path)
+        .map(|t| t.display().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// What is at a database path, as far as it matters before opening it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// Nothing: a command that writes makes it.
+    Missing,
+    /// An empty file: counts as new.
+    Empty,
+    /// A file with something in it (an orch database or not; opening tells).
+    Data,
+}
+
+/// Looks at `path` without changing anything, and refuses what can never be
+/// a database orch may use: a directory, a dangling symlink, something that
+/// is not a regular file (`/dev/null`, a FIFO), a file with more than one
+/// hard link (each name would keep its own `-wal` file, so the names would
+/// silently diverge and a checkpoint through one could destroy the other's
+/// tasks).
+pub fn check_file(path: &Path) -> Result<Found> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        what: "read",
+        source,
+    };
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if absent(&e) => {
+            return match fs::symlink_metadata(path) {
+                Ok(l) if l.file_type().is_symlink() => Err(Error::invalid(format!(
+                    "{} is a symlink to {}, which does not exist (a dangling symlink): point it at an orch database or remove it",
+                    path.display(),
+                    link_target(path)
+                ))),
+                _ => Ok(Found::Missing),
+            };
+        }
+        Err(e) => return Err(io(e)),
+    };
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let t = meta.file_type();
+    if t.is_dir() {
+        return Err(Error::invalid(format!(
+            "{} is a directory, not a database file",
+            path.display()
+        )));
+    }
+    if !t.is_file() {
+        let what = if t.is_char_device() {
+            "a character device"
+        } else if t.is_block_device() {
+            "a block device"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "a special file"
+        };
+        return Err(Error::invalid(format!(
+            "{} is not a regular file ({what}): an orch database is a regular file; pass --db PATH or set ORCH_DB to one",
+            path.display()
+        )));
+    }
+    if meta.nlink() > 1 {
+        return Err(Error::invalid(format!(
+            "{} has {} hard links: each name would keep its own -wal file and the copies would silently diverge; keep one name (`find / -samefile` lists the others) or give each its own copy (`cp`)",
+            path.display(),
+            meta.nlink()
+        )));
+    }
+    Ok(if meta.len() == 0 {
+        Found::Empty
+    } else {
+        Found::Data
+    })
+}
+
+/// The error of a read on a database that does not exist, with a hint that
+/// fits the rule that chose the path (`init` only helps where no `--db` or
+/// `ORCH_DB` decides).
+pub fn no_database(loc: &Location) -> Error {
+    let hint = match loc.source {
+        Source::Flag | Source::Env => {
+            "check the path; a command that writes, such as `orch-queue add`, makes it"
+        }
+        Source::Project | Source::User => {
+            "a command that writes, such as `orch-queue add`, makes it; `orch-queue init` makes one for this project"
+        }
+    };
+    Error::invalid(format!(
+        "no database at {} ({}): {hint}",
+        loc.path.display(),
+        loc.source.explain()
+    ))
 }
 
 /// An open orch database.
@@ -140,6 +288,23 @@ fn create_private_file(path: &Path) -> Result<()> {
     }
 }
 
+/// An empty file counts as new: it becomes 0600 before SQLite writes to it,
+/// as a file orch creates does (SQLite gives `-wal`/`-shm` the file's mode).
+fn make_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o600);
+    if mode == 0o600 {
+        return Ok(());
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        what: "chmod 600 the empty database file",
+        source,
+    })
+}
+
 /// What the file says about itself, read in one snapshot before anything is written.
 struct Identity {
     application_id: i64,
@@ -154,27 +319,30 @@ impl Db {
         Db::open(&loc.path)
     }
 
+    /// Opens the database at `loc` for a command that only reads (or changes
+    /// what is already there): a missing file is an error, and nothing is
+    /// created, not even a directory.
+    pub fn open_existing(loc: &Location) -> Result<Db> {
+        match check_file(&loc.path)? {
+            Found::Missing => Err(no_database(loc)),
+            found => Db::open_found(&loc.path, found),
+        }
+    }
+
     /// Opens `path`, creating it if missing, and brings its schema up to date.
     ///
     /// The order matters: busy timeout first; then, read-only, refuse a file that
     /// is not ours or is newer than this build; only then WAL and the migrations.
     pub fn open(path: &Path) -> Result<Db> {
-        match fs::metadata(path) {
-            Ok(m) if m.is_dir() => {
-                return Err(Error::invalid(format!(
-                    "{} is a directory, not a database file",
-                    path.display()
-                )))
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => create_private_file(path)?,
-            Err(source) => {
-                return Err(Error::Io {
-                    path: path.to_path_buf(),
-                    what: "read",
-                    source,
-                })
-            }
+        let found = check_file(path)?;
+        Db::open_found(path, found)
+    }
+
+    fn open_found(path: &Path, found: Found) -> Result<Db> {
+        match found {
+            Found::Missing => create_private_file(path)?,
+            Found::Empty => make_private(path)?,
+            Found::Data => {}
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| map_sqlite(path, e))?;

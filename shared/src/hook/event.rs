@@ -114,9 +114,8 @@ pub struct ContentBlock {
     pub text: Option<String>,
 }
 
-/// The Agent tool's `tool_response` in `PostToolUse`: `status` is
-/// `completed`, `async_launched` (a background agent that is still running)
-/// or `sub_agent_entered`.
+/// The Agent tool's `tool_response` in `PostToolUse`; see [`Launch`] for its
+/// `status`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentResponse {
@@ -130,7 +129,55 @@ pub struct AgentResponse {
     pub total_duration_ms: Option<u64>,
 }
 
+/// What an Agent call's result says happened (its `status`: `completed |
+/// async_launched | remote_launched | teammate_spawned` in Claude Code's
+/// `AgentOutput`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// `completed` (or no status, as older versions answered): the agent ran
+    /// and its answer is in `content`.
+    Completed,
+    /// `async_launched`: a background agent that is still running; its
+    /// `SubagentStop` (same `agentId`) ends it.
+    Background,
+    /// `teammate_spawned`: with agent teams on, a teammate that works on in
+    /// its own context and is not done.
+    Teammate,
+    /// `remote_launched`: an agent started in a cloud session; nothing here
+    /// will see it end.
+    Remote,
+    /// A status this version of orch does not know: not taken for done.
+    Unknown,
+}
+
+impl Launch {
+    /// The `agent_calls.status` of a call that got this result.
+    pub fn call_status(self) -> &'static str {
+        match self {
+            Launch::Completed => "done",
+            Launch::Background | Launch::Unknown => "launched",
+            Launch::Teammate => "teammate",
+            Launch::Remote => "remote",
+        }
+    }
+}
+
+/// The `agent_calls.status` values of calls that started an agent which is
+/// still at work somewhere.
+pub const LAUNCHED: [&str; 3] = ["launched", "teammate", "remote"];
+
 impl AgentResponse {
+    /// What the call's `status` says.
+    pub fn launch(&self) -> Launch {
+        match self.status.as_deref() {
+            None | Some("completed") => Launch::Completed,
+            Some("async_launched") => Launch::Background,
+            Some("teammate_spawned") => Launch::Teammate,
+            Some("remote_launched") => Launch::Remote,
+            Some(_) => Launch::Unknown,
+        }
+    }
+
     /// The agent's result: its text blocks joined by blank lines.
     pub fn text(&self) -> String {
         self.content

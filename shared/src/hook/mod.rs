@@ -5,11 +5,17 @@
 //! - `PreToolUse` (Agent or its legacy name Task): records the call's start in
 //!   `agent_calls` (session id, tool-use id, the task from the prompt's
 //!   `orch-task:` line, agent type, description) and marks that task running.
-//! - `PostToolUse`: records the end and marks the task done with the agent's
-//!   text (`tool_response.content[].text`). A background agent
-//!   (`status: "async_launched"`) has not ended: its agent id is remembered and
-//!   its `SubagentStop` ends it instead. `PostToolUseFailure` marks it failed.
-//! - `PostToolBatch`: closes any Agent call of the group whose end was missed.
+//! - `PostToolUse`: by the result's `status` ([`event::Launch`]): `completed`
+//!   records the end and marks the task done with the agent's text
+//!   (`tool_response.content[].text`). The others have not ended and leave
+//!   the task running: a background agent (`async_launched`) and a teammate
+//!   (`teammate_spawned`) have their agent id remembered, so that their
+//!   `SubagentStop` ends them; a remote agent (`remote_launched`) runs in a
+//!   cloud session that no hook here sees, so its task stays running until
+//!   it is recorded by hand (`orch-queue done|fail`). `PostToolUseFailure`
+//!   marks the task failed.
+//! - `PostToolBatch`: closes any completed Agent call of the group whose end
+//!   was missed.
 //! - `SubagentStart` / `SubagentStop`: record the sub-agent itself (source
 //!   `subagent`, call id = agent id), and finish a background agent's task.
 //! - `UserPromptSubmit` / `Stop`: when at least the threshold of tasks is ready,
@@ -18,8 +24,16 @@
 //!
 //! Repeated events change nothing (the first start and the first end win), and
 //! a task that already finished is left as it is. A hook never creates a
-//! database: with no `--db`, no `ORCH_DB` and no `.orch/orch.db` above the
-//! project (and no per-user database), it does nothing.
+//! database and never uses the per-user one: with no `--db`, no `ORCH_DB`
+//! and no `.orch/orch.db` in or above the project, it does nothing.
+//!
+//! Inside an agent that orch itself started for one task (`orch-run`, the
+//! script of `orch-emit --format shell`: [`TASK_ENV`] is set) the hook does
+//! nothing for any event. That agent is a headless `claude -p` that fires the
+//! project's hooks too: batching there would hand other tasks to a child that
+//! was started for one task and exits after it, stranding them as `batched`;
+//! its Agent calls are its own business, and its task's start and end are
+//! recorded by whoever started it.
 
 pub mod event;
 pub mod settings;
@@ -38,7 +52,8 @@ use crate::error::{Error, Result};
 use crate::task::{self, Outcome, Status};
 use crate::time::now_ms;
 use event::{
-    AgentInput, AgentResponse, BatchEvent, Kind, Output, SubagentEvent, ToolEvent, TurnEvent,
+    AgentInput, AgentResponse, BatchEvent, Kind, Launch, Output, SubagentEvent, ToolEvent,
+    TurnEvent, LAUNCHED,
 };
 
 /// How long a hook waits for the write lock: short, so a stuck database costs
@@ -51,12 +66,18 @@ pub const SOURCE_TOOL: &str = "hook";
 /// The `source` of rows recorded from SubagentStart/SubagentStop.
 pub const SOURCE_SUBAGENT: &str = "subagent";
 
-/// How the hook was configured (from its command line).
+/// The variable orch sets for an agent it starts for one task (its task id).
+pub const TASK_ENV: &str = "ORCH_TASK_ID";
+
+/// How the hook was configured (from its command line and environment).
 #[derive(Debug, Clone)]
 pub struct Config {
     pub db: Option<PathBuf>,
     pub threshold: usize,
     pub max: usize,
+    /// [`TASK_ENV`]: the task of the agent this hook runs inside, when orch
+    /// started that agent. The hook then stays out of the way.
+    pub inside_task: Option<String>,
 }
 
 impl Default for Config {
@@ -65,6 +86,7 @@ impl Default for Config {
             db: None,
             threshold: DEFAULT_THRESHOLD,
             max: DEFAULT_MAX,
+            inside_task: None,
         }
     }
 }
@@ -83,6 +105,9 @@ fn bad(what: &str, e: serde_json::Error) -> Error {
 /// Handles one event: `input` is the JSON Claude Code wrote on stdin, `named`
 /// the event name given on the command line (else `hook_event_name`).
 pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> {
+    if cfg.inside_task.is_some() {
+        return Ok(Reply::Silent);
+    }
     let now = now_ms();
     let value: Value = serde_json::from_slice(input)
         .map_err(|e| Error::invalid(format!("the event on stdin is not JSON: {e}")))?;
@@ -188,13 +213,18 @@ pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> 
 }
 
 /// Opens the configured database without ever creating one. `None` when orch is
-/// not in use here (no `--db`, no `ORCH_DB`, no project or per-user database).
+/// not in use in this project: no `--db`, no `ORCH_DB` and no `.orch/orch.db`
+/// here or above. The per-user database is never the hook's: with it, every
+/// project's prompts and stops would be batched.
 pub fn open(cfg: &Config) -> Result<Option<Db>> {
     let loc = db::resolve(cfg.db.as_deref())?;
+    if loc.source == Source::User {
+        return Ok(None);
+    }
     if !loc.path.is_file() {
         return match loc.source {
             Source::Flag | Source::Env => Err(Error::invalid(format!(
-                "no database at {} ({}); a hook never creates one: run `orch-queue init` in the project",
+                "no database at {} ({}); a hook never creates one: check the path, or make it with a command that writes (`orch-queue add`)",
                 loc.path.display(),
                 loc.source.explain()
             ))),
@@ -381,17 +411,13 @@ fn tool_event(
         }
         _ => {
             let r = response.cloned().unwrap_or_default();
-            let launched = matches!(
-                r.status.as_deref(),
-                Some("async_launched" | "sub_agent_entered")
-            );
+            let launch = r.launch();
+            let launched = launch != Launch::Completed;
             let duration = ev.duration_ms.or(r.total_duration_ms).map(|d| d as i64);
             call.started_at = duration.map(|d| now - d).or(Some(now));
-            if launched {
-                call.status = Some("launched");
-            } else {
+            call.status = Some(launch.call_status());
+            if !launched {
                 call.finished_at = Some(now);
-                call.status = Some("done");
             }
             record(tx, &call)?;
             let task_id = row_task(tx, &ev.session_id, &ev.tool_use_id)?.or(task_id);
@@ -461,7 +487,14 @@ fn batch_event(
         let Some((task_id, status)) = open else {
             continue;
         };
-        if status.as_deref() == Some("launched") {
+        if status.as_deref().is_some_and(|s| LAUNCHED.contains(&s)) {
+            continue;
+        }
+        if r.launch() != Launch::Completed {
+            tx.execute(
+                "UPDATE agent_calls SET status = ?3 WHERE session_id = ?1 AND call_id = ?2",
+                params![session, call_id, r.launch().call_status()],
+            )?;
             continue;
         }
         tx.execute(
@@ -500,7 +533,8 @@ fn subagent_event(tx: &Transaction, kind: Kind, ev: &SubagentEvent, now: i64) ->
     };
     tx.execute(
         "UPDATE agent_calls SET finished_at = ?3, status = 'done'
-         WHERE session_id = ?1 AND task_id = ?2 AND source = ?4 AND status = 'launched' AND finished_at IS NULL",
+         WHERE session_id = ?1 AND task_id = ?2 AND source = ?4 AND status IN ('launched', 'teammate')
+           AND finished_at IS NULL",
         params![ev.session_id, id, now, SOURCE_TOOL],
     )?;
     let result = ev.last_assistant_message.clone().and_then(nonempty);

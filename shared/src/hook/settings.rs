@@ -2,11 +2,17 @@
 //! `.claude/settings.json` without disturbing anything else, removing exactly
 //! them again, and saying what is installed where.
 //!
-//! - Which file: `--user` → `~/.claude/settings.json`. Otherwise the project's
+//! - Which file: `--user` → the user's settings, `$CLAUDE_CONFIG_DIR/settings.json`
+//!   (default `~/.claude/settings.json`), read by Claude Code wherever it is
+//!   started. `--here` → `./.claude/settings.json`. Otherwise the project's
 //!   `.claude/settings.json`, the project being the nearest directory at or
 //!   above the current one that holds `.claude/` or `.git` (the home directory
 //!   itself does not count: its `.claude/` holds the user's settings), else the
 //!   current directory.
+//! - Who reads it: Claude Code reads project settings (and so project hooks)
+//!   from `.claude/settings.json` of the directory it is started in only, not
+//!   from its parents ([`read_when_started_in`]); a project file installed at
+//!   the repository root does nothing for a session started in a subdirectory.
 //! - Which entries are orch's: hook commands whose program (first shell word)
 //!   is named `orch-hook`. Installing again replaces them in place (a new
 //!   threshold, a moved binary) and adds nothing; uninstalling removes them, and
@@ -43,9 +49,16 @@ const COMMAND_DESCRIPTION: &str = "Batch the ready orch tasks and launch them as
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
+    /// The nearest project directory's `.claude/settings.json`.
     Project,
+    /// `.claude/settings.json` of the current directory itself.
+    Here,
+    /// The user's settings.
     User,
 }
+
+/// The variable that moves Claude Code's user directory (default `~/.claude`).
+pub const CONFIG_DIR_ENV: &str = "CLAUDE_CONFIG_DIR";
 
 /// Where one scope's settings and slash commands live.
 #[derive(Debug, Clone, Serialize)]
@@ -75,27 +88,38 @@ pub fn project_dir(cwd: &Path, home: Option<&Path>) -> PathBuf {
     cwd.to_path_buf()
 }
 
+/// The directory this process runs in.
+pub fn current_dir() -> Result<PathBuf> {
+    std::env::current_dir().map_err(|source| Error::Io {
+        path: PathBuf::from("."),
+        what: "read the current directory",
+        source,
+    })
+}
+
 /// The settings file and slash-command path of a scope.
 pub fn target(scope: Scope) -> Result<Target> {
-    let base = match scope {
-        Scope::User => {
-            home().ok_or_else(|| Error::invalid("HOME is not set: cannot find ~/.claude"))?
-        }
-        Scope::Project => {
-            let cwd = std::env::current_dir().map_err(|source| Error::Io {
-                path: PathBuf::from("."),
-                what: "read the current directory",
-                source,
-            })?;
-            project_dir(&cwd, home().as_deref())
-        }
+    let claude = match scope {
+        Scope::User => match std::env::var_os(CONFIG_DIR_ENV).filter(|d| !d.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => home()
+                .ok_or_else(|| Error::invalid("HOME is not set: cannot find ~/.claude"))?
+                .join(".claude"),
+        },
+        Scope::Here => current_dir()?.join(".claude"),
+        Scope::Project => project_dir(&current_dir()?, home().as_deref()).join(".claude"),
     };
-    let claude = base.join(".claude");
     Ok(Target {
         scope,
         settings: claude.join("settings.json"),
         command: claude.join("commands").join("orch.md"),
     })
+}
+
+/// Whether Claude Code started in `dir` reads the hooks of `t`: the user's
+/// settings always, a project's only when it is `dir/.claude/settings.json`.
+pub fn read_when_started_in(t: &Target, dir: &Path) -> bool {
+    t.scope == Scope::User || t.settings == dir.join(".claude").join("settings.json")
 }
 
 fn first_word(command: &str) -> String {

@@ -1,0 +1,21 @@
+//! The real tier: the pinned Claude Code CLI (`tests/claude_code/`), run in a
+//! scratch git project with a scratch HOME, against the scripted model of
+//! `tests/real/model.py` on 127.0.0.1. Every proof asserts on orch's database
+//! and on the model's request log, never on the model's prose.
+//!
+//! Built only with `--features real-tier` (`scripts/test.sh` runs it after the
+//! hermetic tier, once `scripts/test-deps.sh` installed the CLI). A missing
+//! prerequisite fails the test with a message; nothing is skipped.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod harness;
+
+mod agents;
+mod cli;
+mod fidelity;
+mod guided;
+mod hooks;
+mod mcp;
+mod paste;
+mod run;
