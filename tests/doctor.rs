@@ -598,68 +598,6 @@ fn every_verb_has_a_summary_and_an_example() {
     assert!(bin_dir().join("orch").exists());
 }
 
-/// On a terminal (a pty from `script`), --watch draws once, then once per
-/// change, in place (cursor home, clear to end), and not while nothing changes.
-#[test]
-fn status_watch_redraws_only_on_change() {
-    if !which_exists("script") {
-        eprintln!("skipped: no `script` (util-linux) to give orch a terminal");
-        return;
-    }
-    let env = Env::new();
-    let log = env.path().join("typescript");
-    let path = std::env::join_paths(std::iter::once(bin_dir()).chain(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    )))
-    .unwrap();
-    let mut child = std::process::Command::new("script")
-        .args(["-qfc", "timeout 30 orch status --watch"])
-        .arg(&log)
-        .env("PATH", path)
-        .env("HOME", env.home())
-        .env("ORCH_DB", &env.db)
-        .current_dir(env.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let frames = || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .matches("\x1b[H")
-            .count()
-    };
-    let wait_for = |n: usize| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-        while frames() < n && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        frames()
-    };
-    assert_eq!(wait_for(1), 1, "first frame");
-    env.add("dev", "Fix the flaky login test");
-    assert_eq!(wait_for(2), 2, "a frame for the new database");
-    env.add("dev", "Write the release notes");
-    assert_eq!(wait_for(3), 3, "a frame for the change");
-    std::thread::sleep(std::time::Duration::from_millis(1200));
-    assert_eq!(frames(), 3, "no redraw while nothing changes");
-    let _ = child.kill();
-    let _ = child.wait();
-    let text = std::fs::read_to_string(&log).unwrap();
-    let last = text.rsplit("\x1b[H").next().unwrap();
-    assert!(last.contains("tasks     2 queued (2 ready)"), "{last:?}");
-    assert!(
-        last.contains("\x1b[K") && last.contains("\x1b[J"),
-        "lines are cleared in place: {last:?}"
-    );
-    assert_eq!(
-        text.matches("\x1b[2J").count(),
-        1,
-        "the screen is cleared once, not per frame"
-    );
-}
-
 /// The verdict `orch status` shows for a real `orch-verify` run matches the
 /// one `orch-verify report` gives.
 #[test]

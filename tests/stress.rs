@@ -1,7 +1,8 @@
 //! Load, faults and hostile input: the stress script at a small size, writers
 //! killed with SIGKILL (one of them while it holds the write lock), a batch
-//! whose emitter died, read-only and full disks, damaged database files, and
-//! the corpus under tests/hostile/ run through every binary.
+//! whose emitter died, a file-size limit, damaged database files, and the
+//! corpus under tests/hostile/ run through every binary. Read-only and full
+//! disks need root to mount: tests/real/faults.rs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,55 +10,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-
-/// Every table of the schema, to prove that "nothing was written".
-const TABLES: &[&str] = &[
-    "tasks",
-    "task_deps",
-    "batches",
-    "messages",
-    "deliveries",
-    "verify_runs",
-    "verify_probes",
-    "agent_calls",
-];
-
-/// Row counts of every table (a missing table counts -1).
-fn counts(db: &Path) -> Vec<i64> {
-    let c = rusqlite::Connection::open(db).unwrap();
-    TABLES
-        .iter()
-        .map(|t| {
-            c.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
-                .unwrap_or(-1)
-        })
-        .collect()
-}
-
-fn integrity_ok(db: &Path) {
-    let c = rusqlite::Connection::open(db).unwrap();
-    let r: String = c
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(r, "ok");
-    let fk: i64 = c
-        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(fk, 0, "foreign keys");
-}
-
-/// Count of tasks whose prompt starts with `prefix`.
-fn tasks_like(db: &Path, prefix: &str) -> i64 {
-    let c = rusqlite::Connection::open(db).unwrap();
-    c.query_row(
-        "SELECT count(*) FROM tasks WHERE substr(prompt, 1, length(?1)) = ?1",
-        [prefix],
-        |r| r.get(0),
-    )
-    .unwrap()
-}
 
 /// A small xorshift generator: random enough to pick victims, seed printed.
 struct Rng(u64);
@@ -78,17 +30,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
-}
-
-/// JSON Lines of `n` tasks whose prompts start with `prefix`.
-fn jsonl(prefix: &str, n: usize, pad: usize) -> Vec<u8> {
-    let mut v = Vec::new();
-    let filler = "x".repeat(pad);
-    for i in 0..n {
-        let line = serde_json::json!({"role": "dev", "prompt": format!("{prefix}{i} {filler}")});
-        writeln!(v, "{line}").unwrap();
-    }
-    v
 }
 
 /// Spawns `name ARGS` with `input` fed on stdin from a thread; output piped.
@@ -406,171 +347,6 @@ fn a_batch_whose_emitter_died_is_listed_unemitted_and_can_be_released() {
     assert_eq!(v["tasks"], serde_json::json!(ids));
     let list = json_lines(&env.ok("orch-batch", &["list", "--json"]));
     assert!(list[0]["emitted_at"].is_string());
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// A tmpfs mounted for one test, unmounted when dropped. Needs root
-/// (CAP_SYS_ADMIN); `None` when mounting is not allowed here.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(dir.to_path_buf()))
-    }
-    fn remount(&self, opt: &str) {
-        let s = Command::new("mount")
-            .args(["-o", &format!("remount,{opt}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(s.success(), "remount {opt}");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// How a directory is made read-only: a read-only tmpfs when we may mount
-/// (root ignores file modes, so chmod proves nothing there), else modes.
-enum ReadOnly {
-    Mount(Tmpfs),
-    Modes(PathBuf),
-}
-
-impl ReadOnly {
-    fn prepare(dir: &Path) -> ReadOnly {
-        if is_root() {
-            let m = Tmpfs::mount(dir, "8m").expect(
-                "running as root, the read-only test needs `mount -t tmpfs` (root ignores file modes); \
-                 run the tests as a normal user or where mounting is allowed",
-            );
-            ReadOnly::Mount(m)
-        } else {
-            std::fs::create_dir_all(dir).unwrap();
-            ReadOnly::Modes(dir.to_path_buf())
-        }
-    }
-    fn set(&self, ro: bool) {
-        use std::os::unix::fs::PermissionsExt;
-        match self {
-            ReadOnly::Mount(m) => m.remount(if ro { "ro" } else { "rw" }),
-            ReadOnly::Modes(d) => {
-                for e in std::fs::read_dir(d).unwrap() {
-                    let p = e.unwrap().path();
-                    let mode = if ro { 0o400 } else { 0o600 };
-                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-                }
-                let mode = if ro { 0o500 } else { 0o700 };
-                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).unwrap();
-            }
-        }
-    }
-}
-
-#[test]
-fn a_read_only_database_or_directory_is_a_clear_error_and_nothing_is_written() {
-    let env = Env::new();
-    let dir = env.path().join("ro");
-    let ro = ReadOnly::prepare(&dir);
-    let db = dir.join("orch.db");
-    let dbs = db.to_str().unwrap();
-    env.ok("orch-queue", &["--db", dbs, "add", "dev", "first"]);
-    env.ok("orch-queue", &["--db", dbs, "add", "dev", "second"]);
-    let before = counts(&db);
-    ro.set(true);
-    for args in [
-        vec!["orch-queue", "add", "dev", "third"],
-        vec!["orch-batch", "create"],
-        vec!["orch-queue", "cancel", "1"],
-    ] {
-        let mut full = vec!["--db", dbs];
-        full.extend(&args[1..]);
-        let err = assert_error(&env.run(args[0], &full), args[0]);
-        assert!(err.contains("read-only"), "{err}");
-    }
-    // A new database in a read-only directory.
-    let fresh = dir.join("sub/new.db");
-    let err = assert_error(
-        &env.run(
-            "orch-queue",
-            &["--db", fresh.to_str().unwrap(), "add", "dev", "x"],
-        ),
-        "orch-queue",
-    );
-    assert!(err.contains("sub"), "{err}");
-    ro.set(false);
-    assert!(!fresh.exists() && !dir.join("sub").exists());
-    assert_eq!(counts(&db), before);
-    integrity_ok(&db);
-    env.ok("orch-queue", &["--db", dbs, "add", "dev", "third"]);
-}
-
-/// Fills the file system under `dir` until writing fails.
-fn fill(dir: &Path) -> PathBuf {
-    let p = dir.join("filler");
-    let mut f = std::fs::File::create(&p).unwrap();
-    let block = vec![0u8; 4096];
-    while f.write_all(&block).is_ok() {}
-    let _ = f.sync_all();
-    p
-}
-
-#[test]
-fn a_full_disk_is_a_clear_error_and_nothing_is_half_written() {
-    let env = Env::new();
-    let dir = env.path().join("small");
-    let Some(_m) = Tmpfs::mount(&dir, "2m") else {
-        assert!(!is_root(), "root but cannot mount a tmpfs");
-        // Without mount rights the file-size limit test below covers the path.
-        return;
-    };
-    let db = dir.join("orch.db");
-    let dbs = db.to_str().unwrap();
-    env.ok(
-        "orch-queue",
-        &["--db", dbs, "add", "dev", "before the disk filled"],
-    );
-    let before = counts(&db);
-    let filler = fill(&dir);
-    let big = jsonl("big:", 200, 4000);
-    let out = env.run_with("orch-queue", &["--db", dbs, "add", "--stdin"], &big);
-    let err = assert_error(&out, "orch-queue");
-    assert!(err.contains("full"), "{err}");
-    let prompt = "y".repeat(600_000);
-    let err = assert_error(
-        &env.run_with(
-            "orch-queue",
-            &["--db", dbs, "add", "dev", "-"],
-            prompt.as_bytes(),
-        ),
-        "orch-queue",
-    );
-    assert!(err.contains("full"), "{err}");
-    std::fs::remove_file(filler).unwrap();
-    assert_eq!(counts(&db), before);
-    integrity_ok(&db);
-    env.ok_with("orch-queue", &["--db", dbs, "add", "--stdin"], &big);
-    assert_eq!(tasks_like(&db, "big:"), 200);
 }
 
 #[test]

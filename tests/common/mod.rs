@@ -7,6 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod store;
+pub use store::*;
+
 /// The path of a suite binary built by cargo for this test run.
 pub fn bin(name: &str) -> PathBuf {
     PathBuf::from(match name {
