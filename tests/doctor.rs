@@ -288,12 +288,11 @@ fn doctor_reports_missing_and_mismatched_tools() {
         ],
     );
     let run = || {
-        let out = std::process::Command::new(dir.join("orch"))
+        let out = env
+            .command(dir.join("orch"))
             .args(["doctor", "--json"])
             .env("PATH", "/usr/bin:/bin")
-            .env("HOME", env.home())
             .env("ORCH_DB", &env.db)
-            .current_dir(env.path())
             .output()
             .unwrap();
         (json_lines(&stdout(&out)), out.status.code().unwrap())

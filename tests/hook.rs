@@ -866,12 +866,10 @@ fn issue17_1_shell_script_children_leave_other_tasks_alone() {
     paths.extend(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),
     ));
-    let out = std::process::Command::new("sh")
+    let out = env
+        .command("sh")
         .arg("run.sh")
-        .current_dir(env.path())
         .env("PATH", std::env::join_paths(paths).unwrap())
-        .env("HOME", env.home())
-        .env_remove("ORCH_TASK_ID")
         .output()
         .unwrap();
     assert_code(&out, 0);

@@ -508,12 +508,9 @@ fn emit_with_mailbox_tells_each_agent_how_to_talk_to_its_peers() {
         paths.extend(std::env::split_paths(
             &std::env::var_os("PATH").unwrap_or_default(),
         ));
-        std::process::Command::new("sh")
+        env.command("sh")
             .args(["-c", script])
-            .env_remove("ORCH_DB")
             .env("PATH", std::env::join_paths(paths).unwrap())
-            .env("HOME", env.home())
-            .env("XDG_DATA_HOME", env.home().join(".local/share"))
             .current_dir(env.home())
             .output()
             .unwrap()

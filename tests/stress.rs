@@ -1,4 +1,4 @@
-//! Load, faults and hostile input: the stress script at a small size, writers
+//! Load, faults and hostile input: writers
 //! killed with SIGKILL (one of them while it holds the write lock), a batch
 //! whose emitter died, a file-size limit, damaged database files, and the
 //! corpus under tests/hostile/ run through every binary. Read-only and full
@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -70,28 +70,6 @@ fn next_commands_work(env: &Env) {
     let out = env.ok("orch-emit", &[b.trim(), "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["tasks"].as_array().unwrap().contains(&id.into()));
-}
-
-#[test]
-fn stress_script_holds_its_invariants_at_a_small_size() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/stress.sh");
-    let env = Env::new();
-    let out = Command::new("bash")
-        .arg(&script)
-        .args(["--procs", "16", "--seconds", "4", "--bin-dir"])
-        .arg(bin_dir())
-        .env("TMPDIR", env.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_code(&out, 0);
-    assert!(stdout.contains("stress: all invariants hold"), "{stdout}");
-    assert!(stdout.contains("ok   no task in two batches"), "{stdout}");
-    assert!(
-        stdout.contains("ok   views for people show control characters escaped"),
-        "{stdout}"
-    );
-    assert!(!stdout.contains("FAIL"), "{stdout}");
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //!
 //! Beside it, the other tests that need more than cargo: real third-party MCP
 //! clients (`mcp_clients`), real terminals (`terminal`), and file-system
-//! faults that need root (`faults`).
+//! faults that need root (`faults`), and `scripts/stress.sh`, whose checks
+//! are Python (`stress`).
 //!
 //! Built only with `--features real-tier` (`scripts/test.sh` runs it after the
 //! hermetic tier, once `scripts/test-deps.sh` installed the CLI). A missing
@@ -25,4 +26,5 @@ mod mcp;
 mod mcp_clients;
 mod paste;
 mod run;
+mod stress;
 mod terminal;

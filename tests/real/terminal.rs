@@ -27,7 +27,8 @@ impl Tmux {
         let file = env.path().join("session.sh");
         std::fs::write(&file, script).unwrap();
         let sock = env.path().join("tmux.sock");
-        let st = Command::new("tmux")
+        let st = env
+            .command("tmux")
             .arg("-S")
             .arg(&sock)
             .args([
@@ -299,17 +300,11 @@ fn status_watch_redraws_only_on_change() {
     );
     let env = Env::new();
     let log = env.path().join("typescript");
-    let path = std::env::join_paths(std::iter::once(bin_dir()).chain(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    )))
-    .unwrap();
-    let mut child = std::process::Command::new("script")
+    let mut child = env
+        .command("script")
         .args(["-qfc", "timeout 30 orch status --watch"])
         .arg(&log)
-        .env("PATH", path)
-        .env("HOME", env.home())
         .env("ORCH_DB", &env.db)
-        .current_dir(env.path())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
