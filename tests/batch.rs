@@ -290,20 +290,6 @@ fn list_show_release() {
     assert_eq!(before, dump(&env.db));
 }
 
-#[test]
-fn help_and_version() {
-    let env = Env::new();
-    for verb in ["create", "plan", "list", "show", "release"] {
-        assert!(
-            env.ok("orch-batch", &[verb, "--help"]).contains("Example"),
-            "{verb}"
-        );
-    }
-    assert!(env
-        .ok("orch-batch", &["--version"])
-        .starts_with("orch-batch "));
-}
-
 /// 200 `orch-queue add` at once while 5 `orch-batch create` loops run: every
 /// task ends in exactly one batch, none is lost, and no process ever sees a
 /// locked database.

@@ -409,15 +409,6 @@ fn shell_format_runs_hostile_prompts_without_executing_them() {
     }
 }
 
-#[test]
-fn help_and_version() {
-    let env = Env::new();
-    assert!(env.ok("orch-emit", &["--help"]).contains("Example"));
-    assert!(env
-        .ok("orch-emit", &["--version"])
-        .starts_with("orch-emit "));
-}
-
 /// Item 6: the message is printed first and the batch marked emitted after,
 /// so a stdout that fails leaves the batch unemitted and nothing written (exit 2).
 #[test]

@@ -2,7 +2,7 @@
 //! servers on one database. Real third-party clients (the Python SDK, the MCP
 //! Inspector) drive it in the real tier (tests/real/mcp_clients.rs).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -451,31 +451,6 @@ fn ten_servers_queue_500_tasks_into_one_database_and_batch_each_once() {
         )
         .unwrap();
     assert_eq!(left, 0);
-}
-
-#[test]
-fn help_has_a_summary_and_examples() {
-    let env = Env::new();
-    let out = env.ok("orch-mcp", &["--help"]);
-    assert!(
-        out.contains("MCP server over stdio") && out.contains("orch-mcp --config"),
-        "{out}"
-    );
-    let mut buf = String::new();
-    let mut child = env
-        .cmd("orch-mcp")
-        .arg("--version")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut buf)
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    assert!(buf.starts_with("orch-mcp "), "{buf}");
 }
 
 /// Item 11: `queue_parallel_task` refuses `after` naming the task's own id.

@@ -828,20 +828,6 @@ fn a_hundred_processes_open_a_new_file_at_once() {
     assert_eq!(mode, "wal");
 }
 
-#[test]
-fn help_and_version() {
-    let env = Env::new();
-    for verb in [
-        "init", "where", "add", "list", "show", "cancel", "start", "done", "fail", "stats",
-    ] {
-        let help = env.ok("orch-queue", &[verb, "--help"]);
-        assert!(help.contains("Example"), "{verb} --help has an example");
-    }
-    assert!(env
-        .ok("orch-queue", &["--version"])
-        .starts_with("orch-queue "));
-}
-
 fn task_ids(env: &Env) -> Vec<i64> {
     let c = env.sql();
     let mut s = c.prepare("SELECT id FROM tasks ORDER BY id").unwrap();

@@ -8,6 +8,7 @@ mod database;
 mod doctor;
 mod emit;
 mod front;
+mod help;
 mod hook;
 mod mcp;
 mod msg;

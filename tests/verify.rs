@@ -502,21 +502,6 @@ fn a_relative_db_reaches_probes_as_an_absolute_path() {
 }
 
 #[test]
-fn every_verb_has_help_with_an_example() {
-    let env = Env::new();
-    for verb in [
-        "guide", "new", "probe", "wait", "report", "selftest", "exec", "session",
-    ] {
-        let help = env.ok("orch-verify", &[verb, "--help"]);
-        assert!(
-            help.lines().next().is_some_and(|l| !l.is_empty()),
-            "{verb}: {help}"
-        );
-        assert!(help.contains("Example"), "{verb}: {help}");
-    }
-}
-
-#[test]
 fn item15_one_probe_proves_nothing_and_is_refused() {
     let env = Env::new();
     for args in [
