@@ -207,8 +207,16 @@ fn read_only_directory_is_a_clear_error() {
         err.contains("permission") || err.contains("read-only"),
         "{err}"
     );
+    // A new database in the read-only directory (a command that writes would
+    // make it; `list` only reads and says there is none).
     let err = assert_error(
-        &run(&["--db", dir.join("new.db").to_str().unwrap(), "list"]),
+        &run(&[
+            "--db",
+            dir.join("new.db").to_str().unwrap(),
+            "add",
+            "dev",
+            "x",
+        ]),
         "orch-queue",
     );
     assert!(err.contains("ermission"), "{err}");
