@@ -11,7 +11,6 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::queue::{dump, json, status};
 
 fn create(env: &Env, args: &[&str]) -> Option<i64> {
     let mut full = vec!["create"];

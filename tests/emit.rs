@@ -10,7 +10,6 @@ use std::process::Stdio;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::queue::{json, status};
 
 /// Prompts that break naive quoting in JSON, Markdown or sh.
 const HOSTILE: &[&str] = &[

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::common::{assert_code, assert_error, Env};
+use crate::common::{assert_code, assert_error, task, Env};
 
 fn fixture_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -48,10 +48,6 @@ fn hook(env: &Env, args: &[&str], event: &[u8]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn task(env: &Env, id: i64) -> Value {
-    serde_json::from_str(&env.ok("orch-queue", &["show", &id.to_string(), "--json"])).unwrap()
 }
 
 fn three_batched_tasks(env: &Env) -> Vec<i64> {

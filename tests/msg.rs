@@ -17,12 +17,6 @@ fn ids_of(stdout: impl AsRef<[u8]>) -> Vec<i64> {
         .collect()
 }
 
-fn count(env: &Env, table: &str) -> i64 {
-    env.sql()
-        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-        .unwrap()
-}
-
 /// Fails on any stderr that speaks of lock contention.
 fn assert_no_lock_errors(outs: &[Output]) {
     for o in outs {

@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::common::*;
 
 fn fake() -> String {
@@ -23,10 +21,6 @@ fn batch_of(env: &Env, prompts: &[&str]) -> (String, Vec<i64>) {
         .trim()
         .to_string();
     (b, ids)
-}
-
-fn task(env: &Env, id: i64) -> Value {
-    serde_json::from_str(&env.ok("orch-queue", &["show", &id.to_string(), "--json"])).unwrap()
 }
 
 /// (start, end) in ms of every task, from the database.

@@ -611,24 +611,6 @@ fn the_hostile_corpus_gets_one_clear_line_and_writes_nothing() {
 // ---------------------------------------------------------------------------
 // Every command that writes, with a stdout that fails.
 
-/// Every row of every table, as text: two equal dumps mean nothing was written.
-fn dump(db: &Path) -> String {
-    let c = rusqlite::Connection::open(db).unwrap();
-    let mut out = String::new();
-    for t in TABLES {
-        let mut s = c.prepare(&format!("SELECT * FROM {t} ORDER BY 1")).unwrap();
-        let n = s.column_count();
-        let mut rows = s.query([]).unwrap();
-        while let Some(r) = rows.next().unwrap() {
-            let vals: Vec<String> = (0..n)
-                .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
-                .collect();
-            out.push_str(&format!("{t}: {}\n", vals.join(", ")));
-        }
-    }
-    out
-}
-
 fn max_id(db: &Path, table: &str) -> i64 {
     rusqlite::Connection::open(db)
         .unwrap()

@@ -183,6 +183,11 @@ pub fn assert_error(out: &Output, tool: &str) -> String {
     err
 }
 
+/// Parses one JSON value.
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
 /// Parses JSON Lines.
 pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
     s.lines()

@@ -4,6 +4,10 @@
 use std::io::Write;
 use std::path::Path;
 
+use serde_json::Value;
+
+use crate::common::{json, Env};
+
 /// Every table of the schema, to prove that "nothing was written".
 pub const TABLES: &[&str] = &[
     "tasks",
@@ -62,4 +66,56 @@ pub fn jsonl(prefix: &str, n: usize, pad: usize) -> Vec<u8> {
         writeln!(v, "{line}").unwrap();
     }
     v
+}
+
+/// Every row of every table, as text, plus the schema version: equal dumps mean
+/// nothing was written.
+pub fn dump(db: &Path) -> Vec<String> {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    let mut out = vec![format!(
+        "user_version={}",
+        c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    )];
+    let tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for t in tables {
+        let mut stmt = c
+            .prepare(&format!("SELECT * FROM \"{t}\" ORDER BY 1, 2"))
+            .unwrap();
+        let n = stmt.column_count();
+        let mut rows = stmt.query([]).unwrap();
+        while let Some(r) = rows.next().unwrap() {
+            let cells: Vec<String> = (0..n)
+                .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                .collect();
+            out.push(format!("{t}: {}", cells.join(" | ")));
+        }
+    }
+    out
+}
+
+/// A task's status, read straight from the file.
+pub fn status(env: &Env, id: i64) -> String {
+    env.sql()
+        .query_row("SELECT status FROM tasks WHERE id = ?1", [id], |r| r.get(0))
+        .unwrap()
+}
+
+/// Row count of `table`.
+pub fn count(env: &Env, table: &str) -> i64 {
+    env.sql()
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+/// `orch-queue show ID --json`, parsed.
+pub fn task(env: &Env, id: i64) -> Value {
+    json(&env.ok("orch-queue", &["show", &id.to_string(), "--json"]))
 }
