@@ -248,8 +248,8 @@ fn wait_returns_when_a_message_arrives_and_exits_1_on_timeout() {
         "returned before the message was sent: {elapsed:?}"
     );
     assert!(
-        elapsed < Duration::from_secs(3),
-        "waited too long after the message: {elapsed:?}"
+        elapsed < Duration::from_secs(10),
+        "woke at the end of --wait, not on the message: {elapsed:?}"
     );
 
     // Nothing arrives: exit 1 at the end of the wait, not before, nothing on stdout.
@@ -259,7 +259,7 @@ fn wait_returns_when_a_message_arrives_and_exits_1_on_timeout() {
     assert_code(&out, 1);
     assert!(out.stdout.is_empty());
     assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
 }
 
 #[test]
