@@ -183,6 +183,21 @@ pub fn assert_error(out: &Output, tool: &str) -> String {
     err
 }
 
+/// A command's stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The next commands work: add, batch, emit.
+pub fn next_commands_work(env: &Env) {
+    let id = env.add("dev", "after the storm");
+    assert!(id > 0);
+    let b = env.ok("orch-batch", &["create", "--max", "100000"]);
+    let out = env.ok("orch-emit", &[b.trim(), "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["tasks"].as_array().unwrap().contains(&id.into()));
+}
+
 /// Parses one JSON value.
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
