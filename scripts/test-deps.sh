@@ -37,6 +37,11 @@ need script util-linux bsdutils
 # --- the interpreters of the third-party clients -------------------------------
 need python3 python3 python3-venv
 need npm nodejs npm
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  say "error: Node.js $(node --version 2>/dev/null) is too old; the MCP Inspector and Claude Code need Node.js 20 or newer (Debian 12's nodejs is 18: take Node.js from nodejs.org or NodeSource)"
+  exit 2
+fi
 
 # --- the MCP Python SDK ------------------------------------------------------
 MCP_PY_VERSION=2.3.0
