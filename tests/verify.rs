@@ -259,7 +259,9 @@ fn wait_returns_as_soon_as_the_last_probe_reports() {
     run_groups(&env, run, &[&[1, 2]]);
     let out = waiter.wait_with_output().unwrap();
     assert_code(&out, 0);
-    assert!(t.elapsed() < Duration::from_secs(5));
+    // It returned on the last report, well before its 20 s timeout.
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(15), "{took:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("probe 2") && err.contains("2/2 done"),
