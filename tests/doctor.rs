@@ -7,7 +7,7 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use orch_shared::completions::{Command, CommandFactory};
+use orch_cli::completions::{Command, CommandFactory};
 
 use crate::common::{assert_code, bin, bin_dir, json_lines, Env};
 
@@ -582,9 +582,9 @@ fn every_verb_has_a_summary_and_an_example() {
         }
     }
     let mut missing = Vec::new();
-    walk(&orch_shared::cli::front::Cli::command(), "", &mut missing);
-    for t in orch_shared::completions::SUITE {
-        walk(&orch_shared::completions::tool_command(t), "", &mut missing);
+    walk(&orch_cli::orch::Cli::command(), "", &mut missing);
+    for t in orch_cli::completions::SUITE {
+        walk(&orch_cli::completions::tool_command(t), "", &mut missing);
     }
     assert!(
         missing.is_empty(),

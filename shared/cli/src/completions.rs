@@ -10,8 +10,8 @@ use clap::{Arg, ArgAction};
 pub use clap::{Command, CommandFactory};
 use clap_complete::{Generator, Shell};
 
-use crate::cli::{self, Out};
-use crate::error::Exit;
+use crate::Out;
+use orch_core::error::Exit;
 
 /// A tool of the suite: the NAME in `orch-NAME`, and its clap definition.
 pub struct SuiteTool {
@@ -23,35 +23,35 @@ pub struct SuiteTool {
 pub const SUITE: &[SuiteTool] = &[
     SuiteTool {
         name: "queue",
-        command: <cli::queue::Cli as CommandFactory>::command,
+        command: <crate::queue::Cli as CommandFactory>::command,
     },
     SuiteTool {
         name: "batch",
-        command: <cli::batch::Cli as CommandFactory>::command,
+        command: <crate::batch::Cli as CommandFactory>::command,
     },
     SuiteTool {
         name: "emit",
-        command: <cli::emit::Cli as CommandFactory>::command,
+        command: <crate::emit::Cli as CommandFactory>::command,
     },
     SuiteTool {
         name: "verify",
-        command: <cli::verify::Cli as CommandFactory>::command,
+        command: <crate::verify::Cli as CommandFactory>::command,
     },
     SuiteTool {
         name: "hook",
-        command: <cli::hook::Cli as CommandFactory>::command,
+        command: <crate::hook::Cli as CommandFactory>::command,
     },
     SuiteTool {
         name: "msg",
-        command: <cli::msg::Cli as CommandFactory>::command,
+        command: <crate::msg::Cli as CommandFactory>::command,
     },
     SuiteTool {
         name: "mcp",
-        command: <cli::mcp::Cli as CommandFactory>::command,
+        command: <crate::mcp::Cli as CommandFactory>::command,
     },
     SuiteTool {
         name: "run",
-        command: <cli::run::Cli as CommandFactory>::command,
+        command: <crate::run::Cli as CommandFactory>::command,
     },
 ];
 
@@ -89,7 +89,7 @@ pub const MAN_EXAMPLES: &str = "Example:\n  orch man ~/.local/share/man/man1";
 /// The `orch` command with every tool of the suite (and every third-party
 /// `orch-NAME` found) as a subcommand.
 pub fn orch_command() -> Command {
-    let mut cmd = cli::front::Cli::command();
+    let mut cmd = crate::orch::Cli::command();
     for t in SUITE {
         cmd = cmd.subcommand(
             tool_command(t)
@@ -97,7 +97,7 @@ pub fn orch_command() -> Command {
                 .bin_name(format!("orch {}", t.name)),
         );
     }
-    for (name, path) in crate::front::discover() {
+    for (name, path) in crate::suite::discover() {
         let known = SUITE.iter().any(|t| t.name == name) || BUILT_IN.contains(&name.as_str());
         let plain = name
             .chars()
@@ -189,7 +189,7 @@ pub fn man(args: ManArgs) -> anyhow::Result<Exit> {
     let dir = &args.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     // The front's own verbs (orch-doctor.1, ...), then orch.1 listing every tool.
-    man_pages(without_help_verb(cli::front::Cli::command()), dir)
+    man_pages(without_help_verb(crate::orch::Cli::command()), dir)
         .with_context(|| format!("writing man pages into {}", dir.display()))?;
     let mut full = without_help_verb(orch_command());
     full.build();

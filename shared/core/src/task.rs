@@ -16,7 +16,7 @@ pub const MAX_PROMPT: usize = 1 << 20;
 pub const MAX_DESCRIPTION: usize = 100;
 
 /// Where a task is in its life. It only ever moves forward (SPEC §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Queued,

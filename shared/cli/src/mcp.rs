@@ -1,4 +1,4 @@
-//! `orch-mcp`: the MCP stdio server loop around [`crate::mcp::handle`],
+//! `orch-mcp`: the MCP stdio server loop around [`orch_core::mcp::handle`],
 //! `--config` (how to register it with Claude Code and Claude Desktop) and
 //! `--selftest` (a full session with itself over a pipe).
 
@@ -14,10 +14,10 @@ use clap::Parser;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{DbArg, Out, Tool};
-use crate::db::{self, Source};
-use crate::error::Exit;
-use crate::mcp::{self, DbSource, State, MAX_LINE};
+use crate::{DbArg, Out, Tool};
+use orch_core::db::{self, Source};
+use orch_core::error::Exit;
+use orch_core::mcp::{self, DbSource, State, MAX_LINE};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -108,6 +108,13 @@ fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<
 fn serve(db: Option<PathBuf>) -> anyhow::Result<Exit> {
     let cwd = std::env::current_dir().unwrap_or_default();
     let mut state = State::new(DbSource::Resolve(db), cwd);
+    state.log = Box::new(|s| {
+        eprintln!(
+            "{}: {}",
+            orch_core::mcp::SERVER_NAME,
+            orch_core::text::escape(s, false)
+        )
+    });
     let mut input = BufReader::with_capacity(64 * 1024, io::stdin().lock());
     let mut out = io::stdout().lock();
     let mut buf = Vec::new();
@@ -163,7 +170,7 @@ fn config(db: &DbArg) -> anyhow::Result<Exit> {
     // `-e` takes several values, so it must come after the name or it swallows it.
     let env_flags: String = env
         .iter()
-        .map(|(k, v)| format!(" -e {}", crate::emit::sh_word(&format!("{k}={v}"))))
+        .map(|(k, v)| format!(" -e {}", orch_core::emit::sh_word(&format!("{k}={v}"))))
         .collect();
     let servers = McpServers {
         mcp_servers: BTreeMap::from([(
@@ -182,7 +189,7 @@ fn config(db: &DbArg) -> anyhow::Result<Exit> {
     out.line("# Claude Code: register orch for this project (add --scope user, after the name, for all projects):")?;
     out.line(format_args!(
         "claude mcp add orch{env_flags} -- {}",
-        crate::emit::sh_word(&exe_s)
+        orch_core::emit::sh_word(&exe_s)
     ))?;
     out.line("")?;
     out.line("# Claude Desktop (claude_desktop_config.json) or a project's .mcp.json:")?;
@@ -391,10 +398,10 @@ fn selftest(db: &DbArg) -> anyhow::Result<Exit> {
         // Leave the user's database as it was, but for three cancelled tasks.
         let db = db::Db::open(&path)?;
         if let Some(b) = batch_id {
-            let _ = crate::batch::release(&db, b);
+            let _ = orch_core::batch::release(&db, b);
         }
         if !queued.is_empty() {
-            crate::task::cancel(&db, &queued)?;
+            orch_core::task::cancel(&db, &queued)?;
         }
     }
     let outcome = outcome.and_then(|()| {
@@ -529,7 +536,7 @@ fn run_selftest(
     {
         let prompt = call["prompt"].as_str().unwrap_or("");
         anyhow::ensure!(
-            prompt.ends_with(&crate::emit::task_marker(*id)),
+            prompt.ends_with(&orch_core::emit::task_marker(*id)),
             "the call for task {id} does not end with its orch-task line"
         );
         anyhow::ensure!(
@@ -624,13 +631,16 @@ mod tests {
     #[test]
     fn config_words_are_quoted_only_when_needed() {
         assert_eq!(
-            crate::emit::sh_word("/usr/bin/orch-mcp"),
+            orch_core::emit::sh_word("/usr/bin/orch-mcp"),
             "/usr/bin/orch-mcp"
         );
         assert_eq!(
-            crate::emit::sh_word("/my dir/orch-mcp"),
+            orch_core::emit::sh_word("/my dir/orch-mcp"),
             "'/my dir/orch-mcp'"
         );
-        assert_eq!(crate::emit::sh_word("ORCH_DB=/a/b.db"), "ORCH_DB=/a/b.db");
+        assert_eq!(
+            orch_core::emit::sh_word("ORCH_DB=/a/b.db"),
+            "ORCH_DB=/a/b.db"
+        );
     }
 }

@@ -4,10 +4,10 @@ use std::io;
 
 use clap::{Parser, Subcommand};
 
-use super::{id_or_stdin, DbArg, Out, Tool};
-use crate::batch::{self, CreateRequest, DEFAULT_MAX};
-use crate::error::Exit;
-use crate::text;
+use crate::{id_or_stdin, DbArg, Out, Tool};
+use orch_core::batch::{self, CreateRequest, DEFAULT_MAX};
+use orch_core::error::Exit;
+use orch_core::text;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -86,7 +86,7 @@ impl Tool for Cli {
                 json,
             } => {
                 if let Some(r) = &role {
-                    crate::task::validate_role(r)?;
+                    orch_core::task::validate_role(r)?;
                 }
                 if max == 0 {
                     anyhow::bail!("--max must be at least 1");
@@ -96,14 +96,14 @@ impl Tool for Cli {
                         "--min {min} is more than --max {max}: no batch could ever be made"
                     );
                 }
-                super::check_stdout()?;
+                crate::check_stdout()?;
                 let db = self.db.open()?;
                 match batch::create(&db, &CreateRequest { max, min, role })? {
                     Ok(b) => {
                         // The id first, then the human note, also when both go to one terminal.
                         out.answer(
                             || {
-                                let tasks = super::ids_text("task", b.tasks.iter().map(|t| t.id));
+                                let tasks = crate::ids_text("task", b.tasks.iter().map(|t| t.id));
                                 format!("batch {} ({tasks})", b.id)
                             },
                             |out| match json {
@@ -120,7 +120,7 @@ impl Tool for Cli {
                     }
                     Err(few) => {
                         if few.ready == 0 {
-                            let blocked = crate::task::blocked(&db, None, None)
+                            let blocked = orch_core::task::blocked(&db, None, None)
                                 .map(|b| b.len())
                                 .unwrap_or(0);
                             match blocked {

@@ -4,14 +4,14 @@
 use anyhow::Context;
 use clap::Parser;
 
-use super::{id_or_stdin, DbArg, Out, Tool};
-use crate::agents::AgentIndex;
-use crate::batch;
-use crate::clipboard;
-use crate::db::Source;
-use crate::emit::{self, Format};
-use crate::error::Exit;
-use crate::task::Status;
+use crate::{id_or_stdin, DbArg, Out, Tool};
+use orch_core::agents::AgentIndex;
+use orch_core::batch;
+use orch_core::clipboard;
+use orch_core::db::Source;
+use orch_core::emit;
+use orch_core::error::Exit;
+use orch_core::task::Status;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -50,9 +50,9 @@ impl Tool for Cli {
             false => None,
         };
         let id = id_or_stdin(self.batch, "batch")?;
-        super::check_stdout()?;
-        let loc = crate::db::resolve(self.db.path())?;
-        let db = crate::db::Db::open_existing(&loc)?;
+        crate::check_stdout()?;
+        let loc = orch_core::db::resolve(self.db.path())?;
+        let db = orch_core::db::Db::open_existing(&loc)?;
         let b = batch::get(&db, id)?;
         if let Some(at) = &b.emitted_at {
             eprintln!("orch-emit: note: batch {id} was already emitted at {at}; launching it twice runs its tasks twice");
@@ -106,4 +106,17 @@ impl Tool for Cli {
         }
         Ok(Exit::Ok)
     }
+}
+
+/// The output formats of `orch-emit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The one message to paste into Claude Code
+    Claude,
+    /// One JSON object for programs
+    Json,
+    /// A readable Markdown document
+    Markdown,
+    /// A POSIX sh script that runs every task with `claude -p` in parallel
+    Shell,
 }

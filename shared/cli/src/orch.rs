@@ -4,9 +4,9 @@ use std::ffi::OsString;
 
 use clap::{Parser, Subcommand};
 
-use super::{Out, Tool};
-use crate::error::Exit;
-use crate::front;
+use crate::suite;
+use crate::{Out, Tool};
+use orch_core::error::Exit;
 
 const ABOUT: &str = "Make AI coding agents run in parallel, and prove it.
 
@@ -65,7 +65,7 @@ impl Tool for Cli {
     fn run(self) -> anyhow::Result<Exit> {
         if self.list {
             let mut out = Out::new();
-            for (name, path) in front::discover() {
+            for (name, path) in suite::discover() {
                 out.line(format_args!("{name:<10} {}", path.display()))?;
             }
             out.flush()?;
@@ -85,13 +85,13 @@ impl Tool for Cli {
 fn external(mut args: Vec<OsString>) -> anyhow::Result<Exit> {
     let name = args.remove(0);
     let name = name.to_string_lossy();
-    match front::find(&name) {
+    match suite::find(&name) {
         Some(tool) => {
-            let err = front::exec(&tool, &args);
+            let err = suite::exec(&tool, &args);
             anyhow::bail!("cannot run {}: {err}", tool.display())
         }
         None => {
-            let names: Vec<String> = front::discover().into_keys().collect();
+            let names: Vec<String> = suite::discover().into_keys().collect();
             anyhow::bail!(
                 "no command '{name}' (no orch-{name} beside orch or on PATH); available: {}",
                 if names.is_empty() {

@@ -13,12 +13,12 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
-use super::{color_ok, id_or_stdin, DbArg, Out, Tool};
-use crate::db::{self, Db, Location, Source};
-use crate::emit::AgentCall;
-use crate::error::Exit;
-use crate::intervals::Verdict;
-use crate::verify::{self, Event, Probe, Run, Waited};
+use crate::{color_ok, id_or_stdin, DbArg, Out, Tool};
+use orch_core::db::{self, Db, Location, Source};
+use orch_core::emit::AgentCall;
+use orch_core::error::Exit;
+use orch_core::intervals::Verdict;
+use orch_core::verify::{self, Event, Probe, Run, Waited};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -64,7 +64,7 @@ fn timeout_arg(s: &str) -> Result<Duration, String> {
     let d = match t.parse::<f64>() {
         Ok(x) if x.is_finite() && (0.0..=86_400.0).contains(&x) => Duration::from_secs_f64(x),
         Ok(_) => return Err(format!("'{s}': a timeout is 0 to 86400 seconds")),
-        Err(_) => crate::time::parse_duration(t)?,
+        Err(_) => orch_core::time::parse_duration(t)?,
     };
     Ok(d)
 }
@@ -175,10 +175,10 @@ impl Tool for Cli {
                 report(&db, run, json, &mut out)
             }
             Cmd::Selftest { n, sleep, json } => {
-                super::check_stdout()?;
+                crate::check_stdout()?;
                 let mut runs = Vec::new();
                 let r = selftest(&self.db, n, sleep, json, &mut out, &mut runs);
-                super::after_commit(r, || super::ids_text("run", runs))
+                crate::after_commit(r, || crate::ids_text("run", runs))
             }
             Cmd::Exec {
                 shape,
@@ -215,11 +215,11 @@ struct NewJson<'a> {
 }
 
 fn new(arg: &DbArg, shape: Shape, json: bool, out: &mut Out) -> anyhow::Result<Exit> {
-    super::check_stdout()?;
+    crate::check_stdout()?;
     let (db, _, probe_db) = open_for_probes(arg)?;
     let run = verify::create(&db, shape.n, shape.sleep, None)?;
     let calls = verify::agent_calls(&run, probe_db.as_deref());
-    let message = crate::emit::render_claude(&calls);
+    let message = orch_core::emit::render_claude(&calls);
     let what = || format!("run {}", run.id);
     if json {
         let commands = (1..=run.n)
@@ -245,7 +245,7 @@ fn new(arg: &DbArg, shape: Shape, json: bool, out: &mut Out) -> anyhow::Result<E
 }
 
 fn probe(arg: &DbArg, run: i64, index: i64, out: &mut Out) -> anyhow::Result<Exit> {
-    super::check_stdout()?;
+    crate::check_stdout()?;
     let db = arg.open_existing()?;
     let (r, start) = verify::probe_start(&db, run, index, std::process::id())?;
     std::thread::sleep(Duration::from_millis(r.sleep_ms as u64));
@@ -257,8 +257,8 @@ fn probe(arg: &DbArg, run: i64, index: i64, out: &mut Out) -> anyhow::Result<Exi
                 "probe {index} of {} in run {run}: ran {} from {} to {}",
                 r.n,
                 verify::secs(end - start),
-                crate::time::rfc3339(start),
-                crate::time::rfc3339(end)
+                orch_core::time::rfc3339(start),
+                orch_core::time::rfc3339(end)
             ))
         },
     )?;
@@ -577,7 +577,7 @@ fn exec(
     let path = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
     let exe = std::env::current_exe().context("finding this program")?;
     let (prog, args) = command.split_first().context("no COMMAND given after --")?;
-    super::check_stdout()?;
+    crate::check_stdout()?;
     let stdout_to_stderr = io::stderr()
         .as_fd()
         .try_clone_to_owned()
@@ -589,7 +589,7 @@ fn exec(
         .stdout(Stdio::from(stdout_to_stderr))
         .spawn()
         .with_context(|| format!("cannot run {prog}"))?;
-    let label = format!("exec: {}", crate::text::clip(&command.join(" "), 60));
+    let label = format!("exec: {}", orch_core::text::clip(&command.join(" "), 60));
     let r = match verify::create(&db, shape.n, shape.sleep, Some(&label)) {
         Ok(r) => r,
         Err(e) => {
@@ -648,7 +648,7 @@ fn exec(
                 if res == Waited::TimedOut || Instant::now() >= deadline {
                     p.note(&format!(
                         "orch-verify: stopping {} (pid {})",
-                        crate::text::escape(prog, false),
+                        orch_core::text::escape(prog, false),
                         child.id()
                     ));
                     let _ = child.kill();
@@ -664,7 +664,7 @@ fn exec(
     if let Some(st) = status.filter(|s| !s.success()) {
         p.note(&format!(
             "orch-verify: {} exited with {st}",
-            crate::text::escape(prog, false)
+            orch_core::text::escape(prog, false)
         ));
     }
     if res == Waited::TimedOut {
@@ -674,7 +674,7 @@ fn exec(
         ));
     }
     drop(p);
-    super::after_commit(report(&db, r.id, json, out), || format!("run {}", r.id))
+    crate::after_commit(report(&db, r.id, json, out), || format!("run {}", r.id))
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -803,7 +803,7 @@ for your answers one by one. This Claude Code setting allows the probe command:\
     writeln!(w, "{}", "─".repeat(78))?;
     w.write_all(message.as_bytes())?;
     writeln!(w, "{}", "─".repeat(78))?;
-    match crate::clipboard::find() {
+    match orch_core::clipboard::find() {
         Some(c) => match c.copy(&message) {
             Ok(()) => writeln!(w, "Copied to the clipboard ({}).", c.program)?,
             Err(e) => writeln!(w, "Could not copy it to the clipboard: {e}")?,
@@ -896,5 +896,5 @@ fn save_message(run: i64, text: &str) -> io::Result<PathBuf> {
 
 /// A path as a view for people shows it (control characters escaped).
 fn shown_path(p: &Path) -> String {
-    crate::text::escape(&p.display().to_string(), false).into_owned()
+    orch_core::text::escape(&p.display().to_string(), false).into_owned()
 }

@@ -4,13 +4,18 @@
 //! checks, and ids on stdin.
 
 pub mod batch;
+pub mod completions;
+pub mod doctor;
 pub mod emit;
-pub mod front;
 pub mod hook;
 pub mod mcp;
 pub mod msg;
+pub mod orch;
 pub mod queue;
 pub mod run;
+pub mod session;
+pub mod status;
+pub mod suite;
 pub mod verify;
 
 use std::io::{self, IsTerminal, Read, Write};
@@ -20,8 +25,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
-use crate::db::Db;
-use crate::error::Exit;
+use orch_core::db::Db;
+use orch_core::error::Exit;
 
 /// A command-line tool of the suite.
 pub trait Tool: Parser {
@@ -90,7 +95,7 @@ pub fn clap_error_code(name: &str, e: clap::Error, code: Exit) -> ExitCode {
             let msg = if msg.is_empty() {
                 "bad usage".into()
             } else {
-                crate::text::escape(&msg, false)
+                orch_core::text::escape(&msg, false)
             };
             eprintln!(
                 "{name}: error: {msg} (see {} --help)",
@@ -133,7 +138,7 @@ pub fn report(name: &str, e: &anyhow::Error) -> Exit {
     }
     eprintln!(
         "{name}: error: {}",
-        crate::text::escape(&one_line(e), false)
+        orch_core::text::escape(&one_line(e), false)
     );
     if not_printed {
         Exit::NotPrinted
@@ -261,7 +266,7 @@ impl DbArg {
     /// Opens (creating if need be) the database this flag and the environment
     /// choose: for commands that write.
     pub fn open(&self) -> anyhow::Result<Db> {
-        let loc = crate::db::resolve(self.db.as_deref())?;
+        let loc = orch_core::db::resolve(self.db.as_deref())?;
         Ok(Db::open(&loc.path)?)
     }
 
@@ -269,7 +274,7 @@ impl DbArg {
     /// exist: for commands that read, or change what is already there. A
     /// missing file is `no database at PATH`, and nothing is created.
     pub fn open_existing(&self) -> anyhow::Result<Db> {
-        let loc = crate::db::resolve(self.db.as_deref())?;
+        let loc = orch_core::db::resolve(self.db.as_deref())?;
         Ok(Db::open_existing(&loc)?)
     }
 
@@ -434,7 +439,7 @@ pub fn id_or_stdin(arg: Option<i64>, what: &str) -> anyhow::Result<i64> {
     if let Some(extra) = words.next() {
         anyhow::bail!(
             "stdin holds more than one {what} id ({id}, then {:?}): pass exactly one",
-            crate::text::clip(extra, 40)
+            orch_core::text::clip(extra, 40)
         );
     }
     if buf.len() > 4096 {
@@ -449,7 +454,7 @@ pub fn parse_id(s: &str, what: &str) -> anyhow::Result<i64> {
         Ok(n) if n > 0 => Ok(n),
         _ => anyhow::bail!(
             "bad {what} id {:?}: ids are positive whole numbers",
-            crate::text::clip(s, 40)
+            orch_core::text::clip(s, 40)
         ),
     }
 }

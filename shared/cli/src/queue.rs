@@ -6,12 +6,13 @@ use std::io::{self, BufRead, IsTerminal};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
-use super::{DbArg, Out, Tool};
-use crate::db::{self, Db};
-use crate::error::Exit;
-use crate::task::{self, Dep, NewTask, Outcome, Status, Task};
-use crate::text;
-use crate::time::rfc3339;
+use crate::{DbArg, Out, Tool};
+use orch_core::db::{self, Db};
+use orch_core::error::Exit;
+use orch_core::jsonl;
+use orch_core::task::{self, Dep, NewTask, Outcome, Status, Task};
+use orch_core::text;
+use orch_core::time::rfc3339;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -61,7 +62,7 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
     )]
     List {
         #[arg(long, value_enum)]
-        status: Option<Status>,
+        status: Option<StatusArg>,
         #[arg(long)]
         role: Option<String>,
         #[arg(long)]
@@ -168,7 +169,7 @@ impl Tool for Cli {
                         .join("orch.db"),
                 };
                 let existed = path.exists();
-                super::check_stdout()?;
+                crate::check_stdout()?;
                 let db = Db::open(&path)?;
                 drop(db);
                 out.answer(
@@ -214,7 +215,7 @@ impl Tool for Cli {
                 let tasks = task::list(
                     &db,
                     &task::Filter {
-                        status,
+                        status: status.map(Status::from),
                         role,
                         batch,
                         ready,
@@ -390,7 +391,7 @@ fn is_option(b: &[u8]) -> bool {
 
 fn text_or_stdin(v: Option<String>, what: &str) -> anyhow::Result<Option<String>> {
     match v.as_deref() {
-        Some("-") => Ok(Some(super::read_stdin_text(16 * task::MAX_PROMPT, what)?)),
+        Some("-") => Ok(Some(crate::read_stdin_text(16 * task::MAX_PROMPT, what)?)),
         _ => Ok(v),
     }
 }
@@ -404,14 +405,14 @@ fn add(db: &DbArg, a: AddArgs, out: &mut Out) -> anyhow::Result<Exit> {
         if io::stdin().is_terminal() {
             bail!("the prompt is `-` but stdin is a terminal: pipe the prompt in");
         }
-        super::read_stdin_text(task::MAX_PROMPT, "the prompt")?
+        crate::read_stdin_text(task::MAX_PROMPT, "the prompt")?
     } else {
         let mut words = Vec::with_capacity(a.prompt.len());
         for w in a.prompt {
             words.push(w.into_string().map_err(|w| {
                 anyhow::anyhow!(
                     "the prompt is not valid UTF-8 (near {:?}); prompts are text",
-                    crate::text::clip(&w.to_string_lossy(), 20)
+                    orch_core::text::clip(&w.to_string_lossy(), 20)
                 )
             })?);
         }
@@ -426,10 +427,10 @@ fn add(db: &DbArg, a: AddArgs, out: &mut Out) -> anyhow::Result<Exit> {
         key: None,
     }
     .validate(None)?;
-    super::check_stdout()?;
+    crate::check_stdout()?;
     let db = db.open()?;
     let id = task::add(&db, vec![t], |_| "task".to_string())?[0];
-    out.answer(|| super::ids_text("task", [id]), |out| out.line(id))?;
+    out.answer(|| crate::ids_text("task", [id]), |out| out.line(id))?;
     note_blocked(&db, None, Some((id, id)));
     Ok(Exit::Ok)
 }
@@ -448,31 +449,32 @@ fn add_stdin(db: &DbArg, default_role: Option<&str>, out: &mut Out) -> anyhow::R
     let mut keys = task::KeyCheck::default();
     let mut input = Replay::stdin()?;
     input.each_line(|n, line| {
-        let t = parse_line(line, default_role).with_context(|| format!("line {n}"))?;
+        let t = jsonl::parse_line(line, default_role).with_context(|| format!("line {n}"))?;
         Ok(keys.note(&t, n, &label)?)
     })?;
     if keys.is_empty() {
         bail!("no tasks on stdin (expected JSON Lines: {{\"role\":…,\"prompt\":…}} per line)");
     }
     keys.check(&label)?;
-    super::check_stdout()?;
+    crate::check_stdout()?;
     let db = db.open()?;
     let ids = db.write(|tx| {
         let mut ins = task::Inserter::new(tx, &keys);
         input
             .replay(|n, line| {
-                let t = parse_line(line, default_role).with_context(|| format!("line {n}"))?;
+                let t =
+                    jsonl::parse_line(line, default_role).with_context(|| format!("line {n}"))?;
                 ins.push(t, n, &label)?;
                 Ok(())
             })
-            .map_err(|e| match e.downcast::<crate::error::Error>() {
+            .map_err(|e| match e.downcast::<orch_core::error::Error>() {
                 Ok(e) => e,
-                Err(e) => crate::error::Error::invalid(super::one_line(&e)),
+                Err(e) => orch_core::error::Error::invalid(crate::one_line(&e)),
             })?;
         ins.finish()
     })?;
     out.answer(
-        || super::ids_text("task", ids.iter()),
+        || crate::ids_text("task", ids.iter()),
         |out| ids.iter().try_for_each(|id| out.line(id)),
     )?;
     if let (Some(lo), Some(hi)) = (ids.iter().min(), ids.iter().max()) {
@@ -498,7 +500,7 @@ fn note_blocked(db: &Db, roots: Option<&[i64]>, within: Option<(i64, i64)>) {
             .map(|t| t.status.as_str())
             .unwrap_or("gone");
         let one = ids.len() == 1;
-        let list = super::ids_text("task", ids.iter().copied());
+        let list = crate::ids_text("task", ids.iter().copied());
         eprintln!(
             "orch-queue: note: {list} can never become ready: {} for task {root}, which is {status} (`orch-queue cancel {}` takes {} out of the queue)",
             if one { "it waits (directly or through others)" } else { "they wait (directly or through others)" },
@@ -606,48 +608,10 @@ fn for_each_line(
         }
         raw(&buf)?;
         n += 1;
-        if let Some(line) = text_line(&buf, n)? {
+        if let Some(line) = jsonl::text_line(&buf, n)? {
             f(n, line)?;
         }
     }
-}
-
-/// Line `n` as trimmed text; `None` when it is blank.
-fn text_line(buf: &[u8], n: usize) -> anyhow::Result<Option<&str>> {
-    let line = std::str::from_utf8(buf)
-        .map_err(|e| anyhow::anyhow!("line {n}: not valid UTF-8 (at byte {})", e.valid_up_to()))?;
-    let line = line.trim();
-    Ok((!line.is_empty()).then_some(line))
-}
-
-/// Parses and validates one JSON Lines record.
-pub fn parse_line(line: &str, default_role: Option<&str>) -> anyhow::Result<task::ValidTask> {
-    // serde would read `["dev","fix it"]` as the fields in order: only objects are tasks.
-    if !line.starts_with('{') {
-        let got = match line.as_bytes().first() {
-            Some(b'[') => "an array",
-            Some(b'"') => "a string",
-            _ => "not an object",
-        };
-        anyhow::bail!(
-            "a line must be a JSON object like {{\"role\":\"dev\",\"prompt\":\"…\"}}, got {got}"
-        );
-    }
-    let t: NewTask = serde_json::from_str(line).map_err(|e| {
-        // serde_json says "at line 1 column N": the line is always 1 here.
-        let msg = e.to_string();
-        let msg = msg
-            .split(" at line ")
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        anyhow::anyhow!(
-            "bad JSON: {} (column {})",
-            crate::emit::explain_name(msg),
-            e.column()
-        )
-    })?;
-    Ok(t.validate(default_role)?)
 }
 
 fn print_table(out: &mut Out, tasks: &[Task]) -> io::Result<()> {
@@ -776,10 +740,34 @@ fn print_claude(out: &mut Out, c: &serde_json::Map<String, serde_json::Value>) -
                     None => e.to_string(),
                 };
                 for l in text.lines() {
-                    out.line(format_args!("  {}", crate::text::escape(l, true)))?;
+                    out.line(format_args!("  {}", orch_core::text::escape(l, true)))?;
                 }
             }
         }
     }
     Ok(())
+}
+
+/// A task status as `--status` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusArg {
+    Queued,
+    Batched,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl From<StatusArg> for Status {
+    fn from(s: StatusArg) -> Status {
+        match s {
+            StatusArg::Queued => Status::Queued,
+            StatusArg::Batched => Status::Batched,
+            StatusArg::Running => Status::Running,
+            StatusArg::Done => Status::Done,
+            StatusArg::Failed => Status::Failed,
+            StatusArg::Cancelled => Status::Cancelled,
+        }
+    }
 }

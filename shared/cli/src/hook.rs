@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
-use super::{Out, Tool};
-use crate::error::Exit;
-use crate::hook::settings::{self, Scope, Target};
-use crate::hook::{self, Config, Reply, DEFAULT_THRESHOLD};
+use crate::{Out, Tool};
+use orch_core::error::Exit;
+use orch_core::hook::settings::{self, Scope, Target};
+use orch_core::hook::{self, Config, Reply, DEFAULT_THRESHOLD};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -36,7 +36,7 @@ pub struct Cli {
     #[arg(long, default_value_t = DEFAULT_THRESHOLD as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub threshold: u64,
     /// At most this many tasks per batch.
-    #[arg(long, default_value_t = crate::batch::DEFAULT_MAX as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = orch_core::batch::DEFAULT_MAX as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max: u64,
     #[command(subcommand)]
     pub cmd: Option<Cmd>,
@@ -150,7 +150,7 @@ const MAX_EVENT: u64 = 64 << 20;
 fn run_hook(db: &Option<PathBuf>, event: Option<&str>, threshold: u64, max: u64) -> Exit {
     let fault = |msg: String| {
         let msg = msg.replace(['\n', '\r'], " ");
-        eprintln!("orch-hook: error: {}", crate::text::escape(&msg, false));
+        eprintln!("orch-hook: error: {}", orch_core::text::escape(&msg, false));
         Exit::No
     };
     let stdin = io::stdin();
@@ -248,15 +248,15 @@ fn install(
     }
     if db.is_none() && scope != Scope::User {
         // A note only: what is installed stays installed whatever this finds.
-        match crate::db::resolve(None) {
-            Ok(loc) if loc.source == crate::db::Source::User => eprintln!(
+        match orch_core::db::resolve(None) {
+            Ok(loc) if loc.source == orch_core::db::Source::User => eprintln!(
                 "orch-hook: note: no .orch/orch.db in this project; the hook does nothing here until `orch-queue init` makes one (it never uses the per-user database)"
             ),
             Ok(loc) if !loc.path.is_file() => eprintln!(
                 "orch-hook: note: {} does not exist yet; the hook records nothing until it does ({})",
-                crate::text::escape(&loc.path.display().to_string(), false),
+                orch_core::text::escape(&loc.path.display().to_string(), false),
                 match loc.source {
-                    crate::db::Source::Flag | crate::db::Source::Env => "`orch-queue add` makes it",
+                    orch_core::db::Source::Flag | orch_core::db::Source::Env => "`orch-queue add` makes it",
                     _ => "`orch-queue init` makes one",
                 },
             ),

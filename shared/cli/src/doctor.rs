@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
-use crate::cli::{color_ok, DbArg, Out};
 use crate::completions::SUITE;
-use crate::db::{self, schema};
-use crate::error::Exit;
+use crate::{color_ok, DbArg, Out};
+use orch_core::db::{self, schema};
+use orch_core::error::Exit;
 
 /// `orch doctor [--json]`.
 #[derive(Debug, clap::Args)]
@@ -135,12 +135,12 @@ pub fn render(c: &Check, color: bool) -> String {
         (true, Mark::Warn) => format!("\x1b[33m{}\x1b[0m", c.status.symbol()),
         (true, Mark::Fail) => format!("\x1b[31m{}\x1b[0m", c.status.symbol()),
     };
-    let message = crate::text::escape(&c.message, false);
+    let message = orch_core::text::escape(&c.message, false);
     match &c.fix {
         Some(fix) => format!(
             "{mark} {:<9} {message}; fix: {}",
             c.check,
-            crate::text::escape(fix, false)
+            orch_core::text::escape(fix, false)
         ),
         None => format!("{mark} {:<9} {message}", c.check),
     }
@@ -181,7 +181,7 @@ pub fn output_within(program: &Path, args: &[&str], timeout: Duration) -> Result
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    crate::child::contain(&mut cmd);
+    orch_core::child::contain(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| format!("cannot run it: {e}"))?;
     let group = child.id() as i32;
     let mut stdout = child.stdout.take();
@@ -196,7 +196,7 @@ pub fn output_within(program: &Path, args: &[&str], timeout: Duration) -> Result
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
-                crate::child::kill_group(group, libc::SIGKILL);
+                orch_core::child::kill_group(group, libc::SIGKILL);
                 let text = reader.join().unwrap_or_default();
                 return if status.success() {
                     Ok(text)
@@ -206,7 +206,7 @@ pub fn output_within(program: &Path, args: &[&str], timeout: Duration) -> Result
             }
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             Ok(None) => {
-                crate::child::kill_group(group, libc::SIGKILL);
+                orch_core::child::kill_group(group, libc::SIGKILL);
                 let _ = child.wait();
                 return Err(format!("no answer within {} s", timeout.as_secs()));
             }
@@ -220,7 +220,7 @@ const REINSTALL: &str =
 
 /// Which `orch-*` tools are found and whether their versions match this one.
 pub fn tools() -> Check {
-    let found = crate::front::discover();
+    let found = crate::suite::discover();
     let mut handles = Vec::new();
     for (name, path) in &found {
         let (name, path) = (name.clone(), path.clone());
@@ -685,7 +685,7 @@ pub fn hooks() -> Check {
             here || Some(&d) == git_root.as_ref(),
         ));
     }
-    if let Ok(user) = crate::hook::settings::target(crate::hook::settings::Scope::User) {
+    if let Ok(user) = orch_core::hook::settings::target(orch_core::hook::settings::Scope::User) {
         files.push((user.settings, true));
     }
     let mut found = Vec::new();
@@ -818,7 +818,7 @@ pub fn mcp() -> Check {
 
 /// A clipboard tool for `--copy`.
 pub fn clipboard() -> Check {
-    match crate::clipboard::find() {
+    match orch_core::clipboard::find() {
         Some(c) => Check::new(
             "clipboard",
             false,

@@ -10,13 +10,13 @@ use std::time::Duration;
 use rusqlite::Transaction;
 use serde::Serialize;
 
-use crate::cli::{DbArg, Out};
-use crate::db::{self, Db, Source};
-use crate::error::{Exit, Result};
-use crate::intervals::{self, Analysis, Interval};
-use crate::task::{self, Stats, Status};
-use crate::text;
-use crate::time::rfc3339;
+use crate::{DbArg, Out};
+use orch_core::db::{self, Db, Source};
+use orch_core::error::{Exit, Result};
+use orch_core::intervals::{self, Analysis, Interval};
+use orch_core::task::{self, Stats, Status};
+use orch_core::text;
+use orch_core::time::rfc3339;
 
 /// `orch status [--watch] [--json]`.
 #[derive(Debug, clap::Args)]
@@ -112,7 +112,7 @@ pub fn snapshot_in(tx: &Transaction, path: &Path, source: Source) -> Result<Snap
     };
     let mut batches = Vec::new();
     for id in ids.into_iter().rev() {
-        let b = crate::batch::get_in(tx, id)?;
+        let b = orch_core::batch::get_in(tx, id)?;
         batches.push(InFlight {
             id: b.id,
             created_at: b.created_at,
@@ -129,7 +129,7 @@ pub fn snapshot_in(tx: &Transaction, path: &Path, source: Source) -> Result<Snap
                 .collect(),
         });
     }
-    let verify_runs = crate::verify::recent_in(tx, RUNS)?
+    let verify_runs = orch_core::verify::recent_in(tx, RUNS)?
         .into_iter()
         .map(|(run, probes)| {
             let ivs: Vec<Interval> = probes.iter().map(|p| p.interval()).collect();
@@ -381,7 +381,7 @@ fn watch_loop(path: &Path, source: Source, json: bool) -> anyhow::Result<Exit> {
                 let _ = write!(
                     frame,
                     "watching for changes, Ctrl-C to stop; last change {}\x1b[K\n\x1b[J",
-                    rfc3339(crate::time::now_ms())
+                    rfc3339(orch_core::time::now_ms())
                 );
                 out.write_all(frame.as_bytes())?;
             }

@@ -142,19 +142,6 @@ pub fn mailbox_lines(tasks: &[Task], db: Option<&Path>) -> Vec<String> {
         .collect()
 }
 
-/// The output formats of `orch-emit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// The one message to paste into Claude Code
-    Claude,
-    /// One JSON object for programs
-    Json,
-    /// A readable Markdown document
-    Markdown,
-    /// A POSIX sh script that runs every task with `claude -p` in parallel
-    Shell,
-}
-
 /// SPEC §7's `--format json` object.
 #[derive(Debug, Clone, Serialize)]
 pub struct JsonBatch<'a> {

@@ -1,7 +1,7 @@
 //! Judging real Claude Code sessions (`orch-verify session`) from the agent
 //! calls that `orch-hook` (and `orch-run`) recorded in `agent_calls`: find each
 //! group of calls that were meant to run together, and judge it with
-//! [`crate::intervals`].
+//! [`orch_core::intervals`].
 //!
 //! Groups. The question is whether tasks that could run together did, so a
 //! group is what was *asked* to run together, not what happened to:
@@ -29,11 +29,11 @@ use std::collections::{BTreeMap, HashSet};
 use rusqlite::params;
 use serde::Serialize;
 
-use crate::cli::{DbArg, Out};
-use crate::db::Db;
-use crate::error::{Error, Exit, Result};
-use crate::intervals::{self, Analysis, Interval, Verdict};
-use crate::time::{parse_duration, parse_since, rfc3339};
+use crate::{DbArg, Out};
+use orch_core::db::Db;
+use orch_core::error::{Error, Exit, Result};
+use orch_core::intervals::{self, Analysis, Interval, Verdict};
+use orch_core::time::{parse_duration, parse_since, rfc3339};
 
 /// `orch-verify session` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -91,7 +91,7 @@ impl Call {
         match (self.task, &self.description) {
             (Some(t), _) => format!("task {t}"),
             (None, Some(d)) => d.clone(),
-            (None, None) => crate::text::clip(&self.call_id, 16),
+            (None, None) => orch_core::text::clip(&self.call_id, 16),
         }
     }
 }
@@ -142,14 +142,14 @@ pub fn load(db: &Db, session: Option<&str>, since: Option<i64>) -> Result<Vec<Ca
 pub fn groups(calls: Vec<Call>, gap_ms: i64) -> Vec<Group> {
     let tool_sessions: HashSet<String> = calls
         .iter()
-        .filter(|c| c.source != crate::hook::SOURCE_SUBAGENT)
+        .filter(|c| c.source != orch_core::hook::SOURCE_SUBAGENT)
         .map(|c| c.session_id.clone())
         .collect();
     // (session, source family, batch) → calls; unbatched calls chained per (session, family).
     let mut batched: BTreeMap<(String, String, i64), Vec<Call>> = BTreeMap::new();
     let mut loose: BTreeMap<(String, String), Vec<Call>> = BTreeMap::new();
     for c in calls {
-        if c.source == crate::hook::SOURCE_SUBAGENT && tool_sessions.contains(&c.session_id) {
+        if c.source == orch_core::hook::SOURCE_SUBAGENT && tool_sessions.contains(&c.session_id) {
             continue;
         }
         match c.batch {
@@ -216,10 +216,10 @@ pub fn render(g: &Group, color: bool) -> String {
         .unwrap_or_else(|| "never started".into());
     let mut s = format!(
         "session {}{batch} · {} agent call{} ({}) · {when}\n\n",
-        crate::text::escape(&g.session, false),
+        orch_core::text::escape(&g.session, false),
         a.n,
         if a.n == 1 { "" } else { "s" },
-        crate::text::escape(&g.source, false)
+        orch_core::text::escape(&g.source, false)
     );
     let intervals: Vec<Interval> = g.calls.iter().map(Call::interval).collect();
     let labels: Vec<String> = g.calls.iter().map(Call::label).collect();
@@ -241,14 +241,14 @@ pub fn command(db: &DbArg, args: SessionArgs, out: &mut Out) -> anyhow::Result<E
     let groups = groups(calls, gap.as_millis() as i64);
     let Some(latest) = groups.last() else {
         eprintln!("orch-verify: no agent calls recorded{}; install the hooks with `orch-hook install` and let Claude Code launch agents", match (&args.session, &args.since) {
-            (Some(s), _) => format!(" for session {}", crate::text::escape(s, false)),
-            (None, Some(t)) => format!(" since {}", crate::text::escape(t, false)),
+            (Some(s), _) => format!(" for session {}", orch_core::text::escape(s, false)),
+            (None, Some(t)) => format!(" since {}", orch_core::text::escape(t, false)),
             _ => String::new(),
         });
         return Ok(Exit::No);
     };
     let verdict = latest.analysis.verdict;
-    let color = crate::cli::color_ok(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let color = crate::color_ok(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     for (i, g) in groups.iter().enumerate() {
         if args.json {
             out.json(g)?;
@@ -320,7 +320,7 @@ mod tests {
     #[test]
     fn subagent_rows_do_not_double_count() {
         let mut sub = call("s", "agent-1", None, 0, 100);
-        sub.source = crate::hook::SOURCE_SUBAGENT.into();
+        sub.source = orch_core::hook::SOURCE_SUBAGENT.into();
         let mut other = sub.clone();
         other.session_id = "t".into();
         let g = groups(vec![call("s", "toolu_1", None, 0, 100), sub, other], 1_000);

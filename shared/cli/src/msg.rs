@@ -6,11 +6,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
-use super::{DbArg, Out, Tool};
-use crate::error::Exit;
-use crate::msg::{self, Defaults, Listed, Message, NewMessage, Recv, ValidMessage, MAX_BODY};
-use crate::text;
-use crate::time::{now_ms, rfc3339};
+use crate::{DbArg, Out, Tool};
+use orch_core::error::Exit;
+use orch_core::msg::{self, Defaults, Listed, Message, NewMessage, Recv, ValidMessage, MAX_BODY};
+use orch_core::text;
+use orch_core::time::{now_ms, rfc3339};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -69,7 +69,7 @@ pub enum Cmd {
     #[command(after_help = "Example:\n  orch-msg purge --older-than 7d")]
     Purge {
         /// e.g. 30m, 12h, 7d.
-        #[arg(long, value_name = "DURATION", value_parser = crate::time::parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = orch_core::time::parse_duration)]
         older_than: Duration,
     },
 }
@@ -155,7 +155,7 @@ impl Tool for Cli {
             }
             Cmd::Purge { older_than } => {
                 let before = now_ms().saturating_sub(older_than.as_millis() as i64);
-                super::check_stdout()?;
+                crate::check_stdout()?;
                 let db = self.db.open_existing()?;
                 let n = msg::purge(&db, before)?;
                 out.answer(
@@ -175,7 +175,7 @@ impl Tool for Cli {
     }
 }
 
-fn send(db: &super::DbArg, a: SendArgs, out: &mut Out) -> anyhow::Result<Exit> {
+fn send(db: &crate::DbArg, a: SendArgs, out: &mut Out) -> anyhow::Result<Exit> {
     let defaults = Defaults {
         from: a.from.as_deref(),
         to: a.to.as_deref(),
@@ -202,7 +202,7 @@ fn send(db: &super::DbArg, a: SendArgs, out: &mut Out) -> anyhow::Result<Exit> {
             if io::stdin().is_terminal() {
                 bail!("the body is `-` but stdin is a terminal: pipe the body in");
             }
-            super::read_stdin_text(MAX_BODY, "the body")?
+            crate::read_stdin_text(MAX_BODY, "the body")?
         } else {
             a.text.join(" ")
         };
@@ -212,11 +212,11 @@ fn send(db: &super::DbArg, a: SendArgs, out: &mut Out) -> anyhow::Result<Exit> {
         };
         vec![m.validate(&defaults)?]
     };
-    super::check_stdout()?;
+    crate::check_stdout()?;
     let db = db.open()?;
     let ids = msg::send(&db, &msgs)?;
     out.answer(
-        || super::ids_text("message", ids.iter().copied()),
+        || crate::ids_text("message", ids.iter().copied()),
         |out| ids.iter().try_for_each(|id| out.line(id)),
     )?;
     Ok(Exit::Ok)
@@ -258,9 +258,9 @@ const RECV_WRITE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Receives: the messages are written and flushed to stdout first and the
 /// claim commits after, so a stdout that fails claims nothing (exit 2).
-fn recv(db: &super::DbArg, a: RecvArgs) -> anyhow::Result<Exit> {
+fn recv(db: &crate::DbArg, a: RecvArgs) -> anyhow::Result<Exit> {
     msg::validate_name("--as", &a.reader)?;
-    super::check_stdout()?;
+    crate::check_stdout()?;
     let db = db.open()?;
     let r = Recv {
         max: a.max.map(|n| n as usize),
@@ -282,7 +282,7 @@ fn recv(db: &super::DbArg, a: RecvArgs) -> anyhow::Result<Exit> {
                 print_message(&mut buf, m)?;
             }
         }
-        super::write_stdout_within(&buf, RECV_WRITE_LIMIT)
+        crate::write_stdout_within(&buf, RECV_WRITE_LIMIT)
     };
     let msgs = msg::recv(&db, &a.reader, r, &mut deliver)?;
     if msgs.is_empty() {

@@ -34,7 +34,7 @@ const DRAIN: Duration = Duration::from_secs(2);
 pub const SOURCE: &str = "orch-run";
 
 /// The agent CLIs orch-run knows how to call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
     /// `claude -p --output-format json` with the prompt on stdin and the role as an appended system prompt
     Claude,

@@ -62,7 +62,7 @@ pub struct State {
     pub protocol: Option<String>,
     /// Whether the client sent `notifications/initialized`.
     pub initialized: bool,
-    /// Where notes for people go (stderr in the server; collected in tests).
+    /// Where notes for people go (the server sends them to stderr; none by default).
     pub log: Box<dyn FnMut(&str)>,
 }
 
@@ -74,7 +74,7 @@ impl State {
             cwd,
             protocol: None,
             initialized: false,
-            log: Box::new(|s| eprintln!("{SERVER_NAME}: {}", crate::text::escape(s, false))),
+            log: Box::new(|_| {}),
         }
     }
 

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use super::{id_or_stdin, DbArg, Out, Tool};
-use crate::error::Exit;
-use crate::run::{self, Event, Options, Preset, Record, Runner, Summary, Template};
-use crate::task::{self, Status};
+use crate::{id_or_stdin, DbArg, Out, Tool};
+use orch_core::error::Exit;
+use orch_core::run::{self, Event, Options, Preset, Record, Runner, Summary, Template};
+use orch_core::task::{self, Status};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -45,7 +45,7 @@ pub struct Cli {
     pub jobs: Option<usize>,
     /// The agent CLI to run each task with [default: claude].
     #[arg(long, value_enum, conflicts_with = "command")]
-    pub agent: Option<Preset>,
+    pub agent: Option<PresetArg>,
     /// Stop a task that runs longer than this (seconds, or 90s, 10m, 1h) and mark it failed.
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
@@ -70,7 +70,7 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
         }
         return Err(format!("'{s}' is not a positive number of seconds"));
     }
-    crate::time::parse_duration(s).and_then(|d| {
+    orch_core::time::parse_duration(s).and_then(|d| {
         if d.is_zero() {
             Err("the timeout must be more than 0".into())
         } else {
@@ -114,7 +114,7 @@ impl Tool for Cli {
             bail!("-j must be at least 1");
         }
         let template = if self.command.is_empty() {
-            Template::preset(self.agent.unwrap_or(Preset::Claude))
+            Template::preset(self.agent.map_or(Preset::Claude, Preset::from))
         } else {
             Template::custom(self.command)?
         };
@@ -134,14 +134,14 @@ impl Tool for Cli {
         };
 
         if self.json {
-            super::check_stdout()?;
+            crate::check_stdout()?;
         }
         let mut runner = Runner::new()?;
-        let loc = crate::db::resolve(self.db.path())?;
+        let loc = orch_core::db::resolve(self.db.path())?;
         // New tasks from stdin may make the database; a batch must already be in one.
         let db = match lines {
-            Some(_) => crate::db::Db::open(&loc.path)?,
-            None => crate::db::Db::open_existing(&loc)?,
+            Some(_) => orch_core::db::Db::open(&loc.path)?,
+            None => orch_core::db::Db::open_existing(&loc)?,
         };
         let claim = match (&lines, batch) {
             (Some(lines), _) => run::enqueue_lines(&db, lines, &role, &|t| template.check_fits(t))?,
@@ -169,7 +169,7 @@ impl Tool for Cli {
             "orch-run: batch {}: {n} task{} through {}, {} at a time",
             claim.batch,
             if n == 1 { "" } else { "s" },
-            crate::text::escape(&template.display(), false),
+            orch_core::text::escape(&template.display(), false),
             jobs
         );
         let mut progress = Progress::new(n, tty);
@@ -189,7 +189,7 @@ impl Tool for Cli {
         if let Some(e) = write_err {
             if e.kind() != io::ErrorKind::BrokenPipe {
                 // The run is recorded: exit 3, never 2 ("nothing was written").
-                return Err(super::NotPrinted {
+                return Err(crate::NotPrinted {
                     what: format!("the run of batch {} (its tasks' records)", claim.batch),
                     source: e,
                 }
@@ -316,8 +316,8 @@ impl Progress {
                     format!(
                         "orch-run: task {} started ({}: {}) pid {pid}",
                         task.id,
-                        crate::text::escape(&task.role, false),
-                        crate::text::first_line(&task.description, 60)
+                        orch_core::text::escape(&task.role, false),
+                        orch_core::text::first_line(&task.description, 60)
                     )
                 })
             }
@@ -391,7 +391,28 @@ fn finished_line(r: &Record, done: &mut usize, failed: &mut usize) -> String {
         format!(
             "orch-run: task {} failed in {took}: {}",
             r.id,
-            crate::text::first_line(r.error.as_deref().unwrap_or("failed"), 200)
+            orch_core::text::first_line(r.error.as_deref().unwrap_or("failed"), 200)
         )
+    }
+}
+
+/// The agent CLIs orch-run knows how to call (`--agent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PresetArg {
+    /// `claude -p --output-format json` with the prompt on stdin and the role as an appended system prompt
+    Claude,
+    /// `codex exec -- PROMPT`
+    Codex,
+    /// `gemini --prompt=PROMPT`
+    Gemini,
+}
+
+impl From<PresetArg> for Preset {
+    fn from(p: PresetArg) -> Preset {
+        match p {
+            PresetArg::Claude => Preset::Claude,
+            PresetArg::Codex => Preset::Codex,
+            PresetArg::Gemini => Preset::Gemini,
+        }
     }
 }
