@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
 use crate::completions::SUITE;
@@ -463,7 +462,7 @@ pub fn database(flag: Option<&Path>) -> Check {
         )
         .path(path);
     }
-    match schema_of(path) {
+    match db::peek(path) {
         Ok((version, tasks)) if version <= schema::current_version() => {
             let upgrade = if version < schema::current_version() {
                 " (upgraded on next use)"
@@ -528,29 +527,6 @@ fn private_dir_note(path: &Path, source: db::Source) -> String {
         }
         _ => String::new(),
     }
-}
-
-/// The schema version and task count, read without writing anything.
-fn schema_of(path: &Path) -> Result<(i64, i64), String> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let c = Connection::open_with_flags(path, flags).map_err(|e| format!("cannot open: {e}"))?;
-    c.busy_timeout(Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
-    let app: i64 = c
-        .query_row("PRAGMA application_id", [], |r| r.get(0))
-        .map_err(|_| "not an SQLite file".to_string())?;
-    let version: i64 = c
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
-    if app != schema::APPLICATION_ID {
-        return Err(format!(
-            "not an orch database (SQLite application id {app:#x})"
-        ));
-    }
-    let tasks = c
-        .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
-        .unwrap_or(0);
-    Ok((version, tasks))
 }
 
 fn shell_quote(s: &str) -> String {

@@ -26,7 +26,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use rusqlite::params;
 use serde::Serialize;
 
 use crate::{DbArg, Out};
@@ -52,49 +51,7 @@ pub struct SessionArgs {
     pub json: bool,
 }
 
-/// One recorded agent call.
-#[derive(Debug, Clone, Serialize)]
-pub struct Call {
-    pub call_id: String,
-    #[serde(skip)]
-    pub session_id: String,
-    #[serde(skip)]
-    pub source: String,
-    pub task: Option<i64>,
-    #[serde(skip)]
-    pub batch: Option<i64>,
-    pub agent_type: Option<String>,
-    pub description: Option<String>,
-    #[serde(serialize_with = "ser_time")]
-    pub started_at: Option<i64>,
-    #[serde(serialize_with = "ser_time")]
-    pub finished_at: Option<i64>,
-    pub status: Option<String>,
-}
-
-fn ser_time<S: serde::Serializer>(t: &Option<i64>, s: S) -> std::result::Result<S::Ok, S::Error> {
-    match t {
-        Some(ms) => s.serialize_str(&rfc3339(*ms)),
-        None => s.serialize_none(),
-    }
-}
-
-impl Call {
-    fn interval(&self) -> Interval {
-        Interval {
-            start: self.started_at,
-            end: self.finished_at,
-        }
-    }
-
-    fn label(&self) -> String {
-        match (self.task, &self.description) {
-            (Some(t), _) => format!("task {t}"),
-            (None, Some(d)) => d.clone(),
-            (None, None) => orch_core::text::clip(&self.call_id, 16),
-        }
-    }
-}
+pub use orch_core::calls::Call;
 
 /// A group of calls and its verdict: the `--json` record.
 #[derive(Debug, Clone, Serialize)]
@@ -102,7 +59,7 @@ pub struct Group {
     pub session: String,
     pub source: String,
     pub batch: Option<i64>,
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "orch_core::calls::ser_time")]
     pub first_start: Option<i64>,
     #[serde(flatten)]
     pub analysis: Analysis,
@@ -111,31 +68,7 @@ pub struct Group {
 
 /// The recorded calls, oldest first, filtered by session and start time.
 pub fn load(db: &Db, session: Option<&str>, since: Option<i64>) -> Result<Vec<Call>> {
-    db.read(|tx| {
-        let mut stmt = tx.prepare(
-            "SELECT c.session_id, c.call_id, c.source, c.task_id, t.batch_id, c.agent_type,
-                    c.description, c.started_at, c.finished_at, c.status
-             FROM agent_calls c LEFT JOIN tasks t ON t.id = c.task_id
-             WHERE (?1 IS NULL OR c.session_id = ?1)
-               AND (?2 IS NULL OR coalesce(c.started_at, c.finished_at) >= ?2)
-             ORDER BY coalesce(c.started_at, c.finished_at), c.id",
-        )?;
-        let rows = stmt.query_map(params![session, since], |r| {
-            Ok(Call {
-                session_id: r.get(0)?,
-                call_id: r.get(1)?,
-                source: r.get(2)?,
-                task: r.get(3)?,
-                batch: r.get(4)?,
-                agent_type: r.get(5)?,
-                description: r.get(6)?,
-                started_at: r.get(7)?,
-                finished_at: r.get(8)?,
-                status: r.get(9)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    })
+    db.read(|tx| orch_core::calls::load(tx, session, since))
 }
 
 /// Splits calls into groups (see the module doc), ordered by first start.

@@ -74,7 +74,7 @@ pub struct RunVerdict {
 
 /// An agent call recorded by `orch-hook`.
 #[derive(Debug, Clone, Serialize)]
-pub struct AgentCall {
+pub struct RecentCall {
     pub session_id: String,
     pub call_id: String,
     pub source: String,
@@ -96,20 +96,13 @@ pub struct Snapshot {
     pub tasks: Stats,
     pub batches: Vec<InFlight>,
     pub verify_runs: Vec<RunVerdict>,
-    pub agent_calls: Vec<AgentCall>,
+    pub agent_calls: Vec<RecentCall>,
 }
 
 /// Reads one consistent snapshot.
 pub fn snapshot_in(tx: &Transaction, path: &Path, source: Source) -> Result<Snapshot> {
     let tasks = task::stats_in(tx)?;
-    let ids: Vec<i64> = {
-        let mut stmt = tx.prepare(
-            "SELECT DISTINCT batch_id FROM tasks WHERE batch_id IS NOT NULL AND status IN ('batched', 'running')
-             ORDER BY batch_id DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([BATCHES as i64], |r| r.get(0))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
+    let ids = task::in_flight_batches_in(tx, BATCHES)?;
     let mut batches = Vec::new();
     for id in ids.into_iter().rev() {
         let b = orch_core::batch::get_in(tx, id)?;
@@ -146,28 +139,20 @@ pub fn snapshot_in(tx: &Transaction, path: &Path, source: Source) -> Result<Snap
             }
         })
         .collect();
-    let agent_calls = {
-        let mut stmt = tx.prepare(
-            "SELECT session_id, call_id, source, task_id, agent_type, description, started_at, finished_at, status
-             FROM agent_calls ORDER BY coalesce(finished_at, started_at, 0) DESC, id DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([CALLS as i64], |r| {
-            Ok(AgentCall {
-                session_id: r.get(0)?,
-                call_id: r.get(1)?,
-                source: r.get(2)?,
-                task_id: r.get(3)?,
-                agent_type: r.get(4)?,
-                description: r.get(5)?,
-                started_at: r.get::<_, Option<i64>>(6)?.map(rfc3339),
-                finished_at: r.get::<_, Option<i64>>(7)?.map(rfc3339),
-                status: r.get(8)?,
-            })
-        })?;
-        let mut v: Vec<AgentCall> = rows.collect::<rusqlite::Result<_>>()?;
-        v.reverse();
-        v
-    };
+    let agent_calls = orch_core::calls::recent(tx, CALLS)?
+        .into_iter()
+        .map(|c| RecentCall {
+            session_id: c.session_id,
+            call_id: c.call_id,
+            source: c.source,
+            task_id: c.task,
+            agent_type: c.agent_type,
+            description: c.description,
+            started_at: c.started_at.map(rfc3339),
+            finished_at: c.finished_at.map(rfc3339),
+            status: c.status,
+        })
+        .collect();
     Ok(Snapshot {
         database: path.to_path_buf(),
         source,
@@ -344,10 +329,7 @@ fn watch_loop(path: &Path, source: Source, json: bool) -> anyhow::Result<Exit> {
             last = None;
         }
         let version = match &db {
-            Some(d) => Some(
-                d.conn
-                    .query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))?,
-            ),
+            Some(d) => Some(d.data_version()?),
             None => Some(-1),
         };
         if version != last {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::task::{self, Status, Task, READY};
+use crate::task::{self, Status, Task};
 use crate::time::{now_ms, rfc3339};
 
 /// How many tasks a batch takes unless told otherwise: a size that is easy to
@@ -76,15 +76,7 @@ pub fn create_in(
     let now = now_ms();
     tx.execute("INSERT INTO batches (created_at) VALUES (?1)", [now])?;
     let id = tx.last_insert_rowid();
-    let claimed = tx.execute(
-        &format!(
-            "UPDATE tasks SET status = 'batched', batch_id = ?1, batched_at = ?2
-             WHERE status = 'queued' AND id IN (
-                 SELECT t.id FROM tasks t WHERE {READY} AND (?3 IS NULL OR t.role = ?3)
-                 ORDER BY t.priority DESC, t.id LIMIT ?4)"
-        ),
-        params![id, now, req.role, req.max as i64],
-    )?;
+    let claimed = task::batch_ready_in(tx, id, now, req.role.as_deref(), req.max)?;
     debug_assert!(claimed > 0);
     Ok(Ok(get_in(tx, id)?))
 }
@@ -98,11 +90,8 @@ pub fn create_of_in(tx: &Transaction, ids: &[i64]) -> Result<Batch> {
     let now = now_ms();
     tx.execute("INSERT INTO batches (created_at) VALUES (?1)", [now])?;
     let id = tx.last_insert_rowid();
-    let mut claim = tx.prepare_cached(
-        "UPDATE tasks SET status = 'batched', batch_id = ?1, batched_at = ?2 WHERE id = ?3 AND status = 'queued'",
-    )?;
     for &t in ids {
-        if claim.execute(params![id, now, t])? != 1 {
+        if !task::batch_one_in(tx, id, now, t)? {
             return Err(Error::invalid(format!(
                 "task {t} is not queued; it cannot join a new batch"
             )));
@@ -114,12 +103,9 @@ pub fn create_of_in(tx: &Transaction, ids: &[i64]) -> Result<Batch> {
 /// Returns tasks of a batch that never started to the queue (e.g. when a run is
 /// interrupted before reaching them); returns the ids that went back.
 pub fn requeue_in(tx: &Transaction, ids: &[i64]) -> Result<Vec<i64>> {
-    let mut stmt = tx.prepare_cached(
-        "UPDATE tasks SET status = 'queued', batch_id = NULL, batched_at = NULL WHERE id = ?1 AND status = 'batched'",
-    )?;
     let mut back = Vec::new();
     for &id in ids {
-        if stmt.execute([id])? == 1 {
+        if task::requeue_in(tx, id)? {
             back.push(id);
         }
     }
@@ -158,16 +144,39 @@ pub fn get_in(tx: &Transaction, id: i64) -> Result<Batch> {
 
 /// Records that the batch was emitted (the first time only).
 pub fn mark_emitted(db: &Db, id: i64) -> Result<()> {
-    db.write(|tx| {
-        let n = tx.execute(
-            "UPDATE batches SET emitted_at = coalesce(emitted_at, ?2) WHERE id = ?1",
-            params![id, now_ms()],
-        )?;
-        if n == 0 {
-            return Err(Error::NotFound { what: "batch", id });
-        }
-        Ok(())
-    })
+    db.write(|tx| mark_emitted_in(tx, id))
+}
+
+/// [`mark_emitted`] inside a transaction the caller holds.
+pub fn mark_emitted_in(tx: &Transaction, id: i64) -> Result<()> {
+    let n = tx.execute(
+        "UPDATE batches SET emitted_at = coalesce(emitted_at, ?2) WHERE id = ?1",
+        params![id, now_ms()],
+    )?;
+    if n == 0 {
+        return Err(Error::NotFound { what: "batch", id });
+    }
+    Ok(())
+}
+
+/// When orch-run claimed batch `id` and its pid, or `NotFound`.
+pub fn runner_in(tx: &Transaction, id: i64) -> Result<(Option<i64>, Option<i64>)> {
+    tx.query_row(
+        "SELECT run_claimed_at, runner_pid FROM batches WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?
+    .ok_or(Error::NotFound { what: "batch", id })
+}
+
+/// Records that orch-run (pid `pid`) claimed batch `id` at `at`.
+pub fn set_runner_in(tx: &Transaction, id: i64, at: i64, pid: u32) -> Result<()> {
+    tx.execute(
+        "UPDATE batches SET run_claimed_at = ?2, runner_pid = ?3 WHERE id = ?1",
+        params![id, at, pid],
+    )?;
+    Ok(())
 }
 
 /// One line of `orch-batch list`.
@@ -225,12 +234,7 @@ pub fn release(db: &Db, id: i64) -> Result<Vec<i64>> {
                 t.id, t.status
             )));
         }
-        tx.execute(
-            "UPDATE tasks SET status = 'queued', batch_id = NULL, batched_at = NULL
-             WHERE batch_id = ?1 AND status = 'batched'",
-            [id],
-        )?;
-        tx.execute("UPDATE tasks SET batch_id = NULL WHERE batch_id = ?1", [id])?;
+        task::unbatch_all_in(tx, id)?;
         tx.execute("DELETE FROM batches WHERE id = ?1", [id])?;
         Ok(b.tasks.iter().filter(|t| t.status == Status::Batched).map(|t| t.id).collect())
     })
@@ -276,13 +280,7 @@ pub fn plan(db: &Db, max: usize) -> Result<Plan> {
         )?;
         // Only the dependencies that are not queued themselves: the plan
         // places the queued ones, and a chain of queued tasks needs no lookup.
-        let mut stmt = tx.prepare(
-            "SELECT DISTINCT p.id, p.status FROM task_deps d JOIN tasks t ON t.id = d.task_id
-             JOIN tasks p ON p.id = d.after_id WHERE t.status = 'queued' AND p.status != 'queued'",
-        )?;
-        let statuses: HashMap<i64, String> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+        let statuses = task::unqueued_deps_in(tx)?;
         Ok((queued, statuses))
     })?;
     Ok(plan_waves(tasks, &statuses, max))
@@ -565,8 +563,7 @@ mod tests {
         let db = Db::open_in_memory().unwrap();
         let a = add_one(&db, "a", vec![], 0);
         let b = add_one(&db, "b", vec![a], 0);
-        db.conn
-            .execute("INSERT INTO task_deps VALUES (?1, ?2)", [a, b])
+        db.write(|tx| Ok(tx.execute("INSERT INTO task_deps VALUES (?1, ?2)", [a, b])?))
             .unwrap();
         let p = plan(&db, 10).unwrap();
         assert_eq!(p.cycles.len(), 1);

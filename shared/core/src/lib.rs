@@ -5,6 +5,7 @@
 
 pub mod agents;
 pub mod batch;
+pub mod calls;
 pub mod child;
 pub mod clipboard;
 pub mod db;

@@ -243,13 +243,6 @@ pub fn has_unread(db: &Db, reader: &str) -> Result<bool> {
     })
 }
 
-/// A number that changes whenever another connection commits to the file.
-fn data_version(db: &Db) -> Result<i64> {
-    db.conn
-        .query_row("PRAGMA data_version", [], |r| r.get(0))
-        .map_err(|e| db.map_err(e))
-}
-
 /// How `recv` reads.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Recv {
@@ -279,7 +272,7 @@ pub fn recv(
     loop {
         // Read the version before looking, so a message committed after the
         // look still changes it and ends the sleep below.
-        let version = data_version(db)?;
+        let version = db.data_version()?;
         if has_unread(db, reader)? {
             let msgs = match r.peek {
                 true => {
@@ -305,7 +298,7 @@ pub fn recv(
                 return Ok(Vec::new());
             }
             std::thread::sleep(POLL.min(deadline - now));
-            if data_version(db)? != version {
+            if db.data_version()? != version {
                 break;
             }
         }
@@ -583,8 +576,7 @@ mod tests {
         claim(&db, "b", None).unwrap();
         assert_eq!(purge(&db, now_ms() + 1).unwrap(), 1);
         let left: i64 = db
-            .conn
-            .query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))
+            .read(|tx| Ok(tx.query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(left, 0);
     }

@@ -11,10 +11,11 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::Transaction;
 use serde::Serialize;
 
 use crate::batch;
+use crate::calls::{self, NewCall};
 use crate::child::kill_group;
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -351,14 +352,7 @@ pub fn claim_in(
     pid: u32,
     check: &dyn Fn(&[Task]) -> Result<()>,
 ) -> Result<Claim> {
-    let (claimed_at, runner): (Option<i64>, Option<i64>) = tx
-        .query_row(
-            "SELECT run_claimed_at, runner_pid FROM batches WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
-        .ok_or(Error::NotFound { what: "batch", id })?;
+    let (claimed_at, runner) = batch::runner_in(tx, id)?;
     let mut recovered = Vec::new();
     let mut dead_runner = None;
     if let Some(at) = claimed_at {
@@ -371,19 +365,8 @@ pub fn claim_in(
         }
         dead_runner = Some(p);
         let now = now_ms();
-        let mut stmt = tx.prepare(
-            "UPDATE tasks SET status = 'failed', finished_at = ?2,
-                 error = 'orch-run (pid ' || ?3 || ') stopped before this task finished'
-             WHERE batch_id = ?1 AND status = 'running' RETURNING id",
-        )?;
-        recovered = stmt
-            .query_map(params![id, now, p], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        tx.execute(
-            "UPDATE agent_calls SET finished_at = ?2, status = 'failed'
-             WHERE session_id = ?1 AND finished_at IS NULL",
-            params![session_id(id), now],
-        )?;
+        recovered = task::fail_running_in_batch(tx, id, now, p)?;
+        calls::fail_open(tx, &session_id(id), now)?;
     }
     let b = batch::get_in(tx, id)?;
     let tasks: Vec<Task> = b
@@ -402,10 +385,7 @@ pub fn claim_in(
         }));
     }
     check(&tasks)?;
-    tx.execute(
-        "UPDATE batches SET run_claimed_at = ?2, runner_pid = ?3 WHERE id = ?1",
-        params![id, now_ms(), pid],
-    )?;
+    batch::set_runner_in(tx, id, now_ms(), pid)?;
     Ok(Claim {
         batch: id,
         tasks,
@@ -463,14 +443,19 @@ pub fn stop_leftovers(batch: i64, db_path: &str) -> Vec<i32> {
 fn record_start(db: &Db, batch: i64, t: &Task, at: i64) -> Result<()> {
     db.write(|tx| {
         task::start_in(tx, t.id, Some(at))?;
-        tx.execute(
-            "INSERT INTO agent_calls (session_id, call_id, source, task_id, agent_type, description, started_at, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running')
-             ON CONFLICT (session_id, call_id) DO UPDATE
-                 SET started_at = excluded.started_at, finished_at = NULL, status = 'running'",
-            params![session_id(batch), t.id.to_string(), SOURCE, t.id, t.role, t.description, at],
-        )?;
-        Ok(())
+        calls::restart(
+            tx,
+            &NewCall {
+                session: &session_id(batch),
+                call_id: &t.id.to_string(),
+                source: SOURCE,
+                task_id: Some(t.id),
+                agent_type: Some(&t.role),
+                description: Some(&t.description),
+                started_at: Some(at),
+                ..NewCall::default()
+            },
+        )
     })
 }
 
@@ -479,11 +464,7 @@ fn record_finish(db: &Db, batch: i64, id: i64, o: Outcome) -> Result<()> {
     let status = if o.ok { "done" } else { "failed" };
     db.write(|tx| {
         task::finish_in(tx, id, o)?;
-        tx.execute(
-            "UPDATE agent_calls SET finished_at = ?3, status = ?4 WHERE session_id = ?1 AND call_id = ?2",
-            params![session_id(batch), id.to_string(), at, status],
-        )?;
-        Ok(())
+        calls::finish(tx, &session_id(batch), &id.to_string(), at, status)
     })
 }
 
@@ -1469,9 +1450,10 @@ mod tests {
         let err = claim(&db, c.batch, &|_| Ok(())).unwrap_err();
         assert!(err.to_string().contains("already being run"), "{err}");
         // A runner that died: its claim is taken over.
-        db.conn
-            .execute("UPDATE batches SET runner_pid = 0 WHERE id = ?1", [c.batch])
-            .unwrap();
+        db.write(
+            |tx| Ok(tx.execute("UPDATE batches SET runner_pid = 0 WHERE id = ?1", [c.batch])?),
+        )
+        .unwrap();
         assert_eq!(claim(&db, c.batch, &|_| Ok(())).unwrap().tasks.len(), 2);
     }
 }

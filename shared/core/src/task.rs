@@ -133,6 +133,109 @@ impl Task {
     }
 }
 
+/// The status of task `id`, if it exists.
+pub fn find_status_in(tx: &Transaction, id: i64) -> Result<Option<Status>> {
+    let s: Option<String> = tx
+        .query_row("SELECT status FROM tasks WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?;
+    Ok(s.and_then(|s| Status::parse(&s)))
+}
+
+/// Fails the tasks of batch `batch` left running by orch-run `pid`, which
+/// died; returns their ids.
+pub fn fail_running_in_batch(tx: &Transaction, batch: i64, at: i64, pid: i64) -> Result<Vec<i64>> {
+    let mut stmt = tx.prepare(
+        "UPDATE tasks SET status = 'failed', finished_at = ?2,
+             error = 'orch-run (pid ' || ?3 || ') stopped before this task finished'
+         WHERE batch_id = ?1 AND status = 'running' RETURNING id",
+    )?;
+    let ids = stmt
+        .query_map(params![batch, at, pid], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
+/// The batches with a task still batched or running, newest `limit`, oldest first.
+pub fn in_flight_batches_in(tx: &Transaction, limit: usize) -> Result<Vec<i64>> {
+    let mut stmt = tx.prepare(
+        "SELECT DISTINCT batch_id FROM tasks WHERE batch_id IS NOT NULL AND status IN ('batched', 'running')
+         ORDER BY batch_id DESC LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit as i64], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Moves up to `max` ready tasks (of `role`, if given), highest priority
+/// first, from queued to batched in batch `batch`; returns how many moved.
+pub fn batch_ready_in(
+    tx: &Transaction,
+    batch: i64,
+    at: i64,
+    role: Option<&str>,
+    max: usize,
+) -> Result<usize> {
+    Ok(tx.execute(
+        &format!(
+            "UPDATE tasks SET status = 'batched', batch_id = ?1, batched_at = ?2
+             WHERE status = 'queued' AND id IN (
+                 SELECT t.id FROM tasks t WHERE {READY} AND (?3 IS NULL OR t.role = ?3)
+                 ORDER BY t.priority DESC, t.id LIMIT ?4)"
+        ),
+        params![batch, at, role, max as i64],
+    )?)
+}
+
+/// Moves task `id` from queued to batched in batch `batch`; false when it was not queued.
+pub fn batch_one_in(tx: &Transaction, batch: i64, at: i64, id: i64) -> Result<bool> {
+    Ok(tx
+        .prepare_cached(
+            "UPDATE tasks SET status = 'batched', batch_id = ?1, batched_at = ?2 WHERE id = ?3 AND status = 'queued'",
+        )?
+        .execute(params![batch, at, id])?
+        == 1)
+}
+
+/// Moves task `id` from batched back to queued, out of its batch; false when it was not batched.
+pub fn requeue_in(tx: &Transaction, id: i64) -> Result<bool> {
+    Ok(tx
+        .prepare_cached(
+            "UPDATE tasks SET status = 'queued', batch_id = NULL, batched_at = NULL WHERE id = ?1 AND status = 'batched'",
+        )?
+        .execute([id])?
+        == 1)
+}
+
+/// Takes every task out of batch `batch` (being deleted): batched ones go back to the queue.
+pub fn unbatch_all_in(tx: &Transaction, batch: i64) -> Result<()> {
+    tx.execute(
+        "UPDATE tasks SET status = 'queued', batch_id = NULL, batched_at = NULL
+         WHERE batch_id = ?1 AND status = 'batched'",
+        [batch],
+    )?;
+    tx.execute(
+        "UPDATE tasks SET batch_id = NULL WHERE batch_id = ?1",
+        [batch],
+    )?;
+    Ok(())
+}
+
+/// The status of every task that a queued task waits for and that is not queued itself.
+pub fn unqueued_deps_in(tx: &Transaction) -> Result<HashMap<i64, String>> {
+    let mut stmt = tx.prepare(
+        "SELECT DISTINCT p.id, p.status FROM task_deps d JOIN tasks t ON t.id = d.task_id
+         JOIN tasks p ON p.id = d.after_id WHERE t.status = 'queued' AND p.status != 'queued'",
+    )?;
+    let statuses = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(statuses)
+}
+
+/// The number of tasks, through a bare connection (`db::peek`'s read-only one).
+pub(crate) fn count_raw(c: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    c.query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+}
+
 #[cfg(test)]
 impl Task {
     /// A batched task that lives only in memory, for unit tests of code that

@@ -237,7 +237,7 @@ pub fn no_database(loc: &Location) -> Error {
 
 /// An open orch database.
 pub struct Db {
-    pub conn: Connection,
+    conn: Connection,
     pub path: PathBuf,
     /// The `-wal` file, once the database is known to be orch's (see [`Drop`]).
     wal: Option<PathBuf>,
@@ -504,6 +504,19 @@ impl Db {
     }
 
     /// The schema version stored in the file.
+    /// A number that changes whenever another connection commits to the
+    /// file (`PRAGMA data_version`): what watchers poll.
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.map_err(e))
+    }
+
+    /// How long a writer waits for the lock before [`Error::Busy`].
+    pub fn set_busy_timeout(&self, limit: Duration) -> Result<()> {
+        Ok(self.conn.busy_timeout(limit)?)
+    }
+
     pub fn schema_version(&self) -> Result<i64> {
         Ok(self
             .conn
@@ -642,6 +655,28 @@ fn why_unwritable(path: &Path) -> Option<&'static str> {
     None
 }
 
+/// The schema version and task count of the file at `path`, read through a
+/// read-only connection that writes nothing (not even a WAL): what `orch
+/// doctor` reports. The error is one line for people.
+pub fn peek(path: &Path) -> std::result::Result<(i64, i64), String> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let c = Connection::open_with_flags(path, flags).map_err(|e| format!("cannot open: {e}"))?;
+    c.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    let app: i64 = c
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(|_| "not an SQLite file".to_string())?;
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if app != schema::APPLICATION_ID {
+        return Err(format!(
+            "not an orch database (SQLite application id {app:#x})"
+        ));
+    }
+    Ok((version, crate::task::count_raw(&c).unwrap_or(0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -656,6 +691,43 @@ mod tests {
         let db = Db::open_in_memory().unwrap();
         db.migrate().unwrap();
         assert_eq!(version(&db.conn), schema::current_version());
+    }
+
+    /// Every table, index and column as SQLite reports them, sorted.
+    fn schema_of(c: &Connection) -> Vec<(String, String)> {
+        let mut stmt = c
+            .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    #[test]
+    fn fresh_schema_equals_migrated_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.db");
+        drop(Db::open(&fresh).unwrap());
+        // A database as every earlier version left it, then opened by this one.
+        for at in 1..schema::current_version() {
+            let old = dir.path().join(format!("v{at}.db"));
+            let c = Connection::open(&old).unwrap();
+            for sql in &schema::MIGRATIONS[..at as usize] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.execute_batch(&format!(
+                "PRAGMA user_version = {at}; PRAGMA application_id = {};",
+                schema::APPLICATION_ID
+            ))
+            .unwrap();
+            drop(c);
+            drop(Db::open(&old).unwrap());
+            let (a, b) = (
+                Connection::open(&fresh).unwrap(),
+                Connection::open(&old).unwrap(),
+            );
+            assert_eq!(schema_of(&a), schema_of(&b), "migrated from version {at}");
+            assert_eq!(version(&b), schema::current_version());
+        }
     }
 
     #[test]
@@ -703,5 +775,74 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(&dir.path().join("sub/dir")), 0o700);
+    }
+
+    /// The module that owns each table: every SQL statement that reads from,
+    /// inserts into or updates the table is in that file (joins aside).
+    const OWNERS: &[(&str, &str)] = &[
+        ("tasks", "core/src/task.rs"),
+        ("task_deps", "core/src/task.rs"),
+        ("batches", "core/src/batch.rs"),
+        ("messages", "core/src/msg.rs"),
+        ("deliveries", "core/src/msg.rs"),
+        ("verify_runs", "core/src/verify.rs"),
+        ("verify_probes", "core/src/verify.rs"),
+        ("agent_calls", "core/src/calls.rs"),
+    ];
+
+    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+
+    #[test]
+    fn sql_on_each_table_lives_in_its_owner() {
+        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let mut files = Vec::new();
+        for d in ["core/src", "cli/src", "../bins"] {
+            sources(&shared.join(d), &mut files);
+        }
+        assert!(
+            files.len() > 20,
+            "sources not found under {}",
+            shared.display()
+        );
+        let mut wrong = Vec::new();
+        for f in &files {
+            let text = fs::read_to_string(f).unwrap();
+            // Tests may set up any state they need.
+            let code = text.split("\n#[cfg(test)]").next().unwrap_or_default();
+            let rel = f
+                .strip_prefix(shared)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            for (table, owner) in OWNERS {
+                if rel == *owner {
+                    continue;
+                }
+                for verb in ["FROM", "INTO", "UPDATE"] {
+                    let needle = format!("{verb} {table}");
+                    let hit = code.match_indices(&needle).any(|(i, _)| {
+                        let after = code[i + needle.len()..].chars().next();
+                        !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    });
+                    if hit {
+                        wrong.push(format!("{rel}: {needle} (owner: {owner})"));
+                    }
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "SQL outside the owner of its table:\n{}",
+            wrong.join("\n")
+        );
     }
 }

@@ -41,11 +41,12 @@ pub mod settings;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::Transaction;
 use serde_json::Value;
 
 use crate::agents::AgentIndex;
 use crate::batch::{self, CreateRequest, DEFAULT_MAX};
+use crate::calls::{self, NewCall};
 use crate::db::{self, Db, Source};
 use crate::emit;
 use crate::error::{Error, Result};
@@ -232,7 +233,7 @@ pub fn open(cfg: &Config) -> Result<Option<Db>> {
         };
     }
     let db = Db::open(&loc.path).map_err(busy)?;
-    db.conn.busy_timeout(HOOK_BUSY_TIMEOUT)?;
+    db.set_busy_timeout(HOOK_BUSY_TIMEOUT)?;
     Ok(Some(db))
 }
 
@@ -266,63 +267,16 @@ fn parse_response(v: &Value) -> std::result::Result<AgentResponse, serde_json::E
     }
 }
 
-/// One row of `agent_calls` to insert or merge: the first start and the first end win.
-struct Call<'a> {
-    session: &'a str,
-    call_id: &'a str,
-    source: &'a str,
-    task_id: Option<i64>,
-    agent_type: Option<&'a str>,
-    description: Option<&'a str>,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
-    status: Option<&'a str>,
-}
-
-fn record(tx: &Transaction, c: &Call) -> Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO agent_calls (session_id, call_id, source, task_id, agent_type, description,
-                                  started_at, finished_at, status)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT (session_id, call_id) DO UPDATE SET
-             task_id     = coalesce(agent_calls.task_id, excluded.task_id),
-             agent_type  = coalesce(agent_calls.agent_type, excluded.agent_type),
-             description = coalesce(agent_calls.description, excluded.description),
-             started_at  = coalesce(agent_calls.started_at, excluded.started_at),
-             status      = CASE WHEN agent_calls.finished_at IS NULL
-                                THEN coalesce(excluded.status, agent_calls.status)
-                                ELSE agent_calls.status END,
-             finished_at = coalesce(agent_calls.finished_at, excluded.finished_at)",
-    )?
-    .execute(params![
-        c.session,
-        c.call_id,
-        c.source,
-        c.task_id,
-        c.agent_type,
-        c.description,
-        c.started_at,
-        c.finished_at,
-        c.status
-    ])?;
-    Ok(())
-}
-
 /// The task an Agent prompt names, if that task exists here.
 fn task_of(tx: &Transaction, prompt: Option<&str>) -> Result<Option<i64>> {
     let Some(id) = prompt.and_then(emit::parse_task_marker) else {
         return Ok(None);
     };
-    Ok(tx
-        .query_row("SELECT id FROM tasks WHERE id = ?1", [id], |r| r.get(0))
-        .optional()?)
+    Ok(task::find_status_in(tx, id)?.map(|_| id))
 }
 
 fn task_status(tx: &Transaction, id: i64) -> Result<Option<Status>> {
-    let s: Option<String> = tx
-        .query_row("SELECT status FROM tasks WHERE id = ?1", [id], |r| r.get(0))
-        .optional()?;
-    Ok(s.and_then(|s| Status::parse(&s)))
+    task::find_status_in(tx, id)
 }
 
 /// Marks a task running unless it already moved on (repeated events are no-ops).
@@ -364,7 +318,7 @@ fn tool_event(
     now: i64,
 ) -> Result<()> {
     let task_id = task_of(tx, input.prompt.as_deref())?;
-    let mut call = Call {
+    let mut call = NewCall {
         session: &ev.session_id,
         call_id: &ev.tool_use_id,
         source: SOURCE_TOOL,
@@ -379,7 +333,7 @@ fn tool_event(
         Kind::PreToolUse => {
             call.started_at = Some(now);
             call.status = Some("running");
-            record(tx, &call)?;
+            calls::record(tx, &call)?;
             if let Some(id) = task_id {
                 start_task(tx, id, now)?;
             }
@@ -389,8 +343,8 @@ fn tool_event(
             call.started_at = duration.map(|d| now - d);
             call.finished_at = Some(now);
             call.status = Some("failed");
-            record(tx, &call)?;
-            let task_id = row_task(tx, &ev.session_id, &ev.tool_use_id)?.or(task_id);
+            calls::record(tx, &call)?;
+            let task_id = calls::task_of(tx, &ev.session_id, &ev.tool_use_id)?.or(task_id);
             if let Some(id) = task_id {
                 let error = match (&ev.error, ev.is_interrupt) {
                     (_, Some(true)) => "the agent was interrupted".to_string(),
@@ -419,19 +373,15 @@ fn tool_event(
             if !launched {
                 call.finished_at = Some(now);
             }
-            record(tx, &call)?;
-            let task_id = row_task(tx, &ev.session_id, &ev.tool_use_id)?.or(task_id);
+            calls::record(tx, &call)?;
+            let task_id = calls::task_of(tx, &ev.session_id, &ev.tool_use_id)?.or(task_id);
             if let (Some(agent), Some(id)) = (&r.agent_id, task_id) {
                 // Tie the sub-agent to the task, so its SubagentStop can finish a background one.
-                tx.execute(
-                    "UPDATE agent_calls SET task_id = coalesce(task_id, ?3)
-                     WHERE session_id = ?1 AND call_id = ?2 AND source = ?4",
-                    params![ev.session_id, agent, id, SOURCE_SUBAGENT],
-                )?;
+                calls::tie_task(tx, &ev.session_id, agent, SOURCE_SUBAGENT, id)?;
                 if launched {
-                    record(
+                    calls::record(
                         tx,
-                        &Call {
+                        &NewCall {
                             session: &ev.session_id,
                             call_id: agent,
                             source: SOURCE_SUBAGENT,
@@ -457,17 +407,6 @@ fn tool_event(
     Ok(())
 }
 
-fn row_task(tx: &Transaction, session: &str, call_id: &str) -> Result<Option<i64>> {
-    Ok(tx
-        .query_row(
-            "SELECT task_id FROM agent_calls WHERE session_id = ?1 AND call_id = ?2",
-            params![session, call_id],
-            |r| r.get::<_, Option<i64>>(0),
-        )
-        .optional()?
-        .flatten())
-}
-
 /// Closes the Agent calls of a resolved group whose `PostToolUse` never came.
 fn batch_event(
     tx: &Transaction,
@@ -476,14 +415,7 @@ fn batch_event(
     now: i64,
 ) -> Result<()> {
     for (call_id, r) in calls {
-        let open: Option<(Option<i64>, Option<String>)> = tx
-            .query_row(
-                "SELECT task_id, status FROM agent_calls
-                 WHERE session_id = ?1 AND call_id = ?2 AND finished_at IS NULL AND started_at IS NOT NULL",
-                params![session, call_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
+        let open = calls::open_call(tx, session, call_id)?;
         let Some((task_id, status)) = open else {
             continue;
         };
@@ -491,16 +423,10 @@ fn batch_event(
             continue;
         }
         if r.launch() != Launch::Completed {
-            tx.execute(
-                "UPDATE agent_calls SET status = ?3 WHERE session_id = ?1 AND call_id = ?2",
-                params![session, call_id, r.launch().call_status()],
-            )?;
+            calls::set_status(tx, session, call_id, r.launch().call_status())?;
             continue;
         }
-        tx.execute(
-            "UPDATE agent_calls SET finished_at = ?3, status = 'done' WHERE session_id = ?1 AND call_id = ?2",
-            params![session, call_id, now],
-        )?;
+        calls::finish(tx, session, call_id, now, "done")?;
         if let Some(id) = task_id {
             finish_task(tx, id, completed(r, now))?;
         }
@@ -510,9 +436,9 @@ fn batch_event(
 
 fn subagent_event(tx: &Transaction, kind: Kind, ev: &SubagentEvent, now: i64) -> Result<()> {
     let start = kind == Kind::SubagentStart;
-    record(
+    calls::record(
         tx,
-        &Call {
+        &NewCall {
             session: &ev.session_id,
             call_id: &ev.agent_id,
             source: SOURCE_SUBAGENT,
@@ -528,15 +454,10 @@ fn subagent_event(tx: &Transaction, kind: Kind, ev: &SubagentEvent, now: i64) ->
         return Ok(());
     }
     // A background agent: its task and its launched Agent call end now.
-    let Some(id) = row_task(tx, &ev.session_id, &ev.agent_id)? else {
+    let Some(id) = calls::task_of(tx, &ev.session_id, &ev.agent_id)? else {
         return Ok(());
     };
-    tx.execute(
-        "UPDATE agent_calls SET finished_at = ?3, status = 'done'
-         WHERE session_id = ?1 AND task_id = ?2 AND source = ?4 AND status IN ('launched', 'teammate')
-           AND finished_at IS NULL",
-        params![ev.session_id, id, now, SOURCE_TOOL],
-    )?;
+    calls::finish_launched(tx, &ev.session_id, id, SOURCE_TOOL, now)?;
     let result = ev.last_assistant_message.clone().and_then(nonempty);
     finish_task(
         tx,
@@ -565,10 +486,7 @@ pub fn auto_batch(db: &Db, cfg: &Config, cwd: &Path) -> Result<Option<String>> {
                 Ok(b) => b,
                 Err(_) => return Ok(None),
             };
-            tx.execute(
-                "UPDATE batches SET emitted_at = coalesce(emitted_at, ?2) WHERE id = ?1",
-                params![b.id, now_ms()],
-            )?;
+            batch::mark_emitted_in(tx, b.id)?;
             Ok(Some(b))
         })
         .map_err(busy)?;
