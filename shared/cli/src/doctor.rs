@@ -572,23 +572,15 @@ pub fn claude() -> Check {
     }
 }
 
-fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-}
+use orch_core::claude::home;
 
 /// The current directory and its parents, stopping before HOME (whose
 /// `.claude/` is the user's, not a project's).
 fn project_dirs() -> Vec<PathBuf> {
-    let home = home();
     let Ok(cwd) = std::env::current_dir() else {
         return vec![];
     };
-    cwd.ancestors()
-        .take_while(|d| Some(d.to_path_buf()) != home)
-        .map(Path::to_path_buf)
-        .collect()
+    orch_core::claude::project_dirs(&cwd, home().as_deref())
 }
 
 /// Shows `p` relative to the current directory or HOME where it is inside one.
@@ -619,26 +611,13 @@ fn read_json(p: &Path) -> Option<Result<serde_json::Value, String>> {
     Some(serde_json::from_str(&text).map_err(|e| format!("{} is not valid JSON: {e}", short(p))))
 }
 
-/// Hook events in a settings file whose command runs orch-hook.
+/// Hook events in a settings file whose command runs orch-hook: the same
+/// test `orch-hook status` and `uninstall` use.
 fn orch_hook_events(settings: &serde_json::Value) -> Vec<String> {
-    let mut events = Vec::new();
-    let Some(hooks) = settings.get("hooks").and_then(|h| h.as_object()) else {
-        return events;
-    };
-    for (event, groups) in hooks {
-        let runs_orch = groups.as_array().into_iter().flatten().any(|g| {
-            g.get("hooks")
-                .and_then(|h| h.as_array())
-                .into_iter()
-                .flatten()
-                .any(|h| {
-                    h.get("command")
-                        .and_then(|c| c.as_str())
-                        .is_some_and(|c| c.contains("orch-hook") || c.contains("orch hook"))
-                })
-        });
-        if runs_orch {
-            events.push(event.clone());
+    let mut events: Vec<String> = Vec::new();
+    for (event, _) in orch_core::claude::hooks::installed(settings) {
+        if !events.contains(&event) {
+            events.push(event);
         }
     }
     events
@@ -661,7 +640,7 @@ pub fn hooks() -> Check {
             here || Some(&d) == git_root.as_ref(),
         ));
     }
-    if let Ok(user) = orch_core::hook::settings::target(orch_core::hook::settings::Scope::User) {
+    if let Ok(user) = orch_core::claude::hooks::target(orch_core::claude::hooks::Scope::User) {
         files.push((user.settings, true));
     }
     let mut found = Vec::new();

@@ -5,8 +5,8 @@ use anyhow::Context;
 use clap::Parser;
 
 use crate::{id_or_stdin, DbArg, Out, Tool};
-use orch_core::agents::AgentIndex;
 use orch_core::batch;
+use orch_core::claude::agents::AgentIndex;
 use orch_core::clipboard;
 use orch_core::db::Source;
 use orch_core::emit;

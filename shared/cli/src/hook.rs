@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use crate::{Out, Tool};
+use orch_core::claude::hooks::{self as settings, Scope, Target};
 use orch_core::error::Exit;
-use orch_core::hook::settings::{self, Scope, Target};
 use orch_core::hook::{self, Config, Reply, DEFAULT_THRESHOLD};
 
 const EXAMPLES: &str = "\

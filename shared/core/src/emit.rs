@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::agents::AgentIndex;
+use crate::claude::agents::AgentIndex;
 use crate::task::Task;
 use crate::text::escape;
 

@@ -3,10 +3,10 @@
 //! agent calls), and the formats other programs read (emit, MCP, hooks).
 //! Nothing here parses flags or prints for people; `orch-cli` does that.
 
-pub mod agents;
 pub mod batch;
 pub mod calls;
 pub mod child;
+pub mod claude;
 pub mod clipboard;
 pub mod db;
 pub mod emit;
@@ -17,7 +17,6 @@ pub mod jsonl;
 pub mod mcp;
 pub mod msg;
 pub mod run;
-pub mod settings_file;
 pub mod task;
 pub mod text;
 pub mod time;

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use crate::agents::AgentIndex;
 use crate::batch::{self, CreateRequest, DEFAULT_MAX};
+use crate::claude::agents::AgentIndex;
 use crate::db::Db;
 use crate::emit::{self, AgentCall, JsonBatch, AGENT_TOOL};
 use crate::task::{self, Dep, NewTask, Status};

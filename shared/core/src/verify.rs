@@ -565,7 +565,7 @@ pub enum Added {
 /// JSON object (or whose `permissions`/`allow` have the wrong shape) is refused
 /// and left untouched. The new file replaces the old one atomically.
 pub fn add_permission(path: &Path) -> Result<Added> {
-    use crate::settings_file::{self, wrong};
+    use crate::claude::settings::{self as settings_file, wrong};
     let mut v = settings_file::read(path)?.unwrap_or_else(|| serde_json::json!({}));
     if allows_probe(&v) {
         return Ok(Added::AlreadyThere);

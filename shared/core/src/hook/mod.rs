@@ -36,7 +36,6 @@
 //! recorded by whoever started it.
 
 pub mod event;
-pub mod settings;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,9 +43,9 @@ use std::time::Duration;
 use rusqlite::Transaction;
 use serde_json::Value;
 
-use crate::agents::AgentIndex;
 use crate::batch::{self, CreateRequest, DEFAULT_MAX};
 use crate::calls::{self, NewCall};
+use crate::claude::agents::AgentIndex;
 use crate::db::{self, Db, Source};
 use crate::emit;
 use crate::error::{Error, Result};

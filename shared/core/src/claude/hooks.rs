@@ -33,10 +33,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::event::Kind;
+use super::settings::wrong;
+pub use super::settings::{read, render, write_atomic};
 use crate::error::{Error, Result};
-use crate::settings_file::wrong;
-pub use crate::settings_file::{read, render, write_atomic};
+use crate::hook::event::Kind;
 
 /// The binary name that marks a hook command as orch's.
 pub const PROGRAM: &str = "orch-hook";
@@ -57,8 +57,8 @@ pub enum Scope {
     User,
 }
 
-/// The variable that moves Claude Code's user directory (default `~/.claude`).
-pub const CONFIG_DIR_ENV: &str = "CLAUDE_CONFIG_DIR";
+use super::home;
+pub use super::{project_dir, CONFIG_DIR_ENV};
 
 /// Where one scope's settings and slash commands live.
 #[derive(Debug, Clone, Serialize)]
@@ -66,26 +66,6 @@ pub struct Target {
     pub scope: Scope,
     pub settings: PathBuf,
     pub command: PathBuf,
-}
-
-fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-}
-
-/// The project directory for `cwd`: the nearest one with `.claude/` or `.git`
-/// (never the home directory itself), else `cwd`.
-pub fn project_dir(cwd: &Path, home: Option<&Path>) -> PathBuf {
-    for dir in cwd.ancestors() {
-        if Some(dir) == home {
-            break;
-        }
-        if dir.join(".claude").is_dir() || dir.join(".git").exists() {
-            return dir.to_path_buf();
-        }
-    }
-    cwd.to_path_buf()
 }
 
 /// The directory this process runs in.
@@ -100,12 +80,8 @@ pub fn current_dir() -> Result<PathBuf> {
 /// The settings file and slash-command path of a scope.
 pub fn target(scope: Scope) -> Result<Target> {
     let claude = match scope {
-        Scope::User => match std::env::var_os(CONFIG_DIR_ENV).filter(|d| !d.is_empty()) {
-            Some(dir) => PathBuf::from(dir),
-            None => home()
-                .ok_or_else(|| Error::invalid("HOME is not set: cannot find ~/.claude"))?
-                .join(".claude"),
-        },
+        Scope::User => super::user_dir()
+            .ok_or_else(|| Error::invalid("HOME is not set: cannot find ~/.claude"))?,
         Scope::Here => current_dir()?.join(".claude"),
         Scope::Project => project_dir(&current_dir()?, home().as_deref()).join(".claude"),
     };

@@ -31,8 +31,7 @@ pub const BUILT_IN: &[&str] = &[
 pub const COORDINATOR_BUILT_IN: &[&str] = &["worker"];
 /// The variable that turns Claude Code's coordinator mode on.
 pub const COORDINATOR_ENV: &str = "CLAUDE_CODE_COORDINATOR_MODE";
-/// The variable that moves Claude Code's user directory (default `~/.claude`).
-pub const CONFIG_DIR_ENV: &str = "CLAUDE_CONFIG_DIR";
+pub use super::CONFIG_DIR_ENV;
 
 /// How deep below `agents/` a definition is looked for, and how many files at
 /// most: a bound on a symlink loop or a huge tree, far beyond real use.
@@ -50,16 +49,7 @@ pub struct Lookup {
 impl Lookup {
     /// From this process's environment.
     pub fn from_env() -> Lookup {
-        let user_dir = std::env::var_os(CONFIG_DIR_ENV)
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .filter(|h| !h.is_empty())
-                    .map(PathBuf::from)
-                    .or_else(|| directories::BaseDirs::new().map(|b| b.home_dir().to_path_buf()))
-                    .map(|h| h.join(".claude"))
-            });
+        let user_dir = super::user_dir();
         Lookup {
             user_dir,
             coordinator: std::env::var(COORDINATOR_ENV).is_ok_and(|v| truthy(&v)),
