@@ -425,7 +425,7 @@ pub fn database(flag: Option<&Path>) -> Check {
             .collect();
         let files: Vec<String> = leaks
             .iter()
-            .map(|(p, _)| shell_quote(&p.display().to_string()))
+            .map(|(p, _)| orch_core::text::sh_word(&p.display().to_string()))
             .collect();
         return Check::new(
             "database",
@@ -448,7 +448,7 @@ pub fn database(flag: Option<&Path>) -> Check {
         )
         .fix(format!(
             "chmod 600 {} (as its owner)",
-            shell_quote(&path.display().to_string())
+            orch_core::text::sh_word(&path.display().to_string())
         ))
         .path(path);
     }
@@ -486,7 +486,7 @@ pub fn database(flag: Option<&Path>) -> Check {
             let c = match (warn, path.parent()) {
                 (Mark::Warn, Some(dir)) => c.fix(format!(
                     "chmod 700 {}",
-                    shell_quote(&dir.display().to_string())
+                    orch_core::text::sh_word(&dir.display().to_string())
                 )),
                 _ => c,
             };
@@ -526,16 +526,6 @@ fn private_dir_note(path: &Path, source: db::Source) -> String {
             format!("; its directory {} is {m:04o}", dir.display())
         }
         _ => String::new(),
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 

@@ -102,7 +102,7 @@ pub struct RecvArgs {
     /// At most N messages [default: every unread one].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max: Option<u32>,
-    /// Wait up to SECS (decimals allowed) for a message instead of exiting 1 at once.
+    /// Wait up to SECS (decimals allowed) or a duration (5m) for a message instead of exiting 1 at once.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub wait: Option<Duration>,
     /// JSON Lines: one message object per line.
@@ -114,12 +114,10 @@ pub struct RecvArgs {
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
-    s.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0 && *v <= 86_400.0 * 365.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("'{s}' is not a number of seconds (e.g. 30 or 0.5)"))
+    orch_core::time::parse_span(s).and_then(|d| match d <= Duration::from_secs(86_400 * 365) {
+        true => Ok(d),
+        false => Err(format!("'{s}': --wait is at most a year")),
+    })
 }
 
 impl Tool for Cli {
@@ -366,4 +364,22 @@ fn print_table(out: &mut Out, items: &[Listed]) -> io::Result<()> {
         ))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_takes_seconds_or_a_duration() {
+        for (arg, secs) in [("5m", 300.0), ("30", 30.0), ("0.5", 0.5)] {
+            let cli =
+                Cli::try_parse_from(["orch-msg", "recv", "--as", "a", "--wait", arg]).unwrap();
+            let Cmd::Recv(r) = cli.cmd else {
+                panic!("not recv")
+            };
+            assert_eq!(r.wait, Some(Duration::from_secs_f64(secs)), "{arg}");
+        }
+        assert!(Cli::try_parse_from(["orch-msg", "recv", "--as", "a", "--wait", "soon"]).is_err());
+    }
 }

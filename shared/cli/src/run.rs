@@ -64,13 +64,7 @@ pub struct Cli {
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs > 0.0 && secs < 1e9 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
-        return Err(format!("'{s}' is not a positive number of seconds"));
-    }
-    orch_core::time::parse_duration(s).and_then(|d| {
+    orch_core::time::parse_span(s).and_then(|d| {
         if d.is_zero() {
             Err("the timeout must be more than 0".into())
         } else {

@@ -60,13 +60,10 @@ fn sleep_arg(s: &str) -> Result<i64, String> {
 }
 
 fn timeout_arg(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let d = match t.parse::<f64>() {
-        Ok(x) if x.is_finite() && (0.0..=86_400.0).contains(&x) => Duration::from_secs_f64(x),
-        Ok(_) => return Err(format!("'{s}': a timeout is 0 to 86400 seconds")),
-        Err(_) => orch_core::time::parse_duration(t)?,
-    };
-    Ok(d)
+    orch_core::time::parse_span(s).and_then(|d| match d <= Duration::from_secs(86_400) {
+        true => Ok(d),
+        false => Err(format!("'{s}': a timeout is 0 to 86400 seconds")),
+    })
 }
 
 #[derive(Debug, Subcommand)]

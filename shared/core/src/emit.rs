@@ -259,33 +259,7 @@ pub fn render_markdown(batch: i64, tasks: &[Task], calls: &[AgentCall]) -> Strin
     s
 }
 
-/// Quotes `s` for POSIX sh: single quotes, with `'` written as `'\''`.
-pub fn sh_quote(s: &str) -> String {
-    let mut q = String::with_capacity(s.len() + 2);
-    q.push('\'');
-    for c in s.chars() {
-        if c == '\'' {
-            q.push_str("'\\''");
-        } else {
-            q.push(c);
-        }
-    }
-    q.push('\'');
-    q
-}
-
-/// `s` as one `sh` word: as is when it holds only characters the shell leaves
-/// alone, single-quoted otherwise.
-pub fn sh_word(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_./-+=:,@%".contains(&b));
-    if plain {
-        s.to_string()
-    } else {
-        sh_quote(s)
-    }
-}
+pub use crate::text::{sh_quote, sh_word};
 
 /// `--format shell`: a script that runs every task with `claude -p` in the
 /// background, waits, and records each result with `orch-queue done`/`fail`.

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::task::Task;
+use crate::text::sh_word;
 use crate::time::{now_ms, rfc3339};
 
 /// The largest body orch stores, in bytes.
@@ -427,17 +428,6 @@ fn with_suffix(role: &str, suffix: &str) -> String {
     // Roles are ASCII, so cutting at a byte is cutting at a character.
     let keep = role.len().min(64usize.saturating_sub(suffix.len()));
     format!("{}{suffix}", &role[..keep])
-}
-
-/// `s` as one POSIX shell word: as is when it needs no quoting, else single-quoted.
-fn sh_word(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b));
-    match plain {
-        true => s.to_string(),
-        false => crate::emit::sh_quote(s),
-    }
 }
 
 /// The line `orch-emit --with-mailbox` adds to an agent's prompt: its mailbox

@@ -69,6 +69,34 @@ pub fn cell(s: &str, max: usize) -> String {
     clip(&escape(s, false), max)
 }
 
+/// Quotes `s` for POSIX sh: single quotes, with `'` written as `'\''`.
+pub fn sh_quote(s: &str) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            q.push_str("'\\''");
+        } else {
+            q.push(c);
+        }
+    }
+    q.push('\'');
+    q
+}
+
+/// `s` as one `sh` word: as is when it holds only characters the shell leaves
+/// alone, single-quoted otherwise.
+pub fn sh_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_./-+=:,@%".contains(&b));
+    if plain {
+        s.to_string()
+    } else {
+        sh_quote(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

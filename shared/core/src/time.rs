@@ -38,8 +38,35 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("'{s}' is not a duration ({e}); try 30s, 10m, 7d"))
 }
 
+/// A span given as seconds (`30`, `0.5`) or as a duration (`90s`, `5m`,
+/// `2h`): the one reading every `--wait`/`--timeout` flag shares. Negative,
+/// infinite or absurd numbers are refused; callers add their own bounds.
+pub fn parse_span(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    match t.parse::<f64>() {
+        Ok(x) if x.is_finite() && (0.0..1e9).contains(&x) => Ok(Duration::from_secs_f64(x)),
+        Ok(_) => Err(format!(
+            "'{s}' is not a number of seconds from 0 (e.g. 30, 0.5, 5m)"
+        )),
+        Err(_) => parse_duration(t),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn spans_are_seconds_or_durations() {
+        use std::time::Duration;
+        assert_eq!(super::parse_span("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(
+            super::parse_span("0.5").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(super::parse_span("5m").unwrap(), Duration::from_secs(300));
+        assert!(super::parse_span("-1").is_err());
+        assert!(super::parse_span("soon").is_err());
+    }
+
     #[test]
     fn formats_utc_millis() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
