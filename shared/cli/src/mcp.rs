@@ -351,12 +351,12 @@ const SELFTEST_TASKS: [(&str, &str, &str); 3] = [
 /// batch takes them before anything of the user's.
 const SELFTEST_PRIORITY: i64 = i64::MAX;
 
-struct Report {
+struct SelfTestReport {
     out: Out,
     checks: usize,
 }
 
-impl Report {
+impl SelfTestReport {
     fn ok(&mut self, what: &str, detail: impl std::fmt::Display) -> anyhow::Result<()> {
         self.checks += 1;
         self.out.line(format_args!("ok    {what}: {detail}"))?;
@@ -375,7 +375,7 @@ fn selftest(db: &DbArg) -> anyhow::Result<Exit> {
         Some(p) => (p.to_path_buf(), true),
         None => (tmp.path().join("selftest.db"), false),
     };
-    let mut report = Report {
+    let mut report = SelfTestReport {
         out: Out::new(),
         checks: 0,
     };
@@ -436,7 +436,7 @@ const SERVER_BIN: &str = "orch-mcp";
 
 fn run_selftest(
     s: &mut Session,
-    report: &mut Report,
+    report: &mut SelfTestReport,
     queued: &mut Vec<i64>,
     batch_id: &mut Option<i64>,
 ) -> anyhow::Result<()> {

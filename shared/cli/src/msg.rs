@@ -141,7 +141,7 @@ impl Tool for Cli {
                     msg::validate_name("--from", f)?;
                 }
                 let db = self.db.open_existing()?;
-                let items = msg::list(&db, &msg::Filter { to, from, unread })?;
+                let items = msg::list(&db, &msg::MessageFilter { to, from, unread })?;
                 if json {
                     for m in &items {
                         out.json(m)?;

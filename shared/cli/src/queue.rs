@@ -214,7 +214,7 @@ impl Tool for Cli {
                 let db = self.db.open_existing()?;
                 let tasks = task::list(
                     &db,
-                    &task::Filter {
+                    &task::TaskFilter {
                         status: status.map(Status::from),
                         role,
                         batch,

@@ -9,7 +9,7 @@ use clap::Parser;
 
 use crate::{id_or_stdin, DbArg, Out, Tool};
 use orch_core::error::Exit;
-use orch_core::run::{self, Event, Options, Preset, Record, Runner, Summary, Template};
+use orch_core::run::{self, Options, Preset, Record, RunEvent, RunSummary, Runner, Template};
 use orch_core::task::{self, Status};
 
 const EXAMPLES: &str = "\
@@ -166,13 +166,13 @@ impl Tool for Cli {
             orch_core::text::escape(&template.display(), false),
             jobs
         );
-        let mut progress = Progress::new(n, tty);
+        let mut progress = RunProgress::new(n, tty);
         let mut out = Out::new();
         let mut write_err: Option<io::Error> = None;
         let json = self.json;
         let summary = runner.run(&db, &claim, &program, &template, &opts, &mut |e| {
             progress.event(&e);
-            if let (Event::Finished { record, .. }, true, None) = (&e, json, &write_err) {
+            if let (RunEvent::Finished { record, .. }, true, None) = (&e, json, &write_err) {
                 if let Err(err) = out.json(record).and_then(|_| out.flush()) {
                     write_err = Some(err);
                 }
@@ -242,7 +242,7 @@ fn secs(ms: i64) -> String {
     format!("{:.2} s", ms as f64 / 1000.0)
 }
 
-fn print_summary(batch: i64, s: &Summary) {
+fn print_summary(batch: i64, s: &RunSummary) {
     let done = s
         .records
         .iter()
@@ -279,7 +279,7 @@ fn print_summary(batch: i64, s: &Summary) {
 }
 
 /// Progress on stderr: a redrawn bar on a terminal, one line per event otherwise.
-struct Progress {
+struct RunProgress {
     total: usize,
     running: usize,
     done: usize,
@@ -289,9 +289,9 @@ struct Progress {
     last_draw: Option<Instant>,
 }
 
-impl Progress {
-    fn new(total: usize, tty: bool) -> Progress {
-        Progress {
+impl RunProgress {
+    fn new(total: usize, tty: bool) -> RunProgress {
+        RunProgress {
             total,
             running: 0,
             done: 0,
@@ -302,9 +302,9 @@ impl Progress {
         }
     }
 
-    fn event(&mut self, e: &Event) {
+    fn event(&mut self, e: &RunEvent) {
         let line = match e {
-            Event::Started { task, pid } => {
+            RunEvent::Started { task, pid } => {
                 self.running += 1;
                 (!self.tty).then(|| {
                     format!(
@@ -315,19 +315,19 @@ impl Progress {
                     )
                 })
             }
-            Event::Finished { record, spawned } => {
+            RunEvent::Finished { record, spawned } => {
                 if *spawned {
                     self.running = self.running.saturating_sub(1);
                 }
                 Some(finished_line(record, &mut self.done, &mut self.failed))
             }
-            Event::Stopping { signal } => Some(format!(
+            RunEvent::Stopping { signal } => Some(format!(
                 "orch-run: {}: stopping {} running task{}",
                 run::signal_name(*signal),
                 self.running,
                 if self.running == 1 { "" } else { "s" }
             )),
-            Event::Tick => None,
+            RunEvent::Tick => None,
         };
         let mut err = io::stderr().lock();
         if self.tty {

@@ -18,7 +18,7 @@ use orch_core::db::{self, Db, Location, Source};
 use orch_core::emit::AgentCall;
 use orch_core::error::Exit;
 use orch_core::intervals::Verdict;
-use orch_core::verify::{self, Event, Probe, Run, Waited};
+use orch_core::verify::{self, Probe, ProbeEvent, Run, Waited};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -264,7 +264,7 @@ fn probe(arg: &DbArg, run: i64, index: i64, out: &mut Out) -> anyhow::Result<Exi
 
 /// Live progress while probes report: one line per event, and on a terminal a
 /// status line redrawn in place.
-struct Progress<W: Write> {
+struct ProbeProgress<W: Write> {
     w: W,
     live: bool,
     color: bool,
@@ -272,9 +272,9 @@ struct Progress<W: Write> {
     status: bool,
 }
 
-impl<W: Write> Progress<W> {
+impl<W: Write> ProbeProgress<W> {
     fn new(w: W, terminal: bool) -> Self {
-        Progress {
+        ProbeProgress {
             w,
             live: terminal,
             color: color_ok(terminal),
@@ -290,7 +290,7 @@ impl<W: Write> Progress<W> {
         }
     }
 
-    fn event(&mut self, r: &Run, probes: &[Probe], e: Event) {
+    fn event(&mut self, r: &Run, probes: &[Probe], e: ProbeEvent) {
         self.clear();
         let t0 = probes
             .iter()
@@ -303,12 +303,12 @@ impl<W: Write> Progress<W> {
             "✓"
         };
         let _ = match e {
-            Event::Started { index, at } => writeln!(
+            ProbeEvent::Started { index, at } => writeln!(
                 self.w,
                 "  ▶ probe {index:<2} started   +{:>6.2} s",
                 (at - t0) as f64 / 1000.0
             ),
-            Event::Finished { index, at, took_ms } => {
+            ProbeEvent::Finished { index, at, took_ms } => {
                 let done = probes
                     .iter()
                     .filter(|p| p.finished_at.is_some_and(|f| f <= at))
@@ -325,7 +325,7 @@ impl<W: Write> Progress<W> {
         let _ = self.w.flush();
     }
 
-    fn events(&mut self, r: &Run, probes: &[Probe], evs: &[Event]) {
+    fn events(&mut self, r: &Run, probes: &[Probe], evs: &[ProbeEvent]) {
         for e in evs {
             self.event(r, probes, *e);
         }
@@ -367,7 +367,7 @@ fn missing_list(probes: &[Probe]) -> String {
 fn wait(db: &Db, run: i64, timeout: Duration) -> anyhow::Result<Exit> {
     let stderr = io::stderr();
     let terminal = stderr.is_terminal();
-    let mut p = Progress::new(stderr.lock(), terminal);
+    let mut p = ProbeProgress::new(stderr.lock(), terminal);
     let res = verify::wait(db, run, Some(timeout), |r, ps, evs| {
         p.events(r, ps, evs);
         p.tick(r, ps);
@@ -420,7 +420,7 @@ struct Phase {
     expected: Verdict,
     ok: bool,
     problems: Vec<String>,
-    report: verify::Report,
+    report: verify::RunReport,
 }
 
 fn spawn_probe(exe: &Path, run: i64, i: i64, db: &Path) -> anyhow::Result<Child> {
@@ -515,7 +515,7 @@ fn selftest(
 }
 
 /// What is implausible about a selftest phase's figures.
-fn plausibility(rep: &verify::Report, expected: Verdict, n: i64, sleep: i64) -> Vec<String> {
+fn plausibility(rep: &verify::RunReport, expected: Verdict, n: i64, sleep: i64) -> Vec<String> {
     let a = &rep.analysis;
     let mut p = Vec::new();
     if a.verdict != expected {
@@ -607,7 +607,7 @@ fn exec(
         .unwrap_or(Duration::from_millis((r.n * r.sleep_ms) as u64) + Duration::from_secs(60));
     let stderr = io::stderr();
     let terminal = stderr.is_terminal();
-    let mut p = Progress::new(stderr.lock(), terminal);
+    let mut p = ProbeProgress::new(stderr.lock(), terminal);
     let mut exited: Option<(Instant, std::process::ExitStatus)> = None;
     let mut last_change = Instant::now();
     let res = verify::wait(&db, r.id, Some(timeout), |r, ps, evs| {
@@ -839,7 +839,7 @@ for your answers one by one. This Claude Code setting allows the probe command:\
     )?;
     drop(w);
     catch_sigint();
-    let mut p = Progress::new(io::stdout().lock(), true);
+    let mut p = ProbeProgress::new(io::stdout().lock(), true);
     let started_waiting = Instant::now();
     let mut hinted = false;
     let res = verify::wait(&db, run.id, None, |r, ps, evs| {

@@ -129,7 +129,7 @@ pub fn get_in(tx: &Transaction, id: i64) -> Result<Batch> {
         .ok_or(Error::NotFound { what: "batch", id })?;
     let tasks = task::list_in(
         tx,
-        &task::Filter {
+        &task::TaskFilter {
             batch: Some(id),
             ..Default::default()
         },
@@ -181,7 +181,7 @@ pub fn set_runner_in(tx: &Transaction, id: i64, at: i64, pid: u32) -> Result<()>
 
 /// One line of `orch-batch list`.
 #[derive(Debug, Clone, Serialize)]
-pub struct Summary {
+pub struct BatchSummary {
     pub id: i64,
     pub created_at: String,
     pub emitted_at: Option<String>,
@@ -194,7 +194,7 @@ pub struct Summary {
 }
 
 /// Every batch, oldest first, with counts of its tasks by status.
-pub fn list(db: &Db) -> Result<Vec<Summary>> {
+pub fn list(db: &Db) -> Result<Vec<BatchSummary>> {
     db.read(|tx| {
         let mut stmt = tx.prepare(
             "SELECT b.id, b.created_at, b.emitted_at, count(t.id),
@@ -207,7 +207,7 @@ pub fn list(db: &Db) -> Result<Vec<Summary>> {
              GROUP BY b.id ORDER BY b.id",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok(Summary {
+            Ok(BatchSummary {
                 id: r.get(0)?,
                 created_at: rfc3339(r.get(1)?),
                 emitted_at: r.get::<_, Option<i64>>(2)?.map(rfc3339),
@@ -273,7 +273,7 @@ pub fn plan(db: &Db, max: usize) -> Result<Plan> {
     let (tasks, statuses) = db.read(|tx| {
         let queued = task::list_in(
             tx,
-            &task::Filter {
+            &task::TaskFilter {
                 status: Some(Status::Queued),
                 ..Default::default()
             },

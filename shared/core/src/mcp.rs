@@ -898,7 +898,7 @@ fn queue_status(state: &mut State, _: NoArgs) -> Result<CallResult, String> {
     let (stats, ready) = db
         .read(|tx| {
             let stats = task::stats_in(tx)?;
-            let f = task::Filter {
+            let f = task::TaskFilter {
                 ready: true,
                 limit: Some(MAX_LISTED),
                 ..Default::default()

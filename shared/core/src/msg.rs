@@ -324,7 +324,7 @@ pub struct Listed {
 
 /// What `list` shows.
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
+pub struct MessageFilter {
     /// Mailbox `to` (messages addressed to it and broadcasts it did not send);
     /// `*` means broadcasts only.
     pub to: Option<String>,
@@ -334,7 +334,7 @@ pub struct Filter {
 }
 
 /// Messages matching `f`, oldest first, with their deliveries.
-pub fn list(db: &Db, f: &Filter) -> Result<Vec<Listed>> {
+pub fn list(db: &Db, f: &MessageFilter) -> Result<Vec<Listed>> {
     // ?1 and ?2 both appear in every variant, as rusqlite binds both.
     let mut sql = format!("SELECT {COLUMNS} FROM messages m WHERE (?2 IS NULL OR m.sender = ?2)");
     match f.to.as_deref() {
@@ -497,7 +497,7 @@ mod tests {
             assert!(claim(&db, r, None).unwrap().is_empty());
         }
         assert!(claim(&db, "a", None).unwrap().is_empty());
-        let l = list(&db, &Filter::default()).unwrap();
+        let l = list(&db, &MessageFilter::default()).unwrap();
         assert_eq!(l[0].read_by.len(), 2);
     }
 

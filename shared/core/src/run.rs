@@ -499,7 +499,7 @@ pub struct Record {
 }
 
 /// What the runner reports while it works.
-pub enum Event<'a> {
+pub enum RunEvent<'a> {
     Started {
         task: &'a Task,
         pid: u32,
@@ -519,7 +519,7 @@ pub enum Event<'a> {
 
 /// The end of a run.
 #[derive(Debug)]
-pub struct Summary {
+pub struct RunSummary {
     /// One record per task that started, in batch order.
     pub records: Vec<Record>,
     /// The signal that stopped the run, if one did.
@@ -529,7 +529,7 @@ pub struct Summary {
     pub analysis: Analysis,
 }
 
-impl Summary {
+impl RunSummary {
     pub fn failed(&self) -> usize {
         self.records
             .iter()
@@ -745,8 +745,8 @@ impl Runner {
         program: &std::path::Path,
         template: &Template,
         opts: &Options,
-        on: &mut dyn FnMut(Event),
-    ) -> Result<Summary> {
+        on: &mut dyn FnMut(RunEvent),
+    ) -> Result<RunSummary> {
         let tasks = &claim.tasks;
         let jobs = opts.jobs.max(1);
         let mut slots: Vec<Slot> = Vec::new();
@@ -760,14 +760,14 @@ impl Runner {
                 next += 1;
                 match self.spawn(db, claim.batch, &tasks[idx], idx, program, template, opts)? {
                     Ok(slot) => {
-                        on(Event::Started {
+                        on(RunEvent::Started {
                             task: &tasks[idx],
                             pid: slot.pgid as u32,
                         });
                         slots.push(slot);
                     }
                     Err(rec) => {
-                        on(Event::Finished {
+                        on(RunEvent::Finished {
                             record: &rec,
                             spawned: false,
                         });
@@ -798,7 +798,7 @@ impl Runner {
                         }
                     } else {
                         stopping = Some(s);
-                        on(Event::Stopping { signal: s });
+                        on(RunEvent::Stopping { signal: s });
                         for slot in &mut slots {
                             slot.interrupted = true;
                             slot.stop(now);
@@ -838,7 +838,7 @@ impl Runner {
                     let slot = slots.swap_remove(i);
                     let idx = slot.idx;
                     let rec = self.finish(db, claim.batch, &tasks[idx], slot, template, opts)?;
-                    on(Event::Finished {
+                    on(RunEvent::Finished {
                         record: &rec,
                         spawned: true,
                     });
@@ -847,7 +847,7 @@ impl Runner {
                 }
                 i += 1;
             }
-            on(Event::Tick);
+            on(RunEvent::Tick);
         }
         let requeued = if stopping.is_some() && next < tasks.len() {
             let ids: Vec<i64> = tasks[next..].iter().map(|t| t.id).collect();
@@ -865,7 +865,7 @@ impl Runner {
                 })
                 .collect::<Vec<_>>(),
         );
-        Ok(Summary {
+        Ok(RunSummary {
             records,
             interrupted: stopping,
             requeued,

@@ -844,7 +844,7 @@ pub fn blocked(db: &Db, roots: Option<&[i64]>, within: Option<(i64, i64)>) -> Re
 
 /// What `list` shows.
 #[derive(Debug, Default, Clone)]
-pub struct Filter {
+pub struct TaskFilter {
     pub status: Option<Status>,
     pub role: Option<String>,
     pub batch: Option<i64>,
@@ -883,12 +883,12 @@ fn load_after(tx: &Transaction, tasks: &mut [Task]) -> Result<()> {
 }
 
 /// Tasks matching `f`, oldest first.
-pub fn list(db: &Db, f: &Filter) -> Result<Vec<Task>> {
+pub fn list(db: &Db, f: &TaskFilter) -> Result<Vec<Task>> {
     db.read(|tx| list_in(tx, f))
 }
 
 /// [`list`] inside a transaction the caller holds.
-pub fn list_in(tx: &Transaction, f: &Filter) -> Result<Vec<Task>> {
+pub fn list_in(tx: &Transaction, f: &TaskFilter) -> Result<Vec<Task>> {
     let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks t WHERE 1=1");
     if f.status.is_some() {
         sql.push_str(" AND t.status = ?1");

@@ -245,22 +245,22 @@ pub fn probe_end(db: &Db, run: i64, idx: i64) -> Result<i64> {
 
 /// Something that happened to a probe while waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
+pub enum ProbeEvent {
     Started { index: i64, at: i64 },
     Finished { index: i64, at: i64, took_ms: i64 },
 }
 
 /// Compares two snapshots of a run's probes and lists what changed, in time order.
-pub fn events(before: &[Probe], after: &[Probe]) -> Vec<Event> {
+pub fn events(before: &[Probe], after: &[Probe]) -> Vec<ProbeEvent> {
     let mut ev = Vec::new();
     for p in after {
         let old = before.iter().find(|b| b.index == p.index);
         if let (Some(at), None) = (p.started_at, old.and_then(|o| o.started_at)) {
-            ev.push(Event::Started { index: p.index, at });
+            ev.push(ProbeEvent::Started { index: p.index, at });
         }
         if let (Some(at), None) = (p.finished_at, old.and_then(|o| o.finished_at)) {
             let took_ms = at - p.started_at.unwrap_or(at);
-            ev.push(Event::Finished {
+            ev.push(ProbeEvent::Finished {
                 index: p.index,
                 at,
                 took_ms,
@@ -268,8 +268,8 @@ pub fn events(before: &[Probe], after: &[Probe]) -> Vec<Event> {
         }
     }
     ev.sort_by_key(|e| match *e {
-        Event::Started { at, .. } => (at, 0),
-        Event::Finished { at, .. } => (at, 1),
+        ProbeEvent::Started { at, .. } => (at, 0),
+        ProbeEvent::Finished { at, .. } => (at, 1),
     });
     ev
 }
@@ -295,7 +295,7 @@ pub fn wait(
     db: &Db,
     run: i64,
     timeout: Option<Duration>,
-    mut step: impl FnMut(&Run, &[Probe], &[Event]) -> bool,
+    mut step: impl FnMut(&Run, &[Probe], &[ProbeEvent]) -> bool,
 ) -> Result<Waited> {
     let t0 = Instant::now();
     let (r, mut seen) = load(db, run)?;
@@ -345,7 +345,7 @@ pub struct ProbeReport {
 
 /// `orch-verify report --json`.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub struct RunReport {
     pub run: i64,
     pub label: Option<String>,
     pub created_at: String,
@@ -358,12 +358,12 @@ pub struct Report {
 }
 
 /// Builds the report of a run from its probes.
-pub fn report(r: &Run, probes: &[Probe]) -> Report {
+pub fn report(r: &Run, probes: &[Probe]) -> RunReport {
     let intervals: Vec<Interval> = probes.iter().map(Probe::interval).collect();
     let analysis = intervals::analyse(&intervals);
     let t0 = probes.iter().filter_map(|p| p.started_at).min();
     let off = |t: Option<i64>| t.zip(t0).map(|(t, z)| t - z);
-    Report {
+    RunReport {
         run: r.id,
         label: r.label.clone(),
         created_at: rfc3339(r.created_at),
