@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::batch::{self, CreateRequest, DEFAULT_MAX};
 use crate::claude::agents::AgentIndex;
 use crate::db::Db;
-use crate::emit::{self, AgentCall, JsonBatch, AGENT_TOOL};
+use crate::emit::{self, JsonBatch, AGENT_TOOL};
 use crate::task::{self, Dep, NewTask, Status};
 
 /// Protocol revisions this server speaks, newest first. A client asking for
@@ -843,13 +843,7 @@ fn execute_batch(state: &mut State, a: ExecuteArgs) -> Result<CallResult, String
         }
     };
     let agents = AgentIndex::discover(&cwd);
-    let mut calls: Vec<AgentCall> = Vec::with_capacity(b.tasks.len());
-    let mut notes = Vec::new();
-    for t in &b.tasks {
-        let (c, note) = emit::agent_call(t, &agents, None);
-        notes.extend(note);
-        calls.push(c);
-    }
+    let (calls, notes) = emit::agent_calls(&b.tasks, &agents, &[]);
     let ids: Vec<i64> = b.tasks.iter().map(|t| t.id).collect();
     batch::mark_emitted(db, b.id).map_err(|e| e.to_string())?;
     for n in notes {
@@ -1515,7 +1509,7 @@ mod tests {
         assert_eq!(sc["batch"], 1);
         assert_eq!(sc["tool"], "Agent");
         assert_eq!(sc["tasks"], json!([2, 1]), "priority first");
-        let calls: Vec<AgentCall> = serde_json::from_value(sc["calls"].clone()).unwrap();
+        let calls: Vec<emit::AgentCall> = serde_json::from_value(sc["calls"].clone()).unwrap();
         assert_eq!(calls[1].prompt, "Map \"it\"\n`all` of it\n\norch-task: 1");
         assert_eq!(calls[1].subagent_type.as_deref(), Some("Explore"));
         assert_eq!(calls[1].description, "Map the layout");

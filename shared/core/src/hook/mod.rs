@@ -490,11 +490,7 @@ pub fn auto_batch(db: &Db, cfg: &Config, cwd: &Path) -> Result<Option<String>> {
         })
         .map_err(busy)?;
     let Some(b) = made else { return Ok(None) };
-    let calls: Vec<_> = b
-        .tasks
-        .iter()
-        .map(|t| emit::agent_call(t, &agents, None).0)
-        .collect();
+    let (calls, _) = emit::agent_calls(&b.tasks, &agents, &[]);
     let n = calls.len();
     Ok(Some(format!(
         "orch: {n} queued tasks are ready and were put in batch {}. Launch them now, in parallel, as described below.\n\n{}",
