@@ -843,7 +843,14 @@ fn execute_batch(state: &mut State, a: ExecuteArgs) -> Result<CallResult, String
         }
     };
     let agents = AgentIndex::discover(&cwd);
-    let (calls, notes) = emit::agent_calls(&b.tasks, &agents, &[]);
+    // One note per task (README shows them): not emit::agent_calls' one per role.
+    let mut calls: Vec<emit::AgentCall> = Vec::with_capacity(b.tasks.len());
+    let mut notes = Vec::new();
+    for t in &b.tasks {
+        let (c, note) = emit::agent_call(t, &agents, None);
+        notes.extend(note);
+        calls.push(c);
+    }
     let ids: Vec<i64> = b.tasks.iter().map(|t| t.id).collect();
     batch::mark_emitted(db, b.id).map_err(|e| e.to_string())?;
     for n in notes {
