@@ -49,7 +49,10 @@ pub fn main<T: Tool>() -> ExitCode {
     let args = T::preprocess(std::env::args_os().collect());
     let cli = match T::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(e) => return clap_error_code(T::NAME, e, T::usage_exit(&args)),
+        Err(e) => {
+            let path = help_path(&T::command(), T::NAME, &args);
+            return usage_error(&path, e, T::usage_exit(&args));
+        }
     };
     match cli.run() {
         Ok(code) => code.into(),
@@ -57,13 +60,9 @@ pub fn main<T: Tool>() -> ExitCode {
     }
 }
 
-/// Prints help and version as clap does; any other parse error as one line, exit 2.
-pub fn clap_error(name: &str, e: clap::Error) -> ExitCode {
-    clap_error_code(name, e, Exit::Error)
-}
-
-/// [`clap_error`] with the exit code `code` for usage errors.
-pub fn clap_error_code(name: &str, e: clap::Error, code: Exit) -> ExitCode {
+/// Prints help and version as clap does; any other parse error as one line
+/// naming `help` (the command whose `--help` answers it), exit `code`.
+fn usage_error(help: &str, e: clap::Error, code: Exit) -> ExitCode {
     use clap::error::ErrorKind;
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
@@ -97,26 +96,35 @@ pub fn clap_error_code(name: &str, e: clap::Error, code: Exit) -> ExitCode {
             } else {
                 orch_core::text::escape(&msg, false)
             };
-            eprintln!(
-                "{name}: error: {msg} (see {} --help)",
-                help_path(&text).unwrap_or_else(|| name.to_string())
-            );
+            let name = help.split(' ').next().unwrap_or(help);
+            eprintln!("{name}: error: {msg} (see {help} --help)");
             code.into()
         }
     }
 }
 
-/// The command whose `--help` answers a usage error: `orch-queue add` for a
-/// mistake inside `orch-queue add`, taken from the usage line clap rendered.
-fn help_path(rendered: &str) -> Option<String> {
-    let usage = rendered
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Usage: "))?;
-    let words: Vec<&str> = usage
-        .split_whitespace()
-        .take_while(|w| !w.starts_with(['[', '<', '-']))
-        .collect();
-    (!words.is_empty()).then(|| words.join(" "))
+/// The command whose `--help` answers a usage error in `args`: `orch-queue
+/// add` for a mistake inside `orch-queue add`. Found by following the
+/// subcommands named in `args` through clap's command tree, not by reading
+/// clap's rendered text.
+fn help_path(cmd: &clap::Command, name: &str, args: &[std::ffi::OsString]) -> String {
+    let mut path = name.to_string();
+    let mut cmd = cmd;
+    for a in args.iter().skip(1) {
+        if !cmd.has_subcommands() {
+            break;
+        }
+        let Some(a) = a.to_str() else { continue };
+        if a == "--" {
+            break;
+        }
+        if let Some(sub) = cmd.find_subcommand(a) {
+            path.push(' ');
+            path.push_str(sub.get_name());
+            cmd = sub;
+        }
+    }
+    path
 }
 
 /// True when the error comes from writing to a closed stdout pipe.
