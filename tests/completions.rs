@@ -61,6 +61,7 @@ fn bash_completion_completes_orch_queue_a_to_add() {
         "orch-msg",
         "orch-mcp",
         "orch-run",
+        "orch-events",
     ] {
         let f = dir.join(format!("{b}.bash"));
         assert!(

@@ -65,7 +65,7 @@ fn doctor_healthy_setup_exits_0() {
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     for t in [
-        "batch", "emit", "hook", "mcp", "msg", "queue", "run", "verify",
+        "batch", "emit", "events", "hook", "mcp", "msg", "queue", "run", "verify",
     ] {
         assert!(names.contains(&t), "{t} missing from {names:?}");
     }
@@ -79,7 +79,12 @@ fn doctor_healthy_setup_exits_0() {
     assert_eq!(db["path"], env.db.to_str().unwrap());
     let msg = db["message"].as_str().unwrap();
     assert!(
-        msg.contains("from ORCH_DB") && msg.contains("schema 2") && msg.contains("1 task"),
+        msg.contains("from ORCH_DB")
+            && msg.contains(&format!(
+                "schema {}",
+                orch_core::db::schema::current_version()
+            ))
+            && msg.contains("1 task"),
         "{msg}"
     );
     // Optional checks never fail the run.
@@ -274,7 +279,7 @@ fn doctor_reports_missing_and_mismatched_tools() {
     let env = Env::new();
     let dir = suite_dir(
         &env,
-        &["batch", "emit", "hook", "mcp", "msg", "verify"],
+        &["batch", "emit", "events", "hook", "mcp", "msg", "verify"],
         &[
             ("orch-queue", "echo orch-queue 0.0.1"),
             ("orch-foo", "echo hi"),

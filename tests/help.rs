@@ -61,6 +61,11 @@ const TOOLS: &[Tool] = &[
         verbs: &[],
         help_says: &[],
     },
+    Tool {
+        name: "orch-events",
+        verbs: &[],
+        help_says: &["--follow", "--exec"],
+    },
 ];
 
 /// A help text starts with a non-empty summary line and shows an example.

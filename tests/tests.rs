@@ -10,6 +10,7 @@ mod damaged;
 mod database;
 mod doctor;
 mod emit;
+mod events;
 mod front;
 mod help;
 mod hook;

@@ -53,6 +53,10 @@ pub const SUITE: &[SuiteTool] = &[
         name: "run",
         command: <crate::run::Cli as CommandFactory>::command,
     },
+    SuiteTool {
+        name: "events",
+        command: <crate::events::Cli as CommandFactory>::command,
+    },
 ];
 
 /// Names `orch` answers itself; an `orch-NAME` with one of these names is never run.

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod completions;
 pub mod doctor;
 pub mod emit;
+pub mod events;
 pub mod hook;
 pub mod mcp;
 pub mod msg;

@@ -22,6 +22,7 @@ Tools (orch NAME --help for each):
   mcp      the same queue as an MCP server
   run      run a batch headless through claude -p or any agent command
   msg      a mailbox between agents, each message delivered once
+  events   the journal of every state change: print, follow, act on it
 Any orch-NAME on PATH runs as `orch NAME`; `orch --list` shows what is installed.
 
 Examples:

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::event::{self, About, Kind};
 use crate::task::{self, Status, Task};
 use crate::time::{now_ms, rfc3339};
 
@@ -76,6 +77,7 @@ pub fn create_in(
     let now = now_ms();
     tx.execute("INSERT INTO batches (created_at) VALUES (?1)", [now])?;
     let id = tx.last_insert_rowid();
+    event::record(tx, Kind::BatchCreated, About::batch(id), None, None, None)?;
     let claimed = task::batch_ready_in(tx, id, now, req.role.as_deref(), req.max)?;
     debug_assert!(claimed > 0);
     Ok(Ok(get_in(tx, id)?))
@@ -90,6 +92,7 @@ pub fn create_of_in(tx: &Transaction, ids: &[i64]) -> Result<Batch> {
     let now = now_ms();
     tx.execute("INSERT INTO batches (created_at) VALUES (?1)", [now])?;
     let id = tx.last_insert_rowid();
+    event::record(tx, Kind::BatchCreated, About::batch(id), None, None, None)?;
     for &t in ids {
         if !task::batch_one_in(tx, id, now, t)? {
             return Err(Error::invalid(format!(
@@ -149,11 +152,17 @@ pub fn mark_emitted(db: &Db, id: i64) -> Result<()> {
 
 /// [`mark_emitted`] inside a transaction the caller holds.
 pub fn mark_emitted_in(tx: &Transaction, id: i64) -> Result<()> {
-    let n = tx.execute(
-        "UPDATE batches SET emitted_at = coalesce(emitted_at, ?2) WHERE id = ?1",
+    let first = tx.execute(
+        "UPDATE batches SET emitted_at = ?2 WHERE id = ?1 AND emitted_at IS NULL",
         params![id, now_ms()],
     )?;
-    if n == 0 {
+    if first == 1 {
+        event::record(tx, Kind::BatchEmitted, About::batch(id), None, None, None)?;
+    } else if tx
+        .query_row("SELECT 1 FROM batches WHERE id = ?1", [id], |_| Ok(()))
+        .optional()?
+        .is_none()
+    {
         return Err(Error::NotFound { what: "batch", id });
     }
     Ok(())
@@ -236,6 +245,7 @@ pub fn release(db: &Db, id: i64) -> Result<Vec<i64>> {
         }
         task::unbatch_all_in(tx, id)?;
         tx.execute("DELETE FROM batches WHERE id = ?1", [id])?;
+        event::record(tx, Kind::BatchReleased, About::batch(id), None, None, None)?;
         Ok(b.tasks.iter().filter(|t| t.status == Status::Batched).map(|t| t.id).collect())
     })
 }

@@ -11,6 +11,7 @@ pub mod clipboard;
 pub mod db;
 pub mod emit;
 pub mod error;
+pub mod event;
 pub mod hook;
 pub mod intervals;
 pub mod jsonl;

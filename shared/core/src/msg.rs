@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::event::{self, About, Kind};
 use crate::task::Task;
 use crate::text::sh_word;
 use crate::time::{now_ms, rfc3339};
@@ -136,7 +137,9 @@ pub fn send(db: &Db, msgs: &[ValidMessage]) -> Result<Vec<i64>> {
         let mut ids = Vec::with_capacity(msgs.len());
         for m in msgs {
             insert.execute(params![m.from, m.to, m.kind, m.body, now])?;
-            ids.push(tx.last_insert_rowid());
+            let id = tx.last_insert_rowid();
+            event::record(tx, Kind::MessageSent, About::message(id), None, None, Some(&format!("{} -> {}", m.from, m.to)))?;
+            ids.push(id);
         }
         Ok(ids)
     })
@@ -213,6 +216,14 @@ pub fn claim_with(
         )?;
         for m in &msgs {
             mark.execute(params![m.id, reader, now])?;
+            event::record(
+                tx,
+                Kind::MessageReceived,
+                About::message(m.id),
+                None,
+                None,
+                Some(reader),
+            )?;
         }
         deliver(&msgs).map_err(|e| undelivered(&msgs, e))?;
         Ok(msgs)

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::event::{self, About, Kind};
 use crate::time::{now_ms, rfc3339};
 
 /// The longest prompt orch stores, in bytes.
@@ -149,9 +150,19 @@ pub fn fail_running_in_batch(tx: &Transaction, batch: i64, at: i64, pid: i64) ->
              error = 'orch-run (pid ' || ?3 || ') stopped before this task finished'
          WHERE batch_id = ?1 AND status = 'running' RETURNING id",
     )?;
-    let ids = stmt
+    let ids: Vec<i64> = stmt
         .query_map(params![batch, at, pid], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
+    for &id in &ids {
+        event::record(
+            tx,
+            Kind::TaskFailed,
+            About::task_in(id, Some(batch)),
+            Some("running"),
+            Some("failed"),
+            Some("orch-run stopped before this task finished"),
+        )?;
+    }
     Ok(ids)
 }
 
@@ -174,15 +185,27 @@ pub fn batch_ready_in(
     role: Option<&str>,
     max: usize,
 ) -> Result<usize> {
-    Ok(tx.execute(
-        &format!(
-            "UPDATE tasks SET status = 'batched', batch_id = ?1, batched_at = ?2
+    let mut stmt = tx.prepare(&format!(
+        "UPDATE tasks SET status = 'batched', batch_id = ?1, batched_at = ?2
              WHERE status = 'queued' AND id IN (
                  SELECT t.id FROM tasks t WHERE {READY} AND (?3 IS NULL OR t.role = ?3)
-                 ORDER BY t.priority DESC, t.id LIMIT ?4)"
-        ),
-        params![batch, at, role, max as i64],
-    )?)
+                 ORDER BY t.priority DESC, t.id LIMIT ?4) RETURNING id"
+    ))?;
+    let mut ids: Vec<i64> = stmt
+        .query_map(params![batch, at, role, max as i64], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    ids.sort_unstable();
+    for &id in &ids {
+        event::record(
+            tx,
+            Kind::TaskBatched,
+            About::task_in(id, Some(batch)),
+            Some("queued"),
+            Some("batched"),
+            None,
+        )?;
+    }
+    Ok(ids.len())
 }
 
 /// Moves task `id` from queued to batched in batch `batch`; false when it was not queued.
@@ -192,7 +215,8 @@ pub fn batch_one_in(tx: &Transaction, batch: i64, at: i64, id: i64) -> Result<bo
             "UPDATE tasks SET status = 'batched', batch_id = ?1, batched_at = ?2 WHERE id = ?3 AND status = 'queued'",
         )?
         .execute(params![batch, at, id])?
-        == 1)
+        == 1
+        && event::record(tx, Kind::TaskBatched, About::task_in(id, Some(batch)), Some("queued"), Some("batched"), None)? > 0)
 }
 
 /// Moves task `id` from batched back to queued, out of its batch; false when it was not batched.
@@ -202,16 +226,30 @@ pub fn requeue_in(tx: &Transaction, id: i64) -> Result<bool> {
             "UPDATE tasks SET status = 'queued', batch_id = NULL, batched_at = NULL WHERE id = ?1 AND status = 'batched'",
         )?
         .execute([id])?
-        == 1)
+        == 1
+        && event::record(tx, Kind::TaskRequeued, About::task(id), Some("batched"), Some("queued"), None)? > 0)
 }
 
 /// Takes every task out of batch `batch` (being deleted): batched ones go back to the queue.
 pub fn unbatch_all_in(tx: &Transaction, batch: i64) -> Result<()> {
-    tx.execute(
+    let mut stmt = tx.prepare(
         "UPDATE tasks SET status = 'queued', batch_id = NULL, batched_at = NULL
-         WHERE batch_id = ?1 AND status = 'batched'",
-        [batch],
+         WHERE batch_id = ?1 AND status = 'batched' RETURNING id",
     )?;
+    let mut ids: Vec<i64> = stmt
+        .query_map([batch], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    ids.sort_unstable();
+    for id in ids {
+        event::record(
+            tx,
+            Kind::TaskRequeued,
+            About::task_in(id, Some(batch)),
+            Some("batched"),
+            Some("queued"),
+            Some("batch released"),
+        )?;
+    }
     tx.execute(
         "UPDATE tasks SET batch_id = NULL WHERE batch_id = ?1",
         [batch],
@@ -664,6 +702,14 @@ impl<'a> Inserter<'a> {
             )?
             .execute(params![t.role, t.description, t.prompt, t.priority, self.now])?;
         let id = self.tx.last_insert_rowid();
+        event::record(
+            self.tx,
+            Kind::TaskAdded,
+            About::task(id),
+            None,
+            Some("queued"),
+            Some(&t.description),
+        )?;
         self.ids.push(id);
         if let Some(waiting) = self.waiting.remove(&i) {
             for w in waiting {
@@ -965,6 +1011,14 @@ pub fn cancel(db: &Db, ids: &[i64]) -> Result<()> {
                 "UPDATE tasks SET status = 'cancelled', finished_at = ?2 WHERE id = ?1",
                 params![id, now],
             )?;
+            event::record(
+                tx,
+                Kind::TaskCancelled,
+                About::task(id),
+                Some(s.as_str()),
+                Some("cancelled"),
+                None,
+            )?;
         }
         Ok(())
     })
@@ -997,9 +1051,18 @@ pub fn start_in(tx: &Transaction, id: i64, at: Option<i64>) -> Result<()> {
             "task {id} is {s}; only a queued or batched task can start"
         )));
     }
-    tx.execute(
-        "UPDATE tasks SET status = 'running', started_at = ?2 WHERE id = ?1",
+    let batch: Option<i64> = tx.query_row(
+        "UPDATE tasks SET status = 'running', started_at = ?2 WHERE id = ?1 RETURNING batch_id",
         params![id, at.unwrap_or_else(now_ms)],
+        |r| r.get(0),
+    )?;
+    event::record(
+        tx,
+        Kind::TaskStarted,
+        About::task_in(id, batch),
+        Some(s.as_str()),
+        Some("running"),
+        None,
     )?;
     Ok(())
 }
@@ -1022,11 +1085,16 @@ pub fn finish_in(tx: &Transaction, id: i64, o: Outcome) -> Result<()> {
         }
     }
     let at = o.at.unwrap_or_else(now_ms);
-    tx.execute(
+    let (kind, to) = match o.ok {
+        true => (Kind::TaskDone, "done"),
+        false => (Kind::TaskFailed, "failed"),
+    };
+    let detail = o.error.clone();
+    let batch: Option<i64> = tx.query_row(
         "UPDATE tasks SET status = ?2, finished_at = ?3, started_at = coalesce(started_at, ?3),
              result = coalesce(?4, result), error = ?5, exit_code = ?6, log = coalesce(?7, log),
              claude = coalesce(?8, claude)
-         WHERE id = ?1",
+         WHERE id = ?1 RETURNING batch_id",
         params![
             id,
             if o.ok { "done" } else { "failed" },
@@ -1037,6 +1105,15 @@ pub fn finish_in(tx: &Transaction, id: i64, o: Outcome) -> Result<()> {
             o.log,
             o.claude.map(|m| serde_json::Value::Object(m).to_string())
         ],
+        |r| r.get(0),
+    )?;
+    event::record(
+        tx,
+        kind,
+        About::task_in(id, batch),
+        Some(s.as_str()),
+        Some(to),
+        detail.as_deref(),
     )?;
     Ok(())
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::db::Db;
 use crate::emit::{self, AgentCall};
 use crate::error::{Error, Result};
+use crate::event::{self, About, Kind};
 use crate::intervals::{self, Analysis, Interval, Verdict};
 use crate::time::{now_ms, rfc3339};
 
@@ -123,6 +124,7 @@ pub fn create(db: &Db, n: i64, sleep_ms: i64, label: Option<&str>) -> Result<Run
         for i in 1..=n {
             ins.execute(params![id, i])?;
         }
+        event::record(tx, Kind::VerifyStarted, About::run(id), None, None, Some(&format!("{n} probes")))?;
         Ok(Run {
             id,
             n,
@@ -238,6 +240,19 @@ pub fn probe_end(db: &Db, run: i64, idx: i64) -> Result<i64> {
             return Err(Error::invalid(format!(
                 "probe {idx} of run {run} has no open start to finish"
             )));
+        }
+        let probes = probes_in(tx, run)?;
+        if probes.iter().all(|p| p.finished_at.is_some()) {
+            let a = intervals::analyse(&probes.iter().map(Probe::interval).collect::<Vec<_>>());
+            let detail = format!("{} (speed-up {:.1}x)", a.verdict, a.speedup);
+            event::record(
+                tx,
+                Kind::VerifyJudged,
+                About::run(run),
+                None,
+                Some(&a.verdict.to_string()),
+                Some(&detail),
+            )?;
         }
         Ok(at)
     })

@@ -788,6 +788,7 @@ mod tests {
         ("verify_runs", "core/src/verify.rs"),
         ("verify_probes", "core/src/verify.rs"),
         ("agent_calls", "core/src/calls.rs"),
+        ("events", "core/src/event.rs"),
     ];
 
     fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -95,6 +95,24 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE tasks ADD COLUMN claude TEXT;
     "#,
+    // 3: the event journal (`event.rs`): one row per state change, written in
+    // the transaction of the change; ids in commit order, never reused.
+    r#"
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at          INTEGER NOT NULL,
+        kind        TEXT    NOT NULL,
+        task_id     INTEGER,
+        batch_id    INTEGER,
+        message_id  INTEGER,
+        run_id      INTEGER,
+        from_status TEXT,
+        to_status   TEXT,
+        detail      TEXT
+    );
+    CREATE INDEX events_by_task ON events(task_id, id) WHERE task_id IS NOT NULL;
+    CREATE INDEX events_by_at ON events(at);
+    "#,
 ];
 
 /// The schema version this build writes and understands.

@@ -1,0 +1,5 @@
+//! `orch-events`: see `orch_cli::events`.
+
+fn main() -> std::process::ExitCode {
+    orch_cli::main::<orch_cli::events::Cli>()
+}

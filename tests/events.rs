@@ -1,0 +1,251 @@
+//! orch-events through the real binary: every state change journaled once in
+//! commit order, followers before, during and after a run, `--since` resume,
+//! many writers and followers, and `--exec`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// A running `orch-events --follow --json`, its lines arriving on a channel.
+struct Follower {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<serde_json::Value>,
+}
+
+impl Follower {
+    fn start(env: &Env, args: &[&str]) -> Follower {
+        let mut child = env
+            .cmd("orch-events")
+            .args(["--follow", "--json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Follower {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (at most 20 s) until `n` events have arrived; returns them.
+    fn until(&mut self, n: usize) -> &[serde_json::Value] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.seen.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(json(&l)),
+                Err(_) => panic!("follower saw {} of {n} events", self.seen.len()),
+            }
+        }
+        &self.seen
+    }
+
+    /// Stops the follower; fails if it printed more than `n` events.
+    fn stop(mut self, n: usize) -> Vec<serde_json::Value> {
+        std::thread::sleep(Duration::from_millis(150));
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(json(&l));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        assert_eq!(self.seen.len(), n, "follower printed extra events");
+        std::mem::take(&mut self.seen)
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn all_events(env: &Env) -> Vec<serde_json::Value> {
+    json_lines(&env.ok("orch-events", &["--json"]))
+}
+
+fn ids(events: &[serde_json::Value]) -> Vec<i64> {
+    events.iter().map(|e| e["id"].as_i64().unwrap()).collect()
+}
+
+fn kinds(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A small scripted run touching every kind of state change the store has.
+fn scripted_run(env: &Env, half: &mut dyn FnMut()) {
+    for p in ["one", "two", "three"] {
+        env.add("dev", p);
+    }
+    env.ok("orch-batch", &["create"]);
+    env.ok("orch-queue", &["start", "1"]);
+    env.ok("orch-queue", &["done", "1"]);
+    half();
+    env.ok("orch-queue", &["start", "2"]);
+    env.ok("orch-queue", &["fail", "2", "--error", "boom"]);
+    env.ok("orch-queue", &["done", "3"]);
+    env.add("dev", "four");
+    env.ok("orch-queue", &["cancel", "4"]);
+    env.ok("orch-msg", &["send", "--from", "a", "--to", "b", "hi"]);
+    env.ok("orch-msg", &["recv", "--as", "b"]);
+}
+
+#[test]
+fn every_state_change_once_in_commit_order_for_followers_before_during_and_after() {
+    let env = Env::new();
+    let mut before = Follower::start(&env, &[]);
+    let mut during = None;
+    scripted_run(&env, &mut || during = Some(Follower::start(&env, &[])));
+    let after = all_events(&env);
+    assert_eq!(
+        kinds(&after),
+        [
+            "task.added",
+            "task.added",
+            "task.added",
+            "batch.created",
+            "task.batched",
+            "task.batched",
+            "task.batched",
+            "task.started",
+            "task.done",
+            "task.started",
+            "task.failed",
+            "task.done",
+            "task.added",
+            "task.cancelled",
+            "message.sent",
+            "message.received",
+        ]
+    );
+    let n = after.len();
+    assert!(ids(&after).windows(2).all(|w| w[0] < w[1]));
+    before.until(n);
+    let mut during = during.unwrap();
+    during.until(n);
+    assert_eq!(before.stop(n), after);
+    assert_eq!(during.stop(n), after);
+    let failed = &after[10];
+    assert_eq!(failed["task"], 2);
+    assert_eq!(failed["from"], "running");
+    assert_eq!(failed["to"], "failed");
+    assert_eq!(failed["detail"], "boom");
+}
+
+#[test]
+fn since_resumes_a_killed_follower_with_nothing_lost_or_repeated() {
+    let env = Env::new();
+    for i in 0..5 {
+        env.add("dev", &format!("task {i}"));
+    }
+    let mut f = Follower::start(&env, &[]);
+    let first = f.until(3)[..3].to_vec();
+    drop(f); // killed
+    let last = first[2]["id"].as_i64().unwrap();
+    for i in 5..8 {
+        env.add("dev", &format!("task {i}"));
+    }
+    let mut g = Follower::start(&env, &["--since", &last.to_string()]);
+    g.until(5);
+    let mut seen = first;
+    seen.extend(g.stop(5));
+    assert_eq!(seen, all_events(&env));
+    assert_eq!(ids(&seen), (1..=8).collect::<Vec<_>>());
+}
+
+#[test]
+fn twenty_writers_and_three_followers_see_the_same_sequence() {
+    let env = Env::new();
+    let mut followers: Vec<Follower> = (0..3).map(|_| Follower::start(&env, &[])).collect();
+    std::thread::scope(|s| {
+        for w in 0..20 {
+            let env = &env;
+            s.spawn(move || {
+                for i in 0..5 {
+                    env.add("dev", &format!("writer {w} task {i}"));
+                }
+            });
+        }
+    });
+    let all = all_events(&env);
+    assert_eq!(all.len(), 100);
+    assert_eq!(ids(&all), (1..=100).collect::<Vec<_>>());
+    for f in &mut followers {
+        f.until(100);
+    }
+    for f in followers {
+        assert_eq!(f.stop(100), all);
+    }
+}
+
+#[test]
+fn kind_and_task_filters() {
+    let env = Env::new();
+    env.add("dev", "a");
+    env.add("dev", "b");
+    env.ok("orch-queue", &["start", "2"]);
+    let out = env.ok("orch-events", &["--task", "2", "--kind", "task.started"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("task.started task 2 queued->running"), "{out}");
+    let fam = json_lines(&env.ok("orch-events", &["--kind", "task", "--json"]));
+    assert_eq!(fam.len(), 3);
+    let err = assert_error(
+        &env.run("orch-events", &["--kind", "task.exploded"]),
+        "orch-events",
+    );
+    assert!(err.contains("unknown event kind"), "{err}");
+}
+
+#[test]
+fn exec_gets_valid_json_and_a_hostile_description_never_reaches_a_shell() {
+    let env = Env::new();
+    let pwned = env.path().join("pwned");
+    let hostile = "$(touch pwned); `touch pwned`; touch pwned \"'; echo }{";
+    env.ok(
+        "orch-queue",
+        &["add", "dev", "--description", hostile, "do it"],
+    );
+    env.add("dev", "second");
+    let sink = env.path().join("sink.jsonl");
+    let out = env.run(
+        "orch-events",
+        &["--exec", "tee", "-a", sink.to_str().unwrap()],
+    );
+    assert_code(&out, 0);
+    let got = json_lines(&std::fs::read_to_string(&sink).unwrap());
+    assert_eq!(got, all_events(&env));
+    assert_eq!(got[0]["detail"], hostile);
+    assert!(!pwned.exists(), "the description reached a shell");
+}
+
+#[test]
+fn exec_failures_are_reported_and_not_retried() {
+    let env = Env::new();
+    env.add("dev", "a");
+    env.add("dev", "b");
+    let out = env.run("orch-events", &["--exec", "false"]);
+    assert_code(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("warning: event").count(), 2, "{err}");
+    let out = env.run("orch-events", &["--exec", "no-such-program-here"]);
+    assert_error(&out, "orch-events");
+}
