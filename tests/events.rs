@@ -249,3 +249,104 @@ fn exec_failures_are_reported_and_not_retried() {
     let out = env.run("orch-events", &["--exec", "no-such-program-here"]);
     assert_error(&out, "orch-events");
 }
+
+/// A batch of the tasks `prompts`, run by orch-run with `agent` (argv) and `flags`.
+fn run_batch(env: &Env, prompts: &[&str], flags: &[&str], agent: &[&str]) -> std::process::Child {
+    for p in prompts {
+        env.add("dev", p);
+    }
+    env.ok("orch-batch", &["create"]);
+    env.cmd("orch-run")
+        .arg("1")
+        .args(flags)
+        .arg("--")
+        .args(agent)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn ten_thousand_fast_lines_stay_within_the_cap_with_the_marker() {
+    let env = Env::new();
+    let script = "i=0; while [ $i -lt 10000 ]; do i=$((i+1)); echo \"line $i\"; done";
+    let mut run = run_batch(
+        &env,
+        &["loud"],
+        &["--log-cap", "65536"],
+        &["sh", "-c", script],
+    );
+    assert!(run.wait().unwrap().success());
+    let lines = json_lines(&env.ok("orch-queue", &["logs", "1", "--json"]));
+    assert_eq!(lines[0]["stream"], "mark", "{:?}", lines[0]);
+    assert!(lines[0]["line"].as_str().unwrap().contains("dropped"));
+    let kept: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l["line"].as_str().unwrap())
+        .collect();
+    let bytes: usize = kept.iter().map(|l| l.len() + 1).sum();
+    assert!(bytes <= 65536, "{bytes} bytes kept");
+    assert!(bytes > 60000, "{bytes} bytes kept");
+    assert_eq!(kept.last(), Some(&"line 10000"));
+    // In order, with nothing missing after the cut.
+    let first: usize = kept[0].trim_start_matches("line ").parse().unwrap();
+    let want: Vec<String> = (first..=10000).map(|i| format!("line {i}")).collect();
+    assert_eq!(kept, want);
+}
+
+#[test]
+fn logs_follow_shows_lines_live() {
+    let env = Env::new();
+    let mut run = run_batch(
+        &env,
+        &["slow"],
+        &[],
+        &[
+            "sh",
+            "-c",
+            "echo first; sleep 0.3; echo oops >&2; sleep 2; echo second",
+        ],
+    );
+    // The task must be running before a follower can attach to it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&env, 1) != "running" {
+        assert!(Instant::now() < deadline, "task never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut f = env
+        .cmd("orch-queue")
+        .args(["logs", "1", "--follow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(f.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.ends_with(" out  first"), "{first}");
+    // Live: the agent is still sleeping.
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "the run was already over"
+    );
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(f.wait().unwrap().success(), "--follow ends with the task");
+    assert!(rest[0].ends_with(" err  oops"), "{rest:?}");
+    assert!(rest[1].ends_with(" out  second"), "{rest:?}");
+    assert!(run.wait().unwrap().success());
+}
+
+#[test]
+fn a_stalled_agent_is_flagged_once_after_the_setting() {
+    let env = Env::new();
+    let mut run = run_batch(
+        &env,
+        &["quiet", "chatty"],
+        &["--stalled-after", "300ms"],
+        &["sh", "-c", "case \"$1\" in quiet) echo hi; sleep 1.5;; *) for i in 1 2 3 4 5 6 7; do echo $i; sleep 0.2; done;; esac", "agent", "{prompt}"],
+    );
+    assert!(run.wait().unwrap().success());
+    let stalled = json_lines(&env.ok("orch-events", &["--kind", "task.stalled", "--json"]));
+    assert_eq!(stalled.len(), 1, "{stalled:?}");
+    assert_eq!(stalled[0]["task"], 1);
+    assert!(stalled[0]["detail"].as_str().unwrap().contains("no output"));
+}

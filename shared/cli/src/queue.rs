@@ -81,6 +81,22 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
         #[arg(long)]
         json: bool,
     },
+    /// What the agent of a task printed under orch-run (stdout and stderr, in order, with times).
+    #[command(
+        after_help = "Examples:\n  orch-queue logs 12\n  orch-queue logs 12 --follow      # live, until the task ends\n  orch-queue logs 12 --since 5m --json"
+    )]
+    Logs {
+        id: i64,
+        /// Keep printing new lines until the task is done, failed or cancelled.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only lines printed at or after TIME (RFC 3339, or a duration ago: 10m).
+        #[arg(long, value_name = "TIME", value_parser = orch_core::time::parse_since)]
+        since: Option<i64>,
+        /// JSON Lines: {"at","stream","line"} per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel queued or batched tasks (all or nothing).
     #[command(after_help = "Example:\n  orch-queue cancel 4 5")]
     Cancel {
@@ -230,6 +246,12 @@ impl Tool for Cli {
                     print_table(&mut out, &tasks)?;
                 }
             }
+            Cmd::Logs {
+                id,
+                follow,
+                since,
+                json,
+            } => return logs(&self.db, id, follow, since, json, &mut out),
             Cmd::Show { id, json } => {
                 let db = self.db.open_existing()?;
                 let t = task::get(&db, id)?;
@@ -768,6 +790,67 @@ impl From<StatusArg> for Status {
             StatusArg::Done => Status::Done,
             StatusArg::Failed => Status::Failed,
             StatusArg::Cancelled => Status::Cancelled,
+        }
+    }
+}
+
+/// `orch-queue logs`: the task's log, then (with `follow`) new lines as they
+/// commit, until the task has ended and nothing more is written.
+fn logs(
+    db: &DbArg,
+    id: i64,
+    follow: bool,
+    since: Option<i64>,
+    json: bool,
+    out: &mut Out,
+) -> anyhow::Result<Exit> {
+    use orch_core::tasklog;
+    let db = db.open_existing()?;
+    // Refuses an unknown task.
+    task::get(&db, id)?;
+    let mut after = 0;
+    let mut marked = false;
+    let mut version = db.data_version()?;
+    loop {
+        // Whether the task had ended before this read: then nothing more comes.
+        let ended = follow && task::get(&db, id)?.status.is_final();
+        loop {
+            let lines = tasklog::lines(&db, id, after, since, 1000)?;
+            for l in &lines {
+                if l.stream == "mark" {
+                    if marked {
+                        continue;
+                    }
+                    marked = true;
+                } else {
+                    after = l.id;
+                }
+                if json {
+                    out.json(l)?;
+                } else {
+                    out.line(format!(
+                        "{} {:<4} {}",
+                        l.at,
+                        l.stream,
+                        orch_core::text::escape(&l.line, false)
+                    ))?;
+                }
+            }
+            out.flush()?;
+            if lines.len() < 1000 {
+                break;
+            }
+        }
+        if !follow || ended {
+            return Ok(Exit::Ok);
+        }
+        loop {
+            std::thread::sleep(crate::events::POLL);
+            let v = db.data_version()?;
+            if v != version {
+                version = v;
+                break;
+            }
         }
     }
 }

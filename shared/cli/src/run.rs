@@ -49,6 +49,12 @@ pub struct Cli {
     /// Stop a task that runs longer than this (seconds, or 90s, 10m, 1h) and mark it failed.
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
+    /// Bytes kept of each task's log (`orch-queue logs ID`); the oldest lines go first.
+    #[arg(long, value_name = "BYTES", env = "ORCH_LOG_CAP", default_value_t = orch_core::tasklog::DEFAULT_CAP)]
+    pub log_cap: u64,
+    /// Journal a task.stalled event for an agent silent for longer than this (10m, 90s).
+    #[arg(long, value_name = "DURATION", env = "ORCH_STALLED_AFTER", default_value = "10m", value_parser = orch_core::time::parse_duration)]
+    pub stalled_after: Duration,
     /// Print one JSON record per task on stdout as each finishes.
     #[arg(long)]
     pub json: bool,
@@ -157,6 +163,8 @@ impl Tool for Cli {
             jobs,
             timeout: self.timeout,
             env: vec![("ORCH_DB".into(), db_env)],
+            log_cap: self.log_cap,
+            stalled_after: self.stalled_after,
         };
         let tty = io::stderr().is_terminal();
         eprintln!(

@@ -19,6 +19,7 @@ pub mod mcp;
 pub mod msg;
 pub mod run;
 pub mod task;
+pub mod tasklog;
 pub mod text;
 pub mod time;
 pub mod verify;

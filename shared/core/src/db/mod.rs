@@ -789,6 +789,7 @@ mod tests {
         ("verify_probes", "core/src/verify.rs"),
         ("agent_calls", "core/src/calls.rs"),
         ("events", "core/src/event.rs"),
+        ("task_logs", "core/src/tasklog.rs"),
     ];
 
     fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -112,6 +112,16 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_by_task ON events(task_id, id) WHERE task_id IS NOT NULL;
     CREATE INDEX events_by_at ON events(at);
+
+    -- What each agent of orch-run printed, a line per row (`tasklog.rs`).
+    CREATE TABLE task_logs (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id INTEGER NOT NULL,
+        at      INTEGER NOT NULL,
+        stream  TEXT    NOT NULL CHECK (stream IN ('out','err','mark')),
+        line    TEXT    NOT NULL
+    );
+    CREATE INDEX task_logs_by_task ON task_logs(task_id, id);
     "#,
 ];
 

@@ -23,9 +23,13 @@ use crate::calls::{self, NewCall};
 use crate::child::kill_group;
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::event;
 use crate::intervals::{self, Analysis, Interval};
 use crate::task::{self, NewTask, Outcome, Status, Task};
+use crate::tasklog;
 use crate::time::{now_ms, rfc3339};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 /// How much of a task's stdout is kept (the end of it).
 pub const STDOUT_CAP: usize = 4 << 20;
@@ -119,6 +123,10 @@ pub struct Options {
     pub timeout: Option<Duration>,
     /// Extra environment for every agent.
     pub env: Vec<(String, String)>,
+    /// Bytes kept of each task's log (`tasklog`).
+    pub log_cap: u64,
+    /// An agent silent for longer is journaled stalled (once).
+    pub stalled_after: Duration,
 }
 
 enum Msg {
@@ -154,24 +162,43 @@ impl Tail {
     }
 }
 
+/// Where a reader sends the lines it reads, and when it last read one.
+struct LogTo {
+    sink: Option<tasklog::Sink>,
+    task: i64,
+    stream: tasklog::Stream,
+    last: Arc<AtomicI64>,
+}
+
 fn spawn_reader(
     mut r: impl Read + Send + 'static,
     cap: usize,
     tx: Sender<Msg>,
+    log: LogTo,
 ) -> JoinHandle<Tail> {
     std::thread::spawn(move || {
         let mut tail = Tail {
             cap,
             ..Default::default()
         };
+        let mut lines = tasklog::Splitter::default();
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
             match r.read(&mut chunk) {
                 Ok(0) => break,
-                Ok(n) => tail.push(&chunk[..n]),
+                Ok(n) => {
+                    log.last.store(now_ms(), Ordering::Relaxed);
+                    tail.push(&chunk[..n]);
+                    if let Some(s) = &log.sink {
+                        lines.push(s, log.task, log.stream, &chunk[..n]);
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
+        }
+        if let Some(s) = &log.sink {
+            lines.finish(s, log.task, log.stream);
         }
         let _ = tx.send(Msg::OutputClosed);
         tail
@@ -240,6 +267,9 @@ struct Slot {
     exit: Option<(ExitStatus, i64, Instant)>,
     out: Option<JoinHandle<Tail>>,
     err: Option<JoinHandle<Tail>>,
+    /// When the agent last printed something (ms).
+    last_output: Arc<AtomicI64>,
+    stalled: bool,
 }
 
 impl Slot {
@@ -328,11 +358,31 @@ impl Runner {
         let mut next = 0usize;
         let mut stopping: Option<i32> = None;
         let tick = Duration::from_millis(100);
+        // A store that is a file gets the agents' lines (an in-memory one is a test's).
+        let writer = match db.path.as_os_str() == ":memory:" {
+            true => None,
+            false => Some(tasklog::Writer::start(&db.path, opts.log_cap)?),
+        };
+        let sink = writer.as_ref().and_then(|w| w.sink());
+        let flush = || {
+            if let Some(w) = &writer {
+                w.flush();
+            }
+        };
         loop {
             while stopping.is_none() && slots.len() < jobs && next < tasks.len() {
                 let idx = next;
                 next += 1;
-                match self.spawn(db, claim.batch, &tasks[idx], idx, program, template, opts)? {
+                match self.spawn(
+                    db,
+                    claim.batch,
+                    &tasks[idx],
+                    idx,
+                    program,
+                    template,
+                    opts,
+                    &sink,
+                )? {
                     Ok(slot) => {
                         on(RunEvent::Started {
                             task: &tasks[idx],
@@ -403,12 +453,29 @@ impl Runner {
                         s.timed_out = true;
                         s.stop(now);
                     }
+                    let silent = now_ms() - s.last_output.load(Ordering::Relaxed);
+                    if !s.stalled && silent > opts.stalled_after.as_millis() as i64 {
+                        s.stalled = true;
+                        let id = tasks[s.idx].id;
+                        let detail = format!("no output for {} s", silent / 1000);
+                        db.write(|tx| {
+                            event::record(
+                                tx,
+                                event::Kind::TaskStalled,
+                                event::About::task_in(id, Some(claim.batch)),
+                                None,
+                                None,
+                                Some(&detail),
+                            )
+                        })?;
+                    }
                 }
                 let ready = match s.exit {
                     Some((_, _, at)) => s.drained() || now >= at + DRAIN,
                     None => false,
                 };
                 if ready {
+                    flush();
                     let slot = slots.swap_remove(i);
                     let idx = slot.idx;
                     let rec = self.finish(db, claim.batch, &tasks[idx], slot, template, opts)?;
@@ -423,6 +490,7 @@ impl Runner {
             }
             on(RunEvent::Tick);
         }
+        drop(writer);
         let requeued = if stopping.is_some() && next < tasks.len() {
             let ids: Vec<i64> = tasks[next..].iter().map(|t| t.id).collect();
             db.write(|tx| batch::requeue_in(tx, &ids))?
@@ -459,6 +527,7 @@ impl Runner {
         program: &std::path::Path,
         template: &Template,
         opts: &Options,
+        sink: &Option<tasklog::Sink>,
     ) -> Result<std::result::Result<Slot, Record>> {
         let start_ms = now_ms();
         record_start(db, batch, t, start_ms)?;
@@ -488,14 +557,19 @@ impl Runner {
         }
         match cmd.spawn() {
             Ok(mut child) => {
-                let out = child
-                    .stdout
-                    .take()
-                    .map(|r| spawn_reader(r, STDOUT_CAP, self.tx.clone()));
-                let err = child
-                    .stderr
-                    .take()
-                    .map(|r| spawn_reader(r, STDERR_CAP, self.tx.clone()));
+                let last_output = Arc::new(AtomicI64::new(now_ms()));
+                let log = |stream| LogTo {
+                    sink: sink.clone(),
+                    task: t.id,
+                    stream,
+                    last: last_output.clone(),
+                };
+                let out = child.stdout.take().map(|r| {
+                    spawn_reader(r, STDOUT_CAP, self.tx.clone(), log(tasklog::Stream::Out))
+                });
+                let err = child.stderr.take().map(|r| {
+                    spawn_reader(r, STDERR_CAP, self.tx.clone(), log(tasklog::Stream::Err))
+                });
                 let pgid = child.id() as i32;
                 Ok(Ok(Slot {
                     idx,
@@ -511,6 +585,8 @@ impl Runner {
                     exit: None,
                     out,
                     err,
+                    last_output,
+                    stalled: false,
                 }))
             }
             Err(e) => self.not_started(
