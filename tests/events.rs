@@ -344,6 +344,25 @@ fn a_stalled_agent_is_flagged_once_after_the_setting() {
         &["--stalled-after", "300ms"],
         &["sh", "-c", "case \"$1\" in quiet) echo hi; sleep 1.5;; *) for i in 1 2 3 4 5 6 7; do echo $i; sleep 0.2; done;; esac", "agent", "{prompt}"],
     );
+    // `orch status` flags the silent one while it runs, and only it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let flagged = loop {
+        assert!(Instant::now() < deadline, "never flagged stalled");
+        let s = json(&env.ok("orch", &["status", "--json", "--stalled-after", "300ms"]));
+        let tasks = s["batches"][0]["tasks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if tasks.iter().any(|t| t["stalled"] == true) {
+            break tasks;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(flagged[0]["stalled"], true, "{flagged:?}");
+    assert!(flagged[0]["silent_ms"].as_i64().unwrap() > 300);
+    assert_ne!(flagged[1]["stalled"], true, "{flagged:?}");
+    let text = env.ok("orch", &["status", "--stalled-after", "300ms"]);
+    assert!(text.contains("STALLED: silent"), "{text}");
     assert!(run.wait().unwrap().success());
     let stalled = json_lines(&env.ok("orch-events", &["--kind", "task.stalled", "--json"]));
     assert_eq!(stalled.len(), 1, "{stalled:?}");

@@ -29,6 +29,9 @@ pub struct Args {
     /// One JSON object per snapshot (JSON Lines; with --watch, one per change).
     #[arg(long)]
     pub json: bool,
+    /// Mark a running task stalled when its agent printed nothing for this long (orch-run's logs).
+    #[arg(long, value_name = "DURATION", env = "ORCH_STALLED_AFTER", default_value = "10m", value_parser = orch_core::time::parse_duration)]
+    pub stalled_after: std::time::Duration,
 }
 
 pub const EXAMPLES: &str = "\
@@ -49,6 +52,12 @@ pub struct TaskLine {
     pub status: Status,
     pub role: String,
     pub description: String,
+    /// For a running task with a log: milliseconds since its agent last printed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silent_ms: Option<i64>,
+    /// Silent for longer than `--stalled-after`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stalled: bool,
 }
 
 /// A batch with at least one task still to run or running.
@@ -100,12 +109,25 @@ pub struct Snapshot {
 }
 
 /// Reads one consistent snapshot.
-pub fn snapshot_in(tx: &Transaction, path: &Path, source: Source) -> Result<Snapshot> {
+pub fn snapshot_in(
+    tx: &Transaction,
+    path: &Path,
+    source: Source,
+    stalled_ms: i64,
+) -> Result<Snapshot> {
     let tasks = task::stats_in(tx)?;
+    let now = orch_core::time::now_ms();
     let ids = task::in_flight_batches_in(tx, BATCHES)?;
     let mut batches = Vec::new();
     for id in ids.into_iter().rev() {
         let b = orch_core::batch::get_in(tx, id)?;
+        let running: Vec<i64> = b
+            .tasks
+            .iter()
+            .filter(|t| t.status == Status::Running)
+            .map(|t| t.id)
+            .collect();
+        let last = orch_core::tasklog::last_output_in(tx, &running)?;
         batches.push(InFlight {
             id: b.id,
             created_at: b.created_at,
@@ -113,11 +135,20 @@ pub fn snapshot_in(tx: &Transaction, path: &Path, source: Source) -> Result<Snap
             tasks: b
                 .tasks
                 .into_iter()
-                .map(|t| TaskLine {
-                    id: t.id,
-                    status: t.status,
-                    role: t.role,
-                    description: t.description,
+                .map(|t| {
+                    // Silent since its last line, or since it started when it printed none.
+                    let silent_ms = (t.status == Status::Running)
+                        .then(|| last.get(&t.id).copied().or(t.started_at))
+                        .flatten()
+                        .map(|at| (now - at).max(0));
+                    TaskLine {
+                        id: t.id,
+                        status: t.status,
+                        role: t.role,
+                        description: t.description,
+                        silent_ms,
+                        stalled: silent_ms.is_some_and(|s| s > stalled_ms),
+                    }
                 })
                 .collect(),
         });
@@ -221,9 +252,14 @@ pub fn render(s: &Snapshot) -> String {
             };
             let _ = writeln!(o, "  batch {}  created {}  {emitted}", b.id, b.created_at);
             for t in &b.tasks {
+                let quiet = match (t.silent_ms, t.stalled) {
+                    (Some(ms), true) => format!("  STALLED: silent {}", secs(ms)),
+                    (Some(ms), false) => format!("  last output {} ago", secs(ms)),
+                    _ => String::new(),
+                };
                 let _ = writeln!(
                     o,
-                    "    {:>5}  {:<9}  {:<16}  {}",
+                    "    {:>5}  {:<9}  {:<16}  {}{quiet}",
                     t.id,
                     t.status.as_str(),
                     text::escape(&t.role, false),
@@ -296,12 +332,13 @@ pub fn render(s: &Snapshot) -> String {
 
 /// `orch status`.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let stalled_ms = args.stalled_after.as_millis() as i64;
     let loc = db::resolve(args.db.path())?;
     let watch = args.watch && std::io::stdout().is_terminal();
     if !watch {
         let s = if exists(&loc.path)? {
             let db = Db::open(&loc.path)?;
-            db.read(|tx| snapshot_in(tx, &loc.path, loc.source))?
+            db.read(|tx| snapshot_in(tx, &loc.path, loc.source, stalled_ms))?
         } else {
             empty(&loc.path, loc.source)
         };
@@ -314,11 +351,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         out.flush()?;
         return Ok(Exit::Ok);
     }
-    watch_loop(&loc.path, loc.source, args.json)
+    watch_loop(&loc.path, loc.source, args.json, stalled_ms)
 }
 
 /// Redraws on every change of the database (`PRAGMA data_version`) until Ctrl-C.
-fn watch_loop(path: &Path, source: Source, json: bool) -> anyhow::Result<Exit> {
+fn watch_loop(path: &Path, source: Source, json: bool, stalled_ms: i64) -> anyhow::Result<Exit> {
     let mut db: Option<Db> = None;
     let mut last: Option<i64> = None;
     let mut first = true;
@@ -335,7 +372,7 @@ fn watch_loop(path: &Path, source: Source, json: bool) -> anyhow::Result<Exit> {
         if version != last {
             last = version;
             let s = match &db {
-                Some(d) => d.read(|tx| snapshot_in(tx, path, source))?,
+                Some(d) => d.read(|tx| snapshot_in(tx, path, source, stalled_ms))?,
                 None => empty(path, source),
             };
             if json {
@@ -386,5 +423,13 @@ fn terminal_rows() -> usize {
         ws.ws_row as usize
     } else {
         24
+    }
+}
+
+/// `42 s`, `12 min`.
+fn secs(ms: i64) -> String {
+    match ms / 1000 {
+        s if s < 120 => format!("{s} s"),
+        s => format!("{} min", s / 60),
     }
 }
