@@ -369,3 +369,67 @@ fn a_stalled_agent_is_flagged_once_after_the_setting() {
     assert_eq!(stalled[0]["task"], 1);
     assert!(stalled[0]["detail"].as_str().unwrap().contains("no output"));
 }
+
+/// A finished 12-task batch: task 5 fails, task 1's description is hostile.
+pub fn twelve_task_run(env: &Env) {
+    env.ok(
+        "orch-queue",
+        &[
+            "add",
+            "dev",
+            "--description",
+            "<script>alert(1)</script> & \"quotes\"",
+            "p1",
+        ],
+    );
+    for i in 2..=12 {
+        env.add("dev", &format!("p{i}"));
+    }
+    env.ok("orch-batch", &["create", "--max", "12"]);
+    let script = "case \"$1\" in p5) echo broken >&2; exit 3;; esac; sleep 0.$(( ${1#p} % 4 + 1 )); echo done";
+    let out = env.run(
+        "orch-run",
+        &[
+            "1", "-j", "4", "--", "sh", "-c", script, "agent", "{prompt}",
+        ],
+    );
+    assert_code(&out, 1);
+}
+
+#[test]
+fn the_page_of_a_twelve_task_run_is_self_contained_and_escaped() {
+    let env = Env::new();
+    twelve_task_run(&env);
+    let page = env.path().join("run.html");
+    env.ok(
+        "orch-batch",
+        &["report", "1", "--html", page.to_str().unwrap()],
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(html.matches("<div class=\"row\"").count(), 12);
+    assert!(!html.contains("<script"), "unescaped script");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;quotes&quot;"));
+    for never in ["http:", "https:", "src=", "@import", "url("] {
+        assert!(!html.contains(never), "{never} in the page");
+    }
+    assert_eq!(html.matches("class=\"bar failed\"").count(), 1);
+    assert!(html.contains("id=\"verdict\""));
+    // Bars start in the order the tasks started.
+    let lefts: Vec<f64> = html
+        .match_indices("style=\"left:")
+        .map(|(i, m)| {
+            let rest = &html[i + m.len()..];
+            rest[..rest.find('%').unwrap()].parse().unwrap()
+        })
+        .collect();
+    assert_eq!(lefts.len(), 12);
+    let events = json_lines(&env.ok("orch-events", &["--kind", "task.started", "--json"]));
+    let order: Vec<usize> = events
+        .iter()
+        .map(|e| e["task"].as_u64().unwrap() as usize - 1)
+        .collect();
+    assert!(
+        order.windows(2).all(|w| lefts[w[0]] <= lefts[w[1]]),
+        "{lefts:?} {order:?}"
+    );
+}

@@ -68,6 +68,16 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write the page of a batch: one self-contained HTML file with its timeline, tasks and events.
+    #[command(
+        after_help = "Example:\n  orch-batch report 3 --html run.html      # open it in any browser, offline"
+    )]
+    Report {
+        batch: Option<i64>,
+        /// The HTML file to write.
+        #[arg(long, value_name = "FILE", required = true)]
+        html: std::path::PathBuf,
+    },
     /// Put a batch that never ran back in the queue.
     #[command(after_help = "Example:\n  orch-batch release 3")]
     Release { batch: Option<i64> },
@@ -206,6 +216,31 @@ impl Tool for Cli {
                         ))?;
                     }
                 }
+            }
+            Cmd::Report { batch: id, html } => {
+                let id = id_or_stdin(id, "batch")?;
+                let db = self.db.open_existing()?;
+                let b = batch::get(&db, id)?;
+                let mut f = orch_core::event::Filter {
+                    batch: Some(id),
+                    ..Default::default()
+                };
+                let mut events = Vec::new();
+                loop {
+                    let (page, last) = orch_core::event::page(&db, &f, 10_000)?;
+                    let done = last == f.after_id;
+                    events.extend(page);
+                    if done {
+                        break;
+                    }
+                    f.after_id = last;
+                }
+                std::fs::write(&html, crate::page::render(&b, &events))
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", html.display()))?;
+                eprintln!(
+                    "orch-batch: wrote {}",
+                    text::escape(&html.display().to_string(), false)
+                );
             }
             Cmd::Release { batch: id } => {
                 let id = id_or_stdin(id, "batch")?;

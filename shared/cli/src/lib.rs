@@ -12,6 +12,7 @@ pub mod hook;
 pub mod mcp;
 pub mod msg;
 pub mod orch;
+pub mod page;
 pub mod queue;
 pub mod run;
 pub mod session;
