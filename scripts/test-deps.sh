@@ -34,6 +34,8 @@ need() {
 # --- real terminals: tmux drives the guided check, script gives a pty ---------
 need tmux tmux
 need script util-linux bsdutils
+# --- a real browser for the page of a run (tests/real/page.rs) -----------------
+need /usr/lib/chromium/chromium chromium
 # --- the interpreters of the third-party clients -------------------------------
 need python3 python3 python3-venv
 need npm nodejs npm

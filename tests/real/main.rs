@@ -24,6 +24,7 @@ mod guided;
 mod hooks;
 mod mcp;
 mod mcp_clients;
+mod page;
 mod paste;
 mod run;
 mod stress;
