@@ -8,6 +8,7 @@
 #   - `orch-batch create --max 1000` and `orch-emit` of the 1 000-task batch;
 #   - `orch-batch plan` over 100 000 independent tasks and over a 100 000-step chain;
 #   - peak memory (max RSS) of each binary on these workloads;
+#   - how soon `orch-events --follow` sees a commit (scripts/bench-events.sh);
 # then scripts/bench-run.sh when it exists. Prints one table with the targets.
 #
 #   scripts/bench.sh [--quick]      # --quick: fewer runs, 10 000 instead of 100 000
@@ -259,6 +260,9 @@ EOF
 echo
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(free -h | awk '/^Mem:/ {print $2}') RAM, $(uname -sr)"
 echo "versions: $(hyperfine --version), sqlite3 $(sqlite3 --version | cut -d' ' -f1), $(python3 --version)"
+
+echo
+"$root/scripts/bench-events.sh" "$bin"
 
 if [ -x "$root/scripts/bench-run.sh" ]; then
     echo
