@@ -39,7 +39,7 @@ fn bash_completion_completes_orch_queue_a_to_add() {
     assert!(complete("orch batch create --m", "_orch").contains(&"--max".to_string()));
     // Each orch-NAME binary has its own.
     assert_eq!(complete("orch-queue a", "_orch__queue"), ["add"]);
-    assert_eq!(complete("orch-batch r", "_orch__batch"), ["release"]);
+    assert_eq!(complete("orch-batch rel", "_orch__batch"), ["release"]);
     // ... down to the options of a verb (clap_complete alone offers nothing
     // here for a binary whose name has a hyphen).
     assert_eq!(complete("orch-msg recv --a", "_orch__msg"), ["--as"]);

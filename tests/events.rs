@@ -43,9 +43,9 @@ impl Follower {
         }
     }
 
-    /// Waits (at most 20 s) until `n` events have arrived; returns them.
+    /// Waits (at most 60 s: the suite may be loading the machine) until `n` events have arrived.
     fn until(&mut self, n: usize) -> &[serde_json::Value] {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while self.seen.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
