@@ -433,3 +433,30 @@ fn the_page_of_a_twelve_task_run_is_self_contained_and_escaped() {
         "{lefts:?} {order:?}"
     );
 }
+
+#[test]
+fn emit_release_and_verification_runs_are_journaled_once() {
+    let env = Env::new();
+    env.add("dev", "a");
+    env.ok("orch-batch", &["create"]);
+    env.ok("orch-emit", &["1"]);
+    env.ok("orch-emit", &["1"]);
+    env.add("dev", "b");
+    env.ok("orch-batch", &["create"]);
+    env.run("orch-batch", &["release", "2"]);
+    env.ok("orch-verify", &["selftest", "-n", "2", "--sleep", "0.1"]);
+    let all = all_events(&env);
+    let count = |k: &str| kinds(&all).iter().filter(|x| *x == k).count();
+    assert_eq!(count("batch.emitted"), 1, "{all:?}");
+    assert_eq!(count("batch.released"), 1);
+    assert_eq!(count("task.requeued"), 1);
+    // The self-test makes two runs (all at once, then one by one).
+    assert_eq!(count("verify.started"), 2);
+    let judged: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|e| e["kind"] == "verify.judged")
+        .collect();
+    assert_eq!(judged.len(), 2);
+    assert_eq!(judged[0]["to"], "PARALLEL");
+    assert_eq!(judged[1]["to"], "SEQUENTIAL");
+}
