@@ -460,3 +460,32 @@ fn emit_release_and_verification_runs_are_journaled_once() {
     assert_eq!(judged[0]["to"], "PARALLEL");
     assert_eq!(judged[1]["to"], "SEQUENTIAL");
 }
+
+#[test]
+fn retention_keeps_the_newest_events_and_prunes_once_per_thousand() {
+    let env = Env::new();
+    let input: String = (0..1500)
+        .map(|i| format!("{{\"role\":\"dev\",\"prompt\":\"task {i}\"}}\n"))
+        .collect();
+    let out = {
+        let mut c = env.cmd("orch-queue");
+        c.args(["add", "--stdin"])
+            .env("ORCH_EVENTS_KEEP", "100")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert_code(&out, 0);
+    let left = ids(&all_events(&env));
+    // Pruned at event 1000 down to the newest 100; 500 more since.
+    assert_eq!(left, (901..=1500).collect::<Vec<_>>());
+}
