@@ -3,6 +3,7 @@
 //! the renderers, and the command-line front ends the thin `main.rs` files call.
 
 pub mod agents;
+pub mod attempt;
 pub mod batch;
 pub mod child;
 pub mod cli;
@@ -11,10 +12,12 @@ pub mod completions;
 pub mod db;
 pub mod doctor;
 pub mod emit;
+pub mod errclass;
 pub mod error;
 pub mod front;
 pub mod hook;
 pub mod intervals;
+pub mod limits;
 pub mod mcp;
 pub mod msg;
 pub mod run;

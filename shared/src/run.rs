@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::batch;
 use crate::child::kill_group;
 use crate::db::Db;
+use crate::errclass::Class;
 use crate::error::{Error, Result};
 use crate::intervals::{self, Analysis, Interval};
 use crate::task::{self, NewTask, Outcome, Status, Task};
@@ -463,6 +464,7 @@ pub fn stop_leftovers(batch: i64, db_path: &str) -> Vec<i32> {
 fn record_start(db: &Db, batch: i64, t: &Task, at: i64) -> Result<()> {
     db.write(|tx| {
         task::start_in(tx, t.id, Some(at))?;
+        crate::attempt::begin_in(tx, t.id, SOURCE, at)?;
         tx.execute(
             "INSERT INTO agent_calls (session_id, call_id, source, task_id, agent_type, description, started_at, status)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running')
@@ -474,16 +476,46 @@ fn record_start(db: &Db, batch: i64, t: &Task, at: i64) -> Result<()> {
     })
 }
 
-fn record_finish(db: &Db, batch: i64, id: i64, o: Outcome) -> Result<()> {
+/// Records how an attempt ended: the task finishes, or (when `retry`
+/// decides so inside the same transaction) waits in the batch for its next
+/// attempt. A usage limit pauses every runner. Returns when the retry is due.
+fn record_finish(
+    db: &Db,
+    batch: i64,
+    id: i64,
+    o: Outcome,
+    mut end: crate::attempt::End,
+    retry: &dyn Fn(i64) -> Option<i64>,
+    pause_until: Option<i64>,
+) -> Result<Option<i64>> {
     let at = o.at.unwrap_or_else(now_ms);
-    let status = if o.ok { "done" } else { "failed" };
     db.write(|tx| {
-        task::finish_in(tx, id, o)?;
+        if let Some(until) = pause_until {
+            crate::limits::pause_in(tx, Some(until), "usage limit")?;
+        }
+        let n = crate::attempt::count_in(tx, id)?;
+        end.retry_at = if o.ok { None } else { retry(n) };
+        crate::attempt::end_in(tx, id, SOURCE, &end)?;
+        let status = match end.retry_at {
+            Some(due) => {
+                crate::attempt::schedule_retry_in(tx, id, due, o.error.as_deref(), o.exit_code)?;
+                "failed"
+            }
+            None => {
+                let ok = o.ok;
+                task::finish_in(tx, id, o)?;
+                if ok {
+                    "done"
+                } else {
+                    "failed"
+                }
+            }
+        };
         tx.execute(
             "UPDATE agent_calls SET finished_at = ?3, status = ?4 WHERE session_id = ?1 AND call_id = ?2",
             params![session_id(batch), id.to_string(), at, status],
         )?;
-        Ok(())
+        Ok(end.retry_at)
     })
 }
 
@@ -504,6 +536,14 @@ pub struct Record {
     pub duration_ms: i64,
     pub result: Option<String>,
     pub error: Option<String>,
+    /// This run's attempt number of the task (1 for its first).
+    pub attempt: i64,
+    /// Why it failed, as a class (see [`crate::errclass`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<crate::errclass::Class>,
+    /// When a failed attempt is retried (the task then waits, `batched`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<String>,
     /// What claude reported (see [`Task::claude`]); absent for other agents.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claude: Option<JsonObject>,
@@ -515,6 +555,8 @@ pub struct Record {
     pub start_ms: i64,
     #[serde(skip)]
     pub end_ms: i64,
+    #[serde(skip)]
+    pub retry_ms: Option<i64>,
 }
 
 /// What the runner reports while it works.
@@ -532,6 +574,11 @@ pub enum Event<'a> {
     Stopping {
         signal: i32,
     },
+    /// Nothing starts until `until` (ms; `None`: until resumed).
+    Paused {
+        until: Option<i64>,
+        reason: &'a str,
+    },
     /// Nothing happened; time passed (for redrawing progress).
     Tick,
 }
@@ -545,6 +592,9 @@ pub struct Summary {
     pub interrupted: Option<i32>,
     /// Tasks that never started because of the interruption: back in the queue.
     pub requeued: Vec<i64>,
+    /// Why the run stopped starting tasks before the batch was through
+    /// (a pause with --no-wait, the budget).
+    pub halted: Option<String>,
     pub analysis: Analysis,
 }
 
@@ -552,7 +602,7 @@ impl Summary {
     pub fn failed(&self) -> usize {
         self.records
             .iter()
-            .filter(|r| r.status != Status::Done)
+            .filter(|r| r.status == Status::Failed)
             .count()
     }
 }
@@ -564,7 +614,18 @@ pub struct Options {
     pub timeout: Option<Duration>,
     /// Extra environment for every agent.
     pub env: Vec<(String, String)>,
+    /// Retries of a task after a retryable failure.
+    pub retries: u32,
+    /// The first retry's backoff ceiling (doubled per retry, full jitter).
+    pub backoff: Duration,
+    /// Exit (instead of waiting) while the database is paused.
+    pub no_wait: bool,
+    /// Start nothing new once this run's recorded spend reaches this.
+    pub budget_usd: Option<f64>,
 }
+
+/// The longest backoff between two attempts.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
 enum Msg {
     Signal(i32),
@@ -772,11 +833,53 @@ impl Runner {
         let mut records: Vec<Option<Record>> = vec![None; tasks.len()];
         let mut next = 0usize;
         let mut stopping: Option<i32> = None;
+        let mut halted: Option<String> = None;
+        // Tasks waiting for their next attempt: (due ms, index).
+        let mut retry_q: Vec<(i64, usize)> = Vec::new();
+        let run_start = now_ms();
         let tick = Duration::from_millis(100);
         loop {
-            while stopping.is_none() && slots.len() < jobs && next < tasks.len() {
-                let idx = next;
-                next += 1;
+            let mut paused_for: Option<Instant> = None;
+            let wants = stopping.is_none()
+                && halted.is_none()
+                && slots.len() < jobs
+                && (next < tasks.len() || !retry_q.is_empty());
+            if wants {
+                if let Some(p) = crate::limits::paused(db)? {
+                    if opts.no_wait {
+                        halted = Some(crate::limits::describe(&p));
+                    } else {
+                        on(Event::Paused {
+                            until: p.until_ms,
+                            reason: &p.reason,
+                        });
+                        paused_for = Some(Instant::now() + Duration::from_millis(500));
+                    }
+                } else if let Some(budget) = opts.budget_usd {
+                    let spent = db.read(|tx| {
+                        crate::attempt::batch_cost_since_in(tx, claim.batch, run_start)
+                    })?;
+                    if spent >= budget {
+                        halted = Some(format!(
+                            "budget of ${budget:.2} reached: this run spent ${spent:.4}"
+                        ));
+                    }
+                }
+            }
+            while stopping.is_none()
+                && halted.is_none()
+                && paused_for.is_none()
+                && slots.len() < jobs
+            {
+                let now = now_ms();
+                let idx = if let Some(pos) = retry_q.iter().position(|&(due, _)| due <= now) {
+                    retry_q.swap_remove(pos).1
+                } else if next < tasks.len() {
+                    next += 1;
+                    next - 1
+                } else {
+                    break;
+                };
                 match self.spawn(db, claim.batch, &tasks[idx], idx, program, template, opts)? {
                     Ok(slot) => {
                         on(Event::Started {
@@ -794,9 +897,18 @@ impl Runner {
                     }
                 }
             }
-            if slots.is_empty() && (next >= tasks.len() || stopping.is_some()) {
+            if slots.is_empty()
+                && ((next >= tasks.len() && retry_q.is_empty())
+                    || stopping.is_some()
+                    || halted.is_some())
+            {
                 break;
             }
+            let now_wall = now_ms();
+            let retry_wait = retry_q
+                .iter()
+                .map(|&(due, _)| Duration::from_millis((due - now_wall).max(0) as u64))
+                .min();
             let now = Instant::now();
             let wait = slots
                 .iter()
@@ -808,6 +920,8 @@ impl Runner {
                 })
                 .min()
                 .map_or(tick, |d| d.saturating_duration_since(now).min(tick));
+            let wait = retry_wait.map_or(wait, |r| r.min(wait));
+            let wait = paused_for.map_or(wait, |p| p.saturating_duration_since(now).min(wait));
             match self.rx.recv_timeout(wait) {
                 Ok(Msg::Signal(s)) if s != libc::SIGCHLD => {
                     let now = Instant::now();
@@ -861,6 +975,9 @@ impl Runner {
                         record: &rec,
                         spawned: true,
                     });
+                    if let Some(due) = rec.retry_ms {
+                        retry_q.push((due, idx));
+                    }
                     records[idx] = Some(rec);
                     continue;
                 }
@@ -868,8 +985,14 @@ impl Runner {
             }
             on(Event::Tick);
         }
-        let requeued = if stopping.is_some() && next < tasks.len() {
-            let ids: Vec<i64> = tasks[next..].iter().map(|t| t.id).collect();
+        let requeued = if (stopping.is_some() || halted.is_some())
+            && (next < tasks.len() || !retry_q.is_empty())
+        {
+            let ids: Vec<i64> = tasks[next..]
+                .iter()
+                .map(|t| t.id)
+                .chain(retry_q.iter().map(|&(_, i)| tasks[i].id))
+                .collect();
             db.write(|tx| batch::requeue_in(tx, &ids))?
         } else {
             Vec::new()
@@ -888,6 +1011,7 @@ impl Runner {
             records,
             interrupted: stopping,
             requeued,
+            halted,
             analysis,
         })
     }
@@ -988,7 +1112,17 @@ impl Runner {
                 at: Some(end),
                 ..Default::default()
             },
+            crate::attempt::End {
+                ok: false,
+                class: Some(Class::SpawnError),
+                error: Some(error.clone()),
+                at: end,
+                ..Default::default()
+            },
+            &|_| None,
+            None,
         )?;
+        let attempt = db.read(|tx| crate::attempt::count_in(tx, t.id))?;
         Ok(Err(Record {
             id: t.id,
             batch,
@@ -1004,6 +1138,10 @@ impl Runner {
             duration_ms: end - start_ms,
             result: None,
             error: Some(error),
+            attempt,
+            error_class: Some(Class::SpawnError),
+            retry_at: None,
+            retry_ms: None,
             claude: None,
             stdout_bytes: 0,
             stderr_bytes: 0,
@@ -1072,7 +1210,51 @@ impl Runner {
             log.push('\n');
         }
         log.push_str(&stderr);
-        record_finish(
+        let metrics = crate::errclass::result_object(&stdout)
+            .map(|o| crate::attempt::Metrics::from_claude(&o))
+            .unwrap_or_default();
+        let class = (!j.ok).then(|| {
+            crate::errclass::classify(
+                &crate::errclass::Ending {
+                    stdout: &stdout,
+                    stderr: &stderr,
+                    exit_code: status.code(),
+                    signal: status.signal(),
+                    timed_out: slot.timed_out,
+                    interrupted: slot.interrupted,
+                    spawn_failed: false,
+                },
+                end_ms,
+            )
+        });
+        let pause_until = class
+            .as_ref()
+            .filter(|c| c.class == Class::UsageLimit)
+            .map(|c| {
+                c.reset_at
+                    .unwrap_or(end_ms + crate::limits::UNKNOWN_RESET_MS)
+                    .max(end_ms)
+                    + crate::limits::RESET_MARGIN_MS
+            });
+        let retry = |n: i64| -> Option<i64> {
+            let c = class.as_ref()?;
+            if slot.interrupted || !c.class.retryable() || n > i64::from(opts.retries) {
+                return None;
+            }
+            Some(match pause_until {
+                Some(p) => p,
+                None => {
+                    let d = crate::errclass::backoff(
+                        n as u32,
+                        opts.backoff,
+                        BACKOFF_CAP,
+                        c.retry_after,
+                    );
+                    end_ms + d.as_millis() as i64
+                }
+            })
+        };
+        let retry_ms = record_finish(
             db,
             batch,
             t.id,
@@ -1085,13 +1267,31 @@ impl Runner {
                 claude: j.claude.clone(),
                 at: Some(end_ms),
             },
+            crate::attempt::End {
+                ok: j.ok,
+                class: class.as_ref().map(|c| c.class),
+                error: j.error.clone(),
+                exit_code: status.code().map(i64::from),
+                retry_at: None,
+                metrics,
+                at: end_ms,
+            },
+            &retry,
+            pause_until,
         )?;
+        let attempt = db.read(|tx| crate::attempt::count_in(tx, t.id))?;
         Ok(Record {
             id: t.id,
             batch,
             role: t.role.clone(),
             description: t.description.clone(),
-            status: if j.ok { Status::Done } else { Status::Failed },
+            status: if j.ok {
+                Status::Done
+            } else if retry_ms.is_some() {
+                Status::Batched
+            } else {
+                Status::Failed
+            },
             exit_code: status.code(),
             signal: status.signal(),
             timed_out: slot.timed_out,
@@ -1101,6 +1301,10 @@ impl Runner {
             duration_ms: end_ms - slot.start_ms,
             result: j.result,
             error: j.error,
+            attempt,
+            error_class: class.map(|c| c.class),
+            retry_at: retry_ms.map(rfc3339),
+            retry_ms,
             claude: j.claude,
             stdout_bytes: out.total,
             stderr_bytes: err.total,

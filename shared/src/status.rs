@@ -97,6 +97,10 @@ pub struct Snapshot {
     pub batches: Vec<InFlight>,
     pub verify_runs: Vec<RunVerdict>,
     pub agent_calls: Vec<AgentCall>,
+    /// The pause in force (no runner starts anything), if any.
+    pub paused: Option<crate::limits::Pause>,
+    /// Spend and tokens the agents reported, per batch and in total.
+    pub spend: crate::attempt::Ledger,
 }
 
 /// Reads one consistent snapshot.
@@ -176,6 +180,8 @@ pub fn snapshot_in(tx: &Transaction, path: &Path, source: Source) -> Result<Snap
         batches,
         verify_runs,
         agent_calls,
+        paused: crate::limits::paused_in(tx, crate::time::now_ms())?,
+        spend: crate::attempt::ledger_in(tx)?,
     })
 }
 
@@ -188,6 +194,8 @@ fn empty(path: &Path, source: Source) -> Snapshot {
         batches: vec![],
         verify_runs: vec![],
         agent_calls: vec![],
+        paused: None,
+        spend: Default::default(),
     }
 }
 
@@ -225,6 +233,17 @@ pub fn render(s: &Snapshot) -> String {
         "tasks     {} queued ({} ready{blocked}), {} batched, {} running, {} done, {} failed, {} cancelled",
         t.queued, t.ready, t.batched, t.running, t.done, t.failed, t.cancelled
     );
+    if let Some(p) = &s.paused {
+        let _ = writeln!(o, "runners   {}", crate::limits::describe(p));
+    }
+    let sp = &s.spend.total;
+    if sp.reported > 0 {
+        let _ = writeln!(
+            o,
+            "spend     ${:.4} ({} of {} attempts reported a cost); tokens {} in, {} out",
+            sp.cost_usd, sp.reported, sp.attempts, sp.input_tokens, sp.output_tokens
+        );
+    }
     if s.batches.is_empty() {
         let _ = writeln!(o, "batches   none in flight");
     } else {

@@ -102,10 +102,13 @@ pub struct Task {
     /// `usage`, `modelUsage` and `errors`, as it wrote them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claude: Option<serde_json::Map<String, serde_json::Value>>,
+    /// A retry waits until then (the batcher skips the task before).
+    #[serde(serialize_with = "ser_time", skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<i64>,
 }
 
 const TASK_COLUMNS: &str = "id, role, description, prompt, priority, status, batch_id, \
-     created_at, batched_at, started_at, finished_at, result, error, exit_code, claude";
+     created_at, batched_at, started_at, finished_at, result, error, exit_code, claude, not_before";
 
 impl Task {
     fn from_row(r: &Row) -> rusqlite::Result<Task> {
@@ -129,6 +132,7 @@ impl Task {
             claude: r
                 .get::<_, Option<String>>(14)?
                 .and_then(|s| serde_json::from_str(&s).ok()),
+            not_before: r.get(15)?,
         })
     }
 }
@@ -155,6 +159,7 @@ impl Task {
             error: None,
             exit_code: None,
             claude: None,
+            not_before: None,
         }
     }
 }
@@ -691,8 +696,11 @@ pub fn find_cycle(edges: &[Vec<usize>]) -> Option<Vec<usize>> {
     None
 }
 
-/// SQL condition: task `t` is ready (queued, and everything in its `after` is done).
-pub const READY: &str = "t.status = 'queued' AND NOT EXISTS (SELECT 1 FROM task_deps d \
+/// SQL condition: task `t` is ready (queued, due — a retry waits for its
+/// `not_before` — and everything in its `after` is done).
+pub const READY: &str = "t.status = 'queued' \
+     AND (t.not_before IS NULL OR t.not_before <= CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) \
+     AND NOT EXISTS (SELECT 1 FROM task_deps d \
      JOIN tasks p ON p.id = d.after_id WHERE d.task_id = t.id AND p.status != 'done')";
 
 /// A queued task that can never become ready: it waits, directly or through

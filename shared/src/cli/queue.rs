@@ -106,12 +106,47 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
         #[arg(long)]
         exit_code: Option<i64>,
     },
-    /// Count tasks by status.
+    /// Count tasks by status; spend and tokens per batch and in total.
     #[command(after_help = "Example:\n  orch-queue stats --json")]
     Stats {
         #[arg(long)]
         json: bool,
     },
+    /// Every attempt of a task: runner, times, outcome, error class, cost.
+    #[command(after_help = "Example:\n  orch-queue attempts 12 --json")]
+    Attempts {
+        id: i64,
+        /// JSON Lines: one attempt per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put failed tasks back in the queue as a new attempt (all or nothing; history kept).
+    #[command(after_help = "Example:\n  orch-queue retry 4 5")]
+    Retry {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Start nothing new on this database (every runner) until TIME or `resume`.
+    #[command(
+        after_help = "Examples:\n  orch-queue pause                 # until resumed\n  orch-queue pause --until 30m\n  orch-queue pause --until 2026-12-01T09:00:00Z"
+    )]
+    Pause {
+        /// A duration from now (90s, 30m, 2h) or an RFC 3339 time.
+        #[arg(long, value_name = "TIME", value_parser = parse_until)]
+        until: Option<i64>,
+    },
+    /// End a pause (set by hand or by a usage limit).
+    #[command(after_help = "Example:\n  orch-queue resume")]
+    Resume,
+}
+
+/// `--until`: a duration from now or an RFC 3339 time, as ms since the epoch.
+fn parse_until(s: &str) -> Result<i64, String> {
+    if let Ok(d) = crate::time::parse_duration(s) {
+        return Ok(crate::time::now_ms() + d.as_millis() as i64);
+    }
+    crate::time::parse_since(s)
+        .map_err(|_| format!("'{s}' is neither a duration (90s, 30m, 2h) nor an RFC 3339 time"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -236,6 +271,11 @@ impl Tool for Cli {
                     out.json(&t)?;
                 } else {
                     print_task(&mut out, &t)?;
+                    let attempts = crate::attempt::list(&db, id)?;
+                    if !attempts.is_empty() {
+                        out.line("attempts:")?;
+                        print_attempts(&mut out, &attempts)?;
+                    }
                 }
             }
             Cmd::Cancel { mut ids } => {
@@ -253,12 +293,16 @@ impl Tool for Cli {
             }
             Cmd::Start { id } => {
                 let db = self.db.open_existing()?;
-                task::start(&db, id, None)?;
+                db.write(|tx| {
+                    let now = crate::time::now_ms();
+                    task::start_in(tx, id, Some(now))?;
+                    crate::attempt::begin_in(tx, id, "manual", now)
+                })?;
             }
             Cmd::Done { id, result } => {
                 let result = text_or_stdin(result, "the result")?;
                 let db = self.db.open_existing()?;
-                task::finish(
+                finish_manual(
                     &db,
                     id,
                     Outcome {
@@ -275,7 +319,7 @@ impl Tool for Cli {
             } => {
                 let error = text_or_stdin(error, "the error")?;
                 let db = self.db.open_existing()?;
-                task::finish(
+                finish_manual(
                     &db,
                     id,
                     Outcome {
@@ -287,11 +331,58 @@ impl Tool for Cli {
                 )?;
                 note_blocked(&db, Some(&[id]), None);
             }
+            Cmd::Attempts { id, json } => {
+                let db = self.db.open_existing()?;
+                let list = crate::attempt::list(&db, id)?;
+                if json {
+                    for a in &list {
+                        out.json(a)?;
+                    }
+                } else {
+                    print_attempts(&mut out, &list)?;
+                }
+            }
+            Cmd::Retry { mut ids } => {
+                let mut seen = std::collections::HashSet::new();
+                ids.retain(|id| seen.insert(*id));
+                let db = self.db.open_existing()?;
+                crate::attempt::retry(&db, &ids)?;
+                eprintln!(
+                    "{} task{} back in the queue",
+                    ids.len(),
+                    if ids.len() == 1 { "" } else { "s" }
+                );
+            }
+            Cmd::Pause { until } => {
+                let db = self.db.open_existing()?;
+                crate::limits::pause(&db, until, "paused by hand")?;
+                if let Some(p) = crate::limits::paused(&db)? {
+                    eprintln!("{}", crate::limits::describe(&p));
+                }
+            }
+            Cmd::Resume => {
+                let db = self.db.open_existing()?;
+                if crate::limits::resume(&db)? {
+                    eprintln!("resumed");
+                } else {
+                    eprintln!("not paused");
+                }
+            }
             Cmd::Stats { json } => {
                 let db = self.db.open_existing()?;
                 let s = task::stats(&db)?;
+                let ledger = db.read(crate::attempt::ledger_in)?;
                 if json {
-                    out.json(&s)?;
+                    #[derive(serde::Serialize)]
+                    struct WithSpend<'a> {
+                        #[serde(flatten)]
+                        counts: &'a task::Stats,
+                        spend: &'a crate::attempt::Ledger,
+                    }
+                    out.json(&WithSpend {
+                        counts: &s,
+                        spend: &ledger,
+                    })?;
                 } else {
                     for (name, n) in [
                         ("queued", s.queued),
@@ -305,6 +396,7 @@ impl Tool for Cli {
                     ] {
                         out.line(format_args!("{name:<10} {n}"))?;
                     }
+                    print_ledger(&mut out, &ledger)?;
                 }
             }
         }
@@ -667,13 +759,101 @@ fn print_table(out: &mut Out, tasks: &[Task]) -> io::Result<()> {
     ))?;
     for t in tasks {
         out.line(format_args!(
-            "{:>5}  {:<9}  {:<role_w$}  {:>4}  {:>5}  {}",
+            "{:>5}  {:<9}  {:<role_w$}  {:>4}  {:>5}  {}{}",
             t.id,
             t.status.as_str(),
             text::cell(&t.role, role_w),
             t.priority,
             t.batch.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
-            text::first_line(&t.description, 60)
+            text::first_line(&t.description, 60),
+            due(t)
+        ))?;
+    }
+    Ok(())
+}
+
+/// `done`/`fail`: the task ends, and so does its attempt (runner `manual`
+/// when no runner opened one).
+fn finish_manual(db: &Db, id: i64, o: Outcome) -> crate::Result<()> {
+    db.write(|tx| {
+        let at = crate::time::now_ms();
+        let end = crate::attempt::End {
+            ok: o.ok,
+            error: o.error.clone(),
+            exit_code: o.exit_code,
+            at,
+            ..Default::default()
+        };
+        task::finish_in(tx, id, Outcome { at: Some(at), ..o })?;
+        crate::attempt::end_in(tx, id, "manual", &end)
+    })
+}
+
+/// " (retry due HH:MM:SS)" for a task waiting for its next attempt.
+fn due(t: &Task) -> String {
+    match t.not_before {
+        Some(ms)
+            if matches!(t.status, Status::Queued | Status::Batched)
+                && ms > crate::time::now_ms() =>
+        {
+            format!(" (retry due {})", crate::limits::hhmm(ms))
+        }
+        _ => String::new(),
+    }
+}
+
+fn print_attempts(out: &mut Out, list: &[crate::attempt::Attempt]) -> io::Result<()> {
+    for a in list {
+        let mut l = format!(
+            "  #{} {} {} {}",
+            a.attempt,
+            a.runner,
+            a.started_at,
+            a.outcome.as_deref().unwrap_or("running")
+        );
+        if let Some(c) = &a.error_class {
+            l.push_str(&format!(" ({c})"));
+        }
+        if let Some(c) = a.metrics.cost_usd {
+            l.push_str(&format!(" ${c:.4}"));
+        }
+        if let (Some(i), Some(o)) = (a.metrics.input_tokens, a.metrics.output_tokens) {
+            l.push_str(&format!(" {i} in/{o} out tokens"));
+        }
+        if let Some(r) = &a.retry_at {
+            l.push_str(&format!(", retry at {r}"));
+        }
+        if let Some(e) = &a.error {
+            l.push_str(&format!(": {}", text::first_line(e, 120)));
+        }
+        out.line(format_args!("{l}"))?;
+    }
+    Ok(())
+}
+
+fn print_ledger(out: &mut Out, l: &crate::attempt::Ledger) -> io::Result<()> {
+    if l.total.attempts == 0 {
+        return Ok(());
+    }
+    let t = &l.total;
+    out.line(format_args!(
+        "spend      ${:.4} over {} attempts ({} reported a cost); tokens {} in, {} out, {} cache read, {} cache written",
+        t.cost_usd,
+        t.attempts,
+        t.reported,
+        t.input_tokens,
+        t.output_tokens,
+        t.cache_read_tokens,
+        t.cache_creation_tokens
+    ))?;
+    for b in &l.batches {
+        out.line(format_args!(
+            "  batch {:<5} ${:.4}  {} attempts  {} in, {} out tokens",
+            b.batch.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+            b.spend.cost_usd,
+            b.spend.attempts,
+            b.spend.input_tokens,
+            b.spend.output_tokens
         ))?;
     }
     Ok(())
@@ -725,6 +905,9 @@ fn print_task(out: &mut Out, t: &Task) -> io::Result<()> {
     }
     if let Some(c) = &t.claude {
         print_claude(out, c)?;
+    }
+    if let Some(ms) = t.not_before.filter(|_| !t.status.is_final()) {
+        out.line(format_args!("not before:  {}", rfc3339(ms)))?;
     }
     Ok(())
 }

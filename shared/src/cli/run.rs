@@ -58,9 +58,31 @@ pub struct Cli {
     /// The role of --stdin-lines tasks.
     #[arg(long, requires = "stdin_lines", value_name = "ROLE")]
     pub role: Option<String>,
+    /// Retry a task this many times after a retryable failure (rate limited,
+    /// overloaded, usage limit, timeout), with exponential backoff and full jitter.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub retries: u32,
+    /// The first retry's backoff ceiling; it doubles per retry (up to 5 minutes).
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_timeout)]
+    pub backoff: Duration,
+    /// While the database is paused (a usage limit, `orch-queue pause`), exit 1
+    /// instead of waiting for the pause to end.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Start nothing new once this run's recorded spend reaches this many US
+    /// dollars; running agents finish; exit 1 with the spend.
+    #[arg(long, value_name = "USD", value_parser = parse_budget)]
+    pub budget_usd: Option<f64>,
     /// The agent command, a template: {prompt} {prompt_file} {role} {id} {description}.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+fn parse_budget(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!("'{s}' is not an amount of US dollars (like 2.50)")),
+    }
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -163,6 +185,10 @@ impl Tool for Cli {
             jobs,
             timeout: self.timeout,
             env: vec![("ORCH_DB".into(), db_env)],
+            retries: self.retries,
+            backoff: self.backoff,
+            no_wait: self.no_wait,
+            budget_usd: self.budget_usd,
         };
         let tty = io::stderr().is_terminal();
         eprintln!(
@@ -198,7 +224,7 @@ impl Tool for Cli {
         }
         Ok(if summary.interrupted.is_some() {
             Exit::Interrupted
-        } else if summary.failed() > 0 {
+        } else if summary.failed() > 0 || summary.halted.is_some() {
             Exit::No
         } else {
             Exit::Ok
@@ -282,6 +308,17 @@ fn print_summary(batch: i64, s: &Summary) {
         }
         eprintln!("{l}");
     }
+    if let Some(why) = &s.halted {
+        let mut l = format!("orch-run: stopped starting tasks: {why}");
+        if !s.requeued.is_empty() {
+            l.push_str(&format!(
+                "; task{} {} back in the queue",
+                if s.requeued.len() == 1 { "" } else { "s" },
+                join_ids(&s.requeued)
+            ));
+        }
+        eprintln!("{l}");
+    }
 }
 
 /// Progress on stderr: a redrawn bar on a terminal, one line per event otherwise.
@@ -293,6 +330,8 @@ struct Progress {
     tty: bool,
     started: Instant,
     last_draw: Option<Instant>,
+    /// When the last "paused" line was printed.
+    last_pause: Option<Instant>,
 }
 
 impl Progress {
@@ -305,6 +344,7 @@ impl Progress {
             tty,
             started: Instant::now(),
             last_draw: None,
+            last_pause: None,
         }
     }
 
@@ -333,6 +373,26 @@ impl Progress {
                 self.running,
                 if self.running == 1 { "" } else { "s" }
             )),
+            Event::Paused { until, reason } => {
+                let now = Instant::now();
+                let every = if self.tty { 1 } else { 5 };
+                if self
+                    .last_pause
+                    .is_some_and(|t| now.duration_since(t) < Duration::from_secs(every))
+                {
+                    None
+                } else {
+                    self.last_pause = Some(now);
+                    Some(match until {
+                        Some(u) => format!(
+                            "orch-run: paused until {} ({reason}): {} s left",
+                            crate::limits::hhmm(*u),
+                            ((u - crate::time::now_ms()).max(0) + 999) / 1000
+                        ),
+                        None => format!("orch-run: paused ({reason}) until `orch-queue resume`"),
+                    })
+                }
+            }
             Event::Tick => None,
         };
         let mut err = io::stderr().lock();
@@ -383,13 +443,23 @@ impl Progress {
 
 fn finished_line(r: &Record, done: &mut usize, failed: &mut usize) -> String {
     let took = secs(r.duration_ms);
+    let class = r.error_class.map(|c| format!(" ({c})")).unwrap_or_default();
+    if let Some(at) = r.retry_ms {
+        return format!(
+            "orch-run: task {} attempt {} failed in {took}{class}: {}; next attempt in {:.1} s",
+            r.id,
+            r.attempt,
+            crate::text::first_line(r.error.as_deref().unwrap_or("failed"), 200),
+            (at - r.end_ms).max(0) as f64 / 1000.0
+        );
+    }
     if r.status == Status::Done {
         *done += 1;
         format!("orch-run: task {} done in {took}", r.id)
     } else {
         *failed += 1;
         format!(
-            "orch-run: task {} failed in {took}: {}",
+            "orch-run: task {} failed in {took}{class}: {}",
             r.id,
             crate::text::first_line(r.error.as_deref().unwrap_or("failed"), 200)
         )

@@ -1,0 +1,116 @@
+//! What holds every runner on a database back: a pause (after a usage limit,
+//! or by hand) and the most agents running at once.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::Serialize;
+
+use crate::db::Db;
+use crate::error::Result;
+use crate::time::now_ms;
+
+/// Added to a usage limit's reset time before anything starts again.
+pub const RESET_MARGIN_MS: i64 = 1_000;
+/// How long a usage limit pauses when its message gives no reset time.
+pub const UNKNOWN_RESET_MS: i64 = 5 * 60_000;
+
+/// A pause in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pause {
+    /// Until when (ms); `None`: until `orch-queue resume`.
+    #[serde(skip)]
+    pub until_ms: Option<i64>,
+    pub until: Option<String>,
+    pub reason: String,
+}
+
+fn get_in(tx: &Transaction, key: &str) -> Result<Option<String>> {
+    Ok(tx
+        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+fn set_in(tx: &Transaction, key: &str, value: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO settings (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// Pauses every runner until `until` (ms; `None` until resumed). An earlier
+/// end never shortens a pause already in force.
+pub fn pause_in(tx: &Transaction, until: Option<i64>, reason: &str) -> Result<()> {
+    if let Some(p) = paused_in(tx, now_ms())? {
+        match (p.until_ms, until) {
+            (None, _) => return Ok(()),
+            (Some(a), Some(b)) if a >= b => return Ok(()),
+            _ => {}
+        }
+    }
+    set_in(
+        tx,
+        "pause_until",
+        &until.map_or_else(|| "forever".to_string(), |u| u.to_string()),
+    )?;
+    set_in(tx, "pause_reason", reason)
+}
+
+/// [`pause_in`] in a transaction of its own.
+pub fn pause(db: &Db, until: Option<i64>, reason: &str) -> Result<()> {
+    db.write(|tx| pause_in(tx, until, reason))
+}
+
+/// Ends the pause.
+pub fn resume(db: &Db) -> Result<bool> {
+    db.write(|tx| {
+        let was = paused_in(tx, now_ms())?.is_some();
+        tx.execute(
+            "DELETE FROM settings WHERE key IN ('pause_until', 'pause_reason')",
+            [],
+        )?;
+        Ok(was)
+    })
+}
+
+/// The pause in force at `now`, if any.
+pub fn paused_in(tx: &Transaction, now: i64) -> Result<Option<Pause>> {
+    let Some(until) = get_in(tx, "pause_until")? else {
+        return Ok(None);
+    };
+    let until_ms = until.parse::<i64>().ok();
+    if until_ms.is_some_and(|u| u <= now) {
+        return Ok(None);
+    }
+    Ok(Some(Pause {
+        until_ms,
+        until: until_ms.map(crate::time::rfc3339),
+        reason: get_in(tx, "pause_reason")?.unwrap_or_else(|| "paused".into()),
+    }))
+}
+
+/// [`paused_in`] in a read transaction of its own.
+pub fn paused(db: &Db) -> Result<Option<Pause>> {
+    db.read(|tx| paused_in(tx, now_ms()))
+}
+
+/// "paused until 14:05 (usage limit)" for status lines.
+pub fn describe(p: &Pause) -> String {
+    match p.until_ms {
+        Some(ms) => format!("paused until {} ({})", hhmm(ms), p.reason),
+        None => format!("paused until `orch-queue resume` ({})", p.reason),
+    }
+}
+
+/// HH:MM:SS of `ms` in local time.
+pub fn hhmm(ms: i64) -> String {
+    // SAFETY: localtime_r writes into the tm we own.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let t = (ms / 1000) as libc::time_t;
+    unsafe {
+        libc::localtime_r(&t, &mut tm);
+    }
+    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+}

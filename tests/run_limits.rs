@@ -1,0 +1,414 @@
+//! Long runs through the real binaries: attempts and retries by error class,
+//! the usage-limit pause shared by every runner, `retry` by hand, the budget,
+//! and the spend ledger. `tests/fake-agent`, linked as `claude`, prints what
+//! `claude -p --output-format json` prints on each error.
+
+use std::os::unix::fs::symlink;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use crate::common::*;
+
+fn fake() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake-agent").to_string()
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/claude-errors"
+    ))
+}
+
+/// orch-run through the fake agent named `claude`, its call counters in the env's dir.
+fn orch_run(env: &Env, args: &[&str]) -> Command {
+    let dir = env.path().join("agents");
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("claude");
+    if !link.exists() {
+        symlink(fake(), &link).unwrap();
+    }
+    let state = env.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mut c = env.cmd("orch-run");
+    c.args(args)
+        .env("PATH", path_with(&[&dir, &bin_dir()]))
+        .env("FAKE_AGENT_STATE", &state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn batch_of(env: &Env, prompts: &[&str]) -> (String, Vec<i64>) {
+    let ids: Vec<i64> = prompts.iter().map(|p| env.add("dev", p)).collect();
+    let max = prompts.len().to_string();
+    let b = env
+        .ok("orch-batch", &["create", "--max", &max])
+        .trim()
+        .to_string();
+    (b, ids)
+}
+
+/// `orch-queue attempts ID --json`, parsed.
+fn attempts(env: &Env, id: i64) -> Vec<serde_json::Value> {
+    env.ok("orch-queue", &["attempts", &id.to_string(), "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// (started, ended, retry due) in ms of each attempt of task `id`, from the database.
+fn times(env: &Env, id: i64) -> Vec<(i64, Option<i64>, Option<i64>)> {
+    env.sql()
+        .prepare(
+            "SELECT started_at, ended_at, retry_at FROM attempts WHERE task_id = ?1 ORDER BY n",
+        )
+        .unwrap()
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn status(env: &Env, id: i64) -> String {
+    env.sql()
+        .query_row("SELECT status FROM tasks WHERE id = ?1", [id], |r| r.get(0))
+        .unwrap()
+}
+
+fn out_of(c: &mut Command) -> Output {
+    c.output().unwrap()
+}
+
+#[test]
+fn issue14_429_twice_then_success_is_done_on_attempt_3_with_backoff() {
+    let env = Env::new();
+    let (b, ids) = batch_of(&env, &["apierr=429 fails=2 say=ok"]);
+    let out = out_of(&mut orch_run(
+        &env,
+        &[&b, "--agent", "claude", "--backoff", "0.3s", "--json"],
+    ));
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("(rate_limited)"), "{err}");
+    assert!(err.contains("next attempt in"), "{err}");
+    assert_eq!(status(&env, ids[0]), "done");
+    let a = attempts(&env, ids[0]);
+    assert_eq!(a.len(), 3, "{a:?}");
+    for (i, x) in a.iter().enumerate() {
+        assert_eq!(x["attempt"], i as i64 + 1);
+        assert_eq!(x["runner"], "orch-run");
+    }
+    assert_eq!(a[0]["outcome"], "failed");
+    assert_eq!(a[0]["error_class"], "rate_limited");
+    assert_eq!(a[1]["error_class"], "rate_limited");
+    assert_eq!(a[2]["outcome"], "done");
+    assert!(a[2].get("error_class").is_none_or(|c| c.is_null()));
+    // The backoff is in the attempt times: each retry was scheduled after
+    // its failure, no later than the ceiling (0.3 s, then 0.6 s), and the
+    // next attempt did not start before it was due.
+    let t = times(&env, ids[0]);
+    for (n, ceiling) in [(0usize, 300i64), (1, 600)] {
+        let (end, due) = (t[n].1.unwrap(), t[n].2.unwrap());
+        assert!(due >= end && due <= end + ceiling, "{n}: {end} {due}");
+        assert!(t[n + 1].0 >= due, "attempt {} started early", n + 2);
+    }
+    assert!(a[2].get("retry_at").is_none_or(|c| c.is_null()));
+    // What claude reported is recorded per attempt.
+    assert_eq!(a[2]["cost_usd"], 0.0123);
+    assert_eq!(a[2]["input_tokens"], 12);
+    assert_eq!(a[2]["output_tokens"], 34);
+    assert_eq!(a[2]["model"], "claude-fake-1");
+    // The last --json record is the last attempt's.
+    let last: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["attempt"], 3);
+    assert_eq!(last["status"], "done");
+}
+
+#[test]
+fn issue14_auth_fails_at_once_without_retry() {
+    let env = Env::new();
+    let (b, ids) = batch_of(&env, &["apierr=401"]);
+    let out = out_of(&mut orch_run(
+        &env,
+        &[&b, "--agent", "claude", "--retries", "5"],
+    ));
+    assert_code(&out, 1);
+    assert_eq!(status(&env, ids[0]), "failed");
+    let a = attempts(&env, ids[0]);
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0]["error_class"], "auth");
+    assert!(a[0]["retry_at"].is_null());
+}
+
+#[test]
+fn issue14_retries_run_out_and_the_task_fails() {
+    let env = Env::new();
+    let (b, ids) = batch_of(&env, &["apierr=529"]);
+    let out = out_of(&mut orch_run(
+        &env,
+        &[
+            &b,
+            "--agent",
+            "claude",
+            "--retries",
+            "1",
+            "--backoff",
+            "0.1s",
+        ],
+    ));
+    assert_code(&out, 1);
+    assert_eq!(status(&env, ids[0]), "failed");
+    let a = attempts(&env, ids[0]);
+    assert_eq!(a.len(), 2);
+    assert!(a.iter().all(|x| x["error_class"] == "overloaded"));
+    assert!(!a[0]["retry_at"].is_null() && a[1]["retry_at"].is_null());
+}
+
+#[test]
+fn issue14_every_fixture_class_is_classified_right() {
+    let env = Env::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 15);
+    let prompts: Vec<String> = files
+        .iter()
+        .map(|f| format!("replay={}", f.display()))
+        .collect();
+    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let (b, ids) = batch_of(&env, &refs);
+    // No retries: each fixture is one attempt.
+    let out = out_of(&mut orch_run(
+        &env,
+        &[&b, "--agent", "claude", "--retries", "0"],
+    ));
+    assert_code(&out, 1);
+    for (f, id) in files.iter().zip(&ids) {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let want = name.split("--").next().unwrap();
+        let a = attempts(&env, *id);
+        assert_eq!(a.len(), 1, "{name}");
+        assert_eq!(a[0]["error_class"], want, "{name}");
+    }
+    // The usage limits among them paused the database.
+    let st = env.ok("orch", &["status"]);
+    assert!(st.contains("(usage limit)"), "{st}");
+    env.ok("orch-queue", &["resume"]);
+    // Timeouts are their own class.
+    let (b, ids) = batch_of(&env, &["sleep=5"]);
+    let out = out_of(&mut orch_run(
+        &env,
+        &[
+            &b,
+            "--agent",
+            "claude",
+            "--retries",
+            "0",
+            "--timeout",
+            "0.3",
+            "--no-wait",
+        ],
+    ));
+    assert_code(&out, 1);
+    let a = attempts(&env, ids[0]);
+    assert_eq!(a[0]["error_class"], "timeout");
+}
+
+#[test]
+fn issue14_usage_limit_reset_times_pause_every_runner() {
+    // The 5-hour form resets at the next 2:34am UTC; the 1.0.x form at its epoch.
+    let env = Env::new();
+    let five = fixtures().join("usage_limit--5-hour.json");
+    let (b, ids) = batch_of(&env, &[&format!("replay={}", five.display())]);
+    let out = out_of(&mut orch_run(
+        &env,
+        &[&b, "--agent", "claude", "--retries", "1", "--no-wait"],
+    ));
+    assert_code(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("usage limit"), "{err}");
+    let t = times(&env, ids[0]);
+    let end = t[0].1.unwrap() / 1000;
+    let mut reset = end / 86_400 * 86_400 + 2 * 3600 + 34 * 60;
+    if reset <= end {
+        reset += 86_400;
+    }
+    assert_eq!(t[0].2, Some(reset * 1000 + 1000));
+    // The task waits in the queue for its reset; status and doctor show the pause.
+    assert_eq!(status(&env, ids[0]), "queued");
+    let s = env.ok("orch", &["status"]);
+    assert!(
+        s.contains("paused until") && s.contains("(usage limit)"),
+        "{s}"
+    );
+    let list = env.ok("orch-queue", &["list"]);
+    assert!(list.contains("retry due"), "{list}");
+    // Not yet due: the batcher leaves it.
+    let o = env.run("orch-batch", &["create"]);
+    assert_ne!(o.status.code(), Some(0));
+}
+
+#[test]
+fn issue14_usage_limit_stops_starts_across_two_runners_until_reset() {
+    let env = Env::new();
+    // Batch 1: the first task hits a usage limit resetting 3 s ahead; the
+    // others take a moment so both runners are busy when it does.
+    let mut p1 = vec!["apierr=usage resetin=3 fails=1 say=ok".to_string()];
+    p1.extend((0..5).map(|i| format!("sleep=0.4 say=a{i}")));
+    let r1: Vec<&str> = p1.iter().map(String::as_str).collect();
+    let (b1, _) = batch_of(&env, &r1);
+    let p2: Vec<String> = (0..6).map(|i| format!("sleep=0.4 say=b{i}")).collect();
+    let r2: Vec<&str> = p2.iter().map(String::as_str).collect();
+    let (b2, _) = batch_of(&env, &r2);
+    let mut c1 = orch_run(&env, &[&b1, "--agent", "claude", "-j", "2"])
+        .spawn()
+        .unwrap();
+    let mut c2 = orch_run(&env, &[&b2, "--agent", "claude", "-j", "2"])
+        .spawn()
+        .unwrap();
+    let o1 = c1.wait().unwrap();
+    let o2 = c2.wait().unwrap();
+    assert!(o1.success() && o2.success());
+    let c = env.sql();
+    let undone: i64 = c
+        .query_row(
+            "SELECT count(*) FROM tasks WHERE status != 'done'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(undone, 0);
+    let (limit_end, pause_until): (i64, i64) = c
+        .query_row(
+            "SELECT ended_at, retry_at FROM attempts WHERE error_class = 'usage_limit'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    // Nothing started, in either runner, between the limit and its reset.
+    let starts: Vec<i64> = c
+        .prepare("SELECT started_at FROM attempts")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(starts.len(), 13);
+    for s in &starts {
+        assert!(
+            *s <= limit_end || *s >= pause_until,
+            "an attempt started at {s}, inside the pause {limit_end}..{pause_until}"
+        );
+    }
+    assert!(starts.iter().filter(|&&s| s >= pause_until).count() >= 2);
+}
+
+#[test]
+fn issue14_retry_of_a_failed_task_keeps_its_history() {
+    let env = Env::new();
+    let (b, ids) = batch_of(&env, &["exit=3"]);
+    let out = out_of(&mut orch_run(&env, &[&b, "--agent", "claude"]));
+    assert_code(&out, 1);
+    assert_eq!(attempts(&env, ids[0])[0]["error_class"], "agent_error");
+    // Only failed tasks, all or nothing.
+    let other = env.add("dev", "say=x");
+    let o = env.run(
+        "orch-queue",
+        &["retry", &ids[0].to_string(), &other.to_string()],
+    );
+    assert_code(&o, 2);
+    assert_eq!(status(&env, ids[0]), "failed");
+    env.ok("orch-queue", &["retry", &ids[0].to_string()]);
+    assert_eq!(status(&env, ids[0]), "queued");
+    // Run by hand this time: a second attempt, runner manual.
+    env.ok("orch-queue", &["start", &ids[0].to_string()]);
+    env.ok(
+        "orch-queue",
+        &["done", &ids[0].to_string(), "--result", "fixed"],
+    );
+    let a = attempts(&env, ids[0]);
+    assert_eq!(a.len(), 2);
+    assert_eq!(a[0]["outcome"], "failed");
+    assert_eq!(a[1]["outcome"], "done");
+    assert_eq!(a[1]["runner"], "manual");
+    let show = env.ok("orch-queue", &["show", &ids[0].to_string()]);
+    assert!(
+        show.contains("attempts:") && show.contains("#1 orch-run") && show.contains("#2 manual"),
+        "{show}"
+    );
+    let o = env.run("orch-queue", &["attempts", "999"]);
+    assert_code(&o, 2);
+}
+
+#[test]
+fn issue14_pause_and_resume_by_hand() {
+    let env = Env::new();
+    let (b, ids) = batch_of(&env, &["say=one", "say=two"]);
+    env.ok("orch-queue", &["pause"]);
+    let s = env.ok("orch", &["status"]);
+    assert!(s.contains("paused"), "{s}");
+    let out = out_of(&mut orch_run(&env, &[&b, "--agent", "claude", "--no-wait"]));
+    assert_code(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("paused by hand"), "{err}");
+    // Nothing started; both are back in the queue.
+    for id in &ids {
+        assert_eq!(status(&env, *id), "queued");
+        assert!(attempts(&env, *id).is_empty());
+    }
+    env.ok("orch-queue", &["resume"]);
+    let b = env.ok("orch-batch", &["create"]).trim().to_string();
+    let out = out_of(&mut orch_run(&env, &[&b, "--agent", "claude", "--no-wait"]));
+    assert_code(&out, 0);
+    // A pause with an end: orch-run waits it out, with a countdown.
+    env.add("dev", "say=three");
+    env.ok("orch-queue", &["pause", "--until", "1s"]);
+    let b = env.ok("orch-batch", &["create"]).trim().to_string();
+    let out = out_of(&mut orch_run(&env, &[&b, "--agent", "claude"]));
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("s left"), "{err}");
+    let o = env.run("orch-queue", &["pause", "--until", "soon"]);
+    assert_code(&o, 2);
+}
+
+#[test]
+fn issue14_budget_stops_new_starts_and_stats_show_spend() {
+    let env = Env::new();
+    let (b, ids) = batch_of(
+        &env,
+        &["cost=0.5 say=a", "cost=0.5 say=b", "cost=0.5 say=c"],
+    );
+    let out = out_of(&mut orch_run(
+        &env,
+        &[&b, "--agent", "claude", "-j", "1", "--budget-usd", "0.9"],
+    ));
+    assert_code(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("budget of $0.90 reached: this run spent $1.0000"),
+        "{err}"
+    );
+    assert_eq!(status(&env, ids[0]), "done");
+    assert_eq!(status(&env, ids[1]), "done");
+    assert_eq!(status(&env, ids[2]), "queued");
+    let s: serde_json::Value =
+        serde_json::from_str(&env.ok("orch-queue", &["stats", "--json"])).unwrap();
+    assert_eq!(s["spend"]["total"]["cost_usd"], 1.0);
+    assert_eq!(s["spend"]["total"]["input_tokens"], 24);
+    assert_eq!(s["spend"]["batches"][0]["batch"], b.parse::<i64>().unwrap());
+    let text = env.ok("orch-queue", &["stats"]);
+    assert!(
+        text.contains("spend      $1.0000 over 2 attempts"),
+        "{text}"
+    );
+    let st = env.ok("orch", &["status"]);
+    assert!(st.contains("$1.0000"), "{st}");
+    let o = env.run("orch-run", &[&b, "--budget-usd", "lots"]);
+    assert_code(&o, 2);
+}
