@@ -898,7 +898,8 @@ fn item16_a_sigkilled_orch_run_takes_its_agents_with_it_and_the_next_run_reports
         "agents outlived a SIGKILLed orch-run: {procs:?}"
     );
     // The next run of the batch says what it found, and runs what never started.
-    let out = env.run("orch-run", &[&b, "--", &f, "{prompt}"]);
+    // (No retries: the lost tasks stay failed; retries are run_limits' business.)
+    let out = env.run("orch-run", &[&b, "--retries", "0", "--", &f, "{prompt}"]);
     assert_code(&out, 0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -944,7 +945,10 @@ fn item16_the_next_run_stops_what_escaped_the_process_group() {
         !dead(escaped[0]),
         "the escapee is still there before the next run"
     );
-    let out = env.run("orch-run", &[&b, "--", "sh", "-c", "{prompt}"]);
+    let out = env.run(
+        "orch-run",
+        &[&b, "--retries", "0", "--", "sh", "-c", "{prompt}"],
+    );
     assert_code(&out, 0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -975,7 +979,7 @@ fn item16_a_run_whose_tasks_were_all_running_is_recorded_when_taken_over() {
     sigkill(&mut first);
     assert!(all_gone(&procs, Duration::from_secs(3)), "{procs:?}");
     // Nothing is left to run, but the dead run's task no longer shows as running.
-    let out = env.run("orch-run", &[&b, "--", &f, "{prompt}"]);
+    let out = env.run("orch-run", &[&b, "--retries", "0", "--", &f, "{prompt}"]);
     assert_code(&out, 1);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -17,6 +17,7 @@ pub mod error;
 pub mod front;
 pub mod hook;
 pub mod intervals;
+pub mod lease;
 pub mod limits;
 pub mod mcp;
 pub mod msg;

@@ -114,3 +114,73 @@ pub fn hhmm(ms: i64) -> String {
     }
     format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
 }
+
+/// The most agents running at once on this database, if set.
+pub fn limit_in(tx: &Transaction) -> Result<Option<i64>> {
+    Ok(get_in(tx, "limit")?.and_then(|v| v.parse().ok()))
+}
+
+/// Sets (or with `None` clears) the limit.
+pub fn set_limit(db: &Db, n: Option<i64>) -> Result<()> {
+    db.write(|tx| {
+        match n {
+            Some(n) => set_in(tx, "limit", &n.to_string())?,
+            None => {
+                tx.execute("DELETE FROM settings WHERE key = 'limit'", [])?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Slots held now (expired ones do not count).
+pub fn slots_in_use_in(tx: &Transaction, now: i64) -> Result<i64> {
+    Ok(tx.query_row(
+        "SELECT count(*) FROM slots WHERE expires_at > ?1",
+        [now],
+        |r| r.get(0),
+    )?)
+}
+
+/// Takes a slot for `holder`/`key` when the limit allows (always without a
+/// limit, taking nothing). Expired slots (a runner whose lease lapsed, a hook
+/// agent whose end never came) are freed first. Call inside a write transaction.
+pub fn take_slot_in(tx: &Transaction, holder: &str, key: &str, expires_at: i64) -> Result<bool> {
+    let Some(limit) = limit_in(tx)? else {
+        return Ok(true);
+    };
+    let now = now_ms();
+    tx.execute("DELETE FROM slots WHERE expires_at <= ?1", [now])?;
+    if slots_in_use_in(tx, now)? >= limit {
+        return Ok(false);
+    }
+    tx.execute(
+        "INSERT INTO slots (holder, key, taken_at, expires_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (holder, key) DO UPDATE SET expires_at = excluded.expires_at",
+        params![holder, key, now, expires_at],
+    )?;
+    Ok(true)
+}
+
+/// Frees one slot; true when it was held.
+pub fn release_in(tx: &Transaction, holder: &str, key: &str) -> Result<bool> {
+    Ok(tx.execute(
+        "DELETE FROM slots WHERE holder = ?1 AND key = ?2",
+        params![holder, key],
+    )? > 0)
+}
+
+/// Frees every slot of a holder (a runner taken over).
+pub fn release_holder_in(tx: &Transaction, holder: &str) -> Result<()> {
+    tx.execute("DELETE FROM slots WHERE holder = ?1", [holder])?;
+    Ok(())
+}
+
+/// Extends every slot of a holder (with its lease).
+pub fn renew_holder_in(tx: &Transaction, holder: &str, until: i64) -> Result<()> {
+    tx.execute(
+        "UPDATE slots SET expires_at = ?2 WHERE holder = ?1",
+        params![holder, until],
+    )?;
+    Ok(())
+}

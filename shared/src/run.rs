@@ -319,72 +319,128 @@ pub fn session_id(batch: i64) -> String {
 pub struct Claim {
     pub batch: i64,
     pub tasks: Vec<Task>,
-    /// Tasks a dead earlier runner left `running`, now marked failed.
+    /// Tasks a dead earlier runner left `running`, now marked failed (their
+    /// retries used up).
     pub recovered: Vec<i64>,
+    /// Tasks a dead earlier runner left `running` that this run starts again.
+    pub retried: Vec<i64>,
     /// The pid of the earlier orch-run of this batch that died, when this claim took over from it.
     pub dead_runner: Option<i64>,
+    /// This run's lease holder id (see [`crate::lease`]).
+    pub holder: String,
 }
 
-fn process_alive(pid: i64) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
+/// How a claim is made.
+#[derive(Debug, Clone)]
+pub struct ClaimOptions {
+    /// How long the lease lasts unless renewed.
+    pub lease: Duration,
+    /// Retries of a task lost with a dead runner.
+    pub retries: u32,
+}
+
+impl Default for ClaimOptions {
+    fn default() -> Self {
+        ClaimOptions {
+            lease: crate::lease::DEFAULT_LEASE,
+            retries: 2,
+        }
     }
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Claims batch `id` for this process in one IMMEDIATE transaction. Refused when
-/// another live orch-run holds it. A claim whose runner died is taken over: the
-/// tasks it left running are marked failed and the waiting ones run now.
+/// Claims batch `id` for this process in one IMMEDIATE transaction, with a
+/// lease. Refused while another runner's lease holds. A lapsed lease (expired,
+/// or its holder dead on this host) is taken over: the tasks it left running
+/// become a failed attempt of class `lost`, run again while retries last.
 /// `check` sees the tasks about to be claimed; its error leaves everything as it was.
-pub fn claim(db: &Db, id: i64, check: &dyn Fn(&[Task]) -> Result<()>) -> Result<Claim> {
-    db.write(|tx| claim_in(tx, id, std::process::id(), check))
+pub fn claim(
+    db: &Db,
+    id: i64,
+    o: &ClaimOptions,
+    check: &dyn Fn(&[Task]) -> Result<()>,
+) -> Result<Claim> {
+    db.write(|tx| claim_in(tx, id, o, check))
 }
 
 /// [`claim`] inside a transaction the caller holds.
 pub fn claim_in(
     tx: &Transaction,
     id: i64,
-    pid: u32,
+    o: &ClaimOptions,
     check: &dyn Fn(&[Task]) -> Result<()>,
 ) -> Result<Claim> {
-    let (claimed_at, runner): (Option<i64>, Option<i64>) = tx
+    let (claimed_at, runner, holder, until): (Option<i64>, Option<i64>, Option<String>, Option<i64>) = tx
         .query_row(
-            "SELECT run_claimed_at, runner_pid FROM batches WHERE id = ?1",
+            "SELECT run_claimed_at, runner_pid, lease_holder, lease_until FROM batches WHERE id = ?1",
             [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?
         .ok_or(Error::NotFound { what: "batch", id })?;
+    let now = now_ms();
     let mut recovered = Vec::new();
+    let mut retried = Vec::new();
     let mut dead_runner = None;
     if let Some(at) = claimed_at {
-        let p = runner.unwrap_or(0);
-        if process_alive(p) {
+        let p = holder
+            .as_deref()
+            .and_then(crate::lease::pid_of)
+            .or(runner)
+            .unwrap_or(0);
+        if !crate::lease::lapsed(holder.as_deref(), until, now) {
             return Err(Error::invalid(format!(
-                "batch {id} is already being run by orch-run (pid {p}, since {}); not running its tasks twice",
-                rfc3339(at)
+                "batch {id} is already being run by orch-run (pid {p}, since {}; its lease runs to {}); not running its tasks twice",
+                rfc3339(at),
+                rfc3339(until.unwrap_or(now))
             )));
         }
         dead_runner = Some(p);
-        let now = now_ms();
-        let mut stmt = tx.prepare(
-            "UPDATE tasks SET status = 'failed', finished_at = ?2,
-                 error = 'orch-run (pid ' || ?3 || ') stopped before this task finished'
-             WHERE batch_id = ?1 AND status = 'running' RETURNING id",
-        )?;
-        recovered = stmt
-            .query_map(params![id, now, p], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+        let lost: Vec<i64> = {
+            let mut stmt = tx.prepare(
+                "SELECT id FROM tasks WHERE batch_id = ?1 AND status = 'running' ORDER BY id",
+            )?;
+            let v = stmt
+                .query_map([id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            v
+        };
+        let error = format!("orch-run (pid {p}) stopped before this task finished");
+        for t in lost {
+            let n = crate::attempt::count_in(tx, t)?;
+            let end = crate::attempt::End {
+                ok: false,
+                class: Some(Class::Lost),
+                error: Some(error.clone()),
+                retry_at: (n <= i64::from(o.retries)).then_some(now),
+                at: now,
+                ..Default::default()
+            };
+            crate::attempt::end_in(tx, t, SOURCE, &end)?;
+            if end.retry_at.is_some() {
+                crate::attempt::schedule_retry_in(tx, t, now, Some(&error), None)?;
+                retried.push(t);
+            } else {
+                task::finish_in(
+                    tx,
+                    t,
+                    Outcome {
+                        ok: false,
+                        error: Some(error.clone()),
+                        at: Some(now),
+                        ..Default::default()
+                    },
+                )?;
+                recovered.push(t);
+            }
+        }
         tx.execute(
             "UPDATE agent_calls SET finished_at = ?2, status = 'failed'
              WHERE session_id = ?1 AND finished_at IS NULL",
             params![session_id(id), now],
         )?;
+        if let Some(h) = &holder {
+            crate::limits::release_holder_in(tx, h)?;
+        }
     }
     let b = batch::get_in(tx, id)?;
     let tasks: Vec<Task> = b
@@ -403,15 +459,33 @@ pub fn claim_in(
         }));
     }
     check(&tasks)?;
+    let me = crate::lease::me();
     tx.execute(
-        "UPDATE batches SET run_claimed_at = ?2, runner_pid = ?3 WHERE id = ?1",
-        params![id, now_ms(), pid],
+        "UPDATE batches SET run_claimed_at = ?2, runner_pid = ?3, lease_holder = ?4, lease_until = ?5
+         WHERE id = ?1",
+        params![id, now_ms(), std::process::id(), me, crate::lease::until(o.lease)],
     )?;
     Ok(Claim {
         batch: id,
         tasks,
         recovered,
+        retried,
         dead_runner,
+        holder: me,
+    })
+}
+
+/// Renews this run's lease on its batch and on its slots; false when the
+/// lease is no longer this run's (another runner took the batch over).
+pub fn renew(db: &Db, claim: &Claim, lease: Duration) -> Result<bool> {
+    let until = crate::lease::until(lease);
+    db.write(|tx| {
+        let n = tx.execute(
+            "UPDATE batches SET lease_until = ?3 WHERE id = ?1 AND lease_holder = ?2",
+            params![claim.batch, claim.holder, until],
+        )?;
+        crate::limits::renew_holder_in(tx, &claim.holder, until)?;
+        Ok(n == 1)
     })
 }
 
@@ -421,6 +495,7 @@ pub fn enqueue_lines(
     db: &Db,
     lines: &[String],
     role: &str,
+    o: &ClaimOptions,
     check: &dyn Fn(&[Task]) -> Result<()>,
 ) -> Result<Claim> {
     task::validate_role(role)?;
@@ -441,7 +516,7 @@ pub fn enqueue_lines(
     db.write(|tx| {
         let ids = task::add_in(tx, tasks, |i| format!("line {}", i + 1))?;
         let b = batch::create_of_in(tx, &ids)?;
-        claim_in(tx, b.id, std::process::id(), check)
+        claim_in(tx, b.id, o, check)
     })
 }
 
@@ -622,6 +697,8 @@ pub struct Options {
     pub no_wait: bool,
     /// Start nothing new once this run's recorded spend reaches this.
     pub budget_usd: Option<f64>,
+    /// The lease on the batch and on this run's slots, renewed while it runs.
+    pub lease: Duration,
 }
 
 /// The longest backoff between two attempts.
@@ -838,7 +915,18 @@ impl Runner {
         let mut retry_q: Vec<(i64, usize)> = Vec::new();
         let run_start = now_ms();
         let tick = Duration::from_millis(100);
+        let renew_every = (opts.lease / 3).max(Duration::from_millis(200));
+        let mut renewed = Instant::now();
         loop {
+            let mut waiting_slot = false;
+            if renewed.elapsed() >= renew_every {
+                renewed = Instant::now();
+                if !renew(db, claim, opts.lease)? && halted.is_none() {
+                    halted = Some(
+                        "another orch-run took the batch over (this run's lease lapsed)".into(),
+                    );
+                }
+            }
             let mut paused_for: Option<Instant> = None;
             let wants = stopping.is_none()
                 && halted.is_none()
@@ -872,13 +960,23 @@ impl Runner {
                 && slots.len() < jobs
             {
                 let now = now_ms();
-                let idx = if let Some(pos) = retry_q.iter().position(|&(due, _)| due <= now) {
-                    retry_q.swap_remove(pos).1
-                } else if next < tasks.len() {
-                    next += 1;
-                    next - 1
-                } else {
+                let pick = retry_q.iter().position(|&(due, _)| due <= now);
+                if pick.is_none() && next >= tasks.len() {
                     break;
+                }
+                // One of the database's slots (`orch-queue limit`), if it has a limit.
+                let key = tasks[pick.map_or(next, |p| retry_q[p].1)].id.to_string();
+                let until = crate::lease::until(opts.lease);
+                if !db.write(|tx| crate::limits::take_slot_in(tx, &claim.holder, &key, until))? {
+                    waiting_slot = true;
+                    break;
+                }
+                let idx = match pick {
+                    Some(pos) => retry_q.swap_remove(pos).1,
+                    None => {
+                        next += 1;
+                        next - 1
+                    }
                 };
                 match self.spawn(db, claim.batch, &tasks[idx], idx, program, template, opts)? {
                     Ok(slot) => {
@@ -889,6 +987,8 @@ impl Runner {
                         slots.push(slot);
                     }
                     Err(rec) => {
+                        let key = tasks[idx].id.to_string();
+                        db.write(|tx| crate::limits::release_in(tx, &claim.holder, &key))?;
                         on(Event::Finished {
                             record: &rec,
                             spawned: false,
@@ -922,6 +1022,11 @@ impl Runner {
                 .map_or(tick, |d| d.saturating_duration_since(now).min(tick));
             let wait = retry_wait.map_or(wait, |r| r.min(wait));
             let wait = paused_for.map_or(wait, |p| p.saturating_duration_since(now).min(wait));
+            let wait = if waiting_slot {
+                wait.min(Duration::from_millis(50))
+            } else {
+                wait
+            };
             match self.rx.recv_timeout(wait) {
                 Ok(Msg::Signal(s)) if s != libc::SIGCHLD => {
                     let now = Instant::now();
@@ -971,6 +1076,8 @@ impl Runner {
                     let slot = slots.swap_remove(i);
                     let idx = slot.idx;
                     let rec = self.finish(db, claim.batch, &tasks[idx], slot, template, opts)?;
+                    let key = tasks[idx].id.to_string();
+                    db.write(|tx| crate::limits::release_in(tx, &claim.holder, &key))?;
                     on(Event::Finished {
                         record: &rec,
                         spawned: true,
@@ -1665,17 +1772,25 @@ mod tests {
     #[test]
     fn second_claim_is_refused_while_the_runner_lives() {
         let db = Db::open_in_memory().unwrap();
-        let c = enqueue_lines(&db, &["echo a".into(), "echo b".into()], "shell", &|_| {
-            Ok(())
-        })
+        let o = ClaimOptions::default();
+        let c = enqueue_lines(
+            &db,
+            &["echo a".into(), "echo b".into()],
+            "shell",
+            &o,
+            &|_| Ok(()),
+        )
         .unwrap();
         assert_eq!(c.tasks.len(), 2);
-        let err = claim(&db, c.batch, &|_| Ok(())).unwrap_err();
+        let err = claim(&db, c.batch, &o, &|_| Ok(())).unwrap_err();
         assert!(err.to_string().contains("already being run"), "{err}");
-        // A runner that died: its claim is taken over.
+        // A runner whose lease expired: its claim is taken over.
         db.conn
-            .execute("UPDATE batches SET runner_pid = 0 WHERE id = ?1", [c.batch])
+            .execute(
+                "UPDATE batches SET lease_until = 0 WHERE id = ?1",
+                [c.batch],
+            )
             .unwrap();
-        assert_eq!(claim(&db, c.batch, &|_| Ok(())).unwrap().tasks.len(), 2);
+        assert_eq!(claim(&db, c.batch, &o, &|_| Ok(())).unwrap().tasks.len(), 2);
     }
 }

@@ -138,6 +138,17 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
     /// End a pause (set by hand or by a usage limit).
     #[command(after_help = "Example:\n  orch-queue resume")]
     Resume,
+    /// The most agents running at once on this database, across every runner;
+    /// with no argument, print it and how many run now.
+    #[command(
+        after_help = "Examples:\n  orch-queue limit 4\n  orch-queue limit\n  orch-queue limit --clear"
+    )]
+    Limit {
+        #[arg(value_parser = clap::value_parser!(i64).range(1..=10_000), conflicts_with = "clear")]
+        n: Option<i64>,
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 /// `--until`: a duration from now or an RFC 3339 time, as ms since the epoch.
@@ -366,6 +377,23 @@ impl Tool for Cli {
                     eprintln!("resumed");
                 } else {
                     eprintln!("not paused");
+                }
+            }
+            Cmd::Limit { n, clear } => {
+                if n.is_some() || clear {
+                    let db = self.db.open()?;
+                    crate::limits::set_limit(&db, n)?;
+                }
+                let db = self.db.open_existing()?;
+                let (limit, used) = db.read(|tx| {
+                    Ok((
+                        crate::limits::limit_in(tx)?,
+                        crate::limits::slots_in_use_in(tx, crate::time::now_ms())?,
+                    ))
+                })?;
+                match limit {
+                    Some(l) => out.line(format_args!("limit {l} ({used} running)"))?,
+                    None => out.line("no limit")?,
                 }
             }
             Cmd::Stats { json } => {

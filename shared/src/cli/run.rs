@@ -73,6 +73,10 @@ pub struct Cli {
     /// dollars; running agents finish; exit 1 with the spend.
     #[arg(long, value_name = "USD", value_parser = parse_budget)]
     pub budget_usd: Option<f64>,
+    /// The lease on the batch, renewed while this run lives; another runner
+    /// takes the batch over once it lapses (60s, 2m, …).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    pub lease: Duration,
     /// The agent command, a template: {prompt} {prompt_file} {role} {id} {description}.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -165,9 +169,15 @@ impl Tool for Cli {
             Some(_) => crate::db::Db::open(&loc.path)?,
             None => crate::db::Db::open_existing(&loc)?,
         };
+        let claim_opts = run::ClaimOptions {
+            lease: self.lease,
+            retries: self.retries,
+        };
         let claim = match (&lines, batch) {
-            (Some(lines), _) => run::enqueue_lines(&db, lines, &role, &|t| template.check_fits(t))?,
-            (None, Some(id)) => run::claim(&db, id, &|t| template.check_fits(t))?,
+            (Some(lines), _) => {
+                run::enqueue_lines(&db, lines, &role, &claim_opts, &|t| template.check_fits(t))?
+            }
+            (None, Some(id)) => run::claim(&db, id, &claim_opts, &|t| template.check_fits(t))?,
             (None, None) => bail!("no batch given"),
         };
         let db_path = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
@@ -189,6 +199,7 @@ impl Tool for Cli {
             backoff: self.backoff,
             no_wait: self.no_wait,
             budget_usd: self.budget_usd,
+            lease: self.lease,
         };
         let tty = io::stderr().is_terminal();
         eprintln!(
@@ -238,8 +249,20 @@ fn report_takeover(claim: &run::Claim, pid: i64, leftovers: &[i32]) {
         "orch-run: note: an earlier orch-run of batch {} (pid {pid}) died",
         claim.batch
     );
+    match claim.retried.len() {
+        0 => {}
+        1 => l.push_str(&format!(
+            "; task {} was running and runs again (its attempt is recorded as lost)",
+            claim.retried[0]
+        )),
+        _ => l.push_str(&format!(
+            "; tasks {} were running and run again (their attempts are recorded as lost)",
+            join_ids(&claim.retried)
+        )),
+    }
     match claim.recovered.len() {
-        0 => l.push_str(" before any of its tasks was running"),
+        0 if claim.retried.is_empty() => l.push_str(" before any of its tasks was running"),
+        0 => {}
         1 => l.push_str(&format!(
             "; task {} was running and is marked failed",
             claim.recovered[0]

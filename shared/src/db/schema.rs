@@ -128,6 +128,15 @@ pub const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     ) WITHOUT ROWID;
+    ALTER TABLE batches ADD COLUMN lease_holder TEXT;
+    ALTER TABLE batches ADD COLUMN lease_until INTEGER;
+    CREATE TABLE slots (
+        holder     TEXT    NOT NULL,
+        key        TEXT    NOT NULL,
+        taken_at   INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (holder, key)
+    ) WITHOUT ROWID;
     "#,
 ];
 
