@@ -184,3 +184,70 @@ pub fn renew_holder_in(tx: &Transaction, holder: &str, until: i64) -> Result<()>
     )?;
     Ok(())
 }
+
+/// Retries of a task lost by a hook-tracked agent whose end never came.
+pub const HOOK_RETRIES: i64 = 2;
+
+/// Reconciles agents tracked through hooks whose end event never arrived
+/// (Claude Code drops SubagentStop for background agents, TaskStop, id
+/// mismatches): calls started more than `stale_ms` ago end as failed, and
+/// their running tasks get a failed attempt of class `lost` and go back to
+/// the queue while retries last (else fail). Returns the tasks touched.
+pub fn reconcile_stale_in(tx: &Transaction, now: i64, stale_ms: i64) -> Result<Vec<i64>> {
+    let cutoff = now - stale_ms;
+    let ids: Vec<i64> = {
+        let mut s = tx.prepare(
+            "SELECT DISTINCT c.task_id FROM agent_calls c JOIN tasks t ON t.id = c.task_id
+             WHERE c.source IN ('hook', 'subagent') AND c.finished_at IS NULL
+               AND c.started_at < ?1 AND t.status = 'running' AND t.started_at < ?1",
+        )?;
+        let v = s
+            .query_map([cutoff], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        v
+    };
+    tx.execute(
+        "UPDATE agent_calls SET finished_at = ?2, status = 'failed'
+         WHERE source IN ('hook', 'subagent') AND finished_at IS NULL AND started_at < ?1",
+        params![cutoff, now],
+    )?;
+    let error = "its agent's end was never reported (reconciled as lost)".to_string();
+    for &id in &ids {
+        let n = crate::attempt::count_in(tx, id)?;
+        let retry = n <= HOOK_RETRIES;
+        crate::attempt::end_in(
+            tx,
+            id,
+            "hook",
+            &crate::attempt::End {
+                ok: false,
+                class: Some(crate::errclass::Class::Lost),
+                error: Some(error.clone()),
+                retry_at: retry.then_some(now),
+                at: now,
+                ..Default::default()
+            },
+        )?;
+        if retry {
+            tx.execute(
+                "UPDATE tasks SET status = 'queued', batch_id = NULL, batched_at = NULL,
+                     started_at = NULL, not_before = NULL, error = ?2
+                 WHERE id = ?1 AND status = 'running'",
+                params![id, error],
+            )?;
+        } else {
+            crate::task::finish_in(
+                tx,
+                id,
+                crate::task::Outcome {
+                    ok: false,
+                    error: Some(error.clone()),
+                    at: Some(now),
+                    ..Default::default()
+                },
+            )?;
+        }
+    }
+    tx.execute("DELETE FROM slots WHERE expires_at <= ?1", [now])?;
+    Ok(ids)
+}

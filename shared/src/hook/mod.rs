@@ -78,7 +78,15 @@ pub struct Config {
     /// [`TASK_ENV`]: the task of the agent this hook runs inside, when orch
     /// started that agent. The hook then stays out of the way.
     pub inside_task: Option<String>,
+    /// How long a hook-tracked agent may go without its end event before it
+    /// is reconciled as lost.
+    pub stale_after: Duration,
 }
+
+/// The default of `--stale-after`.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(2 * 3600);
+/// The lease holder of slots taken by agents in Claude Code sessions.
+pub const SLOT_HOLDER: &str = "hook";
 
 impl Default for Config {
     fn default() -> Self {
@@ -87,6 +95,7 @@ impl Default for Config {
             threshold: DEFAULT_THRESHOLD,
             max: DEFAULT_MAX,
             inside_task: None,
+            stale_after: DEFAULT_STALE_AFTER,
         }
     }
 }
@@ -151,8 +160,27 @@ pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> 
             let Some(db) = open(cfg)? else {
                 return Ok(Reply::Silent);
             };
-            db.write(|tx| tool_event(tx, kind, &ev, &input, response.as_ref(), now))
+            let stale = cfg.stale_after.as_millis() as i64;
+            let denied = db
+                .write(|tx| {
+                    if kind == Kind::PreToolUse {
+                        crate::limits::reconcile_stale_in(tx, now, stale)?;
+                        // With `orch-queue limit` set, a launch past it waits.
+                        let key = format!("{}/{}", ev.session_id, ev.tool_use_id);
+                        if !crate::limits::take_slot_in(tx, SLOT_HOLDER, &key, now + stale)? {
+                            let limit = crate::limits::limit_in(tx)?.unwrap_or(0);
+                            return Ok(Some(limit));
+                        }
+                    }
+                    tool_event(tx, kind, &ev, &input, response.as_ref(), now)?;
+                    Ok(None)
+                })
                 .map_err(busy)?;
+            if let Some(limit) = denied {
+                return Ok(Reply::Print(Output::deny(format!(
+                    "orch: {limit} agents are already running on this project (orch-queue limit {limit}). This call was not run: wait for a running agent to finish, then send this same Agent call again."
+                ))));
+            }
             Ok(Reply::Silent)
         }
         Kind::PostToolBatch => {
@@ -329,6 +357,7 @@ fn task_status(tx: &Transaction, id: i64) -> Result<Option<Status>> {
 fn start_task(tx: &Transaction, id: i64, at: i64) -> Result<()> {
     if matches!(task_status(tx, id)?, Some(Status::Queued | Status::Batched)) {
         task::start_in(tx, id, Some(at))?;
+        crate::attempt::begin_in(tx, id, SOURCE_TOOL, at)?;
     }
     Ok(())
 }
@@ -336,7 +365,18 @@ fn start_task(tx: &Transaction, id: i64, at: i64) -> Result<()> {
 /// Finishes a task unless it already finished (a hook does not argue).
 fn finish_task(tx: &Transaction, id: i64, o: Outcome) -> Result<()> {
     match task_status(tx, id)? {
-        Some(s) if !s.is_final() => task::finish_in(tx, id, o),
+        Some(s) if !s.is_final() => {
+            let end = crate::attempt::End {
+                ok: o.ok,
+                class: (!o.ok).then_some(crate::errclass::Class::AgentError),
+                error: o.error.clone(),
+                exit_code: o.exit_code,
+                at: o.at.unwrap_or_else(now_ms),
+                ..Default::default()
+            };
+            task::finish_in(tx, id, o)?;
+            crate::attempt::end_in(tx, id, SOURCE_TOOL, &end)
+        }
         _ => Ok(()),
     }
 }
@@ -385,6 +425,7 @@ fn tool_event(
             }
         }
         Kind::PostToolUseFailure => {
+            free_slot(tx, &ev.session_id, &ev.tool_use_id, None)?;
             let duration = ev.duration_ms.map(|d| d as i64);
             call.started_at = duration.map(|d| now - d);
             call.finished_at = Some(now);
@@ -413,6 +454,21 @@ fn tool_event(
             let r = response.cloned().unwrap_or_default();
             let launch = r.launch();
             let launched = launch != Launch::Completed;
+            if launched {
+                // A background agent holds its slot until its SubagentStop.
+                if let Some(agent) = &r.agent_id {
+                    tx.execute(
+                        "UPDATE slots SET key = ?3 WHERE holder = ?1 AND key = ?2",
+                        params![
+                            SLOT_HOLDER,
+                            format!("{}/{}", ev.session_id, ev.tool_use_id),
+                            format!("{}/{}", ev.session_id, agent)
+                        ],
+                    )?;
+                }
+            } else {
+                free_slot(tx, &ev.session_id, &ev.tool_use_id, r.agent_id.as_deref())?;
+            }
             let duration = ev.duration_ms.or(r.total_duration_ms).map(|d| d as i64);
             call.started_at = duration.map(|d| now - d).or(Some(now));
             call.status = Some(launch.call_status());
@@ -508,8 +564,53 @@ fn batch_event(
     Ok(())
 }
 
+/// Gives back the slot of a finished Agent call: its own, unless the
+/// agent's SubagentStop already gave one back.
+fn free_slot(tx: &Transaction, session: &str, call: &str, agent: Option<&str>) -> Result<()> {
+    if let Some(a) = agent {
+        let stopped: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM agent_calls WHERE session_id = ?1 AND call_id = ?2
+                 AND source = ?3 AND finished_at IS NOT NULL)",
+            params![session, a, SOURCE_SUBAGENT],
+            |r| r.get(0),
+        )?;
+        if stopped {
+            return Ok(());
+        }
+    }
+    crate::limits::release_in(tx, SLOT_HOLDER, &format!("{session}/{call}"))?;
+    Ok(())
+}
+
+/// SubagentStop: the agent's slot is free (its own when it was a background
+/// agent, else the session's oldest: the Agent call's PostToolUse, which
+/// names the agent, comes after).
+fn stop_slot(tx: &Transaction, session: &str, agent: &str) -> Result<()> {
+    if crate::limits::release_in(tx, SLOT_HOLDER, &format!("{session}/{agent}"))? {
+        return Ok(());
+    }
+    tx.execute(
+        "DELETE FROM slots WHERE holder = ?1 AND key = (SELECT key FROM slots
+             WHERE holder = ?1 AND substr(key, 1, length(?2) + 1) = ?2 || '/'
+             ORDER BY taken_at LIMIT 1)",
+        params![SLOT_HOLDER, session],
+    )?;
+    Ok(())
+}
+
 fn subagent_event(tx: &Transaction, kind: Kind, ev: &SubagentEvent, now: i64) -> Result<()> {
     let start = kind == Kind::SubagentStart;
+    if !start {
+        let already: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM agent_calls WHERE session_id = ?1 AND call_id = ?2
+                 AND source = ?3 AND finished_at IS NOT NULL)",
+            params![ev.session_id, ev.agent_id, SOURCE_SUBAGENT],
+            |r| r.get(0),
+        )?;
+        if !already {
+            stop_slot(tx, &ev.session_id, &ev.agent_id)?;
+        }
+    }
     record(
         tx,
         &Call {
