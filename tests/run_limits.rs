@@ -580,3 +580,53 @@ fn issue14_limit_4_caps_three_runners_measured_from_the_agents_timestamps() {
     assert_eq!(env.ok("orch-queue", &["limit"]).trim(), "no limit");
     assert_code(&env.run("orch-queue", &["limit", "0"]), 2);
 }
+
+#[test]
+fn issue14_batches_never_exceed_claude_codes_cap_and_doctor_shows_it() {
+    let env = Env::new();
+    for i in 0..8 {
+        env.add("dev", &format!("task {i}"));
+    }
+    let out = env
+        .cmd("orch-batch")
+        .args(["create", "--max", "30"])
+        .env("CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS", "3")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at most 3 tasks per batch"), "{err}");
+    let b = stdout(&out).trim().to_string();
+    let n: i64 = env
+        .sql()
+        .query_row(
+            "SELECT count(*) FROM tasks WHERE batch_id = ?1",
+            [&b],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 3);
+    // Without the variable: Claude Code's default of 20.
+    let o = env.ok("orch-batch", &["create", "--max", "30"]);
+    assert!(!o.trim().is_empty());
+    env.ok("orch-queue", &["limit", "5"]);
+    env.ok("orch-queue", &["pause", "--until", "1h"]);
+    let d = env
+        .cmd("orch")
+        .args(["doctor", "--json"])
+        .env("CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS", "7")
+        .output()
+        .unwrap();
+    let checks = json_lines(&stdout(&d));
+    let l = checks.iter().find(|c| c["check"] == "limits").unwrap();
+    let m = l["message"].as_str().unwrap();
+    assert!(m.contains("at most 7 sub-agents"), "{m}");
+    assert!(m.contains("orch-queue limit 5"), "{m}");
+    assert!(
+        m.contains("paused until") && m.contains("paused by hand"),
+        "{m}"
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&env.ok("orch", &["status", "--json"])).unwrap();
+    assert_eq!(st["paused"]["reason"], "paused by hand");
+}

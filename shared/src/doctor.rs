@@ -168,7 +168,7 @@ pub fn checks(db_flag: Option<&Path>) -> Vec<Check> {
             .join()
             .unwrap_or_else(|_| Check::new("claude", false, Mark::Warn, "the check itself failed")),
     );
-    all.extend([hooks, mcp, clipboard, agent]);
+    all.extend([hooks, mcp, clipboard, agent, limits(db_flag)]);
     all
 }
 
@@ -857,5 +857,41 @@ pub fn agent_cli() -> Check {
             Mark::Ok,
             format!("{} on PATH (for orch-run --agent)", found.join(", ")),
         )
+    }
+}
+
+/// What holds runners back: Claude Code's sub-agent cap, this database's
+/// limit, and a pause in force.
+pub fn limits(flag: Option<&Path>) -> Check {
+    let (cap, from) = crate::limits::claude_cap();
+    let mut msg = format!("Claude Code runs at most {cap} sub-agents at once ({from})");
+    let mut mark = Mark::Ok;
+    let mut fix = None;
+    if let Ok(loc) = db::resolve(flag) {
+        if db::check_file(&loc.path).ok() == Some(db::Found::Data) {
+            if let Ok(d) = db::Db::open_existing(&loc) {
+                let state = d.read(|tx| {
+                    Ok((
+                        crate::limits::limit_in(tx)?,
+                        crate::limits::paused_in(tx, crate::time::now_ms())?,
+                    ))
+                });
+                if let Ok((limit, pause)) = state {
+                    if let Some(l) = limit {
+                        msg.push_str(&format!("; orch-queue limit {l} for every runner"));
+                    }
+                    if let Some(p) = pause {
+                        msg.push_str(&format!("; {}", crate::limits::describe(&p)));
+                        mark = Mark::Warn;
+                        fix = Some("wait, or `orch-queue resume` to start tasks again now");
+                    }
+                }
+            }
+        }
+    }
+    let c = Check::new("limits", false, mark, msg);
+    match fix {
+        Some(f) => c.fix(f),
+        None => c,
     }
 }

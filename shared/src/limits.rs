@@ -251,3 +251,22 @@ pub fn reconcile_stale_in(tx: &Transaction, now: i64, stale_ms: i64) -> Result<V
     tx.execute("DELETE FROM slots WHERE expires_at <= ?1", [now])?;
     Ok(ids)
 }
+
+/// Claude Code's own cap on sub-agents running at once (it refuses spawns
+/// past it, without queueing them).
+pub const CLAUDE_DEFAULT_CAP: usize = 20;
+/// The variable that changes it.
+pub const CLAUDE_CAP_ENV: &str = "CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS";
+
+/// The cap in force: `CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS` when it is a
+/// positive number, else Claude Code's default; and where it came from.
+pub fn claude_cap() -> (usize, &'static str) {
+    match std::env::var(CLAUDE_CAP_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        Some(n) => (n, "from CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS"),
+        None => (CLAUDE_DEFAULT_CAP, "Claude Code's default"),
+    }
+}

@@ -91,6 +91,16 @@ impl Tool for Cli {
                 if max == 0 {
                     anyhow::bail!("--max must be at least 1");
                 }
+                // Claude Code refuses spawns past its own cap: never a bigger batch.
+                let (cap, from) = crate::limits::claude_cap();
+                let max = if max > cap {
+                    eprintln!(
+                        "orch-batch: note: at most {cap} tasks per batch, the sub-agents Claude Code runs at once ({from})"
+                    );
+                    cap
+                } else {
+                    max
+                };
                 if min > max {
                     anyhow::bail!(
                         "--min {min} is more than --max {max}: no batch could ever be made"
