@@ -253,9 +253,8 @@ fn every_status_verb() {
     assert_eq!(ids(&["--ready"]), vec![e]);
     // stats
     let mut s = json(&env.ok("orch-queue", &["stats", "--json"]));
-    // The ledger: every start/done/fail by hand is an attempt, none reported a cost.
-    let spend = s.as_object_mut().unwrap().remove("spend").unwrap();
-    assert_eq!(spend["total"]["reported"], 0, "{spend}");
+    // No agent reported a cost: no ledger (never an invented zero).
+    assert!(s.as_object_mut().unwrap().remove("spend").is_none());
     assert_eq!(
         s,
         serde_json::json!({"queued": 1, "ready": 1, "batched": 0, "running": 0, "done": 2, "failed": 1, "cancelled": 1, "total": 5})

@@ -58,18 +58,14 @@ impl Class {
         Class::ALL.into_iter().find(|c| c.as_str() == s)
     }
 
-    /// Whether another attempt may succeed: the transient API answers, a
-    /// timeout, and a runner lost mid-task. A usage limit is retried after
-    /// its reset (see [`crate::limits`]); auth, agent errors and spawn errors
-    /// fail at once.
+    /// Whether another attempt may succeed: the transient API answers and a
+    /// runner lost mid-task. A usage limit is retried after its reset (see
+    /// [`crate::limits`]). A timeout is not (the same task would most likely
+    /// overrun again); auth, agent errors and spawn errors fail at once.
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            Class::RateLimited
-                | Class::Overloaded
-                | Class::UsageLimit
-                | Class::Timeout
-                | Class::Lost
+            Class::RateLimited | Class::Overloaded | Class::UsageLimit | Class::Lost
         )
     }
 }

@@ -281,12 +281,8 @@ impl Tool for Cli {
                 if json {
                     out.json(&t)?;
                 } else {
-                    print_task(&mut out, &t)?;
                     let attempts = crate::attempt::list(&db, id)?;
-                    if !attempts.is_empty() {
-                        out.line("attempts:")?;
-                        print_attempts(&mut out, &attempts)?;
-                    }
+                    print_task(&mut out, &t, &attempts)?;
                 }
             }
             Cmd::Cancel { mut ids } => {
@@ -365,7 +361,7 @@ impl Tool for Cli {
                 );
             }
             Cmd::Pause { until } => {
-                let db = self.db.open_existing()?;
+                let db = self.db.open()?;
                 crate::limits::pause(&db, until, "paused by hand")?;
                 if let Some(p) = crate::limits::paused(&db)? {
                     eprintln!("{}", crate::limits::describe(&p));
@@ -405,11 +401,12 @@ impl Tool for Cli {
                     struct WithSpend<'a> {
                         #[serde(flatten)]
                         counts: &'a task::Stats,
-                        spend: &'a crate::attempt::Ledger,
+                        #[serde(skip_serializing_if = "Option::is_none")]
+                        spend: Option<&'a crate::attempt::Ledger>,
                     }
                     out.json(&WithSpend {
                         counts: &s,
-                        spend: &ledger,
+                        spend: (ledger.total.reported > 0).then_some(&ledger),
                     })?;
                 } else {
                     for (name, n) in [
@@ -864,6 +861,10 @@ fn print_ledger(out: &mut Out, l: &crate::attempt::Ledger) -> io::Result<()> {
         return Ok(());
     }
     let t = &l.total;
+    if t.reported == 0 {
+        // Never an invented zero: no agent said what it cost.
+        return Ok(());
+    }
     out.line(format_args!(
         "spend      ${:.4} over {} attempts ({} reported a cost); tokens {} in, {} out, {} cache read, {} cache written",
         t.cost_usd,
@@ -887,7 +888,7 @@ fn print_ledger(out: &mut Out, l: &crate::attempt::Ledger) -> io::Result<()> {
     Ok(())
 }
 
-fn print_task(out: &mut Out, t: &Task) -> io::Result<()> {
+fn print_task(out: &mut Out, t: &Task, attempts: &[crate::attempt::Attempt]) -> io::Result<()> {
     out.line(format_args!("task {}  {}", t.id, t.status))?;
     out.line(format_args!(
         "role:        {}",
@@ -918,6 +919,13 @@ fn print_task(out: &mut Out, t: &Task) -> io::Result<()> {
     if let Some(c) = t.exit_code {
         out.line(format_args!("exit code:   {c}"))?;
     }
+    if let Some(ms) = t.not_before.filter(|_| !t.status.is_final()) {
+        out.line(format_args!("not before:  {}", rfc3339(ms)))?;
+    }
+    if !attempts.is_empty() {
+        out.line("attempts:")?;
+        print_attempts(out, attempts)?;
+    }
     out.line("prompt:")?;
     for l in t.prompt.lines() {
         out.line(format_args!("  {}", text::escape(l, true)))?;
@@ -933,9 +941,6 @@ fn print_task(out: &mut Out, t: &Task) -> io::Result<()> {
     }
     if let Some(c) = &t.claude {
         print_claude(out, c)?;
-    }
-    if let Some(ms) = t.not_before.filter(|_| !t.status.is_final()) {
-        out.line(format_args!("not before:  {}", rfc3339(ms)))?;
     }
     Ok(())
 }
