@@ -1138,6 +1138,13 @@ fn issue14_a_launch_past_the_limit_is_denied_with_exit_0_and_subagent_stop_frees
     let a: Value = serde_json::from_str(a.lines().next().unwrap()).unwrap();
     assert_eq!(a["runner"], "hook");
     assert_eq!(a["outcome"], "done");
+    // What the Agent tool's response reported, as it reported it (no cost: none was given).
+    assert_eq!(a["input_tokens"], 9321);
+    assert_eq!(a["output_tokens"], 1223);
+    assert_eq!(a["cache_read_tokens"], 8192);
+    assert_eq!(a["duration_ms"], 8123);
+    assert_eq!(a["session_id"], "agent-toolu_a");
+    assert!(a.get("cost_usd").is_none(), "{a}");
 }
 
 #[test]

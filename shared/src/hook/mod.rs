@@ -364,6 +364,16 @@ fn start_task(tx: &Transaction, id: i64, at: i64) -> Result<()> {
 
 /// Finishes a task unless it already finished (a hook does not argue).
 fn finish_task(tx: &Transaction, id: i64, o: Outcome) -> Result<()> {
+    finish_task_with(tx, id, o, crate::attempt::Metrics::default())
+}
+
+/// [`finish_task`], with what the Agent tool's response said the run took.
+fn finish_task_with(
+    tx: &Transaction,
+    id: i64,
+    o: Outcome,
+    metrics: crate::attempt::Metrics,
+) -> Result<()> {
     match task_status(tx, id)? {
         Some(s) if !s.is_final() => {
             let end = crate::attempt::End {
@@ -372,6 +382,7 @@ fn finish_task(tx: &Transaction, id: i64, o: Outcome) -> Result<()> {
                 error: o.error.clone(),
                 exit_code: o.exit_code,
                 at: o.at.unwrap_or_else(now_ms),
+                metrics,
                 ..Default::default()
             };
             task::finish_in(tx, id, o)?;
@@ -505,7 +516,12 @@ fn tool_event(
                 if launched {
                     start_task(tx, id, call.started_at.unwrap_or(now))?;
                 } else {
-                    finish_task(tx, id, completed(&r, now))?;
+                    let metrics = ev
+                        .tool_response
+                        .as_ref()
+                        .map(crate::attempt::Metrics::from_agent_response)
+                        .unwrap_or_default();
+                    finish_task_with(tx, id, completed(&r, now), metrics)?;
                 }
             }
         }
