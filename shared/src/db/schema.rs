@@ -124,6 +124,10 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX attempts_by_batch ON attempts(batch_id);
     ALTER TABLE tasks ADD COLUMN not_before INTEGER;
+    -- The batcher reads not_before from the index: tasks waiting for a retry
+    -- cost it no table lookups.
+    DROP INDEX tasks_by_status;
+    CREATE INDEX tasks_by_status ON tasks(status, priority DESC, id, not_before);
     CREATE TABLE settings (
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
