@@ -630,3 +630,48 @@ fn issue14_batches_never_exceed_claude_codes_cap_and_doctor_shows_it() {
         serde_json::from_str(&env.ok("orch", &["status", "--json"])).unwrap();
     assert_eq!(st["paused"]["reason"], "paused by hand");
 }
+
+#[test]
+fn issue14_a_task_waiting_for_its_retry_shows_when_it_is_due() {
+    let env = Env::new();
+    let (b, ids) = batch_of(&env, &["apierr=usage resetin=60 fails=1 say=ok"]);
+    let mut c = orch_run(&env, &[&b, "--agent", "claude"]).spawn().unwrap();
+    // Bounded wait for the first attempt to end and the retry to be scheduled.
+    let mut shown = String::new();
+    for _ in 0..400 {
+        shown = env.ok("orch", &["status"]);
+        if shown.contains("retry due") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(shown.contains("(retry due "), "{shown}");
+    assert!(
+        shown.contains("paused until") && shown.contains("(usage limit)"),
+        "{shown}"
+    );
+    let list = env.ok("orch-queue", &["list"]);
+    assert!(list.contains("(retry due "), "{list}");
+    // orch-run waits, counting down; stopped, it puts the task back in the
+    // queue, still not due.
+    unsafe {
+        libc::kill(c.id() as i32, libc::SIGTERM);
+    }
+    let out = c.wait_with_output().unwrap();
+    assert_code(&out, 130);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("s left"), "{err}");
+    assert_eq!(status(&env, ids[0]), "queued");
+    let t = times(&env, ids[0]);
+    assert_eq!(t.len(), 1);
+    let nb: i64 = env
+        .sql()
+        .query_row(
+            "SELECT not_before FROM tasks WHERE id = ?1",
+            [ids[0]],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(Some(nb), t[0].2);
+    assert_code(&env.run("orch-batch", &["create"]), 1);
+}

@@ -49,6 +49,9 @@ pub struct TaskLine {
     pub status: Status,
     pub role: String,
     pub description: String,
+    /// When its next attempt is due, while it waits for a retry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_due: Option<String>,
 }
 
 /// A batch with at least one task still to run or running.
@@ -127,6 +130,10 @@ pub fn snapshot_in(tx: &Transaction, path: &Path, source: Source) -> Result<Snap
                 .map(|t| TaskLine {
                     id: t.id,
                     status: t.status,
+                    retry_due: t
+                        .not_before
+                        .filter(|&n| t.status == Status::Batched && n > crate::time::now_ms())
+                        .map(crate::time::rfc3339),
                     role: t.role,
                     description: t.description,
                 })
@@ -257,11 +264,15 @@ pub fn render(s: &Snapshot) -> String {
             for t in &b.tasks {
                 let _ = writeln!(
                     o,
-                    "    {:>5}  {:<9}  {:<16}  {}",
+                    "    {:>5}  {:<9}  {:<16}  {}{}",
                     t.id,
                     t.status.as_str(),
                     text::escape(&t.role, false),
-                    text::escape(&t.description, false)
+                    text::escape(&t.description, false),
+                    t.retry_due
+                        .as_deref()
+                        .map(|d| format!(" (retry due {d})"))
+                        .unwrap_or_default()
                 );
             }
         }
