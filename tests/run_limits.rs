@@ -635,7 +635,7 @@ fn issue14_batches_never_exceed_claude_codes_cap_and_doctor_shows_it() {
 fn issue14_a_task_waiting_for_its_retry_shows_when_it_is_due() {
     let env = Env::new();
     let (b, ids) = batch_of(&env, &["apierr=usage resetin=60 fails=1 say=ok"]);
-    let mut c = orch_run(&env, &[&b, "--agent", "claude"]).spawn().unwrap();
+    let c = orch_run(&env, &[&b, "--agent", "claude"]).spawn().unwrap();
     // Bounded wait for the first attempt to end and the retry to be scheduled.
     let mut shown = String::new();
     for _ in 0..400 {
