@@ -1,7 +1,7 @@
 //! The front's generated texts: shell completions, man pages, and a summary
 //! and an example in the help of every verb of the suite.
 
-use orch_shared::completions::{Command, CommandFactory};
+use orch_cli::completions::{Command, CommandFactory};
 
 use crate::common::{assert_code, bin_dir, stdout, Env};
 
@@ -178,9 +178,9 @@ fn every_verb_has_a_summary_and_an_example() {
         }
     }
     let mut missing = Vec::new();
-    walk(&orch_shared::cli::front::Cli::command(), "", &mut missing);
-    for t in orch_shared::completions::SUITE {
-        walk(&orch_shared::completions::tool_command(t), "", &mut missing);
+    walk(&orch_cli::orch::Cli::command(), "", &mut missing);
+    for t in orch_cli::completions::SUITE {
+        walk(&orch_cli::completions::tool_command(t), "", &mut missing);
     }
     assert!(
         missing.is_empty(),
