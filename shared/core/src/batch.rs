@@ -159,17 +159,6 @@ pub fn mark_emitted_in(tx: &Transaction, id: i64) -> Result<()> {
     Ok(())
 }
 
-/// When orch-run claimed batch `id` and its pid, or `NotFound`.
-pub fn runner_in(tx: &Transaction, id: i64) -> Result<(Option<i64>, Option<i64>)> {
-    tx.query_row(
-        "SELECT run_claimed_at, runner_pid FROM batches WHERE id = ?1",
-        [id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .optional()?
-    .ok_or(Error::NotFound { what: "batch", id })
-}
-
 /// Who holds batch `id`: (claimed at, runner pid, lease holder, lease end).
 #[allow(clippy::type_complexity)]
 pub fn lease_in(
@@ -209,15 +198,6 @@ pub fn renew_lease_in(tx: &Transaction, id: i64, holder: &str, until: i64) -> Re
         "UPDATE batches SET lease_until = ?3 WHERE id = ?1 AND lease_holder = ?2",
         params![id, holder, until],
     )? == 1)
-}
-
-/// Records that orch-run (pid `pid`) claimed batch `id` at `at`.
-pub fn set_runner_in(tx: &Transaction, id: i64, at: i64, pid: u32) -> Result<()> {
-    tx.execute(
-        "UPDATE batches SET run_claimed_at = ?2, runner_pid = ?3 WHERE id = ?1",
-        params![id, at, pid],
-    )?;
-    Ok(())
 }
 
 /// One line of `orch-batch list`.

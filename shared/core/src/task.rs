@@ -145,20 +145,6 @@ pub fn find_status_in(tx: &Transaction, id: i64) -> Result<Option<Status>> {
     Ok(s.and_then(|s| Status::parse(&s)))
 }
 
-/// Fails the tasks of batch `batch` left running by orch-run `pid`, which
-/// died; returns their ids.
-pub fn fail_running_in_batch(tx: &Transaction, batch: i64, at: i64, pid: i64) -> Result<Vec<i64>> {
-    let mut stmt = tx.prepare(
-        "UPDATE tasks SET status = 'failed', finished_at = ?2,
-             error = 'orch-run (pid ' || ?3 || ') stopped before this task finished'
-         WHERE batch_id = ?1 AND status = 'running' RETURNING id",
-    )?;
-    let ids = stmt
-        .query_map(params![batch, at, pid], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(ids)
-}
-
 /// The batches with a task still batched or running, newest `limit`, oldest first.
 pub fn in_flight_batches_in(tx: &Transaction, limit: usize) -> Result<Vec<i64>> {
     let mut stmt = tx.prepare(
