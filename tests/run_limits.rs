@@ -584,31 +584,60 @@ fn issue14_limit_4_caps_three_runners_measured_from_the_agents_timestamps() {
 #[test]
 fn issue14_batches_never_exceed_claude_codes_cap_and_doctor_shows_it() {
     let env = Env::new();
-    for i in 0..8 {
+    for i in 0..12 {
         env.add("dev", &format!("task {i}"));
     }
-    let out = env
-        .cmd("orch-batch")
-        .args(["create", "--max", "30"])
-        .env("CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS", "3")
-        .output()
-        .unwrap();
+    let create = |args: &[&str]| {
+        env.cmd("orch-batch")
+            .arg("create")
+            .args(args)
+            .env("CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS", "3")
+            .output()
+            .unwrap()
+    };
+    let size = |b: &str| -> i64 {
+        env.sql()
+            .query_row("SELECT count(*) FROM tasks WHERE batch_id = ?1", [b], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
+    // The default never exceeds the cap in force.
+    let out = create(&[]);
     assert_code(&out, 0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at most 3 tasks per batch"), "{err}");
-    let b = stdout(&out).trim().to_string();
-    let n: i64 = env
-        .sql()
-        .query_row(
-            "SELECT count(*) FROM tasks WHERE batch_id = ?1",
-            [&b],
-            |r| r.get(0),
-        )
+    assert_eq!(size(stdout(&out).trim()), 3);
+    // A bigger --max is said to be for orch-run.
+    let out = create(&["--max", "5"]);
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refuses the rest; a batch of more is for orch-run"),
+        "{err}"
+    );
+    assert_eq!(size(stdout(&out).trim()), 5);
+    // orch-hook's batches (launched inside Claude Code) never exceed it.
+    let mut c = env.cmd("orch-hook");
+    c.args(["--threshold", "1"])
+        .env("CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS", "2")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"session_id":"s","hook_event_name":"UserPromptSubmit","prompt":"go"}"#)
         .unwrap();
-    assert_eq!(n, 3);
-    // Without the variable: Claude Code's default of 20.
-    let o = env.ok("orch-batch", &["create", "--max", "30"]);
-    assert!(!o.trim().is_empty());
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 0);
+    let newest: i64 = env
+        .sql()
+        .query_row("SELECT max(id) FROM batches", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(size(&newest.to_string()), 2);
     env.ok("orch-queue", &["limit", "5"]);
     env.ok("orch-queue", &["pause", "--until", "1h"]);
     let d = env

@@ -33,9 +33,11 @@ pub enum Cmd {
     /// Exits 1, printing nothing, when fewer than --min tasks are ready.
     #[command(after_help = "Example:\n  orch-batch create --max 5 --role reviewer")]
     Create {
-        /// At most this many tasks.
-        #[arg(long, default_value_t = DEFAULT_MAX)]
-        max: usize,
+        /// At most this many tasks [default: 10, and never more than the
+        /// sub-agents Claude Code runs at once, CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS
+        /// or 20]. A larger --max is for batches run headless (orch-run).
+        #[arg(long)]
+        max: Option<usize>,
         /// Only batch when at least this many are ready.
         #[arg(long, default_value_t = 1)]
         min: usize,
@@ -88,18 +90,29 @@ impl Tool for Cli {
                 if let Some(r) = &role {
                     orch_core::task::validate_role(r)?;
                 }
-                if max == 0 {
+                if max == Some(0) {
                     anyhow::bail!("--max must be at least 1");
                 }
-                // Claude Code refuses spawns past its own cap: never a bigger batch.
+                // Claude Code refuses spawns past its own cap, without queueing
+                // them: the default never makes a bigger batch, and a bigger
+                // --max is said to be for headless runs.
                 let (cap, from) = orch_core::limits::claude_cap();
-                let max = if max > cap {
-                    eprintln!(
-                        "orch-batch: note: at most {cap} tasks per batch, the sub-agents Claude Code runs at once ({from})"
-                    );
-                    cap
-                } else {
-                    max
+                let max = match max {
+                    None if DEFAULT_MAX > cap => {
+                        eprintln!(
+                            "orch-batch: note: at most {cap} tasks per batch, the sub-agents Claude Code runs at once ({from})"
+                        );
+                        cap
+                    }
+                    None => DEFAULT_MAX,
+                    Some(m) => {
+                        if m > cap {
+                            eprintln!(
+                                "orch-batch: note: Claude Code runs at most {cap} sub-agents at once ({from}) and refuses the rest; a batch of more is for orch-run"
+                            );
+                        }
+                        m
+                    }
                 };
                 if min > max {
                     anyhow::bail!(

@@ -570,7 +570,8 @@ fn subagent_event(tx: &Transaction, kind: Kind, ev: &SubagentEvent, now: i64) ->
 pub fn auto_batch(db: &Db, cfg: &Config, cwd: &Path) -> Result<Option<String>> {
     let agents = AgentIndex::discover(cwd);
     let req = CreateRequest {
-        max: cfg.max.max(1),
+        // Claude Code refuses sub-agents past its cap: never a bigger batch.
+        max: cfg.max.max(1).min(crate::limits::claude_cap().0),
         min: cfg.threshold.max(1),
         role: None,
     };
