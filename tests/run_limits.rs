@@ -704,3 +704,72 @@ fn issue14_a_task_waiting_for_its_retry_shows_when_it_is_due() {
     assert_eq!(Some(nb), t[0].2);
     assert_code(&env.run("orch-batch", &["create"]), 1);
 }
+
+#[test]
+fn issue14_any_tool_takes_over_an_expired_lease_unstarted_back_to_queued_started_lost() {
+    let env = Env::new();
+    let (b, ids) = batch_of(&env, &["say=a", "say=b", "say=c"]);
+    env.ok("orch-queue", &["start", &ids[0].to_string()]);
+    // Its runner, on another host, stopped renewing a minute ago.
+    env.sql()
+        .execute(
+            "UPDATE batches SET run_claimed_at = 1, runner_pid = 4242,
+                 lease_holder = 'elsewhere:4242:1',
+                 lease_until = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - 60000
+             WHERE id = ?1",
+            [b.parse::<i64>().unwrap()],
+        )
+        .unwrap();
+    let out = env.run("orch-batch", &["create"]);
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the runner of batch {b} is gone (its lease expired): 3 tasks back in the queue"
+        )),
+        "{err}"
+    );
+    let nb = stdout(&out).trim().to_string();
+    assert_ne!(nb, b);
+    for id in &ids {
+        assert_eq!(status(&env, *id), "batched");
+    }
+    let a = attempts(&env, ids[0]);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0]["error_class"], "lost");
+    // The new batch runs; each task is done once.
+    let out = out_of(&mut orch_run(&env, &[&nb, "--agent", "claude"]));
+    assert_code(&out, 0);
+    let done: i64 = env
+        .sql()
+        .query_row(
+            "SELECT count(*) FROM attempts WHERE outcome = 'done'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(done, 3);
+    // The old batch has nothing left to run.
+    let out = out_of(&mut orch_run(&env, &[&b, "--agent", "claude"]));
+    assert_code(&out, 2);
+}
+
+#[test]
+fn issue14_a_finished_run_with_an_expired_lease_is_left_alone() {
+    let env = Env::new();
+    let (b, _) = batch_of(&env, &["say=a"]);
+    let out = out_of(&mut orch_run(
+        &env,
+        &[&b, "--agent", "claude", "--lease", "0.2s"],
+    ));
+    assert_code(&out, 0);
+    // Long after: its lease expired, but it finished; nothing is said or moved.
+    env.sql()
+        .execute("UPDATE batches SET lease_until = 1", [])
+        .unwrap();
+    env.add("dev", "say=b");
+    let out = env.run("orch-batch", &["create"]);
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("is gone"), "{err}");
+}

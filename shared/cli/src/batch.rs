@@ -121,6 +121,22 @@ impl Tool for Cli {
                 }
                 crate::check_stdout()?;
                 let db = self.db.open()?;
+                // A runner whose lease expired left tasks behind: they are ready again.
+                let back = db.write(|tx| orch_core::run::reclaim_lapsed_in(tx, 2))?;
+                if !back.batches.is_empty() {
+                    eprintln!(
+                        "orch-batch: note: the runner of batch{} {} is gone (its lease expired): {} task{} back in the queue{}",
+                        if back.batches.len() == 1 { "" } else { "es" },
+                        join(&back.batches),
+                        back.requeued.len(),
+                        if back.requeued.len() == 1 { "" } else { "s" },
+                        if back.failed.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {} failed (retries used up)", join(&back.failed))
+                        }
+                    );
+                }
                 match batch::create(&db, &CreateRequest { max, min, role })? {
                     Ok(b) => {
                         // The id first, then the human note, also when both go to one terminal.
@@ -287,4 +303,11 @@ fn print_plan(out: &mut Out, p: &batch::Plan) -> io::Result<()> {
         out.line(format_args!("blocked: task {}: {}", b.id, b.reason))?;
     }
     Ok(())
+}
+
+fn join(ids: &[i64]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

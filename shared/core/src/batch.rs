@@ -192,6 +192,27 @@ pub fn set_lease_in(
     Ok(())
 }
 
+/// Batches whose runner's lease ended before `now`: (batch, holder).
+pub fn lease_ended_in(tx: &Transaction, now: i64) -> Result<Vec<(i64, String)>> {
+    let mut s = tx.prepare(
+        "SELECT id, lease_holder FROM batches
+         WHERE lease_holder IS NOT NULL AND lease_until <= ?1",
+    )?;
+    let v = s
+        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(v)
+}
+
+/// Ends batch `id`'s lease (its runner is gone and its tasks were handed back).
+pub fn end_lease_in(tx: &Transaction, id: i64) -> Result<()> {
+    tx.execute(
+        "UPDATE batches SET lease_holder = NULL, lease_until = NULL WHERE id = ?1",
+        [id],
+    )?;
+    Ok(())
+}
+
 /// Extends `holder`'s lease on batch `id`; false when it no longer holds it.
 pub fn renew_lease_in(tx: &Transaction, id: i64, holder: &str, until: i64) -> Result<bool> {
     Ok(tx.execute(

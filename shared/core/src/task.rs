@@ -248,6 +248,16 @@ pub fn requeue_lost_in(tx: &Transaction, id: i64, error: &str) -> Result<()> {
     Ok(())
 }
 
+/// The tasks of batch `batch` that are batched (not started).
+pub fn batched_in_batch_in(tx: &Transaction, batch: i64) -> Result<Vec<i64>> {
+    let mut stmt =
+        tx.prepare("SELECT id FROM tasks WHERE batch_id = ?1 AND status = 'batched' ORDER BY id")?;
+    let ids = stmt
+        .query_map([batch], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
 /// When a running task started.
 pub fn started_at_in(tx: &Transaction, id: i64) -> Result<Option<i64>> {
     Ok(tx

@@ -153,6 +153,79 @@ pub fn claim_in(
     })
 }
 
+/// What [`reclaim_lapsed_in`] handed back from runners whose lease expired.
+#[derive(Debug, Default)]
+pub struct Reclaimed {
+    pub batches: Vec<i64>,
+    /// Tasks back in the queue (never started, or lost and retried).
+    pub requeued: Vec<i64>,
+    /// Tasks lost with their retries used up, now failed.
+    pub failed: Vec<i64>,
+}
+
+/// Takes over every batch whose runner's lease expired (any orch tool may):
+/// tasks it never started go back to the queue; started ones get a failed
+/// attempt of class `lost` and go back to the queue while `retries` last.
+pub fn reclaim_lapsed_in(tx: &Transaction, retries: u32) -> Result<Reclaimed> {
+    let now = now_ms();
+    let mut r = Reclaimed::default();
+    for (id, holder) in batch::lease_ended_in(tx, now)? {
+        let running = task::running_in_batch_in(tx, id)?;
+        let waiting = task::batched_in_batch_in(tx, id)?;
+        if running.is_empty() && waiting.is_empty() {
+            // A run that ended: nothing to hand back.
+            batch::end_lease_in(tx, id)?;
+            continue;
+        }
+        let p = crate::lease::pid_of(&holder).unwrap_or(0);
+        let error =
+            format!("orch-run (pid {p}) stopped before this task finished (its lease expired)");
+        for t in running {
+            let n = crate::attempt::count_in(tx, t)?;
+            let retry = n <= i64::from(retries);
+            crate::attempt::end_in(
+                tx,
+                t,
+                SOURCE,
+                &crate::attempt::End {
+                    ok: false,
+                    class: Some(Class::Lost),
+                    error: Some(error.clone()),
+                    retry_at: retry.then_some(now),
+                    at: now,
+                    ..Default::default()
+                },
+            )?;
+            if retry {
+                task::requeue_lost_in(tx, t, &error)?;
+                r.requeued.push(t);
+            } else {
+                task::finish_in(
+                    tx,
+                    t,
+                    Outcome {
+                        ok: false,
+                        error: Some(error.clone()),
+                        at: Some(now),
+                        ..Default::default()
+                    },
+                )?;
+                r.failed.push(t);
+            }
+        }
+        for t in waiting {
+            if task::requeue_in(tx, t)? {
+                r.requeued.push(t);
+            }
+        }
+        calls::fail_open(tx, &session_id(id), now)?;
+        crate::limits::release_holder_in(tx, &holder)?;
+        batch::end_lease_in(tx, id)?;
+        r.batches.push(id);
+    }
+    Ok(r)
+}
+
 /// Renews this run's lease on its batch and on its slots; false when the
 /// lease is no longer this run's (another runner took the batch over).
 pub fn renew(db: &Db, claim: &Claim, lease: Duration) -> Result<bool> {
