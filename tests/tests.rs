@@ -17,3 +17,4 @@ mod run;
 mod stress;
 mod terminal;
 mod verify;
+mod workflow;

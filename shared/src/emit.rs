@@ -153,6 +153,8 @@ pub enum Format {
     Markdown,
     /// A POSIX sh script that runs every task with `claude -p` in parallel
     Shell,
+    /// A script for Claude Code's Workflow tool: one parallel phase per wave
+    Workflow,
 }
 
 /// SPEC §7's `--format json` object.

@@ -12,6 +12,7 @@ pub mod msg;
 pub mod queue;
 pub mod run;
 pub mod verify;
+pub mod workflow;
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,116 @@
+//! `orch-emit --format workflow`: `--plan` (every queued wave as one batch)
+//! and `--install` (the named workflow, and the allow rule offered).
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::emit::Cli;
+use super::Out;
+use crate::agents::AgentIndex;
+use crate::batch;
+use crate::emit;
+use crate::error::{Error, Exit};
+use crate::task::Status;
+use crate::workflow;
+
+/// `--plan`: puts every plannable queued task into a new batch and prints its
+/// workflow; the batch is made, the script rendered (and installed) in one
+/// transaction, so a script refused as too large leaves the queue as it was.
+pub fn emit_plan(cli: &Cli) -> anyhow::Result<Exit> {
+    super::check_stdout()?;
+    let loc = crate::db::resolve(cli.db.path())?;
+    let db = crate::db::Db::open_existing(&loc)?;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let agents = AgentIndex::discover(&cwd);
+    let plan = batch::plan(&db, usize::MAX)?;
+    for b in &plan.blocked {
+        eprintln!("orch-emit: note: task {} is left out: {}", b.id, b.reason);
+    }
+    let ids: Vec<i64> = plan.waves.iter().flatten().map(|t| t.id).collect();
+    if ids.is_empty() {
+        anyhow::bail!("no queued task can be planned (add tasks with orch-queue add)");
+    }
+    let (id, text, notes) = db.write(|tx| {
+        let b = batch::create_of_in(tx, &ids)?;
+        let tasks: Vec<_> = b
+            .tasks
+            .into_iter()
+            .filter(|t| t.status == Status::Batched)
+            .collect();
+        let (calls, notes) = emit::agent_calls(&tasks, &agents, &[]);
+        let text = workflow::render(b.id, &tasks, &calls, cli.worktree)?;
+        if cli.install {
+            install(b.id, &text, cli.allow).map_err(|e| Error::invalid(format!("{e:#}")))?;
+        }
+        Ok((b.id, text, notes))
+    })?;
+    for n in notes {
+        eprintln!("orch-emit: note: {n}");
+    }
+    let mut out = Out::new();
+    out.text(&text).and_then(|_| out.flush()).with_context(|| {
+        format!("printing batch {id}'s workflow; the batch is made but not marked emitted")
+    })?;
+    batch::mark_emitted(&db, id)?;
+    Ok(Exit::Ok)
+}
+
+/// Writes batch `id`'s workflow under `.claude/workflows/` of the current
+/// directory and offers the rule `Workflow(orch-batch-N)`: added with
+/// `--allow` or a "y" at the terminal, otherwise only shown.
+pub fn install(id: i64, script: &str, allow: bool) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir().context("finding the current directory")?;
+    let path = workflow::install_path(&cwd, id);
+    workflow::install(&path, script)?;
+    eprintln!(
+        "orch-emit: installed {}; run it in Claude Code with /{}",
+        path.display(),
+        workflow::name(id)
+    );
+    offer_rule(id, &cwd, allow)
+}
+
+fn offer_rule(id: i64, cwd: &std::path::Path, allow: bool) -> anyhow::Result<()> {
+    let rule = workflow::allow_rule(id);
+    let local = crate::verify::local_settings(cwd);
+    let mut files = vec![local.clone(), cwd.join(".claude").join("settings.json")];
+    if let Some(home) = std::env::var_os("HOME") {
+        files.push(PathBuf::from(home).join(".claude").join("settings.json"));
+    }
+    if let Some(found) = workflow::find_rule(&files, &rule) {
+        eprintln!(
+            "orch-emit: {rule} is already allowed in {}",
+            found.display()
+        );
+        return Ok(());
+    }
+    let yes =
+        allow || (io::stdin().is_terminal() && io::stderr().is_terminal() && ask(&rule, &local));
+    if yes {
+        workflow::add_rule(&local, &rule)?;
+        eprintln!("orch-emit: added {rule} to {}", local.display());
+    } else {
+        eprintln!(
+            "orch-emit: note: without the rule Claude Code asks before the workflow runs; to allow it, add \"{rule}\" to permissions.allow in {} (or rerun with --allow)",
+            local.display()
+        );
+    }
+    Ok(())
+}
+
+fn ask(rule: &str, local: &std::path::Path) -> bool {
+    let mut w = io::stderr();
+    let _ = write!(
+        w,
+        "Allow the workflow to run without asking: add \"{rule}\" to {}? [y/N] ",
+        local.display()
+    );
+    let _ = w.flush();
+    let mut line = String::new();
+    match io::stdin().read_line(&mut line) {
+        Ok(0) | Err(_) => false,
+        Ok(_) => matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
+    }
+}
