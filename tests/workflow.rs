@@ -97,22 +97,24 @@ fn workflow_plan_has_one_parallel_phase_per_wave() {
             && !s.contains("Date.now")
             && !s.contains("Math.random")
     );
-    // --plan batched every task, and the batch is emitted.
+    // --plan batched every task, one batch per wave, each emitted.
     let c = env.sql();
-    let n: i64 = c
+    let per: Vec<(i64, i64)> = c
+        .prepare("SELECT batch_id, COUNT(*) FROM tasks WHERE status = 'batched' GROUP BY batch_id ORDER BY batch_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(per, [(1, 3), (2, 1)]);
+    let unemitted: i64 = c
         .query_row(
-            "SELECT COUNT(*) FROM tasks WHERE status = 'batched' AND batch_id = 1",
+            "SELECT COUNT(*) FROM batches WHERE emitted_at IS NULL",
             [],
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(n, 4);
-    let emitted: Option<i64> = c
-        .query_row("SELECT emitted_at FROM batches WHERE id = 1", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert!(emitted.is_some());
+    assert_eq!(unemitted, 0);
 }
 
 #[test]
@@ -198,7 +200,7 @@ fn workflow_install_writes_the_named_workflow_and_asks_for_the_rule() {
 
     // A file there that is not orch's is never replaced.
     std::fs::write(
-        env.path().join(".claude/workflows/orch-batch-2.js"),
+        env.path().join(".claude/workflows/orch-batch-3.js"),
         "mine\n",
     )
     .unwrap();
@@ -211,7 +213,7 @@ fn workflow_install_writes_the_named_workflow_and_asks_for_the_rule() {
     let e = assert_error(&out, "orch-emit");
     assert!(e.contains("not orch's"), "{e}");
     assert_eq!(
-        std::fs::read_to_string(env.path().join(".claude/workflows/orch-batch-2.js")).unwrap(),
+        std::fs::read_to_string(env.path().join(".claude/workflows/orch-batch-3.js")).unwrap(),
         "mine\n"
     );
     assert!(!local.exists());
@@ -226,7 +228,7 @@ fn workflow_install_writes_the_named_workflow_and_asks_for_the_rule() {
     assert_eq!(queued, 1, "the refused install left the task queued");
 
     // --allow is the user's yes: the rule is added, other settings kept.
-    std::fs::remove_file(env.path().join(".claude/workflows/orch-batch-2.js")).unwrap();
+    std::fs::remove_file(env.path().join(".claude/workflows/orch-batch-3.js")).unwrap();
     std::fs::write(&local, "{\"model\": \"opus\"}\n").unwrap();
     let out = env.run(
         "orch-emit",
@@ -237,7 +239,7 @@ fn workflow_install_writes_the_named_workflow_and_asks_for_the_rule() {
     assert_eq!(v["model"], "opus");
     assert_eq!(
         v["permissions"]["allow"],
-        serde_json::json!(["Workflow(orch-batch-2)"])
+        serde_json::json!(["Workflow(orch-batch-3)"])
     );
 }
 
@@ -248,4 +250,166 @@ fn workflow_flags_need_the_workflow_format() {
     let out = env.run("orch-emit", &["--plan"]);
     assert_code(&out, 2);
     assert!(assert_error(&out, "orch-emit").contains("--format workflow"));
+}
+
+/// Runs orch-hook with `event`; asserts exit 0, no stderr; returns stdout.
+fn hook(env: &Env, event: &Value) -> String {
+    let out = env.run_with("orch-hook", &[], event.to_string().as_bytes());
+    assert_code(&out, 0);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn status(env: &Env, id: i64) -> String {
+    env.sql()
+        .query_row("SELECT status FROM tasks WHERE id = ?1", [id], |r| r.get(0))
+        .unwrap()
+}
+
+const SESSION: &str = "5d0e7f1a-workflow";
+
+/// A workflow agent's transcript, as Claude Code writes it: its first user
+/// message is the prompt of the script, ending with the task's line.
+fn transcript(env: &Env, agent: &str, prompt: &str) -> String {
+    let path = env.path().join(format!("agent-{agent}.jsonl"));
+    let lines = [
+        serde_json::json!({"type": "user", "message": {"role": "user", "content": prompt}}),
+        serde_json::json!({"type": "assistant", "message": {"role": "assistant", "content": [{"type": "text", "text": "orch-task: 999"}]}}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn start(env: &Env, agent: &str) {
+    hook(
+        env,
+        &serde_json::json!({"session_id": SESSION, "hook_event_name": "SubagentStart", "agent_id": agent, "agent_type": "workflow-subagent"}),
+    );
+}
+
+fn stop(env: &Env, agent: &str, transcript: &str, answer: &str) {
+    hook(
+        env,
+        &serde_json::json!({"session_id": SESSION, "hook_event_name": "SubagentStop", "agent_id": agent,
+            "agent_type": "workflow-subagent", "agent_transcript_path": transcript, "last_assistant_message": answer, "stop_hook_active": false}),
+    );
+}
+
+#[test]
+fn workflow_agents_end_their_tasks_through_subagent_events() {
+    let env = Env::new();
+    let ids = diamond(&env);
+    let script = env.ok("orch-emit", &["--format", "workflow", "--plan"]);
+    let prompts = agent_prompts(&script);
+    let paths: Vec<String> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| transcript(&env, &format!("w{i}"), p))
+        .collect();
+    // Wave 1: three agents overlap; wave 2 starts after both its dependencies.
+    for i in 0..3 {
+        start(&env, &format!("w{i}"));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    stop(&env, "w0", &paths[0], "a done");
+    stop(&env, "w1", &paths[1], "b done");
+    stop(&env, "w2", &paths[2], "");
+    assert_eq!(status(&env, ids[0]), "done");
+    assert_eq!(status(&env, ids[1]), "done");
+    assert_eq!(status(&env, ids[2]), "failed", "no answer is a failure");
+    start(&env, "w3");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    stop(&env, "w3", &paths[3], "d done");
+    let t: Value =
+        serde_json::from_str(&env.ok("orch-queue", &["show", &ids[3].to_string(), "--json"]))
+            .unwrap();
+    assert_eq!(t["status"], "done");
+    assert_eq!(t["result"], "d done");
+    // orch-verify judges each wave (one batch each): the first PARALLEL.
+    let out = env.run("orch-verify", &["session", "--json"]);
+    let groups = json_lines(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    assert_eq!(groups[0]["verdict"], "PARALLEL");
+    assert_eq!(groups[0]["n"], 3);
+    // The dependent task started after both its dependencies ended.
+    let c = env.sql();
+    let at = |id: i64, col: &str| -> i64 {
+        c.query_row(
+            &format!("SELECT {col} FROM tasks WHERE id = ?1"),
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert!(at(ids[3], "started_at") >= at(ids[0], "finished_at").max(at(ids[1], "finished_at")));
+    // A repeated stop changes nothing; an agent of no task is only recorded.
+    stop(&env, "w3", &paths[3], "again");
+    assert_eq!(status(&env, ids[3]), "done");
+    let stray = transcript(&env, "x", "no marker here");
+    start(&env, "x");
+    stop(&env, "x", &stray, "hi");
+}
+
+#[test]
+fn stop_never_blocks_while_an_orch_workflow_runs() {
+    let env = Env::new();
+    for i in 0..3 {
+        env.add("dev", &format!("ready {i}"));
+    }
+    let stop_event = |bg: Value| serde_json::json!({"session_id": SESSION, "hook_event_name": "Stop", "stop_hook_active": false, "background_tasks": bg});
+    // orch's workflow still runs: no block, nothing batched.
+    let bg = serde_json::json!([{"id": "wf_1", "type": "workflow", "status": "running", "description": "orch batch 1", "name": "orch-batch-1"}]);
+    assert_eq!(hook(&env, &stop_event(bg)), "");
+    assert_eq!(status(&env, 1), "queued");
+    // Someone else's shell in the background does not hold orch back.
+    let bg = serde_json::json!([{"id": "b1", "type": "shell", "status": "running", "description": "npm test"}]);
+    let out: Value = serde_json::from_str(&hook(&env, &stop_event(bg))).unwrap();
+    assert_eq!(out["decision"], "block");
+}
+
+#[test]
+fn post_tool_batch_hands_over_the_next_wave() {
+    let env = Env::new();
+    let ids = diamond(&env);
+    env.ok("orch-batch", &["create"]);
+    let pre = |call: &str, id: i64| {
+        serde_json::json!({"session_id": SESSION, "hook_event_name": "PreToolUse", "tool_name": "Agent", "tool_use_id": call,
+            "tool_input": {"description": "x", "prompt": format!("go\n\norch-task: {id}")}})
+    };
+    let resp = |id: i64| serde_json::json!({"status": "completed", "content": [{"type": "text", "text": format!("result {id}")}]});
+    for (i, id) in ids[..3].iter().enumerate() {
+        hook(&env, &pre(&format!("t{i}"), *id));
+    }
+    let calls: Vec<Value> = ids[..3]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| serde_json::json!({"tool_name": "Agent", "tool_use_id": format!("t{i}"), "tool_input": {}, "tool_response": resp(*id)}))
+        .collect();
+    let out = hook(
+        &env,
+        &serde_json::json!({"session_id": SESSION, "hook_event_name": "PostToolBatch", "tool_calls": calls}),
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["hookSpecificOutput"]["hookEventName"], "PostToolBatch");
+    let ctx = v["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .unwrap();
+    assert!(ctx.contains(&format!("orch-task: {}", ids[3])), "{ctx}");
+    assert_eq!(status(&env, ids[3]), "batched");
+    // The same group again hands nothing over twice.
+    let calls: Vec<Value> = ids[..3]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| serde_json::json!({"tool_name": "Agent", "tool_use_id": format!("t{i}"), "tool_input": {}, "tool_response": resp(*id)}))
+        .collect();
+    let out = hook(
+        &env,
+        &serde_json::json!({"session_id": SESSION, "hook_event_name": "PostToolBatch", "tool_calls": calls}),
+    );
+    assert_eq!(out, "");
 }

@@ -15,8 +15,8 @@ use crate::error::{Error, Exit};
 use crate::task::Status;
 use crate::workflow;
 
-/// `--plan`: puts every plannable queued task into a new batch and prints its
-/// workflow; the batch is made, the script rendered (and installed) in one
+/// `--plan`: puts every plannable queued task into a new batch per wave and
+/// prints their workflow; the batch is made, the script rendered (and installed) in one
 /// transaction, so a script refused as too large leaves the queue as it was.
 pub fn emit_plan(cli: &Cli) -> anyhow::Result<Exit> {
     super::check_stdout()?;
@@ -28,32 +28,38 @@ pub fn emit_plan(cli: &Cli) -> anyhow::Result<Exit> {
     for b in &plan.blocked {
         eprintln!("orch-emit: note: task {} is left out: {}", b.id, b.reason);
     }
-    let ids: Vec<i64> = plan.waves.iter().flatten().map(|t| t.id).collect();
-    if ids.is_empty() {
+    if plan.waves.is_empty() {
         anyhow::bail!("no queued task can be planned (add tasks with orch-queue add)");
     }
-    let (id, text, notes) = db.write(|tx| {
-        let b = batch::create_of_in(tx, &ids)?;
-        let tasks: Vec<_> = b
-            .tasks
-            .into_iter()
-            .filter(|t| t.status == Status::Batched)
-            .collect();
-        let (calls, notes) = emit::agent_calls(&tasks, &agents, &[]);
-        let text = workflow::render(b.id, &tasks, &calls, cli.worktree)?;
-        if cli.install {
-            install(b.id, &text, cli.allow).map_err(|e| Error::invalid(format!("{e:#}")))?;
+    // One batch per wave, so that orch-verify judges each wave on its own;
+    // the workflow is named after the first.
+    let (made, text, notes) = db.write(|tx| {
+        let mut tasks = Vec::new();
+        let mut made = Vec::new();
+        for wave in &plan.waves {
+            let ids: Vec<i64> = wave.iter().map(|t| t.id).collect();
+            let b = batch::create_of_in(tx, &ids)?;
+            made.push(b.id);
+            tasks.extend(b.tasks.into_iter().filter(|t| t.status == Status::Batched));
         }
-        Ok((b.id, text, notes))
+        let first = made.first().copied().unwrap_or_default();
+        let (calls, notes) = emit::agent_calls(&tasks, &agents, &[]);
+        let text = workflow::render(first, &tasks, &calls, cli.worktree)?;
+        if cli.install {
+            install(first, &text, cli.allow).map_err(|e| Error::invalid(format!("{e:#}")))?;
+        }
+        Ok((made, text, notes))
     })?;
     for n in notes {
         eprintln!("orch-emit: note: {n}");
     }
     let mut out = Out::new();
     out.text(&text).and_then(|_| out.flush()).with_context(|| {
-        format!("printing batch {id}'s workflow; the batch is made but not marked emitted")
+        format!("printing the workflow of batches {made:?}; they are made but not marked emitted")
     })?;
-    batch::mark_emitted(&db, id)?;
+    for b in made {
+        batch::mark_emitted(&db, b)?;
+    }
     Ok(Exit::Ok)
 }
 

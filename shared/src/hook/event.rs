@@ -219,6 +219,9 @@ pub struct SubagentEvent {
     pub last_assistant_message: Option<String>,
     #[serde(default)]
     pub stop_hook_active: Option<bool>,
+    /// `SubagentStop`: the agent's own transcript (JSON Lines).
+    #[serde(default)]
+    pub agent_transcript_path: Option<String>,
 }
 
 /// `UserPromptSubmit` and `Stop`.
@@ -229,6 +232,9 @@ pub struct TurnEvent {
     pub prompt: Option<String>,
     #[serde(default)]
     pub stop_hook_active: Option<bool>,
+    /// `Stop`: what still runs in the background (agents, workflows, shells).
+    #[serde(default)]
+    pub background_tasks: Vec<super::workflow::BackgroundTask>,
 }
 
 /// `hookSpecificOutput` of `UserPromptSubmit`.

@@ -1,0 +1,216 @@
+//! The hooks of Claude Code's own parallel machinery.
+//!
+//! - Workflow agents: inside a Workflow run Claude Code fires no Agent tool
+//!   events, only `SubagentStart`/`SubagentStop`. `SubagentStop` names the
+//!   agent's transcript (`agent_transcript_path`), whose first user message is
+//!   the prompt orch wrote, ending with its `orch-task: ID` line: that ties the
+//!   agent to its task, which starts when the agent started and ends done
+//!   (with its last message) or failed (nothing came back). An agent an Agent
+//!   tool call started is left to the tool events, as before.
+//! - `Stop` with `background_tasks`: while a workflow orch made (`orch-batch-N`)
+//!   or a background agent of one of orch's tasks still runs, the hook never
+//!   blocks the stop; it hands nothing over until they end.
+//! - `PostToolBatch`: when a task of the group just ended and that made tasks
+//!   waiting on it ready, they are batched and handed over right there, as
+//!   additional context, instead of waiting for the next stop.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{finish_task, row_task, Outcome, SOURCE_SUBAGENT, SOURCE_TOOL};
+use crate::emit;
+use crate::error::Result;
+use crate::task::{self, Status};
+
+/// At most this much of a transcript is read looking for its first user message.
+const TRANSCRIPT_LIMIT: u64 = 16 << 20;
+
+/// One entry of `Stop`'s `background_tasks`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct BackgroundTask {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// The text of a transcript message's `content` (a string, or text blocks).
+fn content_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// The task named by the `orch-task` line of the first user message of the
+/// JSON Lines transcript at `path`, if any (unreadable: none).
+pub fn transcript_task(path: &Path) -> Option<i64> {
+    let f = std::fs::File::open(path).ok()?;
+    let mut r = BufReader::new(f.take(TRANSCRIPT_LIMIT));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if v.get("type").and_then(Value::as_str) != Some("user") {
+            continue;
+        }
+        let text = v
+            .get("message")
+            .and_then(|m| m.get("content"))
+            .map(content_text)
+            .unwrap_or_default();
+        return emit::parse_task_marker(&text);
+    }
+}
+
+/// `SubagentStop` of an agent no Agent tool call accounts for (a workflow's):
+/// ties it to its task from its transcript and ends that task.
+pub fn workflow_agent_stop(
+    tx: &Transaction,
+    session: &str,
+    agent_id: &str,
+    transcript: Option<&str>,
+    last_message: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    if row_task(tx, session, agent_id)?.is_some() {
+        return Ok(());
+    }
+    let Some(id) = transcript
+        .filter(|p| !p.is_empty())
+        .and_then(|p| transcript_task(Path::new(p)))
+    else {
+        return Ok(());
+    };
+    let exists: Option<String> = tx
+        .query_row("SELECT status FROM tasks WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    // An Agent tool call of this session carries the task: its events own it.
+    let by_tool: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM agent_calls WHERE session_id = ?1 AND task_id = ?2 AND source = ?3)",
+        params![session, id, SOURCE_TOOL],
+        |r| r.get(0),
+    )?;
+    if by_tool {
+        return Ok(());
+    }
+    let started: Option<i64> = tx
+        .query_row(
+            "SELECT started_at FROM agent_calls WHERE session_id = ?1 AND call_id = ?2",
+            params![session, agent_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    tx.execute(
+        "UPDATE agent_calls SET task_id = coalesce(task_id, ?3) WHERE session_id = ?1 AND call_id = ?2",
+        params![session, agent_id, id],
+    )?;
+    if matches!(
+        exists.as_deref().and_then(Status::parse),
+        Some(Status::Queued | Status::Batched)
+    ) {
+        task::start_in(tx, id, Some(started.unwrap_or(now)))?;
+    }
+    let result = last_message
+        .map(str::to_string)
+        .filter(|s| !s.trim().is_empty());
+    let outcome = match result {
+        Some(text) => Outcome {
+            ok: true,
+            result: Some(text),
+            at: Some(now),
+            ..Default::default()
+        },
+        None => Outcome {
+            ok: false,
+            error: Some("the workflow agent ended without an answer".into()),
+            at: Some(now),
+            ..Default::default()
+        },
+    };
+    if !outcome.ok {
+        tx.execute(
+            "UPDATE agent_calls SET status = 'failed' WHERE session_id = ?1 AND call_id = ?2 AND source = ?3",
+            params![session, agent_id, SOURCE_SUBAGENT],
+        )?;
+    }
+    finish_task(tx, id, outcome)
+}
+
+/// Whether `background` (Stop's `background_tasks`) holds a running workflow
+/// orch made or a running agent of one of orch's tasks.
+pub fn orch_still_running(
+    tx: &Transaction,
+    session: &str,
+    background: &[BackgroundTask],
+) -> Result<bool> {
+    for b in background {
+        if !matches!(b.status.as_deref(), None | Some("running" | "pending")) {
+            continue;
+        }
+        match b.kind.as_deref() {
+            Some("workflow") => {
+                if b.name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("orch-batch-"))
+                {
+                    return Ok(true);
+                }
+            }
+            _ => {
+                let Some(id) = b.id.as_deref() else { continue };
+                let ours: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM agent_calls WHERE session_id = ?1 AND call_id = ?2 AND task_id IS NOT NULL)",
+                    params![session, id],
+                    |r| r.get(0),
+                )?;
+                if ours {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// The queued tasks that are ready now and wait on one of `finished`.
+pub fn newly_ready(tx: &Transaction, finished: &[i64]) -> Result<Vec<i64>> {
+    let mut ids = Vec::new();
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT DISTINCT t.id FROM tasks t JOIN task_deps dep ON dep.task_id = t.id
+         WHERE dep.after_id = ?1 AND {} ORDER BY t.priority DESC, t.id",
+        task::READY
+    ))?;
+    for f in finished {
+        for id in stmt.query_map([f], |r| r.get::<_, i64>(0))? {
+            let id = id?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    Ok(ids)
+}
