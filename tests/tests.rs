@@ -4,6 +4,7 @@
 mod common;
 
 mod batch;
+mod claude_tasks;
 mod database;
 mod doctor;
 mod emit;

@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod batch;
 pub mod child;
+pub mod claude_tasks;
 pub mod cli;
 pub mod clipboard;
 pub mod completions;

@@ -4,6 +4,7 @@
 //! checks, and ids on stdin.
 
 pub mod batch;
+pub mod claude_tasks;
 pub mod emit;
 pub mod front;
 pub mod hook;
