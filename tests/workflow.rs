@@ -413,3 +413,37 @@ fn post_tool_batch_hands_over_the_next_wave() {
     );
     assert_eq!(out, "");
 }
+
+#[test]
+fn task_completed_of_a_mirrored_task_ends_it() {
+    let env = Env::new();
+    let a = env.add("dev", "first");
+    let b = env.add("dev", "second");
+    let ev = |kind: &str, id: i64| {
+        serde_json::json!({"session_id": SESSION, "hook_event_name": kind, "task_id": "3", "task_subject": "first",
+            "task_description": format!("first\n\norch-task: {id}")})
+    };
+    assert_eq!(hook(&env, &ev("TaskCreated", a)), "");
+    assert_eq!(
+        status(&env, a),
+        "queued",
+        "a task in the list is not yet at work"
+    );
+    assert_eq!(hook(&env, &ev("TaskCompleted", a)), "");
+    assert_eq!(status(&env, a), "done");
+    assert_eq!(status(&env, b), "queued");
+    let result: String = env
+        .sql()
+        .query_row("SELECT result FROM tasks WHERE id = ?1", [a], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        result,
+        "completed in Claude Code's task list (task 3: first)"
+    );
+    // A native task orch did not make, or of a task that does not exist: nothing.
+    let mut other = ev("TaskCompleted", 999);
+    hook(&env, &other);
+    other["task_description"] = Value::from("no marker");
+    hook(&env, &other);
+    assert_eq!(status(&env, b), "queued");
+}

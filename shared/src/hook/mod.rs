@@ -194,6 +194,25 @@ pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> 
                 .map_err(busy)?;
             Ok(Reply::Silent)
         }
+        Kind::TaskCreated | Kind::TaskCompleted => {
+            let ev: event::TaskEvent = serde_json::from_value(value).map_err(|e| bad(&name, e))?;
+            let Some(id) = ev
+                .task_description
+                .as_deref()
+                .and_then(emit::parse_task_marker)
+            else {
+                return Ok(Reply::Silent);
+            };
+            if kind == Kind::TaskCreated {
+                return Ok(Reply::Silent);
+            }
+            let Some(db) = open(cfg)? else {
+                return Ok(Reply::Silent);
+            };
+            db.write(|tx| workflow::native_task_completed(tx, id, &ev, now))
+                .map_err(busy)?;
+            Ok(Reply::Silent)
+        }
         Kind::UserPromptSubmit | Kind::Stop => {
             let ev: TurnEvent = serde_json::from_value(value).map_err(|e| bad(&name, e))?;
             if kind == Kind::Stop && ev.stop_hook_active == Some(true) {

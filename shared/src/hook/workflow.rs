@@ -10,6 +10,9 @@
 //! - `Stop` with `background_tasks`: while a workflow orch made (`orch-batch-N`)
 //!   or a background agent of one of orch's tasks still runs, the hook never
 //!   blocks the stop; it hands nothing over until they end.
+//! - `TaskCompleted` (Claude Code's native task list): a task whose
+//!   description carries an `orch-task` line ends that orch task done.
+//!   `TaskCreated` changes nothing: a task in the list is not yet at work.
 //! - `PostToolBatch`: when a task of the group just ended and that made tasks
 //!   waiting on it ready, they are batched and handed over right there, as
 //!   additional context, instead of waiting for the next stop.
@@ -213,4 +216,36 @@ pub fn newly_ready(tx: &Transaction, finished: &[i64]) -> Result<Vec<i64>> {
         }
     }
     Ok(ids)
+}
+
+/// `TaskCompleted` of a native task that mirrors orch task `id`.
+pub fn native_task_completed(
+    tx: &Transaction,
+    id: i64,
+    ev: &super::event::TaskEvent,
+    now: i64,
+) -> Result<()> {
+    let exists: Option<String> = tx
+        .query_row("SELECT status FROM tasks WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    finish_task(
+        tx,
+        id,
+        Outcome {
+            ok: true,
+            result: Some(format!(
+                "completed in Claude Code's task list (task {}{})",
+                ev.task_id,
+                ev.task_subject
+                    .as_deref()
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default()
+            )),
+            at: Some(now),
+            ..Default::default()
+        },
+    )
 }
