@@ -19,3 +19,4 @@ mod hooks;
 mod mcp;
 mod paste;
 mod run;
+mod workflow;
