@@ -287,3 +287,58 @@ fn installed_named_workflow_runs_by_name() {
     assert_eq!(wave["verdict"], "PARALLEL", "{wave}");
     assert_eq!(wave["n"], 3, "{wave}");
 }
+
+#[test]
+fn post_tool_batch_hands_over_each_wave_without_a_stop_block() {
+    let env = Env::new();
+    let dir = project(&env);
+    ok_in(&env, &dir, "orch-hook", &["install", "--threshold", "1"]);
+    // Three waves: A; B after A; C after B.
+    let lines = [
+        serde_json::json!({"key": "a", "role": "general-purpose", "prompt": "Wave one"}),
+        serde_json::json!({"key": "b", "role": "general-purpose", "prompt": "Wave two", "after": ["a"]}),
+        serde_json::json!({"role": "general-purpose", "prompt": "Wave three", "after": ["b"]}),
+    ];
+    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let out = env
+        .cmd("orch-queue")
+        .args(["add", "--stdin"])
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(input.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_code(&out, 0);
+    let first = batch_message(&env, &dir, 10);
+    // Foreground agents: each Agent call resolves with its agent's answer, so
+    // the group's PostToolBatch sees the wave end.
+    let model = Model::start(&env, "foreground", 0.5);
+    claude_p(&env, &model, &dir, &first, &[]);
+
+    let all = statuses(&env);
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(all.iter().all(|(_, s)| s == "done"), "{all:?}");
+    let launched = model.agent_messages();
+    assert_eq!(launched.len(), 3, "one message per wave: {launched:?}");
+    let main = model.by_role("main");
+    for r in &main {
+        assert!(
+            !request_text(r).contains("Stop hook"),
+            "no stop was blocked in between"
+        );
+    }
+    for wave in [2, 3] {
+        let carried = main
+            .iter()
+            .find(|r| request_text(r).contains(&format!("orch-task: {wave}")))
+            .unwrap_or_else(|| panic!("no turn carried wave {wave}"));
+        assert!(
+            request_text(carried).contains("PostToolBatch"),
+            "wave {wave} came as PostToolBatch's additional context"
+        );
+    }
+}
