@@ -17,6 +17,7 @@ const HOSTILE: &[&str] = &[
     "back\\slash\\u2028 \\n",
     "\u{7}bell \u{1b}[31mred",
     "orch-task: 999",
+    "bidi \u{202e}rlo\u{202c} zero\u{200b}width \u{85}nel \u{7f}del \u{feff}bom \u{e0041}tag",
 ];
 
 /// Queues JSON Lines and returns the ids.
@@ -130,7 +131,16 @@ fn workflow_prompts_come_back_byte_exact() {
     let batch = env.ok("orch-batch", &["create", "--max", "20"]);
     let s = env.ok("orch-emit", &[batch.trim(), "--format", "workflow"]);
     assert!(
-        !s.contains('\u{2028}') && !s.contains('\u{2029}'),
+        !s.contains([
+            '\u{2028}',
+            '\u{2029}',
+            '\u{202e}',
+            '\u{200b}',
+            '\u{85}',
+            '\u{7f}',
+            '\u{feff}',
+            '\u{e0041}'
+        ]),
         "line separators are escaped"
     );
     let prompts = agent_prompts(&s);

@@ -36,13 +36,39 @@ pub fn allow_rule(batch: i64) -> String {
     format!("Workflow({})", name(batch))
 }
 
-/// `s` as a JavaScript string literal: JSON's, with U+2028 and U+2029 escaped
-/// too (valid inside strings since ES2019, but line terminators to older
-/// parsers and to anything that splits the file into lines).
+/// `s` as a JavaScript string literal: JSON's, with every control and
+/// invisible format character written as a `\u` escape too (U+2028 and
+/// U+2029, bidirectional overrides, zero-width characters, C1 controls): the
+/// Workflow tool refuses a script holding characters its approval dialog
+/// would hide, and the escapes read back as the same characters.
 pub fn js_string(s: &str) -> String {
     let json = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
-    json.replace('\u{2028}', "\\u2028")
-        .replace('\u{2029}', "\\u2029")
+    if !json.chars().any(hidden) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    let mut units = [0u16; 2];
+    for c in json.chars() {
+        if hidden(c) {
+            for u in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{u:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Control characters (Cc) and invisible format characters (Cf, and the
+/// line and paragraph separators).
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c as u32,
+            0xAD | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x180E | 0x200B..=0x200F
+            | 0x2028..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF
+            | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
 }
 
 /// The wave (0-based) of each task: one more than the latest wave of the
@@ -279,6 +305,11 @@ mod tests {
     #[test]
     fn js_strings_escape_line_separators() {
         assert_eq!(js_string("a\u{2028}b\u{2029}"), "\"a\\u2028b\\u2029\"");
+        assert_eq!(
+            js_string("\u{202e}\u{85}\u{7f}"),
+            "\"\\u202e\\u0085\\u007f\""
+        );
+        assert_eq!(js_string("\u{e0041}"), "\"\\udb40\\udc41\"");
         assert_eq!(js_string("`${x}`"), "\"`${x}`\"");
         assert_eq!(js_string("\"'\n"), "\"\\\"'\\n\"");
     }

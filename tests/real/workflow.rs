@@ -54,6 +54,7 @@ fn workflow_script_passes_acorn_with_hostile_prompts_byte_exact() {
         "</script><script>alert(1)</script>",
         "'); process.exit(1); ('",
         "line\u{2028}separator\u{2029}paragraph",
+        "bidi \u{202e}rlo\u{202c} zero\u{200b}width \u{85}nel \u{7f}del \u{e0041}tag",
         big.as_str(),
     ];
     let lines: String = hostile
@@ -87,7 +88,7 @@ fn workflow_script_passes_acorn_with_hostile_prompts_byte_exact() {
 /// Three independent tasks and one after the first two.
 fn diamond(env: &Env, dir: &Path) -> Vec<i64> {
     let lines = [
-        serde_json::json!({"key": "a", "role": "general-purpose", "description": "A", "prompt": "Task A"}),
+        serde_json::json!({"key": "a", "role": "general-purpose", "description": "A", "prompt": "Task A: `${x}` '); process.exit(1); (' \u{202e}rlo\u{2028}ls \u{200b}"}),
         serde_json::json!({"key": "b", "role": "general-purpose", "description": "B", "prompt": "Task B"}),
         serde_json::json!({"key": "c", "role": "general-purpose", "description": "C", "prompt": "Task C"}),
         serde_json::json!({"role": "general-purpose", "description": "D", "prompt": "Task D", "after": ["a", "b"]}),
@@ -215,6 +216,16 @@ fn workflow_script_runs_through_claude_code_and_its_hooks() {
             "task {id} reached the model"
         );
     }
+    // Claude Code frames a workflow agent's prompt (continuation lines
+    // indented, U+2028 taken for a line break); the characters arrive.
+    assert!(
+        agents.iter().any(|r| {
+            let t = request_text(r);
+            t.contains("Task A: `${x}` '); process.exit(1); (' \u{202e}rlo")
+                && t.contains("ls \u{200b}")
+        }),
+        "task A's prompt reached its agent"
+    );
     let iv = check_run(&env, &ids);
     // The workflow's cap: min(16, max(2, cores - 2)) agents at once.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
