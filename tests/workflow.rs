@@ -457,3 +457,40 @@ fn task_completed_of_a_mirrored_task_ends_it() {
     hook(&env, &other);
     assert_eq!(status(&env, b), "queued");
 }
+
+#[test]
+fn workflow_plan_to_a_failing_stdout_says_what_was_made() {
+    for how in BadStdout::ALL {
+        let env = Env::new();
+        diamond(&env);
+        let out = env.run_bad_stdout("orch-emit", &["--format", "workflow", "--plan"], b"", how);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let batched: i64 = env
+            .sql()
+            .query_row(
+                "SELECT COUNT(*) FROM tasks WHERE status = 'batched'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        match out.status.code() {
+            // Seen before anything was written: nothing batched.
+            Some(2) => assert_eq!(batched, 0, "{how:?}: {err}"),
+            // Committed, then not printed: stderr names the batches.
+            Some(3) => {
+                assert_eq!(batched, 4, "{how:?}");
+                assert!(err.contains("batches 1, 2 were made"), "{how:?}: {err}");
+            }
+            c => panic!("{how:?}: exit {c:?}: {err}"),
+        }
+        let emitted: i64 = env
+            .sql()
+            .query_row(
+                "SELECT COUNT(*) FROM batches WHERE emitted_at IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(emitted, 0, "{how:?}: a workflow nobody got is not emitted");
+    }
+}

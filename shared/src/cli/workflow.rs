@@ -54,9 +54,17 @@ pub fn emit_plan(cli: &Cli) -> anyhow::Result<Exit> {
         eprintln!("orch-emit: note: {n}");
     }
     let mut out = Out::new();
-    out.text(&text).and_then(|_| out.flush()).with_context(|| {
-        format!("printing the workflow of batches {made:?}; they are made but not marked emitted")
-    })?;
+    // The batches are committed: a workflow that could not be printed is exit 3.
+    out.answer(
+        || {
+            let ids: Vec<String> = made.iter().map(|b| b.to_string()).collect();
+            format!(
+                "batches {} were made (not marked emitted); print their workflow with orch-emit --format workflow BATCH",
+                ids.join(", ")
+            )
+        },
+        |o| o.text(&text),
+    )?;
     for b in made {
         batch::mark_emitted(&db, b)?;
     }
