@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds orch in release mode and installs every orch binary into
-# ~/.local/bin (or $PREFIX/bin). With --demo, then runs the main job once:
-# queues three example tasks, batches them and prints the message to paste.
+# ~/.local/bin (or $PREFIX/bin). With --demo, then runs the main job once
+# (scripts/demo.sh): queues three example tasks in a temporary database,
+# batches them and prints the message to paste.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -9,7 +10,7 @@ demo=false
 for arg in "$@"; do
   case "$arg" in
     --demo) demo=true ;;
-    -h|--help) sed -n '2,4s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,5s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "install.sh: error: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -25,7 +26,7 @@ bins=$(sed -n '/^\[\[bin\]\]/{n;s/^name = "\(.*\)"/\1/p;}' Cargo.toml)
 
 # On Linux with glibc the binaries are linked statically: a short-lived process
 # then skips the dynamic loader and libgcc_s's start-up, about half a
-# millisecond of every call (see the README's performance section). The static
+# millisecond of every call (see docs/development.md, "Performance"). The static
 # flag needs an explicit --target, or it would reach the build's proc-macros too.
 host=$(rustc -vV | sed -n 's/^host: //p')
 out=target/release
@@ -64,14 +65,7 @@ esac
 
 if $demo; then
   echo >&2
-  echo "demo: queueing three example tasks, batching them, printing the message to paste into Claude Code" >&2
-  "$bindir/orch-queue" where >&2
-  "$bindir/orch-queue" add Explore -d 'Map the project layout' 'List the top-level directories of this project and say in one sentence what each is for.' >/dev/null
-  "$bindir/orch-queue" add general-purpose -d 'Find TODO comments' 'Find every TODO or FIXME comment in this project and list them with file and line.' >/dev/null
-  "$bindir/orch-queue" add Plan -d 'Plan a test for main' 'Propose, without writing any file, one test that would have caught the last bug fixed in this project.' >/dev/null
-  "$bindir/orch-batch" create | "$bindir/orch-emit"
-  echo >&2
-  echo "demo: paste the message above into Claude Code as one prompt." >&2
+  ORCH_BIN=$bindir scripts/demo.sh
 fi
 
 echo >&2

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs, once, the real third-party components the tests talk to.
-# Idempotent; safe to run on a fresh machine that has Rust, Python 3 and npm.
+# These are the real tier's prerequisites (the hermetic tier, plain
+# `cargo test`, needs none of them). Idempotent. On a fresh Debian or Ubuntu
+# machine run as root, it installs what is missing from the system's packages
+# (tmux, script, python3 with venv, Node.js with npm); elsewhere it names what
+# to install and fails.
 #
-# - tmux (from the system's packages), for the terminal tests of orch-verify
+# - tmux and script (util-linux), for the real-terminal tests
 # - .venv/: the official MCP Python SDK (`mcp` from PyPI), the client of tests/mcp_clients/*.py
 # - tests/mcp_clients/node_modules/: the MCP Inspector CLI, pinned by the
 #   committed package.json and package-lock.json there
@@ -15,14 +19,30 @@ cd "$(dirname "$0")/.."
 
 say() { echo "test-deps: $*" >&2; }
 
-# --- tmux: drives the guided check of orch-verify in a real terminal ---------
-if ! command -v tmux >/dev/null 2>&1; then
+# need COMMAND PACKAGE...: installs PACKAGEs with apt-get when COMMAND is
+# missing and we are root on a Debian-like system; else fails naming them.
+need() {
+  local cmd=$1; shift
+  command -v "$cmd" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "installing tmux"
-    apt-get install -y -qq tmux >/dev/null || { apt-get update -qq && apt-get install -y -qq tmux >/dev/null; }
+    say "installing $* (for $cmd)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq "$@" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$@" >/dev/null; }
   else
-    say "error: tmux not found; install it (the terminal tests need it)"; exit 2
+    say "error: $cmd not found; install $* (the real tier needs it)"; exit 2
   fi
+}
+
+# --- real terminals: tmux drives the guided check, script gives a pty ---------
+need tmux tmux
+need script util-linux bsdutils
+# --- the interpreters of the third-party clients -------------------------------
+need python3 python3 python3-venv
+need npm nodejs npm
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  say "error: Node.js $(node --version 2>/dev/null) is too old; the MCP Inspector and Claude Code need Node.js 20 or newer (Debian 12's nodejs is 18: take Node.js from nodejs.org or NodeSource)"
+  exit 2
 fi
 
 # --- the MCP Python SDK ------------------------------------------------------

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::queue::{dump, json, status};
 
 fn create(env: &Env, args: &[&str]) -> Option<i64> {
     let mut full = vec!["create"];
@@ -288,20 +287,6 @@ fn list_show_release() {
     }
     assert_error(&env.run_with("orch-batch", &["show"], b""), "orch-batch");
     assert_eq!(before, dump(&env.db));
-}
-
-#[test]
-fn help_and_version() {
-    let env = Env::new();
-    for verb in ["create", "plan", "list", "show", "release"] {
-        assert!(
-            env.ok("orch-batch", &[verb, "--help"]).contains("Example"),
-            "{verb}"
-        );
-    }
-    assert!(env
-        .ok("orch-batch", &["--version"])
-        .starts_with("orch-batch "));
 }
 
 /// 200 `orch-queue add` at once while 5 `orch-batch create` loops run: every

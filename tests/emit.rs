@@ -5,12 +5,11 @@
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde_json::Value;
 
 use crate::common::*;
-use crate::queue::{json, status};
 
 /// Prompts that break naive quoting in JSON, Markdown or sh.
 const HOSTILE: &[&str] = &[
@@ -289,14 +288,6 @@ fn fake_bin(env: &Env, files: &[(&str, &str)]) -> PathBuf {
     dir
 }
 
-fn path_with(dir: &Path) -> std::ffi::OsString {
-    let mut dirs = vec![dir.to_path_buf(), bin_dir()];
-    dirs.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
-    std::env::join_paths(dirs).unwrap()
-}
-
 #[test]
 fn copy_without_a_clipboard_tool_is_a_clear_error_and_with_one_copies() {
     let env = Env::new();
@@ -329,7 +320,7 @@ fn copy_without_a_clipboard_tool_is_a_clear_error_and_with_one_copies() {
     let out = env
         .cmd("orch-emit")
         .args([&b, "--copy"])
-        .env("PATH", path_with(&bin))
+        .env("PATH", path_with(&[&bin, &bin_dir()]))
         .env("DISPLAY", ":0")
         .env_remove("WAYLAND_DISPLAY")
         .output()
@@ -370,12 +361,11 @@ fn shell_format_runs_hostile_prompts_without_executing_them() {
     let work = env.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     std::fs::write(work.join("run.sh"), &script).unwrap();
-    let out = Command::new("sh")
+    let out = env
+        .command("sh")
         .arg("run.sh")
         .current_dir(&work)
-        .env("PATH", path_with(&bin))
-        .env("HOME", env.home())
-        .env_remove("ORCH_DB")
+        .env("PATH", path_with(&[&bin, &bin_dir()]))
         .output()
         .unwrap();
     assert_code(&out, 0);
@@ -416,15 +406,6 @@ fn shell_format_runs_hostile_prompts_without_executing_them() {
             assert_eq!(t["result"], format!("answer to orch-task: {id}"));
         }
     }
-}
-
-#[test]
-fn help_and_version() {
-    let env = Env::new();
-    assert!(env.ok("orch-emit", &["--help"]).contains("Example"));
-    assert!(env
-        .ok("orch-emit", &["--version"])
-        .starts_with("orch-emit "));
 }
 
 /// Item 6: the message is printed first and the batch marked emitted after,

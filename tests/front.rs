@@ -25,14 +25,6 @@ fn third_party(env: &Env) -> PathBuf {
     dir
 }
 
-fn path_with(dir: &std::path::Path) -> std::ffi::OsString {
-    let mut dirs = vec![bin_dir(), dir.to_path_buf()];
-    dirs.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
-    std::env::join_paths(dirs).unwrap()
-}
-
 #[test]
 fn runs_a_tool_with_git_style_arguments_and_passes_its_exit_code() {
     let env = Env::new();
@@ -40,7 +32,7 @@ fn runs_a_tool_with_git_style_arguments_and_passes_its_exit_code() {
     let out = env
         .cmd("orch")
         .args(["foo", "a b", "--flag", "-x", ""])
-        .env("PATH", path_with(&dir))
+        .env("PATH", path_with(&[&bin_dir(), &dir]))
         .output()
         .unwrap();
     assert_code(&out, 7);
@@ -91,7 +83,7 @@ fn list_is_sorted_and_first_of_each_name_wins() {
     let out = env
         .cmd("orch")
         .arg("--list")
-        .env("PATH", path_with(&dir))
+        .env("PATH", path_with(&[&bin_dir(), &dir]))
         .output()
         .unwrap();
     assert_code(&out, 0);
@@ -125,7 +117,7 @@ fn list_is_sorted_and_first_of_each_name_wins() {
     let out = env
         .cmd("orch")
         .args(["queue", "--version"])
-        .env("PATH", path_with(&dir))
+        .env("PATH", path_with(&[&bin_dir(), &dir]))
         .output()
         .unwrap();
     assert!(String::from_utf8(out.stdout)

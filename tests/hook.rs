@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::common::{assert_code, assert_error, Env};
+use crate::common::{assert_code, assert_error, task, Env};
 
 fn fixture_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -48,10 +48,6 @@ fn hook(env: &Env, args: &[&str], event: &[u8]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn task(env: &Env, id: i64) -> Value {
-    serde_json::from_str(&env.ok("orch-queue", &["show", &id.to_string(), "--json"])).unwrap()
 }
 
 fn three_batched_tasks(env: &Env) -> Vec<i64> {
@@ -868,12 +864,10 @@ fn issue17_1_shell_script_children_leave_other_tasks_alone() {
     paths.extend(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),
     ));
-    let out = std::process::Command::new("sh")
+    let out = env
+        .command("sh")
         .arg("run.sh")
-        .current_dir(env.path())
         .env("PATH", std::env::join_paths(paths).unwrap())
-        .env("HOME", env.home())
-        .env_remove("ORCH_TASK_ID")
         .output()
         .unwrap();
     assert_code(&out, 0);

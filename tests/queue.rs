@@ -12,55 +12,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-/// Every row of every table, as text, plus the schema version: equal dumps mean
-/// nothing was written.
-pub fn dump(db: &Path) -> Vec<String> {
-    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap();
-    let mut out = vec![format!(
-        "user_version={}",
-        c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
-            .unwrap()
-    )];
-    let tables: Vec<String> = c
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    for t in tables {
-        let mut stmt = c
-            .prepare(&format!("SELECT * FROM \"{t}\" ORDER BY 1, 2"))
-            .unwrap();
-        let n = stmt.column_count();
-        let mut rows = stmt.query([]).unwrap();
-        while let Some(r) = rows.next().unwrap() {
-            let cells: Vec<String> = (0..n)
-                .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
-                .collect();
-            out.push(format!("{t}: {}", cells.join(" | ")));
-        }
-    }
-    out
-}
-
-/// Parses one JSON value.
-pub fn json(s: &str) -> Value {
-    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-fn show(env: &Env, id: i64) -> Value {
-    json(&env.ok("orch-queue", &["show", &id.to_string(), "--json"]))
-}
-
-/// A task's status, read straight from the file.
-pub fn status(env: &Env, id: i64) -> String {
-    env.sql()
-        .query_row("SELECT status FROM tasks WHERE id = ?1", [id], |r| r.get(0))
-        .unwrap()
-}
-
 #[test]
 fn add_list_show_round_trip() {
     let env = Env::new();
@@ -70,7 +21,7 @@ fn add_list_show_round_trip() {
     assert_eq!(list[0]["id"], id);
     assert_eq!(list[0]["status"], "queued");
     assert_eq!(list[0]["description"], "Fix the flaky login test");
-    let t = show(&env, id);
+    let t = task(&env, id);
     assert_eq!(t["prompt"], "Fix the flaky login test");
     // The JSON shape of a task.
     let keys: Vec<&str> = t.as_object().unwrap().keys().map(String::as_str).collect();
@@ -182,7 +133,7 @@ fn add_takes_options_in_any_order_and_prompts_that_start_with_a_dash() {
         }
         full.extend_from_slice(args);
         let id: i64 = env.ok("orch-queue", &full).trim().parse().unwrap();
-        let t = show(&env, id);
+        let t = task(&env, id);
         assert_eq!(t["prompt"], *prompt, "{args:?}");
         assert_eq!(t["description"], *desc, "{args:?}");
         assert_eq!(t["priority"], *prio, "{args:?}");
@@ -215,7 +166,7 @@ fn prompt_from_stdin_is_kept_byte_for_byte() {
         .trim()
         .parse()
         .unwrap();
-    assert_eq!(show(&env, id)["prompt"], prompt);
+    assert_eq!(task(&env, id)["prompt"], prompt);
 }
 
 #[test]
@@ -227,14 +178,14 @@ fn every_status_verb() {
     let d = env.add("dev", "task d");
     // start, done with a result on stdin
     env.ok("orch-queue", &["start", &a.to_string()]);
-    assert_eq!(show(&env, a)["status"], "running");
-    assert!(show(&env, a)["started_at"].is_string());
+    assert_eq!(task(&env, a)["status"], "running");
+    assert!(task(&env, a)["started_at"].is_string());
     env.ok_with(
         "orch-queue",
         &["done", &a.to_string(), "--result", "-"],
         "all good\n".as_bytes(),
     );
-    let t = show(&env, a);
+    let t = task(&env, a);
     assert_eq!(t["status"], "done");
     assert_eq!(t["result"], "all good\n");
     assert!(t["finished_at"].is_string());
@@ -243,7 +194,7 @@ fn every_status_verb() {
         "orch-queue",
         &["done", &b.to_string(), "--result", "inline"],
     );
-    assert_eq!(show(&env, b)["result"], "inline");
+    assert_eq!(task(&env, b)["result"], "inline");
     // fail with an error and exit code
     env.ok(
         "orch-queue",
@@ -256,7 +207,7 @@ fn every_status_verb() {
             "124",
         ],
     );
-    let t = show(&env, c);
+    let t = task(&env, c);
     assert_eq!(
         (
             t["status"].as_str(),
@@ -327,7 +278,7 @@ fn stdin_adds_all_or_nothing_with_keys() {
     );
     let ids: Vec<i64> = out.lines().map(|l| l.parse().unwrap()).collect();
     assert_eq!(ids.len(), 4, "one id per task line, in input order: {out}");
-    let t = show(&env, ids[1]);
+    let t = task(&env, ids[1]);
     assert_eq!(t["role"], "tester");
     assert_eq!(t["priority"], 7);
     assert_eq!(t["description"], "Run the tests");
@@ -337,12 +288,12 @@ fn stdin_adds_all_or_nothing_with_keys() {
     want.sort();
     assert_eq!(after, want);
     assert_eq!(
-        show(&env, ids[2])["role"],
+        task(&env, ids[2])["role"],
         "ops",
         "--role fills a missing role"
     );
     assert_eq!(
-        show(&env, ids[2])["after"],
+        task(&env, ids[2])["after"],
         serde_json::json!([ids[3]]),
         "a key may name a later line"
     );
@@ -607,48 +558,6 @@ fn unusable_databases_are_refused_and_left_untouched() {
 }
 
 #[test]
-fn read_only_directory_is_a_clear_error() {
-    use std::os::unix::fs::PermissionsExt;
-    let env = Env::new();
-    let dir = env.path().join("ro");
-    std::fs::create_dir(&dir).unwrap();
-    let db = dir.join("orch.db");
-    let db_s = db.to_str().unwrap();
-    env.ok("orch-queue", &["--db", db_s, "add", "dev", "before"]);
-    let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
-    drop(c);
-    let _ = std::fs::remove_file(dir.join("orch.db-wal"));
-    let _ = std::fs::remove_file(dir.join("orch.db-shm"));
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
-    // As root, permissions do not stop writes: then there is nothing to check.
-    if std::fs::write(dir.join("probe"), b"x").is_ok() {
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        eprintln!("skipped: permissions are not enforced for this user");
-        return;
-    }
-    let before = std::fs::read(&db).unwrap();
-    let err = assert_error(
-        &env.run("orch-queue", &["--db", db_s, "add", "dev", "x"]),
-        "orch-queue",
-    );
-    assert!(
-        err.contains("permission") || err.contains("read-only"),
-        "{err}"
-    );
-    let err = assert_error(
-        &env.run(
-            "orch-queue",
-            &["--db", dir.join("new.db").to_str().unwrap(), "list"],
-        ),
-        "orch-queue",
-    );
-    assert!(err.contains("ermission"), "{err}");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    assert_eq!(std::fs::read(&db).unwrap(), before);
-}
-
-#[test]
 fn where_and_init_follow_the_resolution_rules() {
     let env = Env::new();
     let where_json = |c: &mut std::process::Command| -> Value {
@@ -788,7 +697,7 @@ fn wal_stays_bounded_over_many_adds() {
         largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
     }
     // Past the limit by at most what one add writes; 150 adds write ~3 MiB.
-    let limit = orch_shared::db::WAL_TRUNCATE_AT + 128 * 1024;
+    let limit = orch_core::db::WAL_TRUNCATE_AT + 128 * 1024;
     assert!(largest <= limit, "the WAL grew to {largest} bytes");
     let n: i64 = env
         .sql()
@@ -868,20 +777,6 @@ fn a_hundred_processes_open_a_new_file_at_once() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
-}
-
-#[test]
-fn help_and_version() {
-    let env = Env::new();
-    for verb in [
-        "init", "where", "add", "list", "show", "cancel", "start", "done", "fail", "stats",
-    ] {
-        let help = env.ok("orch-queue", &[verb, "--help"]);
-        assert!(help.contains("Example"), "{verb} --help has an example");
-    }
-    assert!(env
-        .ok("orch-queue", &["--version"])
-        .starts_with("orch-queue "));
 }
 
 fn task_ids(env: &Env) -> Vec<i64> {

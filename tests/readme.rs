@@ -1,6 +1,9 @@
-//! The README's examples, executed: every ```console block runs in a fresh
-//! temporary directory with a fresh database, and each `$ ` command's output
-//! must match the lines below it, so the documentation cannot drift.
+//! The documentation's examples, executed: every ```console block of
+//! README.md and of each docs/*.md runs in a fresh temporary directory with a
+//! fresh database, and each `$ ` command's output must match the lines below
+//! it, so the documentation cannot drift. Links between these files must
+//! resolve, and the README's demo (scripts/demo.sh) must leave the user's own
+//! database alone.
 //!
 //! Conventions: a block runs in its own temp directory (the working
 //! directory), with HOME in a temp dir, ORCH_DB set to a fresh file and the
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::bin_dir;
 
-/// One `$ ` command, where it sits in README.md, and what it should print.
+/// One `$ ` command, where it sits in its file, and what it should print.
 #[derive(Debug)]
 struct Example {
     line: usize,
@@ -26,14 +29,15 @@ struct Example {
     expected: Vec<(usize, String)>,
 }
 
-/// One ```console block.
+/// One ```console block, and the file it is in (relative to the repository).
 #[derive(Debug)]
 struct Block {
+    file: String,
     line: usize,
     examples: Vec<Example>,
 }
 
-fn parse(readme: &str) -> Vec<Block> {
+fn parse(file: &str, readme: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
     let mut lines = readme
         .lines()
@@ -45,6 +49,7 @@ fn parse(readme: &str) -> Vec<Block> {
             continue;
         }
         let mut block = Block {
+            file: file.to_string(),
             line: n,
             examples: Vec::new(),
         };
@@ -73,7 +78,7 @@ fn parse(readme: &str) -> Vec<Block> {
                 ex.expected.push((n, line.to_string()));
             } else if !line.trim().is_empty() {
                 panic!(
-                    "README.md:{n}: output before any `$ ` command in the console block of line {}",
+                    "{file}:{n}: output before any `$ ` command in the console block of line {}",
                     block.line
                 );
             }
@@ -295,13 +300,15 @@ fn run_block(block: &Block) -> Vec<String> {
         if let Err(far) = lines_match(&lines, &actual) {
             let at = expected
                 .get(far)
-                .map(|(n, l)| format!("README.md:{n}: `{l}`"))
+                .map(|(n, l)| format!("{}:{n}: `{l}`", block.file))
                 .unwrap_or_else(|| "after the last expected line: more output".to_string());
             failures.push(format!(
-                "README.md:{}: `$ {}` (console block of line {}) printed something else.\nfirst expected line not matched: {at}\n(- expected only, + printed only, README line numbers on the left)\n{}",
+                "{}:{}: `$ {}` (console block of line {}) printed something else.\nfirst expected line not matched: {at}\n(- expected only, + printed only, line numbers of {} on the left)\n{}",
+                block.file,
                 ex.line,
                 ex.command.replace('\n', " \\ "),
                 block.line,
+                block.file,
                 diff(&expected, &actual)
             ));
             // Later commands of the block depend on this one; one report is enough.
@@ -311,30 +318,246 @@ fn run_block(block: &Block) -> Vec<String> {
     failures
 }
 
-fn readme_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// README.md, then every docs/*.md in name order, as paths relative to the root.
+fn documents() -> Vec<String> {
+    let mut docs: Vec<String> = std::fs::read_dir(root().join("docs"))
+        .expect("reading docs/")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".md"))
+        .map(|n| format!("docs/{n}"))
+        .collect();
+    docs.sort();
+    docs.insert(0, "README.md".to_string());
+    docs
+}
+
+fn read(file: &str) -> String {
+    std::fs::read_to_string(root().join(file)).unwrap_or_else(|e| panic!("reading {file}: {e}"))
 }
 
 #[test]
 fn readme_console_blocks_run_as_shown() {
-    let text = std::fs::read_to_string(readme_path()).expect("reading README.md");
-    let blocks = parse(&text);
-    assert!(
-        !blocks.is_empty(),
-        "README.md has no ```console block: its examples would go unchecked"
-    );
-    let commands: usize = blocks.iter().map(|b| b.examples.len()).sum();
-    assert!(
-        commands > 0,
-        "README.md's console blocks hold no `$ ` command"
-    );
+    let mut blocks = Vec::new();
+    for file in documents() {
+        blocks.extend(parse(&file, &read(&file)));
+    }
+    for file in ["README.md", "docs/guide.md"] {
+        assert!(
+            blocks
+                .iter()
+                .any(|b| b.file == file && !b.examples.is_empty()),
+            "{file} has no ```console block with a `$ ` command: its examples would go unchecked"
+        );
+    }
     let failures: Vec<String> = blocks.iter().flat_map(run_block).collect();
     assert!(
         failures.is_empty(),
-        "{} README example(s) do not match what the programs print:\n\n{}",
+        "{} documented example(s) do not match what the programs print:\n\n{}",
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces to `-`.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a Markdown file's headings (outside code blocks).
+fn anchors(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced && line.starts_with('#') {
+            out.push(slug(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+/// The targets of the relative links `[text](target)` outside code blocks and code spans.
+fn relative_links(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut fenced = false;
+    for (n, line) in text.lines().enumerate() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        let mut rest = prose.as_str();
+        while let Some(k) = rest.find("](") {
+            rest = &rest[k + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = &rest[..end];
+            if !target.contains("://") && !target.starts_with("mailto:") {
+                out.push((n + 1, target.to_string()));
+            }
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+#[test]
+fn links_between_readme_and_docs_resolve() {
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in documents() {
+        let text = read(&file);
+        let dir = Path::new(&file).parent().unwrap_or(Path::new(""));
+        for (n, target) in relative_links(&text) {
+            checked += 1;
+            let (path, anchor) = match target.split_once('#') {
+                Some((p, a)) => (p, Some(a)),
+                None => (target.as_str(), None),
+            };
+            let resolved = if path.is_empty() {
+                PathBuf::from(&file)
+            } else {
+                dir.join(path)
+            };
+            if !root().join(&resolved).exists() {
+                broken.push(format!(
+                    "{file}:{n}: `{target}`: no file {}",
+                    resolved.display()
+                ));
+                continue;
+            }
+            if let Some(anchor) = anchor {
+                let target_text =
+                    std::fs::read_to_string(root().join(&resolved)).unwrap_or_default();
+                if !anchors(&target_text).iter().any(|a| a == anchor) {
+                    broken.push(format!(
+                        "{file}:{n}: `{target}`: no heading with anchor #{anchor} in {}",
+                        resolved.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 0,
+        "no relative link found: the check would prove nothing"
+    );
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn link_check_finds_anchors_and_links() {
+    assert_eq!(
+        slug(" Is it set up? What is happening? `orch doctor` and `orch status`"),
+        "is-it-set-up-what-is-happening-orch-doctor-and-orch-status"
+    );
+    assert_eq!(
+        slug(" Run a batch headless (orch-run)"),
+        "run-a-batch-headless-orch-run"
+    );
+    assert_eq!(
+        anchors("# A\n```sh\n# not a heading\n```\n## B c\n"),
+        vec!["a", "b-c"]
+    );
+    assert_eq!(
+        relative_links("see [x](docs/a.md#b) and `[y](no.md)` or [z](https://e.org)\n```\n[w](in-code.md)\n```\n"),
+        vec![(1, "docs/a.md#b".to_string())]
+    );
+}
+
+/// `install.sh --demo` runs scripts/demo.sh with the binaries it installed; run
+/// here with the built ones, it must queue and emit its three tasks in a
+/// database of its own, and leave the user's (per-user, project and ORCH_DB) alone.
+#[test]
+fn install_demo_queues_in_a_temporary_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, project, scratch) = (
+        tmp.path().join("home"),
+        tmp.path().join("project"),
+        tmp.path().join("tmp"),
+    );
+    for d in [&home, &project, &scratch] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let own_db = tmp.path().join("own.db");
+    let mut c = Command::new(root().join("scripts/demo.sh"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ORCH") {
+            c.env_remove(k);
+        }
+    }
+    let out = c
+        .env("ORCH_BIN", bin_dir())
+        .env("ORCH_DB", &own_db)
+        .env("HOME", &home)
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("TMPDIR", &scratch)
+        .current_dir(&project)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running scripts/demo.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stderr}");
+    assert!(stdout.contains("Launch 3 agents in parallel"), "{stdout}");
+    assert_eq!(stdout.matches("orch-task: ").count(), 3, "{stdout}");
+    // Nothing of the user's: no ORCH_DB file, no project or per-user database.
+    assert!(!own_db.exists(), "the demo wrote to ORCH_DB");
+    assert!(
+        !project.join(".orch").exists(),
+        "the demo created a project database"
+    );
+    let in_home: Vec<_> = walk(&home);
+    assert!(in_home.is_empty(), "the demo wrote under HOME: {in_home:?}");
+    // Its own database is in the temporary directory, and says so.
+    let dbs: Vec<PathBuf> = walk(&scratch)
+        .into_iter()
+        .filter(|p| p.ends_with("orch.db"))
+        .collect();
+    assert_eq!(dbs.len(), 1, "{dbs:?}");
+    assert!(
+        stderr.contains(&*dbs[0].to_string_lossy()),
+        "the demo does not say where its tasks are: {stderr}"
+    );
+    let list = Command::new(crate::common::bin("orch-queue"))
+        .args(["list", "--json"])
+        .env("ORCH_DB", &dbs[0])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("{")).count(),
+        3,
+        "{text}"
+    );
+}
+
+/// Every file below `dir`, recursively.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[test]
@@ -378,7 +601,7 @@ fn ellipsis_lines_match_any_number_of_lines() {
 #[test]
 fn parses_blocks_commands_and_continuations() {
     let md = "text\n```console\n$ echo a \\\n  b\na b\n$ true\n```\n```text\n$ not run\n```\n";
-    let blocks = parse(md);
+    let blocks = parse("x.md", md);
     assert_eq!(blocks.len(), 1);
     assert_eq!(blocks[0].line, 2);
     assert_eq!(blocks[0].examples.len(), 2);

@@ -3,18 +3,24 @@
 
 mod common;
 
+mod bad_stdout;
 mod batch;
 mod claude_tasks;
+mod completions;
+mod damaged;
 mod database;
 mod doctor;
 mod emit;
 mod front;
+mod help;
 mod hook;
+mod hostile;
 mod mcp;
 mod msg;
 mod queue;
 mod readme;
 mod run;
+mod status;
 mod stress;
 mod terminal;
 mod verify;

@@ -7,6 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod store;
+pub use store::*;
+
 /// The path of a suite binary built by cargo for this test run.
 pub fn bin(name: &str) -> PathBuf {
     PathBuf::from(match name {
@@ -56,24 +59,22 @@ impl Env {
         self.dir.path().join("home")
     }
 
-    /// A command for `name` with a clean environment: no `ORCH_*`, HOME in the
-    /// temp dir, ORCH_DB set to this env's database, the suite first on PATH.
-    pub fn cmd(&self, name: &str) -> Command {
-        let mut c = Command::new(bin(name));
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("ORCH") {
-                c.env_remove(k);
-            }
-        }
-        c.env_remove("NO_COLOR");
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let mut paths = vec![bin_dir()];
-        paths.extend(std::env::split_paths(&path));
-        c.env("PATH", std::env::join_paths(paths).unwrap());
-        c.env("HOME", self.home());
-        c.env("XDG_DATA_HOME", self.home().join(".local/share"));
-        c.env("ORCH_DB", &self.db);
+    /// A command for `program` with the environment every test runs in:
+    /// [`clean_env`] with HOME in the temp dir, the suite first on PATH, and
+    /// the temp dir as working directory. No `ORCH_DB`.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        clean_env(&mut c, &self.home());
+        c.env("PATH", path_with(&[&bin_dir()]));
         c.current_dir(self.path());
+        c
+    }
+
+    /// A command for the suite binary `name`: [`Env::command`] with ORCH_DB
+    /// set to this env's database and stdin empty.
+    pub fn cmd(&self, name: &str) -> Command {
+        let mut c = self.command(bin(name));
+        c.env("ORCH_DB", &self.db);
         c.stdin(Stdio::null());
         c
     }
@@ -129,6 +130,34 @@ impl Env {
     }
 }
 
+/// The one place a test's environment is cleaned: nothing of the machine the
+/// tests run on reaches the command under test. Removes every `ORCH*`,
+/// `CLAUDE*` and `XDG_*` variable, the display (`DISPLAY`, `WAYLAND_DISPLAY`:
+/// no real clipboard), `TMUX`, `NO_COLOR`; sets HOME to `home` and
+/// XDG_DATA_HOME inside it.
+pub fn clean_env<'a>(c: &'a mut Command, home: &Path) -> &'a mut Command {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if ["ORCH", "CLAUDE", "XDG_"].iter().any(|p| k.starts_with(p)) {
+            c.env_remove(&*k);
+        }
+    }
+    for k in ["DISPLAY", "WAYLAND_DISPLAY", "TMUX", "NO_COLOR"] {
+        c.env_remove(k);
+    }
+    c.env("HOME", home);
+    c.env("XDG_DATA_HOME", home.join(".local/share"));
+    c
+}
+
+/// PATH with `dirs` first, then the PATH the tests run with.
+pub fn path_with(dirs: &[&Path]) -> std::ffi::OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths: Vec<PathBuf> = dirs.iter().map(|d| d.to_path_buf()).collect();
+    paths.extend(std::env::split_paths(&path));
+    std::env::join_paths(paths).unwrap()
+}
+
 /// Asserts the exit code, showing stderr when it differs.
 pub fn assert_code(out: &Output, code: i32) {
     assert_eq!(
@@ -152,6 +181,26 @@ pub fn assert_error(out: &Output, tool: &str) -> String {
     assert!(err.starts_with(&format!("{tool}: error: ")), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     err
+}
+
+/// A command's stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The next commands work: add, batch, emit.
+pub fn next_commands_work(env: &Env) {
+    let id = env.add("dev", "after the storm");
+    assert!(id > 0);
+    let b = env.ok("orch-batch", &["create", "--max", "100000"]);
+    let out = env.ok("orch-emit", &[b.trim(), "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["tasks"].as_array().unwrap().contains(&id.into()));
+}
+
+/// Parses one JSON value.
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
 /// Parses JSON Lines.
