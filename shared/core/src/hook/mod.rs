@@ -493,11 +493,7 @@ fn next_wave(tx: &Transaction, ended: &[i64], cwd: &Option<String>) -> Result<Op
         .or_else(|| std::env::current_dir().ok())
         .unwrap_or_default();
     let agents = AgentIndex::discover(&dir);
-    let calls: Vec<_> = b
-        .tasks
-        .iter()
-        .map(|t| emit::agent_call(t, &agents, None).0)
-        .collect();
+    let (calls, _) = emit::agent_calls(&b.tasks, &agents, &[]);
     Ok(Some(format!(
         "orch: the tasks that waited on the agents that just ended are ready and were put in batch {}. Launch them now, in parallel, as described below.\n\n{}",
         b.id,
