@@ -46,6 +46,7 @@ pub trait Tool: Parser {
 
 /// The whole `main` of a binary: parse, run, report.
 pub fn main<T: Tool>() -> ExitCode {
+    orch_core::child::guard_if_asked();
     let args = T::preprocess(std::env::args_os().collect());
     let cli = match T::try_parse_from(&args) {
         Ok(cli) => cli,
@@ -210,33 +211,30 @@ pub fn ids_text(noun: &str, ids: impl IntoIterator<Item = i64>) -> String {
 /// writing, in its place) or a pipe whose reader is gone. What cannot be seen
 /// in advance (a full disk, `/dev/full`) fails when written.
 pub fn check_stdout() -> anyhow::Result<()> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use rustix::fs::OFlags;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let fd = libc::STDOUT_FILENO;
-    // SAFETY: F_GETFL on a descriptor number only reads its flags.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags == -1 {
+    let stdout = io::stdout();
+    let Ok(flags) = rustix::fs::fcntl_getfl(&stdout) else {
         anyhow::bail!("stdout is closed: nothing was written (the answer would be lost)");
-    }
-    if flags & libc::O_ACCMODE == libc::O_RDWR {
+    };
+    if flags & OFlags::ACCMODE == OFlags::RDWR {
         let null = std::fs::metadata("/dev/null").ok();
-        // SAFETY: an all-zero stat is a valid value for this plain C struct.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `st` is a valid out-pointer.
-        let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
+        let st = rustix::fs::fstat(&stdout).ok();
         let is_null = null.is_some_and(|n| {
-            n.file_type().is_char_device() && ok && st.st_rdev == n.rdev() as libc::dev_t
+            n.file_type().is_char_device() && st.is_some_and(|st| st.st_rdev == n.rdev())
         });
         if is_null {
             anyhow::bail!("stdout is closed: nothing was written (the answer would be lost; send it to /dev/null with >/dev/null)");
         }
     }
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
+    let mut p = [PollFd::new(&stdout, PollFlags::OUT)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    // SAFETY: one valid pollfd, no waiting.
-    if unsafe { libc::poll(&mut p, 1, 0) } == 1 && p.revents & (libc::POLLERR | libc::POLLNVAL) != 0
+    if poll(&mut p, Some(&now)) == Ok(1)
+        && p[0].revents().intersects(PollFlags::ERR | PollFlags::NVAL)
     {
         anyhow::bail!(
             "stdout is a pipe that nobody reads: nothing was written (the answer would be lost)"
@@ -361,8 +359,10 @@ impl Drop for Out {
 /// it, so a reader that stops reading cannot keep the caller waiting longer
 /// than `limit`. Used while holding the write lock (`orch-msg recv`).
 pub fn write_stdout_within(buf: &[u8], limit: std::time::Duration) -> io::Result<()> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use rustix::io::Errno;
     use std::time::Instant;
-    let fd = libc::STDOUT_FILENO;
+    let stdout = io::stdout();
     let deadline = Instant::now() + limit;
     let mut rest = buf;
     while !rest.is_empty() {
@@ -378,41 +378,31 @@ pub fn write_stdout_within(buf: &[u8], limit: std::time::Duration) -> io::Result
                 ),
             ));
         }
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        match unsafe { libc::poll(&mut p, 1, ms) } {
-            -1 => {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            0 => continue,
-            _ => {}
+        let mut p = [PollFd::new(&stdout, PollFlags::OUT)];
+        let wait =
+            Timespec::try_from(left.max(std::time::Duration::from_millis(1))).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            });
+        match poll(&mut p, Some(&wait)) {
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(0) => continue,
+            Ok(_) => {}
         }
-        if p.revents & libc::POLLNVAL != 0 {
-            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        if p[0].revents().contains(PollFlags::NVAL) {
+            return Err(Errno::BADF.into());
         }
         let n = rest.len().min(4096);
-        // SAFETY: `rest` holds at least `n` readable bytes.
-        let w = unsafe { libc::write(fd, rest.as_ptr().cast(), n) };
-        if w < 0 {
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => continue,
-                _ => return Err(e),
-            }
-        }
+        let w = match rustix::io::write(&stdout, &rest[..n]) {
+            Ok(w) => w,
+            Err(Errno::INTR | Errno::AGAIN) => continue,
+            Err(e) => return Err(e.into()),
+        };
         if w == 0 {
             return Err(io::Error::from(io::ErrorKind::WriteZero));
         }
-        rest = &rest[w as usize..];
+        rest = &rest[w..];
     }
     Ok(())
 }

@@ -27,9 +27,13 @@ pub(crate) fn process_alive(pid: i64) -> bool {
     if pid <= 0 {
         return false;
     }
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    }
 }
 
 /// Claims batch `id` for this process in one IMMEDIATE transaction. Refused when
@@ -127,9 +131,9 @@ pub fn stop_leftovers(batch: i64, db_path: &str) -> Vec<i32> {
     let batch = batch.to_string();
     let pids = crate::child::with_environment(&[("ORCH_BATCH_ID", &batch), ("ORCH_DB", db_path)]);
     for &pid in &pids {
-        // SAFETY: kill only sends a signal; the pid was just seen carrying this batch's environment.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
+        // The pid was just seen carrying this batch's environment.
+        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     }
     pids
