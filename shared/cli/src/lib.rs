@@ -75,23 +75,7 @@ fn usage_error(help: &str, e: clap::Error, code: Exit) -> ExitCode {
             code.into()
         }
         _ => {
-            // clap's message and tips, on one line, without its usage block.
-            let text = e.render().to_string();
-            let parts: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-                .filter(|l| !l.is_empty())
-                .collect();
-            let mut msg = String::new();
-            for p in parts {
-                let p = p.trim_start_matches("error: ");
-                match (msg.is_empty(), p.starts_with("tip:")) {
-                    (true, _) => msg.push_str(p),
-                    (false, true) => msg.push_str(&format!(" ({p})")),
-                    (false, false) => msg.push_str(&format!(" {p}")),
-                }
-            }
+            let msg = usage_message(&e);
             let msg = if msg.is_empty() {
                 "bad usage".into()
             } else {
@@ -102,6 +86,133 @@ fn usage_error(help: &str, e: clap::Error, code: Exit) -> ExitCode {
             code.into()
         }
     }
+}
+
+/// A usage error in words, on one line: what is wrong, then clap's tips in
+/// parentheses. Built from the error's kind and context, not from clap's
+/// rendered text; the wording is clap's own.
+fn usage_message(e: &clap::Error) -> String {
+    use clap::error::{ContextKind as K, ContextValue as V, ErrorKind};
+    let get = |k: K| e.get(k);
+    let one = |k: K| match get(k) {
+        Some(V::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let quoted = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let values_list = |name: &str, k: K| match get(k) {
+        Some(V::Strings(v)) if !v.is_empty() => format!(" [{name}: {}]", v.join(", ")),
+        _ => String::new(),
+    };
+    let arg = one(K::InvalidArg);
+    let value = one(K::InvalidValue);
+    let mut msg = match (e.kind(), arg, value) {
+        (ErrorKind::ArgumentConflict, _, _) => {
+            let prior = get(K::PriorArg);
+            let (head, prior) = match (arg, one(K::InvalidSubcommand)) {
+                (Some(a), _) if prior == Some(&V::String(a.to_string())) => (
+                    format!("the argument '{a}' cannot be used multiple times"),
+                    None,
+                ),
+                (Some(a), _) => (format!("the argument '{a}' cannot be used with"), prior),
+                (None, Some(sub)) => (format!("the subcommand '{sub}' cannot be used with"), prior),
+                (None, None) => ("an argument cannot be used with".to_string(), prior),
+            };
+            match prior {
+                Some(V::Strings(v)) => format!("{head}: {}", v.join(" ")),
+                Some(V::String(v)) => format!("{head} '{v}'"),
+                Some(_) => format!("{head} one or more of the other specified arguments"),
+                None => head,
+            }
+        }
+        (ErrorKind::NoEquals, Some(a), _) => {
+            format!("equal sign is needed when assigning values to '{a}'")
+        }
+        (ErrorKind::InvalidValue, Some(a), Some("")) => format!(
+            "a value is required for '{a}' but none was supplied{}",
+            values_list("possible values", K::ValidValue)
+        ),
+        (ErrorKind::InvalidValue, Some(a), Some(v)) => format!(
+            "invalid value '{v}' for '{a}'{}",
+            values_list("possible values", K::ValidValue)
+        ),
+        (ErrorKind::InvalidSubcommand, _, _) if one(K::InvalidSubcommand).is_some() => {
+            format!(
+                "unrecognized subcommand '{}'",
+                one(K::InvalidSubcommand).unwrap_or_default()
+            )
+        }
+        (ErrorKind::MissingRequiredArgument, _, _) => match get(K::InvalidArg) {
+            Some(V::Strings(v)) => format!(
+                "the following required arguments were not provided: {}",
+                v.join(" ")
+            ),
+            _ => "a required argument was not provided".to_string(),
+        },
+        (ErrorKind::MissingSubcommand, _, _) => format!(
+            "'{}' requires a subcommand but one was not provided{}",
+            one(K::InvalidSubcommand).unwrap_or_default(),
+            values_list("subcommands", K::ValidSubcommand)
+        ),
+        (ErrorKind::TooManyValues, Some(a), Some(v)) => {
+            format!("unexpected value '{v}' for '{a}' found; no more were expected")
+        }
+        (ErrorKind::TooFewValues | ErrorKind::WrongNumberOfValues, Some(a), _) => {
+            let n = |k: K| match get(k) {
+                Some(V::Number(n)) => *n,
+                _ => 0,
+            };
+            let actual = n(K::ActualNumValues);
+            let were = if actual > 1 { "were" } else { "was" };
+            match e.kind() {
+                ErrorKind::TooFewValues => format!(
+                    "{} values required by '{a}'; only {actual} {were} provided",
+                    n(K::MinValues)
+                ),
+                _ => format!(
+                    "{} values required for '{a}' but {actual} {were} provided",
+                    n(K::ExpectedNumValues)
+                ),
+            }
+        }
+        (ErrorKind::ValueValidation, Some(a), Some(v)) => match std::error::Error::source(e) {
+            Some(source) => format!("invalid value '{v}' for '{a}': {source}"),
+            None => format!("invalid value '{v}' for '{a}'"),
+        },
+        (ErrorKind::UnknownArgument, Some(a), _) => format!("unexpected argument '{a}' found"),
+        (kind, _, _) => match (kind.as_str(), std::error::Error::source(e)) {
+            (Some(what), _) => what.to_string(),
+            (None, Some(source)) => source.to_string(),
+            (None, None) => "bad usage".to_string(),
+        },
+    };
+    for (k, what) in [
+        (K::SuggestedSubcommand, "subcommand"),
+        (K::SuggestedArg, "argument"),
+        (K::SuggestedValue, "value"),
+    ] {
+        match get(k) {
+            Some(V::String(s)) => msg.push_str(&format!(" (tip: a similar {what} exists: '{s}')")),
+            Some(V::Strings(v)) if v.len() == 1 => {
+                msg.push_str(&format!(" (tip: a similar {what} exists: {})", quoted(v)))
+            }
+            Some(V::Strings(v)) => msg.push_str(&format!(
+                " (tip: some similar {what}s exist: {})",
+                quoted(v)
+            )),
+            _ => {}
+        }
+    }
+    if let Some(V::StyledStrs(tips)) = get(K::Suggested) {
+        for tip in tips {
+            msg.push_str(&format!(" (tip: {})", tip.to_string().trim()));
+        }
+    }
+    msg.replace(['\n', '\r'], " ")
 }
 
 /// The command whose `--help` answers a usage error in `args`: `orch-queue
