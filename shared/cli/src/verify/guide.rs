@@ -52,7 +52,7 @@ pub(super) fn guide(arg: &DbArg, shape: Shape) -> anyhow::Result<Exit> {
     };
     let stdout = io::stdout();
     let mut w = stdout.lock();
-    let (n, sleep) = (shape.n, verify::secs(shape.sleep));
+    let (n, sleep) = (shape.n, orch_core::time::secs_short(shape.sleep));
     writeln!(
         w,
         "{}\n",
