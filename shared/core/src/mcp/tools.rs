@@ -1,6 +1,8 @@
 //! The four tools: their definitions as `tools/list` shows them, and what a
 //! `tools/call` of each does to the queue.
 
+use schemars::generate::SchemaSettings;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -63,20 +65,96 @@ pub const EXECUTE_TOOL: &str = "execute_parallel_batch";
 pub const QUEUE_STATUS_TOOL: &str = "queue_status";
 pub const BATCH_STATUS_TOOL: &str = "batch_status";
 
-const NULLABLE_STRING: [&str; 2] = ["string", "null"];
+/// A tool's arguments, described as they are read.
+struct Input<T>(std::marker::PhantomData<T>);
+/// A tool's structured result, described as it is written.
+struct Output<T>(std::marker::PhantomData<T>);
+
+trait Described {
+    fn settings() -> SchemaSettings;
+    fn schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema;
+}
+
+impl<T: JsonSchema> Described for Input<T> {
+    fn settings() -> SchemaSettings {
+        SchemaSettings::draft2020_12()
+    }
+    fn schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(g)
+    }
+}
+
+impl<T: JsonSchema> Described for Output<T> {
+    fn settings() -> SchemaSettings {
+        SchemaSettings::draft2020_12().for_serialize()
+    }
+    fn schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(g)
+    }
+}
+
+/// The JSON Schema of a tool's arguments or result, derived from the serde
+/// struct that reads or writes them: every subschema inline (no `$defs`),
+/// without `$schema`, titles or formats, which clients do not need.
+fn schema<D: Described>() -> Value {
+    let mut g = D::settings()
+        .with(|s| {
+            s.inline_subschemas = true;
+            s.meta_schema = None;
+        })
+        .into_generator();
+    let mut v = D::schema(&mut g).to_value();
+    strip(&mut v, true);
+    v
+}
+
+/// Drops what a derived schema says beyond the contract clients were given:
+/// titles, integer formats and bounds of i64, the doc comments of Rust types
+/// (descriptions of whole types; those given to fields stay), `null` defaults;
+/// and gives an object without properties an empty `properties`.
+fn strip(v: &mut Value, root: bool) {
+    match v {
+        Value::Object(m) => {
+            m.remove("title");
+            m.remove("format");
+            m.remove("$schema");
+            if root || m.contains_key("enum") {
+                m.remove("description");
+            }
+            // An optional argument's default is its absence, not null.
+            if m.get("default") == Some(&Value::Null) {
+                m.remove("default");
+            }
+            if root && m.get("type") == Some(&json!("object")) && !m.contains_key("properties") {
+                m.insert("properties".into(), json!({}));
+            }
+            if m.get("type") == Some(&json!("integer")) {
+                // schemars bounds i64 by its range; the contract has no such bounds.
+                for k in ["minimum", "maximum"] {
+                    if m.get(k)
+                        .and_then(Value::as_f64)
+                        .is_some_and(|x| x.abs() > 1e15)
+                    {
+                        m.remove(k);
+                    }
+                }
+            }
+            if let Some(Value::Object(props)) = m.get_mut("properties") {
+                for p in props.values_mut() {
+                    strip(p, false);
+                }
+            }
+            if let Some(items) = m.get_mut("items") {
+                strip(items, true);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| strip(x, false)),
+        _ => {}
+    }
+}
 
 /// The four tools, with the descriptions the model reads.
 pub fn tools() -> Vec<ToolDef> {
-    let task_brief = json!({
-        "type": "object",
-        "properties": {
-            "id": { "type": "integer" },
-            "agent": { "type": "string" },
-            "description": { "type": "string" },
-            "priority": { "type": "integer" }
-        },
-        "required": ["id", "agent", "description", "priority"]
-    });
     vec![
         ToolDef {
             name: QUEUE_TOOL,
@@ -84,46 +162,8 @@ pub fn tools() -> Vec<ToolDef> {
             description: "Queue one task for a Claude Code sub-agent; it will be launched later, in parallel \
 with the other queued tasks. Call this once per task, then call execute_parallel_batch ONCE to launch every \
 ready task at the same time. Nothing runs until then. Returns the new task's id and how many tasks are ready.",
-            input_schema: json!({
-                "type": "object",
-                "properties": {
-                    "agent": {
-                        "type": "string",
-                        "description": "The sub-agent type that does the task: one defined in a .claude/agents/ file (with a name and a description), or a built-in one (general-purpose, Explore, Plan, statusline-setup, claude); names match ignoring case, spaces, dashes and underscores. 1-64 of A-Z a-z 0-9 _ . - ; an unknown type runs as general-purpose with the name given in its prompt.",
-                        "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
-                    },
-                    "task": {
-                        "type": "string",
-                        "description": "The complete, self-contained instructions for the agent: it sees nothing else of this conversation. At most 1 MiB.",
-                        "minLength": 1
-                    },
-                    "description": {
-                        "type": "string",
-                        "description": "3-5 words summing up the task, shown while the agent runs. Default: the task's first words.",
-                        "maxLength": task::MAX_DESCRIPTION
-                    },
-                    "priority": {
-                        "type": "integer",
-                        "description": "Higher goes first when more tasks are ready than one batch takes. Default 0."
-                    },
-                    "after": {
-                        "type": "array",
-                        "items": { "type": "integer", "minimum": 1 },
-                        "description": "Ids of existing tasks that must be done before this one becomes ready."
-                    }
-                },
-                "required": ["agent", "task"],
-                "additionalProperties": false
-            }),
-            output_schema: json!({
-                "type": "object",
-                "properties": {
-                    "task": { "type": "integer", "description": "The new task's id" },
-                    "ready": { "type": "integer", "description": "How many tasks are ready to launch now" },
-                    "next": { "type": "string", "description": "What to do next" }
-                },
-                "required": ["task", "ready", "next"]
-            }),
+            input_schema: schema::<Input<QueueArgs>>(),
+            output_schema: schema::<Output<Queued>>(),
             annotations: Annotations::writes("Queue a parallel agent task"),
         },
         ToolDef {
@@ -135,42 +175,8 @@ Agent calls in ONE assistant message, each object used unchanged as the input of
 tool call or text in that message, and wait for all of them: Agent calls sent in separate messages run one after \
 another, not in parallel. Each task is handed out once; a later call batches only tasks that became ready since. \
 Returns an error result when no task is ready.",
-            input_schema: json!({
-                "type": "object",
-                "properties": {
-                    "max": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "default": DEFAULT_MAX,
-                        "description": "At most this many tasks in the batch (default 10, a size that is easy to review)."
-                    }
-                },
-                "additionalProperties": false
-            }),
-            output_schema: json!({
-                "type": "object",
-                "properties": {
-                    "instruction": { "type": "string", "description": "How to launch the calls: follow it" },
-                    "batch": { "type": "integer", "description": "The batch id (for batch_status)" },
-                    "tool": { "type": "string", "const": AGENT_TOOL },
-                    "tasks": { "type": "array", "items": { "type": "integer" }, "description": "Task ids, in the order of calls" },
-                    "calls": {
-                        "type": "array",
-                        "description": "The Agent tool call inputs, all to be sent in one message",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "description": { "type": "string" },
-                                "prompt": { "type": "string" },
-                                "subagent_type": { "type": "string" }
-                            },
-                            "required": ["description", "prompt"],
-                            "additionalProperties": false
-                        }
-                    }
-                },
-                "required": ["instruction", "batch", "tool", "tasks", "calls"]
-            }),
+            input_schema: schema::<Input<ExecuteArgs>>(),
+            output_schema: schema::<Output<Launch<'static>>>(),
             annotations: Annotations::writes("Launch the ready tasks in parallel"),
         },
         ToolDef {
@@ -178,23 +184,8 @@ Returns an error result when no task is ready.",
             title: "Queue status",
             description: "Read-only. Count the tasks by status (queued, ready, batched, running, done, failed, \
 cancelled) and list the ready ones: what execute_parallel_batch would take next. Changes nothing.",
-            input_schema: json!({ "type": "object", "properties": {}, "additionalProperties": false }),
-            output_schema: json!({
-                "type": "object",
-                "properties": {
-                    "queued": { "type": "integer" },
-                    "ready": { "type": "integer" },
-                    "batched": { "type": "integer" },
-                    "running": { "type": "integer" },
-                    "done": { "type": "integer" },
-                    "failed": { "type": "integer" },
-                    "cancelled": { "type": "integer" },
-                    "total": { "type": "integer" },
-                    "blocked": { "type": "integer", "description": "Queued tasks that wait for a failed or cancelled task (absent when none)" },
-                    "ready_tasks": { "type": "array", "items": task_brief }
-                },
-                "required": ["queued", "ready", "batched", "running", "done", "failed", "cancelled", "total", "ready_tasks"]
-            }),
+            input_schema: schema::<Input<NoArgs>>(),
+            output_schema: schema::<Output<QueueStatus>>(),
             annotations: Annotations::reads("Queue status"),
         },
         ToolDef {
@@ -203,40 +194,8 @@ cancelled) and list the ready ones: what execute_parallel_batch would take next.
             description: "Read-only. Show one batch: each task's status (batched, running, done, failed, \
 cancelled), start and end time, and its result or error (clipped to 4000 characters), as recorded by orch's \
 hooks or orch-queue. Changes nothing.",
-            input_schema: json!({
-                "type": "object",
-                "properties": {
-                    "batch": { "type": "integer", "minimum": 1, "description": "The batch id that execute_parallel_batch returned" }
-                },
-                "required": ["batch"],
-                "additionalProperties": false
-            }),
-            output_schema: json!({
-                "type": "object",
-                "properties": {
-                    "batch": { "type": "integer" },
-                    "created_at": { "type": "string" },
-                    "emitted_at": { "type": NULLABLE_STRING },
-                    "tasks": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "id": { "type": "integer" },
-                                "agent": { "type": "string" },
-                                "description": { "type": "string" },
-                                "status": { "type": "string", "enum": Status::ALL.map(Status::as_str) },
-                                "started_at": { "type": NULLABLE_STRING },
-                                "finished_at": { "type": NULLABLE_STRING },
-                                "result": { "type": NULLABLE_STRING },
-                                "error": { "type": NULLABLE_STRING }
-                            },
-                            "required": ["id", "agent", "description", "status", "started_at", "finished_at", "result", "error"]
-                        }
-                    }
-                },
-                "required": ["batch", "created_at", "emitted_at", "tasks"]
-            }),
+            input_schema: schema::<Input<BatchArgs>>(),
+            output_schema: schema::<Output<BatchStatus>>(),
             annotations: Annotations::reads("Batch status"),
         },
     ]
@@ -329,25 +288,50 @@ fn args_for<T: serde::de::DeserializeOwned>(
         .map_err(|e| emit::explain_name(format!("bad arguments for {tool}: {e}")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct QueueArgs {
+    #[schemars(
+        description = "The sub-agent type that does the task: one defined in a .claude/agents/ file (with a name and a description), or a built-in one (general-purpose, Explore, Plan, statusline-setup, claude); names match ignoring case, spaces, dashes and underscores. 1-64 of A-Z a-z 0-9 _ . - ; an unknown type runs as general-purpose with the name given in its prompt.",
+        regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+    )]
     agent: String,
+    #[schemars(
+        description = "The complete, self-contained instructions for the agent: it sees nothing else of this conversation. At most 1 MiB.",
+        length(min = 1)
+    )]
     task: String,
     #[serde(default)]
+    #[schemars(
+        with = "String",
+        description = "3-5 words summing up the task, shown while the agent runs. Default: the task's first words.",
+        length(max = task::MAX_DESCRIPTION)
+    )]
     description: Option<String>,
     #[serde(default)]
+    #[schemars(
+        with = "i64",
+        description = "Higher goes first when more tasks are ready than one batch takes. Default 0."
+    )]
     priority: Option<i64>,
     #[serde(default)]
+    #[schemars(
+        with = "Vec<i64>",
+        inner(range(min = 1)),
+        description = "Ids of existing tasks that must be done before this one becomes ready."
+    )]
     after: Option<Vec<i64>>,
 }
 
 /// `queue_parallel_task`'s structured result. Claude Code shows the model only
 /// the structured content of a result that has one, so what to do next is in it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct Queued {
+    #[schemars(description = "The new task's id")]
     task: i64,
+    #[schemars(description = "How many tasks are ready to launch now")]
     ready: i64,
+    #[schemars(description = "What to do next")]
     next: String,
 }
 
@@ -413,17 +397,24 @@ fn queue_task(state: &mut State, a: QueueArgs) -> Result<CallResult, String> {
 
 /// `execute_parallel_batch`'s structured result: the instruction (Claude Code
 /// shows the model only this JSON, not the text content) and the batch.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct Launch<'a> {
+    #[schemars(description = "How to launch the calls: follow it")]
     instruction: String,
     #[serde(flatten)]
     batch: JsonBatch<'a>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ExecuteArgs {
     #[serde(default)]
+    #[schemars(
+        with = "i64",
+        range(min = 1),
+        extend("default" = DEFAULT_MAX),
+        description = "At most this many tasks in the batch (default 10, a size that is easy to review)."
+    )]
     max: Option<i64>,
 }
 
@@ -485,12 +476,12 @@ fn execute_batch(state: &mut State, a: ExecuteArgs) -> Result<CallResult, String
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NoArgs {}
 
 /// A task in a list of ready ones.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct TaskBrief {
     id: i64,
     agent: String,
@@ -498,7 +489,7 @@ struct TaskBrief {
     priority: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct QueueStatus {
     #[serde(flatten)]
     stats: task::Stats,
@@ -550,13 +541,17 @@ fn queue_status(state: &mut State, _: NoArgs) -> Result<CallResult, String> {
     CallResult::ok(text, QueueStatus { stats, ready_tasks })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchArgs {
+    #[schemars(
+        range(min = 1),
+        description = "The batch id that execute_parallel_batch returned"
+    )]
     batch: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct BatchTask {
     id: i64,
     agent: String,
@@ -568,7 +563,7 @@ struct BatchTask {
     error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct BatchStatus {
     batch: i64,
     created_at: String,
