@@ -28,3 +28,4 @@ mod paste;
 mod run;
 mod stress;
 mod terminal;
+mod workflow;
