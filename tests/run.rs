@@ -361,9 +361,7 @@ fn sigint_stops_every_child_and_leaves_no_task_running() {
         .map(|p| std::fs::read_to_string(p).unwrap().trim().parse().unwrap())
         .collect();
     assert!(procs.iter().all(|&p| !dead(p)));
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
+    signal(&child, rustix::process::Signal::INT);
     let status = wait_for(&mut child, Duration::from_secs(10)).expect("orch-run did not stop");
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
@@ -868,10 +866,13 @@ fn all_gone(pids: &[i32], limit: Duration) -> bool {
     false
 }
 
+pub(crate) fn signal(child: &Child, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_child(child);
+    rustix::process::kill_process(pid, sig).unwrap();
+}
+
 fn sigkill(child: &mut Child) {
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
+    signal(child, rustix::process::Signal::KILL);
     child.wait().unwrap();
 }
 

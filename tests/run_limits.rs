@@ -443,9 +443,7 @@ fn issue14_a_sigkilled_runner_is_taken_over_and_every_task_is_done_exactly_once(
         .spawn()
         .unwrap();
     until_running(&env, 2);
-    unsafe {
-        libc::kill(first.id() as i32, libc::SIGKILL);
-    }
+    crate::run::signal(&first, rustix::process::Signal::KILL);
     first.wait().unwrap();
     let out = out_of(&mut orch_run(&env, &[&b, "--agent", "claude"]));
     assert_code(&out, 0);
@@ -486,12 +484,7 @@ fn issue14_a_sigkilled_runner_is_taken_over_and_every_task_is_done_exactly_once(
 fn issue14_a_reused_pid_does_not_keep_the_batch_locked_and_a_live_lease_does() {
     let env = Env::new();
     let (b, ids) = batch_of(&env, &["say=a"]);
-    let host = {
-        let mut buf = [0u8; 256];
-        unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-        let end = buf.iter().position(|&x| x == 0).unwrap();
-        String::from_utf8_lossy(&buf[..end]).replace(':', "_")
-    };
+    let host = orch_core::lease::hostname();
     // The holder's pid is alive (this test), but it started at another time:
     // a reused pid. Its lease has not expired.
     let me = std::process::id();
@@ -683,9 +676,7 @@ fn issue14_a_task_waiting_for_its_retry_shows_when_it_is_due() {
     assert!(list.contains("(retry due "), "{list}");
     // orch-run waits, counting down; stopped, it puts the task back in the
     // queue, still not due.
-    unsafe {
-        libc::kill(c.id() as i32, libc::SIGTERM);
-    }
+    crate::run::signal(&c, rustix::process::Signal::TERM);
     let out = c.wait_with_output().unwrap();
     assert_code(&out, 130);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -2,9 +2,7 @@
 //! the fix. Reads only: it never creates or changes a database or a setting.
 
 use std::collections::BTreeSet;
-use std::ffi::CString;
 use std::io::{IsTerminal, Read};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -180,8 +178,7 @@ pub fn output_within(program: &Path, args: &[&str], timeout: Duration) -> Result
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    orch_core::child::contain(&mut cmd);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run it: {e}"))?;
+    let mut child = orch_core::child::spawn(&mut cmd).map_err(|e| format!("cannot run it: {e}"))?;
     let group = child.id() as i32;
     let mut stdout = child.stdout.take();
     let reader = std::thread::spawn(move || {
@@ -327,9 +324,8 @@ fn mode(p: &Path) -> Option<u32> {
         .map(|m| m.permissions().mode() & 0o777)
 }
 
-fn access(p: &Path, how: libc::c_int) -> bool {
-    CString::new(p.as_os_str().as_bytes())
-        .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), how) } == 0)
+fn access(p: &Path, how: rustix::fs::Access) -> bool {
+    rustix::fs::access(p, how).is_ok()
 }
 
 /// The database in use, why, its permissions and schema; never creates it.
@@ -371,7 +367,11 @@ pub fn database(flag: Option<&Path>) -> Check {
                 .ancestors()
                 .find(|a| a.exists())
                 .unwrap_or(Path::new("/"));
-            return if existing.is_dir() && access(existing, libc::W_OK | libc::X_OK) {
+            return if existing.is_dir()
+                && access(
+                    existing,
+                    rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+                ) {
                 Check::new(
                     "database",
                     true,
@@ -439,7 +439,10 @@ pub fn database(flag: Option<&Path>) -> Check {
         .fix(format!("chmod 600 {}", files.join(" ")))
         .path(path);
     }
-    if !access(path, libc::R_OK | libc::W_OK) {
+    if !access(
+        path,
+        rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+    ) {
         return Check::new(
             "database",
             true,

@@ -287,10 +287,6 @@ fn join_ids(ids: &[i64]) -> String {
         .join(", ")
 }
 
-fn secs(ms: i64) -> String {
-    format!("{:.2} s", ms as f64 / 1000.0)
-}
-
 fn print_summary(batch: i64, s: &RunSummary) {
     let done = s
         .records
@@ -303,8 +299,8 @@ fn print_summary(batch: i64, s: &RunSummary) {
     if !s.records.is_empty() {
         line.push_str(&format!(
             " in {} (serial {}, speedup {:.1}x, peak {} at once)",
-            secs(a.wall_ms),
-            secs(a.serial_ms),
+            orch_core::time::secs(a.wall_ms),
+            orch_core::time::secs(a.serial_ms),
             a.speedup,
             a.peak
         ));
@@ -459,7 +455,7 @@ impl RunProgress {
 }
 
 fn finished_line(r: &Record, done: &mut usize, failed: &mut usize) -> String {
-    let took = secs(r.duration_ms);
+    let took = orch_core::time::secs(r.duration_ms);
     let class = r.error_class.map(|c| format!(" ({c})")).unwrap_or_default();
     if let Some(at) = r.retry_ms {
         return format!(

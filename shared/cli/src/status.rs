@@ -404,17 +404,8 @@ fn watch_loop(path: &Path, source: Source, json: bool) -> anyhow::Result<Exit> {
 }
 
 fn terminal_rows() -> usize {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ fills the struct we pass; on failure it is left zeroed.
-    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-    if ok && ws.ws_row > 0 {
-        ws.ws_row as usize
-    } else {
-        24
+    match terminal_size::terminal_size_of(std::io::stdout()) {
+        Some((_, terminal_size::Height(rows))) if rows > 0 => rows as usize,
+        _ => 24,
     }
 }

@@ -356,47 +356,35 @@ pub fn human_time(s: &str, now: i64) -> Option<i64> {
     Some(at * 1000)
 }
 
+/// The zone civil times are read in: UTC, or this machine's local zone.
+fn zone(utc: bool) -> jiff::tz::TimeZone {
+    if utc {
+        jiff::tz::TimeZone::UTC
+    } else {
+        jiff::tz::TimeZone::system()
+    }
+}
+
 /// (year, month, day) of epoch second `s`, in UTC or local time.
 fn civil(s: i64, utc: bool) -> (i32, u32, u32) {
-    // SAFETY: gmtime_r/localtime_r write into the tm we own.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let t = s as libc::time_t;
-    unsafe {
-        if utc {
-            libc::gmtime_r(&t, &mut tm);
-        } else {
-            libc::localtime_r(&t, &mut tm);
-        }
-    }
-    (tm.tm_year + 1900, (tm.tm_mon + 1) as u32, tm.tm_mday as u32)
+    let Ok(t) = jiff::Timestamp::from_second(s) else {
+        return (1970, 1, 1);
+    };
+    let d = t.to_zoned(zone(utc)).date();
+    (i32::from(d.year()), d.month() as u32, d.day() as u32)
 }
 
 /// Epoch seconds of a civil time, in UTC or local time.
 fn to_epoch(y: i32, mo: u32, d: u32, h: u32, m: u32, utc: bool) -> Option<i64> {
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
-        return None;
-    }
-    if utc {
-        // Days from civil (Howard Hinnant's algorithm).
-        let y = i64::from(y) - i64::from(mo <= 2);
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (i64::from(mo) + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146_097 + doe - 719_468;
-        return Some(days * 86_400 + i64::from(h) * 3600 + i64::from(m) * 60);
-    }
-    // SAFETY: mktime reads and normalises the tm we own.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo as i32 - 1;
-    tm.tm_mday = d as i32;
-    tm.tm_hour = h as i32;
-    tm.tm_min = m as i32;
-    tm.tm_isdst = -1;
-    let t = unsafe { libc::mktime(&mut tm) };
-    (t != -1).then_some(t as i64)
+    let date = jiff::civil::Date::new(
+        i16::try_from(y).ok()?,
+        i8::try_from(mo).ok()?,
+        i8::try_from(d).ok()?,
+    )
+    .ok()?;
+    let dt = date.at(i8::try_from(h).ok()?, i8::try_from(m).ok()?, 0, 0);
+    let z = dt.to_zoned(zone(utc)).ok()?;
+    Some(z.timestamp().as_second())
 }
 
 /// The delay before retry number `n` (1-based) with full jitter: uniform in

@@ -12,14 +12,15 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 
 /// This machine's name.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return "localhost".into();
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .replace(':', "_");
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
     }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).replace(':', "_")
 }
 
 /// The start time of process `pid` (clock ticks since boot), from /proc.

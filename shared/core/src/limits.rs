@@ -106,13 +106,13 @@ pub fn describe(p: &Pause) -> String {
 
 /// HH:MM:SS of `ms` in local time.
 pub fn hhmm(ms: i64) -> String {
-    // SAFETY: localtime_r writes into the tm we own.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let t = (ms / 1000) as libc::time_t;
-    unsafe {
-        libc::localtime_r(&t, &mut tm);
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => {
+            let z = t.to_zoned(jiff::tz::TimeZone::system());
+            format!("{:02}:{:02}:{:02}", z.hour(), z.minute(), z.second())
+        }
+        Err(_) => "??:??:??".into(),
     }
-    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
 }
 
 /// The most agents running at once on this database, if set.

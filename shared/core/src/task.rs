@@ -16,7 +16,7 @@ pub const MAX_PROMPT: usize = 1 << 20;
 pub const MAX_DESCRIPTION: usize = 100;
 
 /// Where a task is in its life. It only ever moves forward (SPEC §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Queued,
@@ -1138,7 +1138,7 @@ pub fn finish_in(tx: &Transaction, id: i64, o: Outcome) -> Result<()> {
 }
 
 /// Counts by status, plus how many queued tasks are ready.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Stats {
     pub queued: i64,
     pub ready: i64,
@@ -1151,6 +1151,9 @@ pub struct Stats {
     /// Queued tasks that can never become ready (see [`blocked_in`]); left
     /// out of the JSON when there are none.
     #[serde(skip_serializing_if = "is_zero")]
+    #[schemars(
+        description = "Queued tasks that wait for a failed or cancelled task (absent when none)"
+    )]
     pub blocked: i64,
 }
 

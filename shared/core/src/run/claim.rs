@@ -276,9 +276,9 @@ pub fn stop_leftovers(batch: i64, db_path: &str) -> Vec<i32> {
     let batch = batch.to_string();
     let pids = crate::child::with_environment(&[("ORCH_BATCH_ID", &batch), ("ORCH_DB", db_path)]);
     for &pid in &pids {
-        // SAFETY: kill only sends a signal; the pid was just seen carrying this batch's environment.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
+        // The pid was just seen carrying this batch's environment.
+        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     }
     pids

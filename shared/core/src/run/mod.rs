@@ -213,20 +213,17 @@ fn spawn_reader(
 /// True once `pid` has exited; the zombie is left in place (WNOWAIT), so its
 /// process group id cannot be reused before the group is killed and it is reaped.
 fn has_exited(pid: i32) -> bool {
-    // SAFETY: waitid writes only into `info`, which is zeroed first as WNOHANG requires.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let r = libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        );
-        if r != 0 {
-            // ECHILD (already reaped elsewhere) counts as exited; EINTR means look again later.
-            return std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR);
-        }
-        info.si_pid() != 0
+    use rustix::process::{waitid, WaitId, WaitIdOptions};
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return true;
+    };
+    match waitid(
+        WaitId::Pid(pid),
+        WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+    ) {
+        Ok(status) => status.is_some(),
+        // ECHILD (already reaped elsewhere) counts as exited; EINTR means look again later.
+        Err(e) => e != rustix::io::Errno::INTR,
     }
 }
 
@@ -606,12 +603,11 @@ impl Runner {
             .stderr(Stdio::piped())
             .env("ORCH_TASK_ID", t.id.to_string())
             .env("ORCH_BATCH_ID", batch.to_string());
-        // Its own process group, which dies with orch-run even when orch-run is SIGKILLed.
-        crate::child::contain(&mut cmd);
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
-        match cmd.spawn() {
+        // Its own process group, which dies with orch-run even when orch-run is SIGKILLed.
+        match crate::child::spawn(&mut cmd) {
             Ok(mut child) => {
                 let out = child
                     .stdout
