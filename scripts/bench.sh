@@ -9,7 +9,8 @@
 #   - `orch-batch plan` over 100 000 independent tasks and over a 100 000-step chain;
 #   - peak memory (max RSS) of each binary on these workloads;
 #   - how soon `orch-events --follow` sees a commit (scripts/bench-events.sh);
-# then scripts/bench-run.sh when it exists. Prints one table with the targets.
+# then scripts/bench-limits.sh (slot claim + release; the batcher with 1 000
+# tasks waiting for a retry) and scripts/bench-run.sh when they exist. Prints one table with the targets.
 #
 #   scripts/bench.sh [--quick]      # --quick: fewer runs, 10 000 instead of 100 000
 #
@@ -264,6 +265,10 @@ echo "versions: $(hyperfine --version), sqlite3 $(sqlite3 --version | cut -d' ' 
 echo
 "$root/scripts/bench-events.sh" "$bin"
 
+if [ -x "$root/scripts/bench-limits.sh" ]; then
+    echo
+    ORCH_BIN=$bin RUNS=$([ "$runs" -lt 100 ] && echo 10 || echo 30) "$root/scripts/bench-limits.sh"
+fi
 if [ -x "$root/scripts/bench-run.sh" ]; then
     echo
     "$root/scripts/bench-run.sh"

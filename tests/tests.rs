@@ -5,6 +5,7 @@ mod common;
 
 mod bad_stdout;
 mod batch;
+mod claude_tasks;
 mod completions;
 mod damaged;
 mod database;
@@ -20,7 +21,9 @@ mod msg;
 mod queue;
 mod readme;
 mod run;
+mod run_limits;
 mod status;
 mod stress;
 mod terminal;
 mod verify;
+mod workflow;

@@ -3,6 +3,7 @@
 //! agent calls), and the formats other programs read (emit, MCP, hooks).
 //! Nothing here parses flags or prints for people; `orch-cli` does that.
 
+pub mod attempt;
 pub mod batch;
 pub mod calls;
 pub mod child;
@@ -10,11 +11,14 @@ pub mod claude;
 pub mod clipboard;
 pub mod db;
 pub mod emit;
+pub mod errclass;
 pub mod error;
 pub mod event;
 pub mod hook;
 pub mod intervals;
 pub mod jsonl;
+pub mod lease;
+pub mod limits;
 pub mod mcp;
 pub mod msg;
 pub mod run;
@@ -23,5 +27,6 @@ pub mod tasklog;
 pub mod text;
 pub mod time;
 pub mod verify;
+pub mod workflow;
 
 pub use error::{Error, Exit, Result};

@@ -22,10 +22,12 @@ pub enum Kind {
     SubagentStop,
     UserPromptSubmit,
     Stop,
+    TaskCreated,
+    TaskCompleted,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::PreToolUse,
         Kind::PostToolUse,
         Kind::PostToolUseFailure,
@@ -34,6 +36,8 @@ impl Kind {
         Kind::SubagentStop,
         Kind::UserPromptSubmit,
         Kind::Stop,
+        Kind::TaskCreated,
+        Kind::TaskCompleted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +50,8 @@ impl Kind {
             Kind::SubagentStop => "SubagentStop",
             Kind::UserPromptSubmit => "UserPromptSubmit",
             Kind::Stop => "Stop",
+            Kind::TaskCreated => "TaskCreated",
+            Kind::TaskCompleted => "TaskCompleted",
         }
     }
 
@@ -219,6 +225,20 @@ pub struct SubagentEvent {
     pub last_assistant_message: Option<String>,
     #[serde(default)]
     pub stop_hook_active: Option<bool>,
+    /// `SubagentStop`: the agent's own transcript (JSON Lines).
+    #[serde(default)]
+    pub agent_transcript_path: Option<String>,
+}
+
+/// `TaskCreated` and `TaskCompleted`: a task of Claude Code's native task list.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TaskEvent {
+    pub session_id: String,
+    pub task_id: String,
+    #[serde(default)]
+    pub task_subject: Option<String>,
+    #[serde(default)]
+    pub task_description: Option<String>,
 }
 
 /// `UserPromptSubmit` and `Stop`.
@@ -229,6 +249,9 @@ pub struct TurnEvent {
     pub prompt: Option<String>,
     #[serde(default)]
     pub stop_hook_active: Option<bool>,
+    /// `Stop`: what still runs in the background (agents, workflows, shells).
+    #[serde(default)]
+    pub background_tasks: Vec<super::workflow::BackgroundTask>,
 }
 
 /// `hookSpecificOutput` of `UserPromptSubmit`.
@@ -250,6 +273,21 @@ pub enum Output {
     },
     /// `{"decision": "block", "reason": …}`
     Block { decision: Decision, reason: String },
+    /// PreToolUse: `{"hookSpecificOutput": {"hookEventName": "PreToolUse",
+    /// "permissionDecision": "deny", "permissionDecisionReason": …}}`
+    Deny {
+        #[serde(rename = "hookSpecificOutput")]
+        hook_specific_output: DenyOutput,
+    },
+}
+
+/// `hookSpecificOutput` of a PreToolUse denial.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DenyOutput {
+    pub hook_event_name: String,
+    pub permission_decision: String,
+    pub permission_decision_reason: String,
 }
 
 /// The one decision orch takes.
@@ -265,6 +303,16 @@ impl Output {
             hook_specific_output: SpecificOutput {
                 hook_event_name: event.name().to_string(),
                 additional_context: text,
+            },
+        }
+    }
+
+    pub fn deny(reason: String) -> Output {
+        Output::Deny {
+            hook_specific_output: DenyOutput {
+                hook_event_name: Kind::PreToolUse.name().to_string(),
+                permission_decision: "deny".into(),
+                permission_decision_reason: reason,
             },
         }
     }

@@ -36,6 +36,7 @@
 //! recorded by whoever started it.
 
 pub mod event;
+pub mod workflow;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,7 +79,15 @@ pub struct Config {
     /// [`TASK_ENV`]: the task of the agent this hook runs inside, when orch
     /// started that agent. The hook then stays out of the way.
     pub inside_task: Option<String>,
+    /// How long a hook-tracked agent may go without its end event before it
+    /// is reconciled as lost.
+    pub stale_after: Duration,
 }
+
+/// The default of `--stale-after`.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(2 * 3600);
+/// The lease holder of slots taken by agents in Claude Code sessions.
+pub const SLOT_HOLDER: &str = "hook";
 
 impl Default for Config {
     fn default() -> Self {
@@ -87,6 +96,7 @@ impl Default for Config {
             threshold: DEFAULT_THRESHOLD,
             max: DEFAULT_MAX,
             inside_task: None,
+            stale_after: DEFAULT_STALE_AFTER,
         }
     }
 }
@@ -151,8 +161,27 @@ pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> 
             let Some(db) = open(cfg)? else {
                 return Ok(Reply::Silent);
             };
-            db.write(|tx| tool_event(tx, kind, &ev, &input, response.as_ref(), now))
+            let stale = cfg.stale_after.as_millis() as i64;
+            let denied = db
+                .write(|tx| {
+                    if kind == Kind::PreToolUse {
+                        crate::limits::reconcile_stale_in(tx, now, stale)?;
+                        // With `orch-queue limit` set, a launch past it waits.
+                        let key = format!("{}/{}", ev.session_id, ev.tool_use_id);
+                        if !crate::limits::take_slot_in(tx, SLOT_HOLDER, &key, now + stale)? {
+                            let limit = crate::limits::limit_in(tx)?.unwrap_or(0);
+                            return Ok(Some(limit));
+                        }
+                    }
+                    tool_event(tx, kind, &ev, &input, response.as_ref(), now)?;
+                    Ok(None)
+                })
                 .map_err(busy)?;
+            if let Some(limit) = denied {
+                return Ok(Reply::Print(Output::deny(format!(
+                    "orch: {limit} agents are already running on this project (orch-queue limit {limit}). This call was not run: wait for a running agent to finish, then send this same Agent call again."
+                ))));
+            }
             Ok(Reply::Silent)
         }
         Kind::PostToolBatch => {
@@ -173,9 +202,16 @@ pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> 
             let Some(db) = open(cfg)? else {
                 return Ok(Reply::Silent);
             };
-            db.write(|tx| batch_event(tx, &ev.session_id, &closing, now))
+            let message = db
+                .write(|tx| {
+                    let ended = batch_event(tx, &ev.session_id, &closing, now)?;
+                    next_wave(tx, &ended, &common.cwd)
+                })
                 .map_err(busy)?;
-            Ok(Reply::Silent)
+            Ok(match message {
+                Some(m) => Reply::Print(Output::context(kind, m)),
+                None => Reply::Silent,
+            })
         }
         Kind::SubagentStart | Kind::SubagentStop => {
             let ev: SubagentEvent = serde_json::from_value(value).map_err(|e| bad(&name, e))?;
@@ -183,6 +219,25 @@ pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> 
                 return Ok(Reply::Silent);
             };
             db.write(|tx| subagent_event(tx, kind, &ev, now))
+                .map_err(busy)?;
+            Ok(Reply::Silent)
+        }
+        Kind::TaskCreated | Kind::TaskCompleted => {
+            let ev: event::TaskEvent = serde_json::from_value(value).map_err(|e| bad(&name, e))?;
+            let Some(id) = ev
+                .task_description
+                .as_deref()
+                .and_then(emit::parse_task_marker)
+            else {
+                return Ok(Reply::Silent);
+            };
+            if kind == Kind::TaskCreated {
+                return Ok(Reply::Silent);
+            }
+            let Some(db) = open(cfg)? else {
+                return Ok(Reply::Silent);
+            };
+            db.write(|tx| workflow::native_task_completed(tx, id, &ev, now))
                 .map_err(busy)?;
             Ok(Reply::Silent)
         }
@@ -194,6 +249,14 @@ pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> 
             let Some(db) = open(cfg)? else {
                 return Ok(Reply::Silent);
             };
+            if kind == Kind::Stop
+                && !ev.background_tasks.is_empty()
+                && db.read(|tx| {
+                    workflow::orch_still_running(tx, &ev.session_id, &ev.background_tasks)
+                })?
+            {
+                return Ok(Reply::Silent);
+            }
             let cwd = common
                 .cwd
                 .map(PathBuf::from)
@@ -282,14 +345,37 @@ fn task_status(tx: &Transaction, id: i64) -> Result<Option<Status>> {
 fn start_task(tx: &Transaction, id: i64, at: i64) -> Result<()> {
     if matches!(task_status(tx, id)?, Some(Status::Queued | Status::Batched)) {
         task::start_in(tx, id, Some(at))?;
+        crate::attempt::begin_in(tx, id, SOURCE_TOOL, at)?;
     }
     Ok(())
 }
 
 /// Finishes a task unless it already finished (a hook does not argue).
 fn finish_task(tx: &Transaction, id: i64, o: Outcome) -> Result<()> {
+    finish_task_with(tx, id, o, crate::attempt::Metrics::default())
+}
+
+/// [`finish_task`], with what the Agent tool's response said the run took.
+fn finish_task_with(
+    tx: &Transaction,
+    id: i64,
+    o: Outcome,
+    metrics: crate::attempt::Metrics,
+) -> Result<()> {
     match task_status(tx, id)? {
-        Some(s) if !s.is_final() => task::finish_in(tx, id, o),
+        Some(s) if !s.is_final() => {
+            let end = crate::attempt::End {
+                ok: o.ok,
+                class: (!o.ok).then_some(crate::errclass::Class::AgentError),
+                error: o.error.clone(),
+                exit_code: o.exit_code,
+                at: o.at.unwrap_or_else(now_ms),
+                metrics,
+                ..Default::default()
+            };
+            task::finish_in(tx, id, o)?;
+            crate::attempt::end_in(tx, id, SOURCE_TOOL, &end)
+        }
         _ => Ok(()),
     }
 }
@@ -338,6 +424,7 @@ fn tool_event(
             }
         }
         Kind::PostToolUseFailure => {
+            free_slot(tx, &ev.session_id, &ev.tool_use_id, None)?;
             let duration = ev.duration_ms.map(|d| d as i64);
             call.started_at = duration.map(|d| now - d);
             call.finished_at = Some(now);
@@ -366,6 +453,19 @@ fn tool_event(
             let r = response.cloned().unwrap_or_default();
             let launch = r.launch();
             let launched = launch != Launch::Completed;
+            if launched {
+                // A background agent holds its slot until its SubagentStop.
+                if let Some(agent) = &r.agent_id {
+                    crate::limits::rekey_in(
+                        tx,
+                        SLOT_HOLDER,
+                        &format!("{}/{}", ev.session_id, ev.tool_use_id),
+                        &format!("{}/{}", ev.session_id, agent),
+                    )?;
+                }
+            } else {
+                free_slot(tx, &ev.session_id, &ev.tool_use_id, r.agent_id.as_deref())?;
+            }
             let duration = ev.duration_ms.or(r.total_duration_ms).map(|d| d as i64);
             call.started_at = duration.map(|d| now - d).or(Some(now));
             call.status = Some(launch.call_status());
@@ -398,7 +498,12 @@ fn tool_event(
                 if launched {
                     start_task(tx, id, call.started_at.unwrap_or(now))?;
                 } else {
-                    finish_task(tx, id, completed(&r, now))?;
+                    let metrics = ev
+                        .tool_response
+                        .as_ref()
+                        .map(crate::attempt::Metrics::from_agent_response)
+                        .unwrap_or_default();
+                    finish_task_with(tx, id, completed(&r, now), metrics)?;
                 }
             }
         }
@@ -412,7 +517,8 @@ fn batch_event(
     session: &str,
     calls: &[(String, AgentResponse)],
     now: i64,
-) -> Result<()> {
+) -> Result<Vec<i64>> {
+    let mut ended = Vec::new();
     for (call_id, r) in calls {
         let open = calls::open_call(tx, session, call_id)?;
         let Some((task_id, status)) = open else {
@@ -430,11 +536,68 @@ fn batch_event(
             finish_task(tx, id, completed(r, now))?;
         }
     }
+    // Every task of the group's Agent calls that has ended by now.
+    for (call_id, _) in calls {
+        if let Some(id) = calls::task_of(tx, session, call_id)? {
+            if task_status(tx, id)?.is_some_and(|s| s.is_final()) && !ended.contains(&id) {
+                ended.push(id);
+            }
+        }
+    }
+    Ok(ended)
+}
+
+/// PostToolBatch's hand-over: the tasks that `ended` made ready, batched,
+/// and the message that launches them.
+fn next_wave(tx: &Transaction, ended: &[i64], cwd: &Option<String>) -> Result<Option<String>> {
+    let ready = task::ready_after_in(tx, ended)?;
+    if ready.is_empty() {
+        return Ok(None);
+    }
+    let b = batch::create_of_in(tx, &ready)?;
+    batch::mark_emitted_in(tx, b.id)?;
+    let dir = cwd
+        .as_deref()
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_default();
+    let agents = AgentIndex::discover(&dir);
+    let (calls, _) = emit::agent_calls(&b.tasks, &agents, &[]);
+    Ok(Some(format!(
+        "orch: the tasks that waited on the agents that just ended are ready and were put in batch {}. Launch them now, in parallel, as described below.\n\n{}",
+        b.id,
+        emit::render_claude(&calls)
+    )))
+}
+
+/// Gives back the slot of a finished Agent call: its own, unless the
+/// agent's SubagentStop already gave one back.
+fn free_slot(tx: &Transaction, session: &str, call: &str, agent: Option<&str>) -> Result<()> {
+    if let Some(a) = agent {
+        if calls::ended(tx, session, a, SOURCE_SUBAGENT)? {
+            return Ok(());
+        }
+    }
+    crate::limits::release_in(tx, SLOT_HOLDER, &format!("{session}/{call}"))?;
     Ok(())
+}
+
+/// SubagentStop: the agent's slot is free (its own when it was a background
+/// agent, else the session's oldest: the Agent call's PostToolUse, which
+/// names the agent, comes after).
+fn stop_slot(tx: &Transaction, session: &str, agent: &str) -> Result<()> {
+    if crate::limits::release_in(tx, SLOT_HOLDER, &format!("{session}/{agent}"))? {
+        return Ok(());
+    }
+    crate::limits::release_oldest_in(tx, SLOT_HOLDER, &format!("{session}/"))
 }
 
 fn subagent_event(tx: &Transaction, kind: Kind, ev: &SubagentEvent, now: i64) -> Result<()> {
     let start = kind == Kind::SubagentStart;
+    if !start && !calls::ended(tx, &ev.session_id, &ev.agent_id, SOURCE_SUBAGENT)? {
+        stop_slot(tx, &ev.session_id, &ev.agent_id)?;
+    }
     calls::record(
         tx,
         &NewCall {
@@ -454,7 +617,15 @@ fn subagent_event(tx: &Transaction, kind: Kind, ev: &SubagentEvent, now: i64) ->
     }
     // A background agent: its task and its launched Agent call end now.
     let Some(id) = calls::task_of(tx, &ev.session_id, &ev.agent_id)? else {
-        return Ok(());
+        // No Agent call accounts for it: a workflow's agent, tied by its transcript.
+        return workflow::workflow_agent_stop(
+            tx,
+            &ev.session_id,
+            &ev.agent_id,
+            ev.agent_transcript_path.as_deref(),
+            ev.last_assistant_message.as_deref(),
+            now,
+        );
     };
     calls::finish_launched(tx, &ev.session_id, id, SOURCE_TOOL, now)?;
     let result = ev.last_assistant_message.clone().and_then(nonempty);
@@ -475,7 +646,8 @@ fn subagent_event(tx: &Transaction, kind: Kind, ev: &SubagentEvent, now: i64) ->
 pub fn auto_batch(db: &Db, cfg: &Config, cwd: &Path) -> Result<Option<String>> {
     let agents = AgentIndex::discover(cwd);
     let req = CreateRequest {
-        max: cfg.max.max(1),
+        // Claude Code refuses sub-agents past its cap: never a bigger batch.
+        max: cfg.max.max(1).min(crate::limits::claude_cap().0),
         min: cfg.threshold.max(1),
         role: None,
     };
