@@ -107,6 +107,11 @@ fn scripted_run(env: &Env, half: &mut dyn FnMut()) {
     env.ok("orch-queue", &["cancel", "4"]);
     env.ok("orch-msg", &["send", "--from", "a", "--to", "b", "hi"]);
     env.ok("orch-msg", &["recv", "--as", "b"]);
+    env.ok("orch-queue", &["retry", "2"]);
+    env.ok("orch-queue", &["pause"]);
+    env.ok("orch-queue", &["resume"]);
+    env.ok("orch-queue", &["limit", "4"]);
+    env.ok("orch-queue", &["limit", "--clear"]);
 }
 
 #[test]
@@ -127,14 +132,25 @@ fn every_state_change_once_in_commit_order_for_followers_before_during_and_after
             "task.batched",
             "task.batched",
             "task.started",
+            "attempt.started",
             "task.done",
+            "attempt.ended",
             "task.started",
+            "attempt.started",
             "task.failed",
+            "attempt.ended",
             "task.done",
+            "attempt.started",
+            "attempt.ended",
             "task.added",
             "task.cancelled",
             "message.sent",
             "message.received",
+            "task.retried",
+            "pause.set",
+            "pause.cleared",
+            "limit.set",
+            "limit.cleared",
         ]
     );
     let n = after.len();
@@ -144,11 +160,22 @@ fn every_state_change_once_in_commit_order_for_followers_before_during_and_after
     during.until(n);
     assert_eq!(before.stop(n), after);
     assert_eq!(during.stop(n), after);
-    let failed = &after[10];
+    let failed = &after[13];
     assert_eq!(failed["task"], 2);
     assert_eq!(failed["from"], "running");
     assert_eq!(failed["to"], "failed");
     assert_eq!(failed["detail"], "boom");
+    let ended = &after[14];
+    assert_eq!(ended["task"], 2);
+    assert_eq!(ended["to"], "failed");
+    assert!(ended["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("attempt 1: failed"));
+    let retried = &after[22];
+    assert_eq!(retried["task"], 2);
+    assert_eq!(retried["from"], "failed");
+    assert_eq!(retried["to"], "queued");
 }
 
 #[test]

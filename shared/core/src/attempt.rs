@@ -161,6 +161,14 @@ pub fn begin_in(tx: &Transaction, id: i64, runner: &str, at: i64) -> Result<i64>
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![id, n, batch, runner, at],
     )?;
+    crate::event::record(
+        tx,
+        crate::event::Kind::AttemptStarted,
+        crate::event::About::task_in(id, batch),
+        None,
+        Some("running"),
+        Some(&format!("attempt {n} ({runner})")),
+    )?;
     Ok(n)
 }
 
@@ -216,6 +224,23 @@ pub fn end_in(tx: &Transaction, id: i64, runner: &str, e: &End) -> Result<()> {
             m.session_id,
             m.duration_ms
         ],
+    )?;
+    let outcome = if e.ok { "done" } else { "failed" };
+    let mut detail = format!("attempt {n}: {outcome}");
+    if let Some(c) = e.class {
+        detail.push_str(&format!(", {}", c.as_str()));
+    }
+    if let Some(r) = e.retry_at {
+        detail.push_str(&format!(", retry at {}", rfc3339(r)));
+    }
+    let batch = crate::task::get_in(tx, id)?.batch;
+    crate::event::record(
+        tx,
+        crate::event::Kind::AttemptEnded,
+        crate::event::About::task_in(id, batch),
+        Some("running"),
+        Some(outcome),
+        Some(&detail),
     )?;
     Ok(())
 }

@@ -193,6 +193,25 @@ pub fn set_lease_in(
     holder: &str,
     until: i64,
 ) -> Result<()> {
+    let before: Option<String> = tx
+        .query_row(
+            "SELECT lease_holder FROM batches WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    if let Some(old) = before.filter(|h| h != holder) {
+        let detail = format!("lease of {old} taken over by {holder}");
+        event::record(
+            tx,
+            Kind::BatchLost,
+            About::batch(id),
+            None,
+            None,
+            Some(&detail),
+        )?;
+    }
     tx.execute(
         "UPDATE batches SET run_claimed_at = ?2, runner_pid = ?3, lease_holder = ?4, lease_until = ?5
          WHERE id = ?1",
@@ -215,10 +234,21 @@ pub fn lease_ended_in(tx: &Transaction, now: i64) -> Result<Vec<(i64, String)>> 
 
 /// Ends batch `id`'s lease (its runner is gone and its tasks were handed back).
 pub fn end_lease_in(tx: &Transaction, id: i64) -> Result<()> {
-    tx.execute(
-        "UPDATE batches SET lease_holder = NULL, lease_until = NULL WHERE id = ?1",
+    let n = tx.execute(
+        "UPDATE batches SET lease_holder = NULL, lease_until = NULL
+         WHERE id = ?1 AND lease_holder IS NOT NULL",
         [id],
     )?;
+    if n == 1 {
+        event::record(
+            tx,
+            Kind::BatchLost,
+            About::batch(id),
+            None,
+            None,
+            Some("lease lapsed; its tasks were handed back"),
+        )?;
+    }
     Ok(())
 }
 

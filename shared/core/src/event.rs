@@ -30,6 +30,14 @@ pub enum Kind {
     MessageReceived,
     VerifyStarted,
     VerifyJudged,
+    AttemptStarted,
+    AttemptEnded,
+    TaskRetried,
+    BatchLost,
+    PauseSet,
+    PauseCleared,
+    LimitSet,
+    LimitCleared,
 }
 
 impl Kind {
@@ -49,6 +57,14 @@ impl Kind {
         Kind::MessageReceived,
         Kind::VerifyStarted,
         Kind::VerifyJudged,
+        Kind::AttemptStarted,
+        Kind::AttemptEnded,
+        Kind::TaskRetried,
+        Kind::BatchLost,
+        Kind::PauseSet,
+        Kind::PauseCleared,
+        Kind::LimitSet,
+        Kind::LimitCleared,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +84,14 @@ impl Kind {
             Kind::MessageReceived => "message.received",
             Kind::VerifyStarted => "verify.started",
             Kind::VerifyJudged => "verify.judged",
+            Kind::AttemptStarted => "attempt.started",
+            Kind::AttemptEnded => "attempt.ended",
+            Kind::TaskRetried => "task.retried",
+            Kind::BatchLost => "batch.lost",
+            Kind::PauseSet => "pause.set",
+            Kind::PauseCleared => "pause.cleared",
+            Kind::LimitSet => "limit.set",
+            Kind::LimitCleared => "limit.cleared",
         }
     }
 }

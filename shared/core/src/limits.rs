@@ -55,7 +55,20 @@ pub fn pause_in(tx: &Transaction, until: Option<i64>, reason: &str) -> Result<()
         "pause_until",
         &until.map_or_else(|| "forever".to_string(), |u| u.to_string()),
     )?;
-    set_in(tx, "pause_reason", reason)
+    set_in(tx, "pause_reason", reason)?;
+    let detail = match until {
+        Some(u) => format!("until {}: {reason}", crate::time::rfc3339(u)),
+        None => format!("until resumed: {reason}"),
+    };
+    crate::event::record(
+        tx,
+        crate::event::Kind::PauseSet,
+        crate::event::About::default(),
+        None,
+        None,
+        Some(&detail),
+    )?;
+    Ok(())
 }
 
 /// [`pause_in`] in a transaction of its own.
@@ -71,6 +84,16 @@ pub fn resume(db: &Db) -> Result<bool> {
             "DELETE FROM settings WHERE key IN ('pause_until', 'pause_reason')",
             [],
         )?;
+        if was {
+            crate::event::record(
+                tx,
+                crate::event::Kind::PauseCleared,
+                crate::event::About::default(),
+                None,
+                None,
+                None,
+            )?;
+        }
         Ok(was)
     })
 }
@@ -123,12 +146,27 @@ pub fn limit_in(tx: &Transaction) -> Result<Option<i64>> {
 /// Sets (or with `None` clears) the limit.
 pub fn set_limit(db: &Db, n: Option<i64>) -> Result<()> {
     db.write(|tx| {
-        match n {
-            Some(n) => set_in(tx, "limit", &n.to_string())?,
+        let (kind, detail) = match n {
+            Some(n) => {
+                set_in(tx, "limit", &n.to_string())?;
+                (
+                    crate::event::Kind::LimitSet,
+                    Some(format!("{n} agents at once")),
+                )
+            }
             None => {
                 tx.execute("DELETE FROM settings WHERE key = 'limit'", [])?;
+                (crate::event::Kind::LimitCleared, None)
             }
-        }
+        };
+        crate::event::record(
+            tx,
+            kind,
+            crate::event::About::default(),
+            None,
+            None,
+            detail.as_deref(),
+        )?;
         Ok(())
     })
 }

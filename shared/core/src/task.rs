@@ -249,6 +249,15 @@ pub fn retry_later_in(
             "task {id} is not running; cannot schedule a retry"
         )));
     }
+    let batch = get_in(tx, id)?.batch;
+    event::record(
+        tx,
+        Kind::TaskRetried,
+        About::task_in(id, batch),
+        Some("running"),
+        Some("batched"),
+        Some(&format!("not before {}", crate::time::rfc3339(not_before))),
+    )?;
     Ok(())
 }
 
@@ -267,17 +276,36 @@ pub fn retry_failed_in(tx: &Transaction, id: i64) -> Result<()> {
          WHERE id = ?1",
         [id],
     )?;
+    event::record(
+        tx,
+        Kind::TaskRetried,
+        About::task(id),
+        Some("failed"),
+        Some("queued"),
+        Some("orch-queue retry"),
+    )?;
     Ok(())
 }
 
 /// A running task whose agent was lost goes back in the queue (out of its batch).
 pub fn requeue_lost_in(tx: &Transaction, id: i64, error: &str) -> Result<()> {
-    tx.execute(
+    let batch = get_in(tx, id)?.batch;
+    let n = tx.execute(
         "UPDATE tasks SET status = 'queued', batch_id = NULL, batched_at = NULL,
              started_at = NULL, not_before = NULL, error = ?2
          WHERE id = ?1 AND status = 'running'",
         params![id, error],
     )?;
+    if n == 1 {
+        event::record(
+            tx,
+            Kind::TaskRetried,
+            About::task_in(id, batch),
+            Some("running"),
+            Some("queued"),
+            Some(error),
+        )?;
+    }
     Ok(())
 }
 
