@@ -516,3 +516,65 @@ fn retention_keeps_the_newest_events_and_prunes_once_per_thousand() {
     // Pruned at event 1000 down to the newest 100; 500 more since.
     assert_eq!(left, (901..=1500).collect::<Vec<_>>());
 }
+
+/// A task rate-limited once, then done: its row has a bar per attempt, the
+/// failed one first, each coloured by its outcome with the attempt's cost in
+/// its title; the retry and both attempts are journaled.
+#[test]
+fn the_page_shows_a_retried_task_as_one_bar_per_attempt() {
+    let env = Env::new();
+    let dir = env.path().join("agents");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake-agent"),
+        dir.join("claude"),
+    )
+    .unwrap();
+    let state = env.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    env.add("dev", "apierr=429 fails=1 cost=0.25 say=ok");
+    env.add("dev", "cost=0.5 say=ok");
+    env.ok("orch-batch", &["create", "--max", "2"]);
+    let out = env
+        .cmd("orch-run")
+        .args(["1", "--agent", "claude", "--backoff", "0.2s"])
+        .env("PATH", path_with(&[&dir, &bin_dir()]))
+        .env("FAKE_AGENT_STATE", &state)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let page = env.path().join("run.html");
+    env.ok(
+        "orch-batch",
+        &["report", "1", "--html", page.to_str().unwrap()],
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(html.matches("<div class=\"row\"").count(), 2);
+    let row1 = &html[html.find("data-task=\"1\"").unwrap()..];
+    let row1 = &row1[..row1.find("</div>").unwrap()];
+    assert_eq!(row1.matches("class=\"bar ").count(), 2, "{row1}");
+    let failed = row1
+        .find("class=\"bar failed\" data-attempt=\"1\"")
+        .unwrap();
+    let done = row1.find("class=\"bar done\" data-attempt=\"2\"").unwrap();
+    assert!(failed < done);
+    assert!(row1.contains("background:#c62828"));
+    assert!(row1.contains("background:#2e7d32"));
+    assert!(row1.contains("rate_limit"), "{row1}");
+    assert!(row1.contains("cost $0.2500"), "{row1}");
+    let row2 = &html[html.find("data-task=\"2\"").unwrap()..];
+    let row2 = &row2[..row2.find("</div>").unwrap()];
+    assert_eq!(row2.matches("class=\"bar done\"").count(), 1, "{row2}");
+    assert!(row2.contains("cost $0.5000"), "{row2}");
+    let retried = json_lines(&env.ok("orch-events", &["--kind", "task.retried", "--json"]));
+    assert_eq!(retried.len(), 1, "{retried:?}");
+    assert_eq!(retried[0]["task"], 1);
+    assert_eq!(retried[0]["to"], "batched");
+    assert!(retried[0]["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("not before "));
+    let ended = json_lines(&env.ok("orch-events", &["--kind", "attempt.ended", "--json"]));
+    assert_eq!(ended.len(), 3, "{ended:?}");
+}

@@ -274,7 +274,17 @@ impl Tool for Cli {
                     }
                     f.after_id = last;
                 }
-                std::fs::write(&html, crate::page::render(&b, &events))
+                // The attempts made in this batch (a task retried by hand
+                // may have had others in another).
+                let mut attempts = Vec::new();
+                for t in &b.tasks {
+                    attempts.extend(
+                        orch_core::attempt::list(&db, t.id)?
+                            .into_iter()
+                            .filter(|a| a.batch == Some(id)),
+                    );
+                }
+                std::fs::write(&html, crate::page::render(&b, &attempts, &events))
                     .map_err(|e| anyhow::anyhow!("writing {}: {e}", html.display()))?;
                 eprintln!(
                     "orch-batch: wrote {}",

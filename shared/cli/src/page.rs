@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 
+use orch_core::attempt::Attempt;
 use orch_core::batch::Batch;
 use orch_core::event::Event;
 use orch_core::intervals::{self, Interval};
@@ -67,8 +68,38 @@ fn usage(c: Option<&serde_json::Map<String, serde_json::Value>>) -> (String, Str
     (cost, tokens)
 }
 
-/// The whole page.
-pub fn render(b: &Batch, events: &[Event]) -> String {
+/// An attempt's colour by its outcome (none yet: running).
+fn attempt_colour(outcome: Option<&str>) -> &'static str {
+    match outcome {
+        Some("done") => "#2e7d32",
+        Some("failed") => "#c62828",
+        _ => "#1565c0",
+    }
+}
+
+/// Cost and tokens of one attempt, as recorded.
+fn attempt_usage(a: &Attempt) -> (String, String) {
+    let m = &a.metrics;
+    let cost = m
+        .cost_usd
+        .map(|v| format!("${v:.4}"))
+        .unwrap_or_else(|| "-".into());
+    let parts = [
+        m.input_tokens,
+        m.output_tokens,
+        m.cache_read_tokens,
+        m.cache_creation_tokens,
+    ];
+    let tokens = match parts.iter().any(Option::is_some) {
+        true => parts.iter().flatten().sum::<i64>().to_string(),
+        false => "-".into(),
+    };
+    (cost, tokens)
+}
+
+/// The whole page: `attempts` are the attempts of the batch's tasks (one bar
+/// each; a task without any gets one bar from its own times).
+pub fn render(b: &Batch, attempts: &[Attempt], events: &[Event]) -> String {
     let ivs: Vec<Interval> = b
         .tasks
         .iter()
@@ -82,12 +113,14 @@ pub fn render(b: &Batch, events: &[Event]) -> String {
         .tasks
         .iter()
         .filter_map(|t| t.started_at)
+        .chain(attempts.iter().map(|a| a.start_ms))
         .min()
         .unwrap_or(0);
     let t1 = b
         .tasks
         .iter()
         .filter_map(|t| t.finished_at.or(t.started_at))
+        .chain(attempts.iter().map(|a| a.end_ms.unwrap_or(a.start_ms)))
         .max()
         .unwrap_or(t0);
     let span = (t1 - t0).max(1) as f64;
@@ -133,16 +166,57 @@ pub fn render(b: &Batch, events: &[Event]) -> String {
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default()
         );
-        let _ = writeln!(
+        let mine: Vec<&Attempt> = attempts.iter().filter(|a| a.task == t.id).collect();
+        let _ = write!(
             o,
-            "<div class=\"row\" data-task=\"{}\"><span class=\"label\">{} {}</span><span class=\"track\"><span class=\"bar {}\" style=\"left:{left:.3}%;width:{width:.3}%;background:{}\" title=\"{}\"></span></span></div>",
+            "<div class=\"row\" data-task=\"{}\"><span class=\"label\">{} {}</span><span class=\"track\">",
             t.id,
             t.id,
             esc(&t.description),
-            t.status.as_str(),
-            colour(t.status),
-            esc(&tip)
         );
+        if mine.is_empty() {
+            let _ = write!(
+                o,
+                "<span class=\"bar {}\" style=\"left:{left:.3}%;width:{width:.3}%;background:{}\" title=\"{}\"></span>",
+                t.status.as_str(),
+                colour(t.status),
+                esc(&tip)
+            );
+        }
+        for a in mine {
+            let end = a.end_ms.unwrap_or(t1);
+            let left = (a.start_ms - t0) as f64 / span * 100.0;
+            let width = ((end - a.start_ms).max(0) as f64 / span * 100.0).max(0.5);
+            let outcome = a.outcome.as_deref();
+            let (cost, tokens) = attempt_usage(a);
+            let tip = format!(
+                "task {}: {}\nattempt {} ({}) {} → {}\n{}{}{}\ncost {cost}, tokens {tokens}",
+                t.id,
+                t.description,
+                a.attempt,
+                a.runner,
+                a.started_at,
+                a.ended_at.as_deref().unwrap_or("-"),
+                outcome.unwrap_or("running"),
+                a.error_class
+                    .as_ref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default(),
+                a.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+            let _ = write!(
+                o,
+                "<span class=\"bar {}\" data-attempt=\"{}\" style=\"left:{left:.3}%;width:{width:.3}%;background:{}\" title=\"{}\"></span>",
+                outcome.unwrap_or("running"),
+                a.attempt,
+                attempt_colour(outcome),
+                esc(&tip)
+            );
+        }
+        o.push_str("</span></div>\n");
     }
     o.push_str("</div>\n<h2>Tasks</h2>\n<table id=\"tasks\"><tr><th>id</th><th>role</th><th>description</th><th>status</th><th>start</th><th>took</th><th>cost</th><th>tokens</th><th>error</th></tr>\n");
     for t in &b.tasks {
