@@ -8,6 +8,7 @@ pub mod completions;
 pub mod doctor;
 pub mod emit;
 pub mod hook;
+pub mod jobs;
 pub mod mcp;
 pub mod msg;
 pub mod orch;

@@ -33,8 +33,10 @@ yet started back in the queue).";
 
 /// Run a batch headless: one agent process per task, in parallel, results recorded.
 #[derive(Debug, Parser)]
-#[command(name = "orch-run", version, after_help = EXAMPLES)]
+#[command(name = "orch-run", version, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub sub: Option<Sub>,
     #[command(flatten)]
     pub db: DbArg,
     /// The batch to run [default: its id read from stdin].
@@ -90,6 +92,19 @@ fn read_lines() -> anyhow::Result<Vec<String>> {
     Ok(lines)
 }
 
+/// Jobs beyond one machine (docs/distributed.md).
+#[derive(Debug, clap::Subcommand)]
+pub enum Sub {
+    /// Run one task of a bundle, without a database; print its result record.
+    Job(crate::jobs::JobArgs),
+    /// Record result records from jobs, all or nothing.
+    Ingest {
+        /// Record files, or directories holding them.
+        #[arg(required = true, value_name = "FILE|DIR")]
+        paths: Vec<std::path::PathBuf>,
+    },
+}
+
 impl Tool for Cli {
     const NAME: &'static str = "orch-run";
 
@@ -103,6 +118,11 @@ impl Tool for Cli {
     }
 
     fn run(self) -> anyhow::Result<Exit> {
+        match self.sub {
+            Some(Sub::Job(a)) => return crate::jobs::run_job(a),
+            Some(Sub::Ingest { paths }) => return crate::jobs::ingest(&self.db, &paths),
+            None => {}
+        }
         // Everything that can be refused is refused before the database is touched.
         if self.jobs == Some(0) {
             bail!("-j must be at least 1");

@@ -788,6 +788,8 @@ mod tests {
         ("verify_runs", "core/src/verify.rs"),
         ("verify_probes", "core/src/verify.rs"),
         ("agent_calls", "core/src/calls.rs"),
+        ("dispatches", "core/src/dispatch.rs"),
+        ("job_results", "core/src/dispatch.rs"),
     ];
 
     fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

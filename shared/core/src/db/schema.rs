@@ -95,6 +95,24 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE tasks ADD COLUMN claude TEXT;
     "#,
+    // 3: batches sent out as bundles (a lease that expires), and the result
+    // records ingested from them, one per task.
+    r#"
+    CREATE TABLE dispatches (
+        batch_id      INTEGER PRIMARY KEY REFERENCES batches(id),
+        token         TEXT    NOT NULL,
+        base          TEXT,
+        dispatched_at INTEGER NOT NULL,
+        expires_at    INTEGER NOT NULL
+    );
+    CREATE TABLE job_results (
+        task_id     INTEGER PRIMARY KEY REFERENCES tasks(id),
+        batch_id    INTEGER NOT NULL,
+        record      TEXT    NOT NULL,
+        branch      TEXT,
+        ingested_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes and understands.

@@ -1,0 +1,307 @@
+//! Jobs beyond one machine: `orch-batch export`, `orch-run job` (no
+//! database) and `orch-run ingest` (all or nothing), through the real
+//! binaries, with `tests/fake-agent` linked as `claude`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::*;
+
+/// A directory holding `claude` (the fake agent), to put first on PATH.
+fn fake_claude(env: &Env) -> PathBuf {
+    let d = env.path().join("agents");
+    std::fs::create_dir_all(&d).unwrap();
+    let fake = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake-agent");
+    std::os::unix::fs::symlink(fake, d.join("claude")).unwrap();
+    d
+}
+
+/// `n` tasks in one batch, exported to `bundle.jsonl`; the batch id.
+fn exported(env: &Env, prompts: &[String]) -> String {
+    for p in prompts {
+        env.add("dev", p);
+    }
+    let b = env
+        .ok(
+            "orch-batch",
+            &["create", "--max", &prompts.len().to_string()],
+        )
+        .trim()
+        .to_string();
+    env.ok("orch-batch", &["export", &b, "--out", "bundle.jsonl"]);
+    b
+}
+
+/// Runs `orch-run job` for index `i` in `dir` with no database anywhere; its record line.
+fn job(env: &Env, agents: &Path, dir: &Path, bundle: &Path, i: usize) -> String {
+    let mut c = env.command(bin("orch-run"));
+    c.env(
+        "PATH",
+        path_with(&[agents, &bin_dir(), Path::new("/usr/bin"), Path::new("/bin")]),
+    )
+    .current_dir(dir)
+    .args(["job", "--bundle"])
+    .arg(bundle)
+    .args(["--index", &i.to_string()]);
+    let out = c.output().unwrap();
+    assert_code(&out, 0);
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(s.lines().count(), 1, "one record: {s}");
+    s
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+fn statuses(env: &Env) -> Vec<String> {
+    let c = env.sql();
+    let mut s = c.prepare("SELECT status FROM tasks ORDER BY id").unwrap();
+    s.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Every record of the bundle, one per line, in one file.
+fn all_records(env: &Env, n: usize) -> String {
+    let agents = fake_claude(env);
+    let bundle = env.path().join("bundle.jsonl");
+    (0..n)
+        .map(|i| job(env, &agents, env.path(), &bundle, i))
+        .collect()
+}
+
+#[test]
+fn a_bundle_goes_out_runs_as_jobs_in_clones_and_comes_back_with_branches_and_costs() {
+    let env = Env::new();
+    let repo = env.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README"), "x\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "base"]);
+    let base = git(&repo, &["rev-parse", "HEAD"]);
+    let hostile = "say=ok ${{ github.token }} $(touch pwned) `id` \"q\" 'q'\nline two";
+    let prompts: Vec<String> = (0..3).map(|i| format!("say=t{i} {hostile}")).collect();
+    for p in &prompts {
+        env.add("dev", p);
+    }
+    let mut c = env.cmd("orch-batch");
+    c.current_dir(&repo)
+        .args(["export", "1", "--out"])
+        .arg(env.path().join("bundle.jsonl"));
+    env.ok("orch-batch", &["create"]);
+    assert_code(&c.output().unwrap(), 0);
+    let bundle = std::fs::read_to_string(env.path().join("bundle.jsonl")).unwrap();
+    let lines = json_lines(&bundle);
+    assert_eq!(lines[0]["format"], "orch-bundle/1");
+    assert_eq!(lines[0]["base"], base.as_str());
+    assert_eq!(lines[1]["prompt"], prompts[0].as_str());
+    let agents = fake_claude(&env);
+    let mut records = String::new();
+    for i in 0..3 {
+        let clone = env.path().join(format!("clone{i}"));
+        git(
+            env.path(),
+            &[
+                "clone",
+                "-q",
+                repo.to_str().unwrap(),
+                clone.to_str().unwrap(),
+            ],
+        );
+        std::fs::write(clone.join(format!("work{i}")), "done\n").unwrap();
+        let mut c = env.command(bin("orch-run"));
+        c.env(
+            "PATH",
+            path_with(&[
+                &agents,
+                &bin_dir(),
+                Path::new("/usr/bin"),
+                Path::new("/bin"),
+            ]),
+        )
+        .current_dir(&clone)
+        .args(["job", "--push", "--index", "-", "--bundle"])
+        .arg(env.path().join("bundle.jsonl"))
+        .env("JOB_COMPLETION_INDEX", i.to_string());
+        let out = c.output().unwrap();
+        assert_code(&out, 0);
+        let r = json(&String::from_utf8(out.stdout.clone()).unwrap());
+        assert_eq!(r["format"], "orch-result/1");
+        assert_eq!(r["outcome"], "done");
+        assert_eq!(r["task"], i + 1);
+        assert_eq!(r["cost_usd"], 0.0123);
+        assert_eq!(r["tokens"]["output"], 34);
+        assert_eq!(r["branch"], format!("orch/task-{}", i + 1));
+        assert_eq!(r["pushed"], true);
+        assert!(!clone.join("pwned").exists() && !env.path().join("pwned").exists());
+        records.push_str(&String::from_utf8(out.stdout).unwrap());
+    }
+    // Each branch reached the origin with the work its job left.
+    for i in 0..3 {
+        let files = git(
+            &repo,
+            &["ls-tree", "--name-only", &format!("orch/task-{}", i + 1)],
+        );
+        assert!(files.contains(&format!("work{i}")), "{files}");
+    }
+    std::fs::write(env.path().join("records.jsonl"), &records).unwrap();
+    let out = env.run("orch-run", &["ingest", "records.jsonl"]);
+    assert_code(&out, 0);
+    assert_eq!(statuses(&env), ["done", "done", "done"]);
+    let branches: i64 = env
+        .sql()
+        .query_row("SELECT count(branch) FROM job_results", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(branches, 3);
+}
+
+#[test]
+fn ingest_is_all_or_nothing_under_a_corrupted_7th_record() {
+    let env = Env::new();
+    let prompts: Vec<String> = (0..10).map(|i| format!("say=r{i}")).collect();
+    exported(&env, &prompts);
+    let records = all_records(&env, 10);
+    let mut lines: Vec<String> = records.lines().map(str::to_string).collect();
+    lines[6] = lines[6].replace("\"outcome\":\"done\"", "\"outcome\":\"done\",\"extra\":1");
+    std::fs::write(env.path().join("r.jsonl"), lines.join("\n") + "\n").unwrap();
+    let out = env.run("orch-run", &["ingest", "r.jsonl"]);
+    let err = assert_error(&out, "orch-run");
+    assert!(err.contains("r.jsonl:7"), "{err}");
+    assert!(err.contains("nothing ingested"), "{err}");
+    assert!(statuses(&env).iter().all(|s| s == "batched"));
+    // An edited time is refused the same way.
+    lines[6] = records
+        .lines()
+        .nth(6)
+        .unwrap()
+        .replace("\"start_ms\":1", "\"start_ms\":2");
+    std::fs::write(env.path().join("r.jsonl"), lines.join("\n") + "\n").unwrap();
+    let err = assert_error(&env.run("orch-run", &["ingest", "r.jsonl"]), "orch-run");
+    assert!(err.contains("r.jsonl:7"), "{err}");
+    assert!(statuses(&env).iter().all(|s| s == "batched"));
+}
+
+#[test]
+fn a_duplicate_ingest_is_a_no_op() {
+    let env = Env::new();
+    exported(&env, &["say=a".into(), "say=b".into()]);
+    std::fs::write(env.path().join("r.jsonl"), all_records(&env, 2)).unwrap();
+    assert_code(&env.run("orch-run", &["ingest", "r.jsonl"]), 0);
+    let before: String = env
+        .sql()
+        .query_row(
+            "SELECT group_concat(finished_at || result) FROM tasks",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let out = env.run("orch-run", &["ingest", "r.jsonl", "r.jsonl"]);
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already ingested; skipped"), "{err}");
+    assert!(err.contains("ingested 0 records (4 skipped)"), "{err}");
+    let after: String = env
+        .sql()
+        .query_row(
+            "SELECT group_concat(finished_at || result) FROM tasks",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn records_from_another_batch_or_database_are_refused() {
+    let env = Env::new();
+    exported(&env, &["say=a".into()]);
+    let mine = all_records(&env, 1);
+    // The same batch id and task id in another database: another dispatch.
+    let other = Env::new();
+    exported(&other, &["say=b".into()]);
+    let theirs = all_records(&other, 1);
+    std::fs::write(env.path().join("r.jsonl"), format!("{mine}{theirs}")).unwrap();
+    let err = assert_error(&env.run("orch-run", &["ingest", "r.jsonl"]), "orch-run");
+    assert!(
+        err.contains("r.jsonl:2") && err.contains("another export"),
+        "{err}"
+    );
+    assert_eq!(statuses(&env), ["batched"]);
+    // A batch never dispatched here.
+    let forged = mine.replace("\"batch\":1", "\"batch\":9");
+    std::fs::write(env.path().join("r.jsonl"), forged).unwrap();
+    let err = assert_error(&env.run("orch-run", &["ingest", "r.jsonl"]), "orch-run");
+    assert!(err.contains("never dispatched"), "{err}");
+    assert_eq!(statuses(&env), ["batched"]);
+}
+
+#[test]
+fn a_bundle_never_returned_shows_in_status_with_its_age_and_release_frees_it() {
+    let env = Env::new();
+    let b = exported(&env, &["say=a".into(), "say=b".into()]);
+    let status = env.ok("orch", &["status"]);
+    assert!(
+        status.contains(&format!(
+            "dispatched  batch {b}  2 tasks without a record  out for"
+        )),
+        "{status}"
+    );
+    let js = json(&env.ok("orch", &["status", "--json"]));
+    assert_eq!(js["dispatched"][0]["batch"], b.parse::<i64>().unwrap());
+    assert!(js["dispatched"][0]["age_ms"].as_i64().unwrap() >= 0);
+    env.ok("orch-batch", &["release", &b]);
+    assert!(!env.ok("orch", &["status"]).contains("dispatched"));
+    assert_eq!(statuses(&env), ["queued", "queued"]);
+}
+
+#[test]
+fn a_job_refuses_a_bad_bundle_or_index_in_one_line() {
+    let env = Env::new();
+    exported(&env, &["say=a".into()]);
+    let agents = fake_claude(&env);
+    let run = |args: &[&str]| {
+        let mut c = env.command(bin("orch-run"));
+        c.env(
+            "PATH",
+            path_with(&[
+                &agents,
+                &bin_dir(),
+                Path::new("/usr/bin"),
+                Path::new("/bin"),
+            ]),
+        )
+        .args(args);
+        c.output().unwrap()
+    };
+    let err = assert_error(
+        &run(&["job", "--bundle", "bundle.jsonl", "--index", "5"]),
+        "orch-run",
+    );
+    assert!(err.contains("out of range"), "{err}");
+    let err = assert_error(
+        &run(&["job", "--bundle", "bundle.jsonl", "--index", "-"]),
+        "orch-run",
+    );
+    assert!(err.contains("JOB_COMPLETION_INDEX"), "{err}");
+    let text = std::fs::read_to_string(env.path().join("bundle.jsonl")).unwrap();
+    std::fs::write(env.path().join("cut.jsonl"), text.lines().next().unwrap()).unwrap();
+    let err = assert_error(
+        &run(&["job", "--bundle", "cut.jsonl", "--index", "0"]),
+        "orch-run",
+    );
+    assert!(err.contains("truncated"), "{err}");
+}
