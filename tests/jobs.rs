@@ -305,3 +305,78 @@ fn a_job_refuses_a_bad_bundle_or_index_in_one_line() {
     );
     assert!(err.contains("truncated"), "{err}");
 }
+
+#[test]
+fn the_engines_files_hold_no_task_text_even_for_hostile_prompts() {
+    let env = Env::new();
+    let big = "y".repeat(100 * 1024);
+    let prompts: Vec<String> = vec![
+        "${{ github.token }} leak".into(),
+        "$(curl evil) and `id`".into(),
+        "quotes \" ' and\nnewlines\r\n: key: value".into(),
+        format!("huge {big}"),
+    ];
+    let b = exported(&env, &prompts);
+    let wf = env.ok(
+        "orch-emit",
+        &[
+            "--format",
+            "github-actions",
+            &b,
+            "-j",
+            "2",
+            "--bundle",
+            "bundle.jsonl",
+        ],
+    );
+    let k8s = env.ok("orch-emit", &["--format", "k8s-job", &b, "-j", "3"]);
+    for file in [&wf, &k8s] {
+        for needle in [
+            "github.token",
+            "curl",
+            "`id`",
+            "quotes",
+            "newlines",
+            "yyyy",
+            "leak",
+        ] {
+            assert!(!file.contains(needle), "{needle} in\n{file}");
+        }
+    }
+    assert!(
+        wf.contains("max-parallel: 2") && wf.contains("index: [0, 1, 2, 3]"),
+        "{wf}"
+    );
+    assert!(
+        wf.contains("fail-fast: false") && wf.contains("workflow_dispatch"),
+        "{wf}"
+    );
+    assert!(
+        wf.contains("${{ secrets.ANTHROPIC_API_KEY }}") && !wf.contains("echo"),
+        "{wf}"
+    );
+    assert!(wf.contains("--bundle bundle.jsonl --index -"), "{wf}");
+    assert!(
+        k8s.contains("completionMode: Indexed") && k8s.contains("parallelism: 3"),
+        "{k8s}"
+    );
+    assert!(k8s.contains("completions: 4"), "{k8s}");
+    // A bundle path or image that could break out of the file is refused.
+    for bad in [
+        "a b",
+        "x'; rm -rf /",
+        "${{ github.token }}",
+        "../up",
+        "a\nb",
+    ] {
+        let out = env.run(
+            "orch-emit",
+            &["--format", "github-actions", &b, "--bundle", bad],
+        );
+        assert_error(&out, "orch-emit");
+        if bad != "../up" {
+            let out = env.run("orch-emit", &["--format", "k8s-job", &b, "--image", bad]);
+            assert_error(&out, "orch-emit");
+        }
+    }
+}

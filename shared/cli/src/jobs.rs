@@ -181,3 +181,39 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `orch-emit --format github-actions|k8s-job BATCH`: the engine's file on stdout.
+pub fn emit_engine(
+    db: &DbArg,
+    id: i64,
+    k8s: bool,
+    jobs: Option<usize>,
+    bundle: &str,
+    image: &str,
+) -> anyhow::Result<Exit> {
+    if jobs == Some(0) {
+        bail!("-j must be at least 1");
+    }
+    crate::check_stdout()?;
+    let db = db.open_existing()?;
+    let b = orch_core::batch::get(&db, id)?;
+    let n = b
+        .tasks
+        .iter()
+        .filter(|t| t.status == orch_core::task::Status::Batched)
+        .count();
+    if n == 0 {
+        bail!("batch {id} has no task waiting to launch");
+    }
+    let j = jobs.unwrap_or(n).min(n);
+    let text = if k8s {
+        orch_core::engines::k8s_job(id, n, j, image)?
+    } else {
+        orch_core::engines::github_actions(id, n, j, bundle)?
+    };
+    let mut out = Out::new();
+    out.text(&text)
+        .and_then(|_| out.flush())
+        .context("printing the workflow")?;
+    Ok(Exit::Ok)
+}

@@ -96,8 +96,12 @@ fn read_lines() -> anyhow::Result<Vec<String>> {
 #[derive(Debug, clap::Subcommand)]
 pub enum Sub {
     /// Run one task of a bundle, without a database; print its result record.
+    #[command(
+        after_help = "Example:\n  orch-run job --bundle bundle.jsonl --index 0 > record-0.jsonl"
+    )]
     Job(crate::jobs::JobArgs),
     /// Record result records from jobs, all or nothing.
+    #[command(after_help = "Example:\n  orch-run ingest orch-records/")]
     Ingest {
         /// Record files, or directories holding them.
         #[arg(required = true, value_name = "FILE|DIR")]

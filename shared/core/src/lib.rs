@@ -11,6 +11,7 @@ pub mod clipboard;
 pub mod db;
 pub mod dispatch;
 pub mod emit;
+pub mod engines;
 pub mod error;
 pub mod hook;
 pub mod intervals;
