@@ -380,3 +380,221 @@ fn the_engines_files_hold_no_task_text_even_for_hostile_prompts() {
         }
     }
 }
+
+/// One step of the generated workflow, as far as the local run needs it.
+#[derive(Debug, Default)]
+struct Step {
+    uses: Option<String>,
+    run: Option<String>,
+    env: Vec<(String, String)>,
+    with: Vec<(String, String)>,
+}
+
+/// The steps of the workflow's one job, read from its YAML (the subset orch-emit writes).
+fn steps(wf: &str) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::new();
+    let mut lines = wf
+        .lines()
+        .skip_while(|l| l.trim() != "steps:")
+        .skip(1)
+        .peekable();
+    let mut section = "";
+    while let Some(l) = lines.next() {
+        let t = l.trim_start();
+        let indent = l.len() - t.len();
+        if let Some(rest) = t.strip_prefix("- ") {
+            out.push(Step::default());
+            section = "";
+            let (k, v) = rest.split_once(": ").unwrap_or((rest, ""));
+            if k == "uses" {
+                out.last_mut().unwrap().uses = Some(v.to_string());
+            }
+            continue;
+        }
+        let s = out.last_mut().unwrap();
+        let (k, raw) = t.split_once(':').unwrap();
+        let v = raw.trim().trim_matches('"').to_string();
+        match (indent, k) {
+            (8, "env" | "with") => section = if k == "env" { "env" } else { "with" },
+            (8, "run") if v == "|" => {
+                let mut body = String::new();
+                while let Some(n) = lines.peek() {
+                    if n.len() - n.trim_start().len() <= 8 {
+                        break;
+                    }
+                    body.push_str(n.trim_start());
+                    body.push('\n');
+                    lines.next();
+                }
+                s.run = Some(body);
+            }
+            (8, "run") => s.run = Some(raw.trim().to_string()),
+            (8, _) => section = "",
+            (10, _) if section == "env" => s.env.push((k.to_string(), v)),
+            (10, _) if section == "with" => s.with.push((k.to_string(), v)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `${{ … }}` as Actions would fill it for matrix index `i`.
+fn expand(v: &str, i: usize, temp: &Path) -> String {
+    v.replace("${{ matrix.index }}", &i.to_string())
+        .replace("${{ secrets.ANTHROPIC_API_KEY }}", "sk-test-not-echoed")
+        .replace("${{ vars.ORCH_GIT }}", "https://example.invalid/orch.git")
+        .replace("${{ runner.temp }}", temp.to_str().unwrap())
+}
+
+#[test]
+fn the_workflow_steps_run_locally_in_clones_every_task_done_once_and_branches_landable() {
+    let env = Env::new();
+    let repo = env.path().join("origin");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README"), "x\n").unwrap();
+    // The fake agent, told by its prompt, leaves a file behind for the branch.
+    let prompts: Vec<String> = (0..4)
+        .map(|i| format!("say=t{i} ${{{{ github.token }}}} $(id)"))
+        .collect();
+    for p in &prompts {
+        env.add("dev", p);
+    }
+    let b = env.ok("orch-batch", &["create"]).trim().to_string();
+    let mut c = env.cmd("orch-batch");
+    c.current_dir(&repo)
+        .args(["export", &b, "--out", ".orch-bundle.jsonl"]);
+    assert_code(&c.output().unwrap(), 0);
+    let mut c = env.cmd("orch-emit");
+    c.current_dir(&repo).args([
+        "--format",
+        "github-actions",
+        &b,
+        "-j",
+        "2",
+        "--bundle",
+        ".orch-bundle.jsonl",
+    ]);
+    let out = c.output().unwrap();
+    assert_code(&out, 0);
+    let wf = String::from_utf8(out.stdout).unwrap();
+    std::fs::create_dir_all(repo.join(".github/workflows")).unwrap();
+    std::fs::write(repo.join(".github/workflows/orch.yml"), &wf).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(
+        &repo,
+        &["commit", "-q", "-m", "the bundle and its workflow"],
+    );
+    // Stand-ins for the network: npm installs nothing (claude is the fake
+    // agent), cargo "builds" orch by linking the suite into --root.
+    let stubs = env.path().join("stubs");
+    std::fs::create_dir_all(&stubs).unwrap();
+    std::os::unix::fs::symlink(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake-agent"),
+        stubs.join("claude"),
+    )
+    .unwrap();
+    std::fs::write(
+        stubs.join("npm"),
+        "#!/bin/sh\necho \"npm $*\" >> \"$STUB_LOG\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        stubs.join("cargo"),
+        format!(
+            "#!/bin/sh\necho \"cargo $*\" >> \"$STUB_LOG\"\nwhile [ $# -gt 0 ]; do [ \"$1\" = --root ] && root=$2; shift; done\nmkdir -p \"$root/bin\" && ln -sf {}/orch-run \"$root/bin/orch-run\"\n",
+            bin_dir().display()
+        ),
+    )
+    .unwrap();
+    for s in ["npm", "cargo"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(stubs.join(s), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let steps = steps(&wf);
+    assert_eq!(steps.len(), 6, "{steps:?}");
+    let artifacts = env.path().join("artifacts");
+    let indices: Vec<usize> = (0..4).collect();
+    assert!(wf.contains("index: [0, 1, 2, 3]"));
+    for &i in &indices {
+        let clone = env.path().join(format!("runner{i}/work"));
+        let temp = env.path().join(format!("runner{i}/temp"));
+        std::fs::create_dir_all(&temp).unwrap();
+        for s in &steps {
+            match s.uses.as_deref() {
+                Some("actions/checkout@v4") => {
+                    git(
+                        env.path(),
+                        &[
+                            "clone",
+                            "-q",
+                            repo.to_str().unwrap(),
+                            clone.to_str().unwrap(),
+                        ],
+                    );
+                    std::fs::write(clone.join(format!("left-by-{i}")), "work\n").unwrap();
+                }
+                Some("actions/setup-node@v4") => {}
+                Some("actions/upload-artifact@v4") => {
+                    let get = |k: &str| s.with.iter().find(|(n, _)| n == k).unwrap().1.clone();
+                    let dest = artifacts.join(expand(&get("name"), i, &temp));
+                    std::fs::create_dir_all(&dest).unwrap();
+                    let src = PathBuf::from(expand(&get("path"), i, &temp));
+                    for f in std::fs::read_dir(&src).unwrap().flatten() {
+                        std::fs::copy(f.path(), dest.join(f.file_name())).unwrap();
+                    }
+                }
+                Some(other) => panic!("unexpected action {other}"),
+                None => {
+                    let script = s.run.as_deref().unwrap();
+                    assert!(
+                        !script.contains("${{"),
+                        "an expression in a run: script: {script}"
+                    );
+                    let mut c = env.command("bash");
+                    c.args(["-e", "-c", script])
+                        .current_dir(&clone)
+                        .env(
+                            "PATH",
+                            path_with(&[&stubs, Path::new("/usr/bin"), Path::new("/bin")]),
+                        )
+                        .env("RUNNER_TEMP", &temp)
+                        .env("GITHUB_ACTIONS", "true")
+                        .env("STUB_LOG", env.path().join("stubs.log"));
+                    for (k, v) in &s.env {
+                        c.env(k, expand(v, i, &temp));
+                    }
+                    let out = c.output().unwrap();
+                    assert!(
+                        out.status.success(),
+                        "step {script}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    assert!(!String::from_utf8_lossy(&out.stdout).contains("sk-test"));
+                    assert!(!String::from_utf8_lossy(&out.stderr).contains("sk-test"));
+                }
+            }
+        }
+    }
+    let log = std::fs::read_to_string(env.path().join("stubs.log")).unwrap();
+    assert_eq!(
+        log.matches("npm install -g @anthropic-ai/claude-code@")
+            .count(),
+        4,
+        "{log}"
+    );
+    let out = env.run("orch-run", &["ingest", artifacts.to_str().unwrap()]);
+    assert_code(&out, 0);
+    assert_eq!(statuses(&env), ["done"; 4]);
+    // Every branch is on the origin and merges into main.
+    git(&repo, &["checkout", "-q", "main"]);
+    for t in 1..=4 {
+        git(
+            &repo,
+            &["merge", "-q", "--no-edit", &format!("orch/task-{t}")],
+        );
+    }
+    for i in 0..4 {
+        assert!(repo.join(format!("left-by-{i}")).exists());
+    }
+}
