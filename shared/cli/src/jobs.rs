@@ -104,10 +104,7 @@ pub fn run_job(a: JobArgs) -> anyhow::Result<Exit> {
     let program = run::locate(&template.program)?;
     crate::check_stdout()?;
     let cwd = std::env::current_dir().context("the working directory")?;
-    eprintln!(
-        "orch-run: job: task {} of batch {}",
-        t.id, bundle.header.batch
-    );
+    // Nothing on stderr: `kubectl logs` merges it into the records.
     let rec = job::run_one(&bundle, &t, &program, &template, &cwd, a.push)?;
     let mut out = Out::new();
     out.json(&rec)
