@@ -598,3 +598,43 @@ fn the_workflow_steps_run_locally_in_clones_every_task_done_once_and_branches_la
         assert!(repo.join(format!("left-by-{i}")).exists());
     }
 }
+
+#[test]
+fn a_failed_job_comes_back_failed_with_its_class_and_a_dispatched_batch_does_not_run_here() {
+    let env = Env::new();
+    let b = exported(&env, &["exit=3 say=no".into(), "say=yes".into()]);
+    let agents = fake_claude(&env);
+    let mut c = env.command(bin("orch-run"));
+    c.env(
+        "PATH",
+        path_with(&[
+            &agents,
+            &bin_dir(),
+            Path::new("/usr/bin"),
+            Path::new("/bin"),
+        ]),
+    )
+    .args(["job", "--bundle", "bundle.jsonl", "--task", "1"]);
+    let out = c.output().unwrap();
+    assert_code(&out, 1);
+    let r = json(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(r["outcome"], "failed");
+    assert_eq!(r["error_class"], "exit");
+    assert_eq!(r["exit_code"], 3);
+    // orch-run will not run the tasks of a batch that is out as jobs.
+    let err = assert_error(&env.run("orch-run", &[&b, "--", "true"]), "orch-run");
+    assert!(err.contains("dispatched as a bundle"), "{err}");
+    std::fs::write(env.path().join("r.jsonl"), r.to_string() + "\n").unwrap();
+    assert_code(&env.run("orch-run", &["ingest", "r.jsonl"]), 0);
+    assert_eq!(statuses(&env), ["failed", "batched"]);
+    // A lease that ran out says so; the batch still waits for task 2.
+    env.ok(
+        "orch-batch",
+        &["export", &b, "--lease", "0", "--out", "again.jsonl"],
+    );
+    let status = env.ok("orch", &["status"]);
+    assert!(
+        status.contains("1 task without a record") && status.contains("lease expired"),
+        "{status}"
+    );
+}

@@ -98,6 +98,24 @@ pub fn export(
     })
 }
 
+/// Refuses to run batch `id` here while it is out as a bundle.
+pub fn refuse_if_dispatched_in(tx: &Transaction, id: i64) -> Result<()> {
+    let at: Option<i64> = tx
+        .query_row(
+            "SELECT dispatched_at FROM dispatches WHERE batch_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match at {
+        Some(at) => Err(Error::invalid(format!(
+            "batch {id} was dispatched as a bundle at {}; its tasks run as jobs (`orch-run ingest` their records, or `orch-batch release {id}` first)",
+            rfc3339(at)
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Forgets batch `id`'s dispatch, inside `batch::release`'s transaction.
 pub fn clear_in(tx: &Transaction, id: i64) -> Result<()> {
     tx.execute("DELETE FROM dispatches WHERE batch_id = ?1", [id])?;

@@ -48,6 +48,7 @@ pub fn claim_in(
     check: &dyn Fn(&[Task]) -> Result<()>,
 ) -> Result<Claim> {
     let (claimed_at, runner) = batch::runner_in(tx, id)?;
+    crate::dispatch::refuse_if_dispatched_in(tx, id)?;
     let mut recovered = Vec::new();
     let mut dead_runner = None;
     if let Some(at) = claimed_at {
