@@ -638,3 +638,43 @@ fn a_failed_job_comes_back_failed_with_its_class_and_a_dispatched_batch_does_not
         "{status}"
     );
 }
+
+#[test]
+fn a_job_past_its_timeout_is_stopped_and_fails_with_class_timeout() {
+    let env = Env::new();
+    exported(&env, &["sleep=30 say=late".into()]);
+    let agents = fake_claude(&env);
+    let mut c = env.command(bin("orch-run"));
+    c.env(
+        "PATH",
+        path_with(&[
+            &agents,
+            &bin_dir(),
+            Path::new("/usr/bin"),
+            Path::new("/bin"),
+        ]),
+    )
+    .args([
+        "job",
+        "--bundle",
+        "bundle.jsonl",
+        "--index",
+        "0",
+        "--timeout",
+        "0.5",
+    ]);
+    let out = c.output().unwrap();
+    assert_code(&out, 1);
+    let r = json(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(r["outcome"], "failed");
+    assert_eq!(r["error_class"], "timeout");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 0.5 s"),
+        "{r}"
+    );
+    let took = r["end_ms"].as_i64().unwrap() - r["start_ms"].as_i64().unwrap();
+    assert!(took < 29_000, "the agent was not stopped: {took} ms");
+}

@@ -12,6 +12,7 @@ use orch_core::dispatch::{self, Input};
 use orch_core::error::Exit;
 use orch_core::job::{self, Bundle, Pick};
 use orch_core::run::{self, Preset, Template};
+use orch_core::text;
 
 /// `orch-batch export BATCH [--out FILE] [--lease SPAN]`.
 pub fn export(
@@ -42,7 +43,7 @@ pub fn export(
                 "orch-batch: batch {id} dispatched: {} task{} in {}",
                 bundle.tasks.len(),
                 if bundle.tasks.len() == 1 { "" } else { "s" },
-                p.display()
+                text::escape(&p.display().to_string(), false)
             );
         }
         None => {
@@ -72,6 +73,9 @@ pub struct JobArgs {
     /// The task with this id.
     #[arg(long, value_name = "ID")]
     pub task: Option<i64>,
+    /// Stop the agent after this long (seconds, or 90s, 10m, 1h); the task fails with class timeout.
+    #[arg(long, value_name = "SECS", value_parser = crate::run::parse_timeout)]
+    pub timeout: Option<Duration>,
     /// Push the branch orch/task-ID to origin after committing to it.
     #[arg(long)]
     pub push: bool,
@@ -105,7 +109,7 @@ pub fn run_job(a: JobArgs) -> anyhow::Result<Exit> {
     crate::check_stdout()?;
     let cwd = std::env::current_dir().context("the working directory")?;
     // Nothing on stderr: `kubectl logs` merges it into the records.
-    let rec = job::run_one(&bundle, &t, &program, &template, &cwd, a.push)?;
+    let rec = job::run_one(&bundle, &t, &program, &template, &cwd, a.push, a.timeout)?;
     let mut out = Out::new();
     out.json(&rec)
         .and_then(|_| out.flush())
@@ -141,7 +145,11 @@ pub fn ingest(db: &DbArg, paths: &[PathBuf]) -> anyhow::Result<Exit> {
                 continue;
             }
             inputs.push(Input {
-                label: format!("{}:{}", f.display(), n + 1),
+                label: format!(
+                    "{}:{}",
+                    text::escape(&f.display().to_string(), false),
+                    n + 1
+                ),
                 text: l.to_string(),
             });
         }

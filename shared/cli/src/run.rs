@@ -65,7 +65,7 @@ pub struct Cli {
     pub command: Vec<String>,
 }
 
-fn parse_timeout(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_timeout(s: &str) -> Result<Duration, String> {
     orch_core::time::parse_span(s).and_then(|d| {
         if d.is_zero() {
             Err("the timeout must be more than 0".into())

@@ -6,6 +6,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -297,6 +298,7 @@ pub fn run_one(
     template: &Template,
     dir: &Path,
     push: bool,
+    timeout: Option<Duration>,
 ) -> Result<ResultRecord> {
     let task = as_task(&b.header, t);
     template.check_fits(std::slice::from_ref(&task))?;
@@ -318,7 +320,10 @@ pub fn run_one(
         .env("ORCH_BATCH_ID", b.header.batch.to_string())
         .env_remove("ORCH_DB");
     crate::child::contain(&mut cmd);
-    let out = cmd.spawn().and_then(|c| c.wait_with_output());
+    let mut timed_out = false;
+    let out = cmd
+        .spawn()
+        .and_then(|c| wait_bounded(c, timeout, &mut timed_out));
     let end = now_ms();
     let mut rec = ResultRecord {
         format: RECORD_FORMAT.into(),
@@ -358,15 +363,17 @@ pub fn run_one(
                 o.status,
                 &stdout,
                 &stderr,
+                timed_out,
                 false,
-                false,
-                None,
+                timeout,
             );
             rec.exit_code = o.status.code();
             rec.signal = o.status.signal();
             rec.outcome = if j.ok { Status::Done } else { Status::Failed };
             rec.error_class = (!j.ok).then(|| {
-                if rec.signal.is_some() {
+                if timed_out {
+                    "timeout"
+                } else if rec.signal.is_some() {
                     "signal"
                 } else if rec.exit_code != Some(0) {
                     "exit"
@@ -400,6 +407,64 @@ pub fn run_one(
         rec.pushed = pushed;
     }
     Ok(rec)
+}
+
+/// Waits for `child` and its output; past `timeout` its process group gets
+/// SIGTERM, then SIGKILL after [`crate::run::GRACE`].
+fn wait_bounded(
+    mut child: std::process::Child,
+    timeout: Option<Duration>,
+    timed_out: &mut bool,
+) -> std::io::Result<std::process::Output> {
+    let read = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = read(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = read(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let pgid = child.id() as i32;
+    let start = Instant::now();
+    let mut termed: Option<Instant> = None;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        let now = Instant::now();
+        match (timeout, termed) {
+            (Some(t), None) if now.duration_since(start) >= t => {
+                *timed_out = true;
+                crate::child::kill_group(pgid, libc::SIGTERM);
+                termed = Some(now);
+            }
+            (_, Some(at)) if now.duration_since(at) >= crate::run::GRACE => {
+                crate::child::kill_group(pgid, libc::SIGKILL);
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // What the agent left in its group goes with it (and closes the pipes).
+    crate::child::kill_group(pgid, libc::SIGKILL);
+    Ok(std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
 
 fn hostname() -> Option<String> {
