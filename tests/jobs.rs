@@ -678,3 +678,18 @@ fn a_job_past_its_timeout_is_stopped_and_fails_with_class_timeout() {
     let took = r["end_ms"].as_i64().unwrap() - r["start_ms"].as_i64().unwrap();
     assert!(took < 29_000, "the agent was not stopped: {took} ms");
 }
+
+#[test]
+fn an_export_whose_bundle_cannot_be_written_dispatches_nothing() {
+    let env = Env::new();
+    env.add("dev", "say=a");
+    let b = env.ok("orch-batch", &["create"]).trim().to_string();
+    let out = env.run(
+        "orch-batch",
+        &["export", &b, "--out", "no/such/dir/bundle.jsonl"],
+    );
+    let err = assert_error(&out, "orch-batch");
+    assert!(err.contains("not dispatched"), "{err}");
+    assert!(!env.ok("orch", &["status"]).contains("dispatched  batch"));
+    assert!(!env.path().join("no").exists());
+}

@@ -28,7 +28,7 @@ pub fn export(
     let cwd = std::env::current_dir().unwrap_or_default();
     let agents = AgentIndex::discover(&cwd);
     let base = job::git_head(&cwd);
-    let bundle = dispatch::export(
+    let (bundle, fresh) = dispatch::export(
         &db,
         id,
         lease.unwrap_or(dispatch::DEFAULT_LEASE),
@@ -38,7 +38,22 @@ pub fn export(
     let text = bundle.render();
     match out_file {
         Some(p) => {
-            std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
+            if let Err(e) = write_atomic(p, &text) {
+                if fresh {
+                    dispatch::undo(&db, id)?;
+                }
+                return Err(e).with_context(|| {
+                    format!(
+                        "writing {}; batch {id} is {}",
+                        text::escape(&p.display().to_string(), false),
+                        if fresh {
+                            "not dispatched"
+                        } else {
+                            "still dispatched from before"
+                        }
+                    )
+                });
+            }
             eprintln!(
                 "orch-batch: batch {id} dispatched: {} task{} in {}",
                 bundle.tasks.len(),
@@ -48,12 +63,33 @@ pub fn export(
         }
         None => {
             let mut out = Out::new();
-            out.text(&text).and_then(|_| out.flush()).with_context(|| {
-                format!("printing batch {id}'s bundle (the batch is marked dispatched; `orch-batch release {id}` frees it)")
-            })?;
+            if let Err(source) = out.text(&text).and_then(|_| out.flush()) {
+                return Err(crate::NotPrinted {
+                    what: format!(
+                        "batch {id} is dispatched (`orch-batch release {id}` frees it), its bundle"
+                    ),
+                    source,
+                }
+                .into());
+            }
         }
     }
     Ok(Exit::Ok)
+}
+
+/// Writes `text` to `path` through a temporary file beside it, so a reader
+/// never sees half a bundle.
+fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut f = tempfile::NamedTempFile::new_in(dir)?;
+    f.write_all(text.as_bytes())?;
+    f.as_file().sync_all()?;
+    f.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Arguments of `orch-run job`.
@@ -111,9 +147,16 @@ pub fn run_job(a: JobArgs) -> anyhow::Result<Exit> {
     // Nothing on stderr: `kubectl logs` merges it into the records.
     let rec = job::run_one(&bundle, &t, &program, &template, &cwd, a.push, a.timeout)?;
     let mut out = Out::new();
-    out.json(&rec)
-        .and_then(|_| out.flush())
-        .context("printing the result record")?;
+    if let Err(source) = out.json(&rec).and_then(|_| out.flush()) {
+        return Err(crate::NotPrinted {
+            what: format!(
+                "task {} ran (its work is on its branch, if any), its result record",
+                t.id
+            ),
+            source,
+        }
+        .into());
+    }
     Ok(if rec.outcome == orch_core::task::Status::Done {
         Exit::Ok
     } else {

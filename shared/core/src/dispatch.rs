@@ -19,7 +19,8 @@ use crate::time::{now_ms, rfc3339};
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Marks batch `id` dispatched (or renews its lease) and returns its bundle:
-/// every task still waiting to launch. Exporting again gives the same
+/// every task still waiting to launch, and whether this export made the
+/// dispatch (false when it renewed one). Exporting again gives the same
 /// `dispatch` name, so records of either export are accepted.
 pub fn export(
     db: &Db,
@@ -27,7 +28,7 @@ pub fn export(
     lease: Duration,
     base: Option<String>,
     subagent_type: &dyn Fn(&str) -> Option<String>,
-) -> Result<Bundle> {
+) -> Result<(Bundle, bool)> {
     db.write(|tx| {
         let b = batch::get_in(tx, id)?;
         if let (Some(_), Some(pid)) = batch::runner_in(tx, id)? {
@@ -54,6 +55,7 @@ pub fn export(
                 |r| r.get(0),
             )
             .optional()?;
+        let fresh = old.is_none();
         let token = match old {
             Some(t) => {
                 tx.execute(
@@ -73,7 +75,7 @@ pub fn export(
             }
         };
         batch::mark_emitted_in(tx, id)?;
-        Ok(Bundle {
+        let bundle = Bundle {
             header: BundleHeader {
                 format: BUNDLE_FORMAT.into(),
                 batch: id,
@@ -94,8 +96,14 @@ pub fn export(
                     after: t.after,
                 })
                 .collect(),
-        })
+        };
+        Ok((bundle, fresh))
     })
+}
+
+/// Takes back a dispatch whose bundle could not be written.
+pub fn undo(db: &Db, id: i64) -> Result<()> {
+    db.write(|tx| clear_in(tx, id))
 }
 
 /// Refuses to run batch `id` here while it is out as a bundle.
