@@ -6,12 +6,15 @@
 # (tmux, script, python3 with venv, Node.js with npm); elsewhere it names what
 # to install and fails.
 #
-# - tmux and script (util-linux), for the real-terminal tests
+# - tmux and script (util-linux), for the real-terminal tests; zsh and fish,
+#   which check the syntax of the completion scripts orch generates
 # - .venv/: the official MCP Python SDK (`mcp` from PyPI), the client of tests/mcp_clients/*.py
 # - tests/mcp_clients/node_modules/: the MCP Inspector CLI, pinned by the
 #   committed package.json and package-lock.json there
 # - tests/claude_code/node_modules/: the Claude Code CLI the real tier drives,
 #   pinned the same way (its native binary checked to run as installed)
+# - tests/acorn/node_modules/: the JavaScript parser that checks the scripts of
+#   orch-emit --format workflow, pinned the same way
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +37,9 @@ need() {
 # --- real terminals: tmux drives the guided check, script gives a pty ---------
 need tmux tmux
 need script util-linux bsdutils
+# --- the shells whose completion scripts orch generates ------------------------
+need zsh zsh
+need fish fish
 # --- the interpreters of the third-party clients -------------------------------
 need python3 python3 python3-venv
 need npm nodejs npm
@@ -158,3 +164,19 @@ need parallel parallel
 need /usr/sbin/sshd openssh-server
 need ssh openssh-client
 need rsync rsync
+# --- acorn (the real tier's check of workflow scripts) -------------------------
+acorn=tests/acorn
+have_acorn() {
+  [ -f "$acorn/node_modules/acorn/package.json" ] &&
+    cmp -s "$acorn/package-lock.json" "$acorn/node_modules/.orch-package-lock.json"
+}
+if have_acorn; then
+  say "acorn already in $acorn/node_modules"
+else
+  if ! command -v npm >/dev/null 2>&1; then
+    say "error: npm not found; install Node.js 20 or newer with npm"; exit 2
+  fi
+  (cd "$acorn" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  cp "$acorn/package-lock.json" "$acorn/node_modules/.orch-package-lock.json"
+  say "installed acorn into $acorn/node_modules"
+fi

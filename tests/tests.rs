@@ -5,6 +5,7 @@ mod common;
 
 mod bad_stdout;
 mod batch;
+mod claude_tasks;
 mod completions;
 mod damaged;
 mod database;
@@ -24,3 +25,4 @@ mod status;
 mod stress;
 mod terminal;
 mod verify;
+mod workflow;

@@ -24,5 +24,6 @@ pub mod task;
 pub mod text;
 pub mod time;
 pub mod verify;
+pub mod workflow;
 
 pub use error::{Error, Exit, Result};
