@@ -22,7 +22,8 @@ fn doctor(env: &Env) -> (std::collections::HashMap<String, Value>, i32) {
             "hooks",
             "mcp",
             "clipboard",
-            "agent"
+            "agent",
+            "limits"
         ]
     );
     let code = out.status.code().unwrap();

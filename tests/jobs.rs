@@ -619,7 +619,8 @@ fn a_failed_job_comes_back_failed_with_its_class_and_a_dispatched_batch_does_not
     assert_code(&out, 1);
     let r = json(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(r["outcome"], "failed");
-    assert_eq!(r["error_class"], "exit");
+    // A non-zero exit is classified from the agent's output, as orch-run does.
+    assert_eq!(r["error_class"], "agent_error");
     assert_eq!(r["exit_code"], 3);
     // orch-run will not run the tasks of a batch that is out as jobs.
     let err = assert_error(&env.run("orch-run", &[&b, "--", "true"]), "orch-run");
@@ -627,6 +628,15 @@ fn a_failed_job_comes_back_failed_with_its_class_and_a_dispatched_batch_does_not
     std::fs::write(env.path().join("r.jsonl"), r.to_string() + "\n").unwrap();
     assert_code(&env.run("orch-run", &["ingest", "r.jsonl"]), 0);
     assert_eq!(statuses(&env), ["failed", "batched"]);
+    // The ingested record is the task's attempt, run by a job.
+    let a = env.ok("orch-queue", &["attempts", "1", "--json"]);
+    let lines: Vec<_> = a.lines().map(json).collect();
+    assert_eq!(lines.len(), 1, "{a}");
+    assert_eq!(lines[0]["runner"], "job");
+    assert_eq!(lines[0]["outcome"], "failed");
+    assert_eq!(lines[0]["error_class"], "agent_error");
+    assert_eq!(lines[0]["exit_code"], 3);
+    assert_eq!(lines[0]["started_at"], r["started_at"]);
     // A lease that ran out says so; the batch still waits for task 2.
     env.ok(
         "orch-batch",

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::batch;
 use crate::db::Db;
+use crate::errclass::Class;
 use crate::error::{Error, Result};
 use crate::job::{Bundle, BundleHeader, BundleTask, ResultRecord, BUNDLE_FORMAT};
 use crate::task::{self, Outcome, Status};
@@ -31,7 +32,12 @@ pub fn export(
 ) -> Result<(Bundle, bool)> {
     db.write(|tx| {
         let b = batch::get_in(tx, id)?;
-        if let (Some(_), Some(pid)) = batch::runner_in(tx, id)? {
+        if let (Some(_), runner, holder, _) = batch::lease_in(tx, id)? {
+            let pid = holder
+                .as_deref()
+                .and_then(crate::lease::pid_of)
+                .or(runner)
+                .unwrap_or(0);
             return Err(Error::invalid(format!(
                 "batch {id} was claimed by orch-run (pid {pid}); it runs here, not as jobs"
             )));
@@ -275,6 +281,33 @@ pub fn ingest(db: &Db, inputs: &[Input]) -> Result<Ingested> {
                     log: None,
                     claude: r.claude.clone(),
                     at: Some(r.end_ms),
+                },
+            )?;
+            let mut metrics = r
+                .claude
+                .as_ref()
+                .map(crate::attempt::Metrics::from_claude)
+                .unwrap_or_default();
+            metrics.cost_usd = metrics.cost_usd.or(r.cost_usd);
+            metrics.session_id = metrics.session_id.or_else(|| r.session_id.clone());
+            if let Some(t) = &r.tokens {
+                metrics.input_tokens = metrics.input_tokens.or(Some(t.input));
+                metrics.output_tokens = metrics.output_tokens.or(Some(t.output));
+            }
+            metrics.duration_ms = metrics.duration_ms.or(Some(r.end_ms - r.start_ms));
+            crate::attempt::begin_in(tx, r.task, crate::attempt::JOB, r.start_ms)?;
+            crate::attempt::end_in(
+                tx,
+                r.task,
+                crate::attempt::JOB,
+                &crate::attempt::End {
+                    ok: r.outcome == Status::Done,
+                    class: r.error_class.as_deref().and_then(Class::parse),
+                    error: r.error.clone(),
+                    exit_code: r.exit_code.map(i64::from),
+                    retry_at: None,
+                    metrics,
+                    at: r.end_ms,
                 },
             )?;
             tx.execute(

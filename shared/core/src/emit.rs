@@ -27,12 +27,13 @@ pub fn explain_name(error: String) -> String {
 
 /// The input of one Agent tool call: only keys that tool accepts. Never
 /// `name` (see [`NAME_REFUSED`]), `team_name` or `mode`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentCall {
     pub description: String,
     pub prompt: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schemars(with = "String")]
     pub subagent_type: Option<String>,
 }
 
@@ -143,11 +144,15 @@ pub fn mailbox_lines(tasks: &[Task], db: Option<&Path>) -> Vec<String> {
 }
 
 /// SPEC §7's `--format json` object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct JsonBatch<'a> {
+    #[schemars(description = "The batch id (for batch_status)")]
     pub batch: i64,
+    #[schemars(extend("const" = AGENT_TOOL))]
     pub tool: &'static str,
+    #[schemars(description = "Task ids, in the order of calls")]
     pub tasks: Vec<i64>,
+    #[schemars(description = "The Agent tool call inputs, all to be sent in one message")]
     pub calls: &'a [AgentCall],
 }
 

@@ -157,7 +157,8 @@ pub struct ResultRecord {
     pub task: i64,
     /// `done` or `failed`.
     pub outcome: Status,
-    /// Why it failed: `spawn`, `timeout`, `signal`, `exit`, `agent`.
+    /// Why it failed: one of [`crate::errclass::Class`] (`timeout`,
+    /// `spawn_error`, `killed`, `rate_limited`, `agent_error`, ...).
     pub error_class: Option<String>,
     pub error: Option<String>,
     pub exit_code: Option<i32>,
@@ -204,6 +205,11 @@ impl ResultRecord {
         }
         if (self.outcome == Status::Done) != self.error_class.is_none() {
             return Err("its outcome and its error class disagree".into());
+        }
+        if let Some(c) = &self.error_class {
+            if crate::errclass::Class::parse(c).is_none() {
+                return Err(format!("error class {c:?} is not one orch knows"));
+            }
         }
         if let Some(b) = &self.branch {
             if *b != branch_name(self.task) {
@@ -285,6 +291,7 @@ fn as_task(b: &BundleHeader, t: &BundleTask) -> Task {
         error: None,
         exit_code: None,
         claude: None,
+        not_before: None,
     }
 }
 
@@ -319,11 +326,8 @@ pub fn run_one(
         .env("ORCH_TASK_ID", t.id.to_string())
         .env("ORCH_BATCH_ID", b.header.batch.to_string())
         .env_remove("ORCH_DB");
-    crate::child::contain(&mut cmd);
     let mut timed_out = false;
-    let out = cmd
-        .spawn()
-        .and_then(|c| wait_bounded(c, timeout, &mut timed_out));
+    let out = crate::child::spawn(&mut cmd).and_then(|c| wait_bounded(c, timeout, &mut timed_out));
     let end = now_ms();
     let mut rec = ResultRecord {
         format: RECORD_FORMAT.into(),
@@ -351,7 +355,7 @@ pub fn run_one(
     };
     match out {
         Err(e) => {
-            rec.error_class = Some("spawn".into());
+            rec.error_class = Some(crate::errclass::Class::SpawnError.as_str().into());
             rec.error = Some(format!("cannot start {}: {e}", program.display()));
         }
         Ok(o) => {
@@ -371,15 +375,20 @@ pub fn run_one(
             rec.signal = o.status.signal();
             rec.outcome = if j.ok { Status::Done } else { Status::Failed };
             rec.error_class = (!j.ok).then(|| {
-                if timed_out {
-                    "timeout"
-                } else if rec.signal.is_some() {
-                    "signal"
-                } else if rec.exit_code != Some(0) {
-                    "exit"
-                } else {
-                    "agent"
-                }
+                crate::errclass::classify(
+                    &crate::errclass::Ending {
+                        stdout: &stdout,
+                        stderr: &stderr,
+                        exit_code: rec.exit_code,
+                        signal: rec.signal,
+                        timed_out,
+                        interrupted: false,
+                        spawn_failed: false,
+                    },
+                    end,
+                )
+                .class
+                .as_str()
                 .to_string()
             });
             rec.error = j.error;

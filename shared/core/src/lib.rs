@@ -3,6 +3,7 @@
 //! agent calls), and the formats other programs read (emit, MCP, hooks).
 //! Nothing here parses flags or prints for people; `orch-cli` does that.
 
+pub mod attempt;
 pub mod batch;
 pub mod calls;
 pub mod child;
@@ -12,11 +13,14 @@ pub mod db;
 pub mod dispatch;
 pub mod emit;
 pub mod engines;
+pub mod errclass;
 pub mod error;
 pub mod hook;
 pub mod intervals;
 pub mod job;
 pub mod jsonl;
+pub mod lease;
+pub mod limits;
 pub mod mcp;
 pub mod msg;
 pub mod run;
