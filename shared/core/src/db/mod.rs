@@ -818,7 +818,8 @@ mod tests {
                 .to_string_lossy()
                 .into_owned();
             for (table, owner) in OWNERS {
-                if rel == *owner {
+                // Migrations may move any table's rows when they rebuild it.
+                if rel == *owner || rel == "core/src/db/schema.rs" {
                     continue;
                 }
                 for verb in ["FROM", "INTO", "UPDATE"] {
