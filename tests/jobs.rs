@@ -193,6 +193,34 @@ fn ingest_is_all_or_nothing_under_a_corrupted_7th_record() {
     let err = assert_error(&env.run("orch-run", &["ingest", "r.jsonl"]), "orch-run");
     assert!(err.contains("r.jsonl:7"), "{err}");
     assert!(statuses(&env).iter().all(|s| s == "batched"));
+    // Refused inside the write, after six attempts were recorded: none stay.
+    let mut r = json(records.lines().nth(6).unwrap());
+    r["task"] = 999.into();
+    lines[6] = r.to_string();
+    std::fs::write(env.path().join("r.jsonl"), lines.join("\n") + "\n").unwrap();
+    let err = assert_error(&env.run("orch-run", &["ingest", "r.jsonl"]), "orch-run");
+    assert!(
+        err.contains("r.jsonl:7") && err.contains("no such task"),
+        "{err}"
+    );
+    assert!(statuses(&env).iter().all(|s| s == "batched"));
+    let attempts: i64 = env
+        .sql()
+        .query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(attempts, 0);
+    // Whole, it is ten attempts of runner job.
+    std::fs::write(env.path().join("r.jsonl"), &records).unwrap();
+    assert_code(&env.run("orch-run", &["ingest", "r.jsonl"]), 0);
+    let jobs: i64 = env
+        .sql()
+        .query_row(
+            "SELECT count(*) FROM attempts WHERE runner = 'job' AND outcome = 'done'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(jobs, 10);
 }
 
 #[test]
