@@ -22,6 +22,7 @@ mod faults;
 mod fidelity;
 mod guided;
 mod hooks;
+mod jobs;
 mod limits;
 mod mcp;
 mod mcp_clients;

@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod emit;
 pub mod events;
 pub mod hook;
+pub mod jobs;
 pub mod mcp;
 pub mod msg;
 pub mod orch;
