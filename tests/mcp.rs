@@ -552,7 +552,7 @@ fn issue17_2_the_instruction_travels_in_the_structured_content() {
 }
 
 #[test]
-fn issue17_8_a_named_task_is_refused_with_the_reason() {
+fn issue17_8_a_named_task_keeps_its_name_and_a_bad_one_is_refused() {
     let env = Env::new();
     let mut s = Server::start(env.cmd("orch-mcp"));
     initialize(&mut s, "2025-11-25");
@@ -561,11 +561,14 @@ fn issue17_8_a_named_task_is_refused_with_the_reason() {
         "queue_parallel_task",
         json!({"agent": "Explore", "task": "map it", "name": "mapper"}),
     );
-    assert_eq!(r["isError"], true, "{r}");
-    let text = r["content"][0]["text"].as_str().unwrap();
-    assert!(
-        text.contains("spawns a teammate instead of a sub-agent"),
-        "{text}"
+    assert_eq!(r["isError"], false, "{r}");
+    let r = s.tool(
+        3,
+        "queue_parallel_task",
+        json!({"agent": "Explore", "task": "map it", "name": "two words", "model": "gpt"}),
     );
+    assert_eq!(r["isError"], true, "{r}");
     s.finish();
+    assert_eq!(task(&env, 1)["name"], "mapper");
+    assert_eq!(count(&env, "tasks"), 1);
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod agent_options;
 mod bad_stdout;
 mod batch;
 mod completions;

@@ -2,6 +2,7 @@
 //! that live in it (tasks, batches, messages, verification runs, agent calls),
 //! the renderers, and the command-line front ends the thin `main.rs` files call.
 
+pub mod agent_options;
 pub mod agents;
 pub mod batch;
 pub mod child;
@@ -13,8 +14,10 @@ pub mod doctor;
 pub mod emit;
 pub mod error;
 pub mod front;
+pub mod git;
 pub mod hook;
 pub mod intervals;
+pub mod land;
 pub mod mcp;
 pub mod msg;
 pub mod run;
@@ -24,6 +27,8 @@ pub mod status;
 pub mod task;
 pub mod text;
 pub mod time;
+pub mod touches;
 pub mod verify;
+pub mod worktree;
 
 pub use error::{Error, Exit, Result};

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
+use crate::agent_options;
 use crate::agents::AgentIndex;
 use crate::batch::{self, CreateRequest, DEFAULT_MAX};
 use crate::db::Db;
@@ -497,6 +498,13 @@ ready task at the same time. Nothing runs until then. Returns the new task's id 
                         "items": { "type": "integer", "minimum": 1 },
                         "description": "Ids of existing tasks that must be done before this one becomes ready."
                     }
+               ,
+                    "model": { "type": "string", "enum": agent_options::MODELS, "description": "The model the sub-agent runs on. Default: the session's." },
+                    "isolation": { "type": "string", "enum": agent_options::ISOLATIONS, "description": "Run the sub-agent in its own git worktree, or remotely." },
+                    "background": { "type": "boolean", "description": "Launch the sub-agent in the background (run_in_background)." },
+                    "name": { "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", "description": "A name SendMessage can address the agent by." },
+                    "mode": { "type": "string", "enum": agent_options::MODES, "description": "The sub-agent's permission mode." },
+                    "touches": { "type": "array", "items": { "type": "string" }, "description": "Globs of the paths the task expects to change; tasks whose globs overlap never share a batch." }
                 },
                 "required": ["agent", "task"],
                 "additionalProperties": false
@@ -726,6 +734,18 @@ struct QueueArgs {
     priority: Option<i64>,
     #[serde(default)]
     after: Option<Vec<i64>>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    isolation: Option<String>,
+    #[serde(default)]
+    background: Option<bool>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    touches: Vec<String>,
 }
 
 /// `queue_parallel_task`'s structured result. Claude Code shows the model only
@@ -750,6 +770,12 @@ fn queue_task(state: &mut State, a: QueueArgs) -> Result<CallResult, String> {
         priority: a.priority,
         after: after.iter().copied().map(Dep::Id).collect(),
         key: None,
+        model: a.model,
+        isolation: a.isolation,
+        background: a.background,
+        name: a.name,
+        mode: a.mode,
+        touches: a.touches,
     }
     .validate(None)
     .map_err(|e| e.to_string())?;

@@ -80,6 +80,8 @@ pub struct Template {
     pub program: String,
     pub args: Vec<String>,
     pub output: OutputKind,
+    /// Whether a task's `model` is passed as `--model` (the claude preset).
+    pub model_flag: bool,
 }
 
 impl Template {
@@ -107,6 +109,7 @@ impl Template {
             program: program.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
             output,
+            model_flag: p == Preset::Claude,
         }
     }
 
@@ -144,6 +147,7 @@ impl Template {
             } else {
                 OutputKind::Text
             },
+            model_flag: false,
         })
     }
 
@@ -153,7 +157,14 @@ impl Template {
         let file = prompt_file
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
-        self.args.iter().map(|a| substitute(a, t, &file)).collect()
+        let mut argv: Vec<String> = self.args.iter().map(|a| substitute(a, t, &file)).collect();
+        // The preset claude honours the task's model (`claude -p --model`).
+        if self.model_flag {
+            if let Some(m) = &t.agent.model {
+                argv.extend(["--model".to_string(), m.clone()]);
+            }
+        }
+        argv
     }
 
     /// How this command takes the prompt: `{prompt}` in an argument, else

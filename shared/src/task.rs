@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 use serde::{Deserialize, Serialize};
 
+use crate::agent_options::AgentOptions;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::time::{now_ms, rfc3339};
+use crate::worktree::GitRecord;
 
 /// The longest prompt orch stores, in bytes.
 pub const MAX_PROMPT: usize = 1 << 20;
@@ -25,16 +27,19 @@ pub enum Status {
     Done,
     Failed,
     Cancelled,
+    /// Its branch was merged into the target by orch-land (final, after done).
+    Landed,
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::Queued,
         Status::Batched,
         Status::Running,
         Status::Done,
         Status::Failed,
         Status::Cancelled,
+        Status::Landed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +50,7 @@ impl Status {
             Status::Done => "done",
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
+            Status::Landed => "landed",
         }
     }
 
@@ -52,9 +58,13 @@ impl Status {
         Status::ALL.into_iter().find(|x| x.as_str() == s)
     }
 
-    /// Done, failed or cancelled: nothing more happens to the task.
+    /// Done, failed, cancelled or landed: the agent's work is over (a done
+    /// task may still land).
     pub fn is_final(self) -> bool {
-        matches!(self, Status::Done | Status::Failed | Status::Cancelled)
+        matches!(
+            self,
+            Status::Done | Status::Failed | Status::Cancelled | Status::Landed
+        )
     }
 }
 
@@ -102,10 +112,21 @@ pub struct Task {
     /// `usage`, `modelUsage` and `errors`, as it wrote them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claude: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The Agent tool options it sets (model, isolation, background, name, mode).
+    #[serde(flatten)]
+    pub agent: AgentOptions,
+    /// Globs of the paths it expects to change (`--touches`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub touches: Vec<String>,
+    /// Its git worktree, branch and commits, when it ran with `orch-run --worktree`.
+    #[serde(flatten)]
+    pub git: GitRecord,
 }
 
 const TASK_COLUMNS: &str = "id, role, description, prompt, priority, status, batch_id, \
-     created_at, batched_at, started_at, finished_at, result, error, exit_code, claude";
+     created_at, batched_at, started_at, finished_at, result, error, exit_code, claude, \
+     model, isolation, background, agent_name, mode, touches, \
+     worktree, branch, base_commit, head_commit, landed_commit, conflict";
 
 impl Task {
     fn from_row(r: &Row) -> rusqlite::Result<Task> {
@@ -129,6 +150,27 @@ impl Task {
             claude: r
                 .get::<_, Option<String>>(14)?
                 .and_then(|s| serde_json::from_str(&s).ok()),
+            agent: AgentOptions {
+                model: r.get(15)?,
+                isolation: r.get(16)?,
+                background: r.get::<_, Option<bool>>(17)?.unwrap_or(false),
+                name: r.get(18)?,
+                mode: r.get(19)?,
+            },
+            touches: r
+                .get::<_, Option<String>>(20)?
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or_default(),
+            git: GitRecord {
+                worktree: r.get(21)?,
+                branch: r.get(22)?,
+                base: r.get(23)?,
+                head: r.get(24)?,
+                landed_commit: r.get(25)?,
+                conflict: r
+                    .get::<_, Option<String>>(26)?
+                    .and_then(|s| serde_json::from_str(&s).ok()),
+            },
         })
     }
 }
@@ -155,6 +197,9 @@ impl Task {
             error: None,
             exit_code: None,
             claude: None,
+            agent: AgentOptions::default(),
+            touches: vec![],
+            git: GitRecord::default(),
         }
     }
 }
@@ -187,6 +232,19 @@ pub struct NewTask {
     /// A name other lines of the same input can list in their `after`.
     #[serde(default)]
     pub key: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub isolation: Option<String>,
+    #[serde(default)]
+    pub background: Option<bool>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Globs of the paths the task expects to change.
+    #[serde(default)]
+    pub touches: Vec<String>,
 }
 
 /// A validated task, ready to insert.
@@ -198,6 +256,8 @@ pub struct ValidTask {
     pub priority: i64,
     pub after: Vec<Dep>,
     pub key: Option<String>,
+    pub agent: AgentOptions,
+    pub touches: Vec<String>,
 }
 
 /// Checks a role: 1–64 of `A-Za-z0-9_.-`, not starting with `.` or `-`.
@@ -328,6 +388,17 @@ impl NewTask {
                 }
             }
         }
+        let agent = AgentOptions {
+            model: self.model,
+            isolation: self.isolation,
+            background: self.background.unwrap_or(false),
+            name: self.name,
+            mode: self.mode,
+        };
+        agent.validate()?;
+        for g in &self.touches {
+            crate::touches::validate(g)?;
+        }
         Ok(ValidTask {
             role,
             description,
@@ -335,6 +406,8 @@ impl NewTask {
             priority: self.priority.unwrap_or(0),
             after: self.after,
             key: self.key,
+            agent,
+            touches: self.touches,
         })
     }
 }
@@ -557,9 +630,24 @@ impl<'a> Inserter<'a> {
         }
         self.tx
             .prepare_cached(
-                "INSERT INTO tasks (role, description, prompt, priority, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO tasks (role, description, prompt, priority, created_at,
+                     model, isolation, background, agent_name, mode, touches)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
-            .execute(params![t.role, t.description, t.prompt, t.priority, self.now])?;
+            .execute(params![
+                t.role,
+                t.description,
+                t.prompt,
+                t.priority,
+                self.now,
+                t.agent.model,
+                t.agent.isolation,
+                t.agent.background.then_some(true),
+                t.agent.name,
+                t.agent.mode,
+                (!t.touches.is_empty())
+                    .then(|| serde_json::to_string(&t.touches).unwrap_or_default())
+            ])?;
         let id = self.tx.last_insert_rowid();
         self.ids.push(id);
         if let Some(waiting) = self.waiting.remove(&i) {
@@ -693,7 +781,7 @@ pub fn find_cycle(edges: &[Vec<usize>]) -> Option<Vec<usize>> {
 
 /// SQL condition: task `t` is ready (queued, and everything in its `after` is done).
 pub const READY: &str = "t.status = 'queued' AND NOT EXISTS (SELECT 1 FROM task_deps d \
-     JOIN tasks p ON p.id = d.after_id WHERE d.task_id = t.id AND p.status != 'done')";
+     JOIN tasks p ON p.id = d.after_id WHERE d.task_id = t.id AND p.status NOT IN ('done', 'landed'))";
 
 /// A queued task that can never become ready: it waits, directly or through
 /// other tasks, for one that failed or was cancelled.
@@ -948,6 +1036,9 @@ pub struct Stats {
     pub done: i64,
     pub failed: i64,
     pub cancelled: i64,
+    /// Done tasks whose branch orch-land merged; left out when there are none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub landed: i64,
     pub total: i64,
     /// Queued tasks that can never become ready (see [`blocked_in`]); left
     /// out of the JSON when there are none.
@@ -978,6 +1069,7 @@ pub fn stats_in(tx: &Transaction) -> Result<Stats> {
             Some(Status::Done) => s.done = n,
             Some(Status::Failed) => s.failed = n,
             Some(Status::Cancelled) => s.cancelled = n,
+            Some(Status::Landed) => s.landed = n,
             None => {}
         }
         s.total += n;

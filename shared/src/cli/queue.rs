@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use super::{DbArg, Out, Tool};
+use crate::agent_options;
 use crate::db::{self, Db};
 use crate::error::Exit;
 use crate::task::{self, Dep, NewTask, Outcome, Status, Task};
@@ -54,7 +55,7 @@ pub enum Cmd {
   orch-queue add --stdin --role dev < tasks.jsonl   # the role of lines that name none
 
 JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), key?")]
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List tasks, oldest first.
     #[command(
         after_help = "Examples:\n  orch-queue list --status queued\n  orch-queue list --batch 3 --json | jq .result"
@@ -133,8 +134,27 @@ pub struct AddArgs {
     /// Wait for this task to be done first (repeatable).
     #[arg(long, value_name = "ID")]
     pub after: Vec<i64>,
+    /// The model the agent runs on (the Agent tool's `model`).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(agent_options::MODELS))]
+    pub model: Option<String>,
+    /// Run the agent in its own git worktree, or remotely (the Agent tool's `isolation`).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(agent_options::ISOLATIONS))]
+    pub isolation: Option<String>,
+    /// Launch the agent in the background (`run_in_background: true`).
+    #[arg(long)]
+    pub background: bool,
+    /// A name SendMessage can address the agent by (the Agent tool's `name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The agent's permission mode (the Agent tool's `mode`).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(agent_options::MODES))]
+    pub mode: Option<String>,
+    /// A glob of the paths the task expects to change (repeatable); tasks whose
+    /// globs overlap never share a batch.
+    #[arg(long, value_name = "GLOB")]
+    pub touches: Vec<String>,
     /// Read tasks as JSON Lines from stdin; print one id per line.
-    #[arg(long, conflicts_with_all = ["role", "prompt", "description", "priority", "after"])]
+    #[arg(long, conflicts_with_all = ["role", "prompt", "description", "priority", "after", "model", "isolation", "background", "name", "mode", "touches"])]
     pub stdin: bool,
     /// With --stdin: the role of every line that names none.
     #[arg(
@@ -202,7 +222,7 @@ impl Tool for Cli {
                     eprintln!("({})", loc.source.explain());
                 }
             }
-            Cmd::Add(a) => return add(&self.db, a, &mut out),
+            Cmd::Add(a) => return add(&self.db, *a, &mut out),
             Cmd::List {
                 status,
                 role,
@@ -322,6 +342,11 @@ const ADD_VALUE_OPTIONS: &[&str] = &[
     "--after",
     "--role",
     "--db",
+    "--model",
+    "--isolation",
+    "--name",
+    "--mode",
+    "--touches",
 ];
 
 /// Lets a prompt start with `-`: in `add`, an argument that starts with `-` but
@@ -424,6 +449,12 @@ fn add(db: &DbArg, a: AddArgs, out: &mut Out) -> anyhow::Result<Exit> {
         priority: Some(a.priority),
         after: a.after.into_iter().map(Dep::Id).collect(),
         key: None,
+        model: a.model,
+        isolation: a.isolation,
+        background: a.background.then_some(true),
+        name: a.name,
+        mode: a.mode,
+        touches: a.touches,
     }
     .validate(None)?;
     super::check_stdout()?;
@@ -696,6 +727,36 @@ fn print_task(out: &mut Out, t: &Task) -> io::Result<()> {
     }
     if let Some(b) = t.batch {
         out.line(format_args!("batch:       {b}"))?;
+    }
+    for (name, v) in [
+        ("model:", t.agent.model.as_deref()),
+        ("isolation:", t.agent.isolation.as_deref()),
+        ("background:", t.agent.background.then_some("yes")),
+        ("name:", t.agent.name.as_deref()),
+        ("mode:", t.agent.mode.as_deref()),
+        ("worktree:", t.git.worktree.as_deref()),
+        ("branch:", t.git.branch.as_deref()),
+        ("base:", t.git.base.as_deref()),
+        ("head:", t.git.head.as_deref()),
+        ("landed as:", t.git.landed_commit.as_deref()),
+    ] {
+        if let Some(v) = v {
+            out.line(format_args!("{name:<12} {}", text::escape(v, false)))?;
+        }
+    }
+    if !t.touches.is_empty() {
+        let globs: Vec<String> = t
+            .touches
+            .iter()
+            .map(|g| text::escape(g, false).into_owned())
+            .collect();
+        out.line(format_args!("touches:     {}", globs.join(", ")))?;
+    }
+    if let Some(c) = &t.git.conflict {
+        out.line(format_args!(
+            "conflict:    {}",
+            text::escape(&c.to_string(), false)
+        ))?;
     }
     out.line(format_args!("created:     {}", rfc3339(t.created_at)))?;
     for (name, v) in [
