@@ -15,6 +15,7 @@ mod front;
 mod help;
 mod hook;
 mod hostile;
+mod land;
 mod mcp;
 mod msg;
 mod queue;

@@ -485,11 +485,20 @@ fn record_start(db: &Db, batch: i64, t: &Task, at: i64) -> Result<()> {
     })
 }
 
-fn record_finish(db: &Db, batch: i64, id: i64, o: Outcome) -> Result<()> {
+fn record_finish(
+    db: &Db,
+    batch: i64,
+    id: i64,
+    o: Outcome,
+    git: Option<&crate::worktree::GitRecord>,
+) -> Result<()> {
     let at = o.at.unwrap_or_else(now_ms);
     let status = if o.ok { "done" } else { "failed" };
     db.write(|tx| {
         task::finish_in(tx, id, o)?;
+        if let Some(g) = git {
+            crate::worktree::record_in(tx, id, g)?;
+        }
         tx.execute(
             "UPDATE agent_calls SET finished_at = ?3, status = ?4 WHERE session_id = ?1 AND call_id = ?2",
             params![session_id(batch), id.to_string(), at, status],
@@ -575,6 +584,8 @@ pub struct Options {
     pub timeout: Option<Duration>,
     /// Extra environment for every agent.
     pub env: Vec<(String, String)>,
+    /// A git worktree per task (`--worktree`), made as each task starts.
+    pub worktree: Option<crate::worktree::Setup>,
 }
 
 enum Msg {
@@ -696,6 +707,8 @@ struct Slot {
     exit: Option<(ExitStatus, i64, Instant)>,
     out: Option<JoinHandle<Tail>>,
     err: Option<JoinHandle<Tail>>,
+    /// The task's worktree, when it has one.
+    git: Option<crate::worktree::GitRecord>,
 }
 
 impl Slot {
@@ -918,6 +931,24 @@ impl Runner {
     ) -> Result<std::result::Result<Slot, Record>> {
         let start_ms = now_ms();
         record_start(db, batch, t, start_ms)?;
+        let git = match &opts.worktree {
+            Some(setup) => match setup.create(t.id) {
+                Ok(g) => {
+                    db.write(|tx| crate::worktree::record_in(tx, t.id, &g))?;
+                    Some(g)
+                }
+                Err(e) => {
+                    return self.not_started(
+                        db,
+                        batch,
+                        t,
+                        start_ms,
+                        format!("cannot make its worktree: {e}"),
+                    )
+                }
+            },
+            None => None,
+        };
         let (stdin, prompt_file) = match prompt_input(t, template.prompt_via()) {
             Ok(p) => p,
             Err(e) => {
@@ -941,6 +972,9 @@ impl Runner {
         crate::child::contain(&mut cmd);
         for (k, v) in &opts.env {
             cmd.env(k, v);
+        }
+        if let Some(dir) = git.as_ref().and_then(|g| g.worktree.as_ref()) {
+            cmd.current_dir(dir);
         }
         match cmd.spawn() {
             Ok(mut child) => {
@@ -967,6 +1001,7 @@ impl Runner {
                     exit: None,
                     out,
                     err,
+                    git,
                 }))
             }
             Err(e) => self.not_started(
@@ -999,6 +1034,7 @@ impl Runner {
                 at: Some(end),
                 ..Default::default()
             },
+            None,
         )?;
         Ok(Err(Record {
             id: t.id,
@@ -1083,6 +1119,14 @@ impl Runner {
             log.push('\n');
         }
         log.push_str(&stderr);
+        let mut j = j;
+        // A successful task's leftovers are committed on its branch.
+        if let (true, Some(setup), Some(g)) = (j.ok, &opts.worktree, slot.git.as_mut()) {
+            if let Err(e) = setup.finish(t, g) {
+                j.ok = false;
+                j.error = Some(format!("cannot commit what it changed: {e}"));
+            }
+        }
         record_finish(
             db,
             batch,
@@ -1096,6 +1140,7 @@ impl Runner {
                 claude: j.claude.clone(),
                 at: Some(end_ms),
             },
+            slot.git.as_ref(),
         )?;
         Ok(Record {
             id: t.id,

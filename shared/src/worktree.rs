@@ -147,6 +147,7 @@ impl Setup {
         let head = wt.run(&["rev-parse", "HEAD"])?;
         if Some(&head) == rec.base.as_ref() {
             remove(&self.repo, rec)?;
+            rec.worktree = None;
         }
         rec.head = Some(head);
         Ok(())
@@ -212,4 +213,77 @@ pub fn record_in(tx: &Transaction, id: i64, rec: &GitRecord) -> Result<()> {
 pub fn forget_in(tx: &Transaction, id: i64) -> Result<()> {
     tx.execute("UPDATE tasks SET worktree = NULL WHERE id = ?1", [id])?;
     Ok(())
+}
+
+/// One worktree `orch-queue clean` removes (or would).
+#[derive(Debug, Clone, Serialize)]
+pub struct Cleaned {
+    pub task: i64,
+    pub status: crate::task::Status,
+    pub worktree: String,
+    /// The branch deleted with it (a landed task's, or one holding nothing new).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch_deleted: Option<String>,
+}
+
+/// The repository a worktree of ours belongs to: `REPO/.orch/worktrees/task-N`.
+fn repo_of(worktree: &Path) -> Option<&Path> {
+    worktree.parent()?.parent()?.parent()
+}
+
+/// Removes the worktrees of tasks that are done, landed, cancelled or failed
+/// (with `dry_run`, only says which). A landed task's branch goes too.
+pub fn clean(db: &crate::db::Db, dry_run: bool) -> Result<Vec<Cleaned>> {
+    use crate::task::Status;
+    let tasks: Vec<(i64, String, GitRecord, Status)> = db.read(|tx| {
+        let mut st = tx.prepare(
+            "SELECT id, status, worktree, branch, base_commit FROM tasks
+             WHERE worktree IS NOT NULL AND status IN ('done','landed','cancelled','failed') ORDER BY id",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                let status: String = r.get(1)?;
+                let wt: String = r.get(2)?;
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    wt.clone(),
+                    GitRecord {
+                        worktree: Some(wt),
+                        branch: r.get(3)?,
+                        base: r.get(4)?,
+                        ..Default::default()
+                    },
+                    Status::parse(&status).unwrap_or(Status::Failed),
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    })?;
+    let mut out = Vec::new();
+    for (id, wt, rec, status) in tasks {
+        let path = Path::new(&wt);
+        let mut branch_deleted = None;
+        if !dry_run {
+            if let Some(repo) = repo_of(path).filter(|r| r.exists()) {
+                let git = Git::open(repo)?;
+                remove(&git, &rec)?;
+                if let Some(b) = &rec.branch {
+                    if status == Status::Landed && git.has_branch(b)? {
+                        git.run(&["branch", "-D", "--quiet", b])?;
+                        branch_deleted = Some(b.clone());
+                    }
+                }
+            }
+            db.write(|tx| forget_in(tx, id))?;
+        } else if status == Status::Landed {
+            branch_deleted = rec.branch.clone();
+        }
+        out.push(Cleaned {
+            task: id,
+            status,
+            worktree: wt,
+            branch_deleted,
+        });
+    }
+    Ok(out)
 }

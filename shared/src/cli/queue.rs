@@ -113,6 +113,16 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
         #[arg(long)]
         json: bool,
     },
+    /// Remove the git worktrees of tasks that are done, landed, cancelled or
+    /// failed (orch-run --worktree), and the branches of landed tasks.
+    #[command(after_help = "Example:\n  orch-queue clean --dry-run")]
+    Clean {
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -307,6 +317,27 @@ impl Tool for Cli {
                 )?;
                 note_blocked(&db, Some(&[id]), None);
             }
+            Cmd::Clean { dry_run, json } => {
+                let db = self.db.open_existing()?;
+                let gone = crate::worktree::clean(&db, dry_run)?;
+                for c in &gone {
+                    if json {
+                        out.json(c)?;
+                    } else {
+                        out.line(format_args!(
+                            "{} {} (task {}, {}){}",
+                            if dry_run { "would remove" } else { "removed" },
+                            text::escape(&c.worktree, false),
+                            c.task,
+                            c.status,
+                            c.branch_deleted
+                                .as_ref()
+                                .map(|b| format!(" and branch {}", text::escape(b, false)))
+                                .unwrap_or_default()
+                        ))?;
+                    }
+                }
+            }
             Cmd::Stats { json } => {
                 let db = self.db.open_existing()?;
                 let s = task::stats(&db)?;
@@ -321,8 +352,12 @@ impl Tool for Cli {
                         ("done", s.done),
                         ("failed", s.failed),
                         ("cancelled", s.cancelled),
+                        ("landed", s.landed),
                         ("total", s.total),
                     ] {
+                        if name == "landed" && n == 0 {
+                            continue;
+                        }
                         out.line(format_args!("{name:<10} {n}"))?;
                     }
                 }

@@ -58,6 +58,17 @@ pub struct Cli {
     /// The role of --stdin-lines tasks.
     #[arg(long, requires = "stdin_lines", value_name = "ROLE")]
     pub role: Option<String>,
+    /// Run each task in its own git worktree (under .orch/worktrees/) on branch
+    /// orch/task-ID; what it leaves uncommitted is committed there when it succeeds.
+    #[arg(long)]
+    pub worktree: bool,
+    /// The commit the worktrees start from [default: HEAD].
+    #[arg(long, value_name = "REV", requires = "worktree")]
+    pub base: Option<String>,
+    /// The author of the commits orch makes in worktrees, as 'Name <email>'
+    /// [default: git's own].
+    #[arg(long, value_name = "NAME <EMAIL>", requires = "worktree")]
+    pub author: Option<String>,
     /// The agent command, a template: {prompt} {prompt_file} {role} {id} {description}.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -143,6 +154,26 @@ impl Tool for Cli {
             Some(_) => crate::db::Db::open(&loc.path)?,
             None => crate::db::Db::open_existing(&loc)?,
         };
+        // Git is checked before anything is claimed.
+        let worktree = if self.worktree {
+            let waiting = match batch {
+                Some(id) => crate::batch::get(&db, id)?
+                    .tasks
+                    .into_iter()
+                    .filter(|t| t.status == Status::Batched)
+                    .collect(),
+                None => Vec::new(),
+            };
+            let here = std::env::current_dir().context("cannot read the current directory")?;
+            Some(crate::worktree::Setup::prepare(
+                &here,
+                self.base.as_deref().unwrap_or("HEAD"),
+                self.author.clone(),
+                &waiting,
+            )?)
+        } else {
+            None
+        };
         let claim = match (&lines, batch) {
             (Some(lines), _) => run::enqueue_lines(&db, lines, &role, &|t| template.check_fits(t))?,
             (None, Some(id)) => run::claim(&db, id, &|t| template.check_fits(t))?,
@@ -163,6 +194,7 @@ impl Tool for Cli {
             jobs,
             timeout: self.timeout,
             env: vec![("ORCH_DB".into(), db_env)],
+            worktree,
         };
         let tty = io::stderr().is_terminal();
         eprintln!(
