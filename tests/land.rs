@@ -204,3 +204,315 @@ fn orch_run_worktree_refuses_bad_git_state_before_claiming_anything() {
     // And with all that fixed, it runs.
     assert_code(&run_worktrees(&env, &r, &b, &[]), 0);
 }
+
+/// `orch-land ARGS…` in the repository.
+fn land(env: &Env, r: &Path, args: &[&str]) -> Output {
+    run_in(env, r, "orch-land", args)
+}
+
+/// The `Orch-Task` trailers on `main`'s first-parent history, oldest first.
+fn landed_order(r: &Path) -> Vec<i64> {
+    let log = git(
+        r,
+        &[
+            "log",
+            "--first-parent",
+            "--reverse",
+            "--format=%(trailers:key=Orch-Task,valueonly)",
+            "main",
+        ],
+    );
+    log.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+#[test]
+fn twenty_tasks_in_worktrees_land_as_twenty_commits_in_dependency_order() {
+    let env = Env::new();
+    let r = repo(&env);
+    let base = git(&r, &["rev-parse", "HEAD"]);
+    // Line 1 waits for line 20 (by key) and has the highest priority: it still lands after it.
+    let mut lines = String::new();
+    for i in 1..=20 {
+        let after = if i == 1 { r#","after":["t20"]"# } else { "" };
+        let prio = if i == 1 { 9 } else { 20 - i };
+        lines.push_str(&format!(
+            "{{\"role\":\"dev\",\"prompt\":\"write=files/f{i}.txt=v{i}\",\"key\":\"t{i}\",\"priority\":{prio}{after}}}\n"
+        ));
+    }
+    env.ok_with("orch-queue", &["add", "--stdin"], lines.as_bytes());
+    let b = env
+        .ok("orch-batch", &["create", "--max", "100"])
+        .trim()
+        .to_string();
+    assert_code(&run_worktrees(&env, &r, &b, &["-j", "8"]), 0);
+    let b2 = env.ok("orch-batch", &["create"]).trim().to_string();
+    assert_code(&run_worktrees(&env, &r, &b2, &[]), 0);
+
+    let out = land(&env, &r, &["--all", "--json"]);
+    assert_code(&out, 0);
+    let lines = json_lines(&stdout(&out));
+    assert_eq!(lines.len(), 20);
+    assert!(lines.iter().all(|l| l["outcome"] == "landed"), "{lines:?}");
+    // Priority order (2, 3, … 20 by falling priority), then 1 after its dependency 20.
+    let mut expected: Vec<i64> = (2..=20).collect();
+    expected.push(1);
+    assert_eq!(landed_order(&r), expected);
+    let ids: Vec<i64> = lines.iter().map(|l| l["task"].as_i64().unwrap()).collect();
+    assert_eq!(ids, expected);
+    let range = format!("{base}..main");
+    assert_eq!(
+        git(&r, &["rev-list", "--first-parent", "--count", &range]),
+        "20"
+    );
+    for i in 1..=20 {
+        assert_eq!(
+            git(&r, &["show", &format!("main:files/f{i}.txt")]),
+            format!("v{i}")
+        );
+        assert_eq!(task(&env, i)["status"], "landed");
+    }
+    let c = lines[0]["commit"].as_str().unwrap();
+    assert_eq!(task(&env, 2)["landed_commit"], c);
+    git(&r, &["fsck", "--strict", "--no-progress"]);
+    assert_eq!(
+        git(&r, &["status", "--porcelain"]),
+        "",
+        "the checkout followed the branch"
+    );
+    // Landing again lands nothing more.
+    let again = land(&env, &r, &["--all"]);
+    assert_code(&again, 1);
+    assert_eq!(landed_order(&r).len(), 20);
+    // And clean leaves no worktree, and no branch of a landed task.
+    env.ok("orch-queue", &["clean"]);
+    assert_eq!(git(&r, &["worktree", "list"]).lines().count(), 1);
+    assert_eq!(git(&r, &["branch", "--list", "orch/*"]), "");
+    assert!(std::fs::read_dir(r.join(".orch/worktrees"))
+        .unwrap()
+        .all(|e| e.unwrap().file_name() == ".gitignore"));
+}
+
+#[test]
+fn two_tasks_editing_the_same_lines_land_one_and_stop_at_the_other() {
+    let env = Env::new();
+    let r = repo(&env);
+    let (b, ids) = batch(&env, &["write=shared.txt=first", "write=shared.txt=second"]);
+    assert_code(&run_worktrees(&env, &r, &b, &[]), 0);
+    // A task waiting for the second one must not land before it does.
+    let dependent = env
+        .ok(
+            "orch-queue",
+            &[
+                "add",
+                "dev",
+                "write=later.txt=x",
+                "--after",
+                &ids[1].to_string(),
+            ],
+        )
+        .trim()
+        .to_string();
+    let b2 = env.ok("orch-batch", &["create"]).trim().to_string();
+    assert_code(&run_worktrees(&env, &r, &b2, &[]), 0);
+
+    let out = land(&env, &r, &["--all", "--json"]);
+    assert_code(&out, 1);
+    let lines = json_lines(&stdout(&out));
+    assert_eq!(lines.len(), 2, "it stops at the conflict: {lines:?}");
+    assert_eq!(lines[0]["outcome"], "landed");
+    assert_eq!(lines[1]["outcome"], "conflict");
+    assert_eq!(lines[1]["task"], ids[1]);
+    assert_eq!(lines[1]["files"], serde_json::json!(["shared.txt"]));
+    assert_eq!(git(&r, &["status", "--porcelain"]), "");
+    assert_eq!(
+        git(&r, &["rev-parse", "main"]),
+        lines[0]["commit"].as_str().unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.join("shared.txt")).unwrap(),
+        "first\n"
+    );
+    let t = task(&env, ids[1]);
+    assert_eq!(t["status"], "done");
+    assert_eq!(t["conflict"]["files"], serde_json::json!(["shared.txt"]));
+    assert_eq!(status(&env, dependent.parse().unwrap()), "done");
+
+    // With --on-conflict queue, a task that resolves it is queued, waiting for nothing.
+    let out = land(&env, &r, &["--all", "--json", "--on-conflict", "queue"]);
+    let lines = json_lines(&stdout(&out));
+    assert_eq!(lines[0]["outcome"], "conflict");
+    let q = lines[0]["queued"].as_i64().expect("a queued task");
+    assert_eq!(
+        lines[1]["outcome"], "skipped",
+        "its dependent waits: {lines:?}"
+    );
+    let resolver = task(&env, q);
+    assert_eq!(resolver["status"], "queued");
+    assert_eq!(resolver["after"], serde_json::json!([]));
+    let p = resolver["prompt"].as_str().unwrap();
+    assert!(
+        p.contains("orch/task-2") && p.contains("main") && p.contains("shared.txt"),
+        "{p}"
+    );
+    assert_eq!(git(&r, &["status", "--porcelain"]), "");
+    // The resolving task's own branch lands like any other.
+    let rb = env.ok("orch-batch", &["create"]).trim().to_string();
+    let f = fake();
+    let mut c = env.cmd("orch-run");
+    c.args([
+        rb.as_str(),
+        "--worktree",
+        "--",
+        f.as_str(),
+        "write=shared.txt=first-and-second",
+    ])
+    .current_dir(&r);
+    assert_code(&c.output().unwrap(), 0);
+    let out = land(&env, &r, &["--all", "--json"]);
+    let lines = json_lines(&stdout(&out));
+    let mine = lines
+        .iter()
+        .find(|l| l["task"] == q)
+        .unwrap_or_else(|| panic!("{lines:?} {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(mine["outcome"], "landed", "{lines:?}");
+    assert_eq!(
+        std::fs::read_to_string(r.join("shared.txt")).unwrap(),
+        "first-and-second\n"
+    );
+}
+
+#[test]
+fn orch_land_sigkilled_between_merges_lands_every_task_exactly_once() {
+    let env = Env::new();
+    let r = repo(&env);
+    let prompts: Vec<String> = (1..=12).map(|i| format!("write=k{i}.txt={i}")).collect();
+    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let (b, _) = batch(&env, &refs);
+    assert_code(&run_worktrees(&env, &r, &b, &["-j", "6"]), 0);
+    // Kill it at growing delays, a bounded number of times, then let it finish.
+    for delay in [5u64, 15, 30, 60, 100, 150] {
+        let mut c = env.cmd("orch-land");
+        c.args(["--all"])
+            .current_dir(&r)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let out = land(&env, &r, &["--all"]);
+    assert!(matches!(out.status.code(), Some(0) | Some(1)), "{out:?}");
+    let mut order = landed_order(&r);
+    assert_eq!(order.len(), 12, "each task once: {order:?}");
+    order.sort();
+    assert_eq!(order, (1..=12).collect::<Vec<i64>>());
+    for i in 1..=12 {
+        assert_eq!(status(&env, i), "landed");
+    }
+    git(&r, &["fsck", "--strict", "--no-progress"]);
+    assert_eq!(git(&r, &["status", "--porcelain"]), "");
+}
+
+#[test]
+fn squash_and_rebase_put_the_work_on_a_branch_not_checked_out() {
+    let env = Env::new();
+    let r = repo(&env);
+    git(&r, &["branch", "release"]);
+    let (b1, _) = batch(&env, &["write=a.txt=a commit=one write=b.txt=b"]);
+    assert_code(&run_worktrees(&env, &r, &b1, &[]), 0);
+    let (b2, _) = batch(&env, &["write=c.txt=c"]);
+    assert_code(&run_worktrees(&env, &r, &b2, &[]), 0);
+    let head_before = git(&r, &["rev-parse", "main"]);
+    let out = land(
+        &env,
+        &r,
+        &[&b1, "--into", "release", "--strategy", "rebase", "--json"],
+    );
+    assert_code(&out, 0);
+    // Rebase: task 1's two commits replayed, the last one carrying the trailer.
+    let subjects = git(&r, &["log", "--format=%s", "main..release"]);
+    assert_eq!(subjects.lines().count(), 2, "{subjects}");
+    assert!(subjects.contains("orch: task 1: write=a.txt=a commit=one"));
+    assert!(
+        git(&r, &["log", "--format=%P", "-1", "release"])
+            .split(' ')
+            .count()
+            == 1
+    );
+    assert_eq!(
+        git(&r, &["rev-parse", "main"]),
+        head_before,
+        "main untouched"
+    );
+    assert_eq!(git(&r, &["status", "--porcelain"]), "");
+    // Squash: one commit, one parent.
+    git(&r, &["branch", "squashed", "main"]);
+    let out = land(
+        &env,
+        &r,
+        &["--all", "--into", "squashed", "--strategy", "squash"],
+    );
+    assert_code(&out, 0);
+    assert_eq!(git(&r, &["rev-list", "--count", "main..squashed"]), "1");
+    assert_eq!(git(&r, &["show", "squashed:c.txt"]), "c");
+    assert_eq!(
+        git(&r, &["log", "--format=%P", "-1", "squashed"])
+            .split(' ')
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn orch_land_bad_input_is_one_line_exit_2_and_changes_nothing() {
+    let env = Env::new();
+    let r = repo(&env);
+    let (b, _) = batch(&env, &["write=a.txt=a"]);
+    assert_code(&run_worktrees(&env, &r, &b, &[]), 0);
+    let plain = env.add("dev", "no branch here");
+    let b2 = env.ok("orch-batch", &["create"]).trim().to_string();
+    env.ok("orch-queue", &["start", &plain.to_string()]);
+    env.ok("orch-queue", &["done", &plain.to_string()]);
+    let db_before = dump(&env.db);
+    let main_before = git(&r, &["rev-parse", "main"]);
+    let unchanged = |what: &str| {
+        assert_eq!(dump(&env.db), db_before, "{what}: database unchanged");
+        assert_eq!(
+            git(&r, &["rev-parse", "main"]),
+            main_before,
+            "{what}: main unchanged"
+        );
+    };
+    let check = |out: Output, what: &str| {
+        let err = assert_error(&out, "orch-land");
+        assert!(err.contains(what), "{what}: {err}");
+        unchanged(what);
+    };
+    let outside = env.path().join("plain");
+    std::fs::create_dir_all(&outside).unwrap();
+    check(land(&env, &outside, &["--all"]), "not in a git repository");
+    check(
+        land(&env, &r, &["--all", "--into", "no-such-branch"]),
+        "unknown branch",
+    );
+    check(land(&env, &r, &[&b2]), "has no branch to land");
+    check(land(&env, &r, &["99"]), "batch 99 not found");
+    check(
+        land(&env, &r, &["--all", "--strategy", "octopus"]),
+        "octopus",
+    );
+    check(land(&env, &r, &[]), "<BATCH>");
+    std::fs::write(r.join("README"), "edited\n").unwrap();
+    check(land(&env, &r, &["--all"]), "uncommitted changes");
+    assert_eq!(
+        std::fs::read_to_string(r.join("README")).unwrap(),
+        "edited\n"
+    );
+    git(&r, &["checkout", "--", "README"]);
+    let mut c = env.cmd("orch-land");
+    c.args(["--all"]).current_dir(&r).env("PATH", bin_dir());
+    check(c.output().unwrap(), "git not found on PATH");
+    // The same request, fixed, lands.
+    assert_code(&land(&env, &r, &["--all"]), 0);
+}

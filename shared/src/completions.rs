@@ -53,6 +53,10 @@ pub const SUITE: &[SuiteTool] = &[
         name: "run",
         command: <cli::run::Cli as CommandFactory>::command,
     },
+    SuiteTool {
+        name: "land",
+        command: <cli::land::Cli as CommandFactory>::command,
+    },
 ];
 
 /// Names `orch` answers itself; an `orch-NAME` with one of these names is never run.

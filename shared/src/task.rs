@@ -1026,6 +1026,27 @@ pub fn finish_in(tx: &Transaction, id: i64, o: Outcome) -> Result<()> {
     Ok(())
 }
 
+/// Marks a done task landed, with the commit that landed it (`None` when its
+/// branch held nothing to land), in one statement: a task lands once, and
+/// only from `done`. Returns whether it moved.
+pub fn land_in(tx: &Transaction, id: i64, commit: Option<&str>) -> Result<bool> {
+    let n = tx.execute(
+        "UPDATE tasks SET status = 'landed', landed_commit = ?2, landed_at = ?3, conflict = NULL
+         WHERE id = ?1 AND status = 'done'",
+        params![id, commit, now_ms()],
+    )?;
+    Ok(n == 1)
+}
+
+/// Records the conflict that stopped a done task's landing (a JSON object).
+pub fn set_conflict_in(tx: &Transaction, id: i64, conflict: &serde_json::Value) -> Result<()> {
+    tx.execute(
+        "UPDATE tasks SET conflict = ?2 WHERE id = ?1 AND status = 'done'",
+        params![id, conflict.to_string()],
+    )?;
+    Ok(())
+}
+
 /// Counts by status, plus how many queued tasks are ready.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {

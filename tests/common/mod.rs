@@ -22,6 +22,7 @@ pub fn bin(name: &str) -> PathBuf {
         "orch-msg" => env!("CARGO_BIN_EXE_orch-msg"),
         "orch-mcp" => env!("CARGO_BIN_EXE_orch-mcp"),
         "orch-run" => env!("CARGO_BIN_EXE_orch-run"),
+        "orch-land" => env!("CARGO_BIN_EXE_orch-land"),
         other => panic!("no binary {other}"),
     })
 }

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod emit;
 pub mod front;
 pub mod hook;
+pub mod land;
 pub mod mcp;
 pub mod msg;
 pub mod queue;
