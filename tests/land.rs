@@ -516,3 +516,81 @@ fn orch_land_bad_input_is_one_line_exit_2_and_changes_nothing() {
     // The same request, fixed, lands.
     assert_code(&land(&env, &r, &["--all"]), 0);
 }
+
+#[test]
+fn tasks_touching_overlapping_globs_never_share_a_batch() {
+    let env = Env::new();
+    let add = |prompt: &str, globs: &[&str]| -> i64 {
+        let mut args = vec!["add", "dev", prompt];
+        for g in globs {
+            args.extend(["--touches", g]);
+        }
+        env.ok("orch-queue", &args).trim().parse().unwrap()
+    };
+    let a = add("Change the schema", &["src/db/*"]);
+    let b = add("Change the queries", &["src/db/*", "docs/db.md"]);
+    let c = add("Change the CLI", &["src/cli/*"]);
+    let d = add("Write the changelog", &[]);
+    let e = env
+        .ok_with(
+            "orch-queue",
+            &["add", "--stdin"],
+            br#"{"role":"dev","prompt":"Tune the schema","touches":["src/**/schema.rs"]}
+"#,
+        )
+        .trim()
+        .parse::<i64>()
+        .unwrap();
+    assert_eq!(
+        task(&env, b)["touches"],
+        serde_json::json!(["src/db/*", "docs/db.md"])
+    );
+    let shown = env.ok("orch-queue", &["show", &b.to_string()]);
+    assert!(
+        shown.contains("touches:     src/db/*, docs/db.md"),
+        "{shown}"
+    );
+
+    let plan = env.ok("orch-batch", &["plan"]);
+    assert!(
+        plan.contains(&format!(
+            "held back from wave 1: touches src/db/*, which overlaps src/db/* of task {a}"
+        )),
+        "{plan}"
+    );
+    let pj = json(&env.ok("orch-batch", &["plan", "--json"]));
+    let wave1: Vec<i64> = pj["waves"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(wave1, [a, c, d]);
+
+    let first = json(&env.ok("orch-batch", &["create", "--json"]));
+    let ids: Vec<i64> = first["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [a, c, d], "b and e overlap a: they wait");
+    let second = json(&env.ok("orch-batch", &["create", "--json"]));
+    let ids: Vec<i64> = second["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [b], "e overlaps b too");
+    let third = json(&env.ok("orch-batch", &["create", "--json"]));
+    assert_eq!(third["tasks"][0]["id"], e);
+
+    // Without --touches a batch is what it always was.
+    let other = Env::new();
+    for i in 0..4 {
+        other.add("dev", &format!("task {i}"));
+    }
+    let all = json(&other.ok("orch-batch", &["create", "--json"]));
+    assert_eq!(all["tasks"].as_array().unwrap().len(), 4);
+}
