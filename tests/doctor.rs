@@ -79,7 +79,7 @@ fn doctor_healthy_setup_exits_0() {
     assert_eq!(db["path"], env.db.to_str().unwrap());
     let msg = db["message"].as_str().unwrap();
     assert!(
-        msg.contains("from ORCH_DB") && msg.contains("schema 2") && msg.contains("1 task"),
+        msg.contains("from ORCH_DB") && msg.contains("schema 3") && msg.contains("1 task"),
         "{msg}"
     );
     // Optional checks never fail the run.
@@ -274,7 +274,7 @@ fn doctor_reports_missing_and_mismatched_tools() {
     let env = Env::new();
     let dir = suite_dir(
         &env,
-        &["batch", "emit", "hook", "mcp", "msg", "verify"],
+        &["batch", "emit", "hook", "land", "mcp", "msg", "verify"],
         &[
             ("orch-queue", "echo orch-queue 0.0.1"),
             ("orch-foo", "echo hi"),
