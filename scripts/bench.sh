@@ -8,7 +8,8 @@
 #   - `orch-batch create --max 1000` and `orch-emit` of the 1 000-task batch;
 #   - `orch-batch plan` over 100 000 independent tasks and over a 100 000-step chain;
 #   - peak memory (max RSS) of each binary on these workloads;
-# then scripts/bench-run.sh when it exists. Prints one table with the targets.
+# then scripts/bench-run.sh and scripts/bench-land.sh (landing 50 branches,
+# worktree cost per task). Prints one table with the targets.
 #
 #   scripts/bench.sh [--quick]      # --quick: fewer runs, 10 000 instead of 100 000
 #
@@ -263,4 +264,9 @@ echo "versions: $(hyperfine --version), sqlite3 $(sqlite3 --version | cut -d' ' 
 if [ -x "$root/scripts/bench-run.sh" ]; then
     echo
     "$root/scripts/bench-run.sh"
+fi
+
+if [ -x "$root/scripts/bench-land.sh" ]; then
+    echo
+    ORCH_BIN=$bin "$root/scripts/bench-land.sh"
 fi
