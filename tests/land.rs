@@ -594,3 +594,25 @@ fn tasks_touching_overlapping_globs_never_share_a_batch() {
     let all = json(&other.ok("orch-batch", &["create", "--json"]));
     assert_eq!(all["tasks"].as_array().unwrap().len(), 4);
 }
+
+#[test]
+fn orch_land_to_a_full_stdout_lands_and_says_so_with_exit_3() {
+    let env = Env::new();
+    let r = repo(&env);
+    let (b, ids) = batch(&env, &["write=a.txt=a", "write=b.txt=b"]);
+    assert_code(&run_worktrees(&env, &r, &b, &[]), 0);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut c = env.cmd("orch-land");
+    c.args(["--all", "--json"]).current_dir(&r).stdout(full);
+    let out = c.output().unwrap();
+    assert_code(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("landed into main"), "{err}");
+    for id in ids {
+        assert_eq!(status(&env, id), "landed");
+    }
+    assert_eq!(landed_order(&r), [1, 2]);
+}

@@ -188,6 +188,7 @@ pub struct Summary {
     pub tasks: i64,
     pub batched: i64,
     pub running: i64,
+    /// Done, landed or not.
     pub done: i64,
     pub failed: i64,
     pub cancelled: i64,
@@ -200,7 +201,7 @@ pub fn list(db: &Db) -> Result<Vec<Summary>> {
             "SELECT b.id, b.created_at, b.emitted_at, count(t.id),
                     count(CASE t.status WHEN 'batched' THEN 1 END),
                     count(CASE t.status WHEN 'running' THEN 1 END),
-                    count(CASE t.status WHEN 'done' THEN 1 END),
+                    count(CASE WHEN t.status IN ('done', 'landed') THEN 1 END),
                     count(CASE t.status WHEN 'failed' THEN 1 END),
                     count(CASE t.status WHEN 'cancelled' THEN 1 END)
              FROM batches b LEFT JOIN tasks t ON t.batch_id = b.id
