@@ -211,12 +211,20 @@ fn values_outside_the_agent_tools_enums_are_refused_and_nothing_is_written() {
 }
 
 #[test]
-fn orch_run_passes_the_tasks_model_to_claude() {
+fn orch_run_passes_the_tasks_model_and_mode_to_claude() {
     let env = Env::new();
     let with = env
         .ok(
             "orch-queue",
-            &["add", "dev", "Fix the bug", "--model", "haiku"],
+            &[
+                "add",
+                "dev",
+                "Fix the bug",
+                "--model",
+                "haiku",
+                "--mode",
+                "acceptEdits",
+            ],
         )
         .trim()
         .parse::<i64>()
@@ -228,7 +236,10 @@ fn orch_run_passes_the_tasks_model_to_claude() {
         .env("PATH", path_with(&[&claude_dir(&env)]));
     assert_code(&c.output().unwrap(), 0);
     let r = task(&env, with)["result"].as_str().unwrap().to_string();
-    assert!(r.starts_with("model: haiku\n"), "{r}");
+    assert!(
+        r.starts_with("model: haiku\npermission mode: acceptEdits\n"),
+        "{r}"
+    );
     let r = task(&env, without)["result"].as_str().unwrap().to_string();
     assert!(!r.contains("model:"), "{r}");
 }

@@ -80,7 +80,8 @@ pub struct Template {
     pub program: String,
     pub args: Vec<String>,
     pub output: OutputKind,
-    /// Whether a task's `model` is passed as `--model` (the claude preset).
+    /// Whether a task's `model` and `mode` are passed as `--model` and
+    /// `--permission-mode` (the claude preset).
     pub model_flag: bool,
 }
 
@@ -158,10 +159,14 @@ impl Template {
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut argv: Vec<String> = self.args.iter().map(|a| substitute(a, t, &file)).collect();
-        // The preset claude honours the task's model (`claude -p --model`).
+        // The preset claude honours the task's model and permission mode.
         if self.model_flag {
             if let Some(m) = &t.agent.model {
                 argv.extend(["--model".to_string(), m.clone()]);
+            }
+            // `default` is what claude does without the flag (its CLI calls it `manual`).
+            if let Some(m) = t.agent.mode.as_deref().filter(|m| *m != "default") {
+                argv.extend(["--permission-mode".to_string(), m.to_string()]);
             }
         }
         argv
