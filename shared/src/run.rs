@@ -502,7 +502,7 @@ fn record_finish(
     db.write(|tx| {
         task::finish_in(tx, id, o)?;
         if let Some(g) = git {
-            crate::worktree::record_in(tx, id, g)?;
+            crate::task::record_git_in(tx, id, g)?;
         }
         tx.execute(
             "UPDATE agent_calls SET finished_at = ?3, status = ?4 WHERE session_id = ?1 AND call_id = ?2",
@@ -939,7 +939,7 @@ impl Runner {
         let git = match &opts.worktree {
             Some(setup) => match setup.create(t.id) {
                 Ok(g) => {
-                    db.write(|tx| crate::worktree::record_in(tx, t.id, &g))?;
+                    db.write(|tx| crate::task::record_git_in(tx, t.id, &g))?;
                     Some(g)
                 }
                 Err(e) => {

@@ -1047,6 +1047,72 @@ pub fn set_conflict_in(tx: &Transaction, id: i64, conflict: &serde_json::Value) 
     Ok(())
 }
 
+/// Records a task's git work: worktree, branch, base and head.
+pub fn record_git_in(tx: &Transaction, id: i64, g: &GitRecord) -> Result<()> {
+    tx.execute(
+        "UPDATE tasks SET worktree = ?2, branch = ?3, base_commit = ?4, head_commit = ?5 WHERE id = ?1",
+        params![id, g.worktree, g.branch, g.base, g.head],
+    )?;
+    Ok(())
+}
+
+/// Forgets a task's worktree path once the worktree is gone.
+pub fn forget_worktree_in(tx: &Transaction, id: i64) -> Result<()> {
+    tx.execute("UPDATE tasks SET worktree = NULL WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// Tasks that still have a worktree and are done, landed, cancelled or failed.
+pub fn with_finished_worktree(db: &Db) -> Result<Vec<Task>> {
+    db.read(|tx| {
+        let mut st = tx.prepare(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE worktree IS NOT NULL
+               AND status IN ('done', 'landed', 'cancelled', 'failed') ORDER BY id"
+        ))?;
+        let rows = st
+            .query_map([], Task::from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    })
+}
+
+/// Calls `f` with the id and `touches` of each ready task (of `role`), in
+/// batching order (priority, then id), until it returns false. Returns
+/// `false` without calling it when no ready task has `touches`.
+pub fn each_ready_touches_in(
+    tx: &Transaction,
+    role: Option<&str>,
+    mut f: impl FnMut(i64, Vec<String>) -> bool,
+) -> Result<bool> {
+    let any: Option<i64> = tx
+        .query_row(
+            &format!(
+                "SELECT 1 FROM tasks t WHERE {READY} AND t.touches IS NOT NULL AND (?1 IS NULL OR t.role = ?1) LIMIT 1"
+            ),
+            [role],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if any.is_none() {
+        return Ok(false);
+    }
+    let mut stmt = tx.prepare(&format!(
+        "SELECT t.id, t.touches FROM tasks t WHERE {READY} AND (?1 IS NULL OR t.role = ?1)
+         ORDER BY t.priority DESC, t.id"
+    ))?;
+    let mut rows = stmt.query([role])?;
+    while let Some(r) = rows.next()? {
+        let globs: Vec<String> = r
+            .get::<_, Option<String>>(1)?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        if !f(r.get(0)?, globs) {
+            break;
+        }
+    }
+    Ok(true)
+}
+
 /// Counts by status, plus how many queued tasks are ready.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {

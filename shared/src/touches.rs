@@ -95,40 +95,17 @@ pub fn pick_ready_in(
     role: Option<&str>,
     max: usize,
 ) -> Result<Option<Vec<i64>>> {
-    let ready = crate::task::READY;
-    let any: Option<i64> = rusqlite::OptionalExtension::optional(tx.query_row(
-        &format!(
-            "SELECT 1 FROM tasks t WHERE {ready} AND t.touches IS NOT NULL AND (?1 IS NULL OR t.role = ?1) LIMIT 1"
-        ),
-        [role],
-        |r| r.get(0),
-    ))?;
-    if any.is_none() {
-        return Ok(None);
-    }
-    let mut stmt = tx.prepare(&format!(
-        "SELECT t.id, t.touches FROM tasks t WHERE {ready} AND (?1 IS NULL OR t.role = ?1)
-         ORDER BY t.priority DESC, t.id"
-    ))?;
-    let mut rows = stmt.query([role])?;
     let mut taken: Vec<(i64, Vec<String>)> = Vec::new();
-    while let Some(r) = rows.next()? {
-        if taken.len() >= max {
-            break;
-        }
-        let globs: Vec<String> = r
-            .get::<_, Option<String>>(1)?
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default();
-        if taken
+    let any = crate::task::each_ready_touches_in(tx, role, |id, globs| {
+        if !taken
             .iter()
             .any(|(_, g)| first_overlap(g, &globs).is_some())
         {
-            continue;
+            taken.push((id, globs));
         }
-        taken.push((r.get(0)?, globs));
-    }
-    Ok(Some(taken.into_iter().map(|(id, _)| id).collect()))
+        taken.len() < max
+    })?;
+    Ok(any.then(|| taken.into_iter().map(|(id, _)| id).collect()))
 }
 
 #[cfg(test)]

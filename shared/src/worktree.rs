@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Transaction};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -200,21 +199,6 @@ pub fn remove(repo: &Git, rec: &GitRecord) -> Result<()> {
     Ok(())
 }
 
-/// Records a task's git work (inside a transaction the caller holds).
-pub fn record_in(tx: &Transaction, id: i64, rec: &GitRecord) -> Result<()> {
-    tx.execute(
-        "UPDATE tasks SET worktree = ?2, branch = ?3, base_commit = ?4, head_commit = ?5 WHERE id = ?1",
-        params![id, rec.worktree, rec.branch, rec.base, rec.head],
-    )?;
-    Ok(())
-}
-
-/// Forgets a task's worktree path once it is gone.
-pub fn forget_in(tx: &Transaction, id: i64) -> Result<()> {
-    tx.execute("UPDATE tasks SET worktree = NULL WHERE id = ?1", [id])?;
-    Ok(())
-}
-
 /// One worktree `orch-queue clean` removes (or would).
 #[derive(Debug, Clone, Serialize)]
 pub struct Cleaned {
@@ -235,30 +219,10 @@ fn repo_of(worktree: &Path) -> Option<&Path> {
 /// (with `dry_run`, only says which). A landed task's branch goes too.
 pub fn clean(db: &crate::db::Db, dry_run: bool) -> Result<Vec<Cleaned>> {
     use crate::task::Status;
-    let tasks: Vec<(i64, String, GitRecord, Status)> = db.read(|tx| {
-        let mut st = tx.prepare(
-            "SELECT id, status, worktree, branch, base_commit FROM tasks
-             WHERE worktree IS NOT NULL AND status IN ('done','landed','cancelled','failed') ORDER BY id",
-        )?;
-        let rows = st
-            .query_map([], |r| {
-                let status: String = r.get(1)?;
-                let wt: String = r.get(2)?;
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    wt.clone(),
-                    GitRecord {
-                        worktree: Some(wt),
-                        branch: r.get(3)?,
-                        base: r.get(4)?,
-                        ..Default::default()
-                    },
-                    Status::parse(&status).unwrap_or(Status::Failed),
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
-    })?;
+    let tasks: Vec<(i64, String, GitRecord, Status)> = crate::task::with_finished_worktree(db)?
+        .into_iter()
+        .filter_map(|t| Some((t.id, t.git.worktree.clone()?, t.git, t.status)))
+        .collect();
     let mut out = Vec::new();
     for (id, wt, rec, status) in tasks {
         let path = Path::new(&wt);
@@ -274,7 +238,7 @@ pub fn clean(db: &crate::db::Db, dry_run: bool) -> Result<Vec<Cleaned>> {
                     }
                 }
             }
-            db.write(|tx| forget_in(tx, id))?;
+            db.write(|tx| crate::task::forget_worktree_in(tx, id))?;
         } else if status == Status::Landed {
             branch_deleted = rec.branch.clone();
         }
