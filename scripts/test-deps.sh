@@ -6,7 +6,8 @@
 # (tmux, script, python3 with venv, Node.js with npm); elsewhere it names what
 # to install and fails.
 #
-# - tmux and script (util-linux), for the real-terminal tests
+# - tmux and script (util-linux), for the real-terminal tests; zsh and fish,
+#   which check the syntax of the completion scripts orch generates
 # - .venv/: the official MCP Python SDK (`mcp` from PyPI), the client of tests/mcp_clients/*.py
 # - tests/mcp_clients/node_modules/: the MCP Inspector CLI, pinned by the
 #   committed package.json and package-lock.json there
@@ -34,6 +35,9 @@ need() {
 # --- real terminals: tmux drives the guided check, script gives a pty ---------
 need tmux tmux
 need script util-linux bsdutils
+# --- the shells whose completion scripts orch generates ------------------------
+need zsh zsh
+need fish fish
 # --- the interpreters of the third-party clients -------------------------------
 need python3 python3 python3-venv
 need npm nodejs npm

@@ -180,7 +180,7 @@ fn a_session_queues_batches_and_reports_into_the_clis_database() {
         .collect();
     let big = format!(
         "{big}{}",
-        "z".repeat(orch_shared::task::MAX_PROMPT - big.len())
+        "z".repeat(orch_core::task::MAX_PROMPT - big.len())
     );
     let a = s.tool(
         2,
@@ -237,7 +237,7 @@ fn a_session_queues_batches_and_reports_into_the_clis_database() {
 fn a_line_longer_than_the_limit_is_refused_and_skipped() {
     let env = Env::new();
     let mut s = Server::start(env.cmd("orch-mcp"));
-    let huge = "x".repeat(orch_shared::mcp::MAX_LINE + 10);
+    let huge = "x".repeat(orch_core::mcp::MAX_LINE + 10);
     let writer = {
         let mut stdin = s.stdin.take().unwrap();
         std::thread::spawn(move || {

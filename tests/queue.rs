@@ -697,7 +697,7 @@ fn wal_stays_bounded_over_many_adds() {
         largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
     }
     // Past the limit by at most what one add writes; 150 adds write ~3 MiB.
-    let limit = orch_shared::db::WAL_TRUNCATE_AT + 128 * 1024;
+    let limit = orch_core::db::WAL_TRUNCATE_AT + 128 * 1024;
     assert!(largest <= limit, "the WAL grew to {largest} bytes");
     let n: i64 = env
         .sql()

@@ -1,5 +1,5 @@
-//! `orch-batch`: see `orch_shared::cli::batch`.
+//! `orch-batch`: see `orch_cli::batch`.
 
 fn main() -> std::process::ExitCode {
-    orch_shared::cli::main::<orch_shared::cli::batch::Cli>()
+    orch_cli::main::<orch_cli::batch::Cli>()
 }

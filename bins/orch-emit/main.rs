@@ -1,5 +1,5 @@
-//! `orch-emit`: see `orch_shared::cli::emit`.
+//! `orch-emit`: see `orch_cli::emit`.
 
 fn main() -> std::process::ExitCode {
-    orch_shared::cli::main::<orch_shared::cli::emit::Cli>()
+    orch_cli::main::<orch_cli::emit::Cli>()
 }

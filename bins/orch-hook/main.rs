@@ -1,5 +1,5 @@
-//! `orch-hook`: see `orch_shared::cli::hook`.
+//! `orch-hook`: see `orch_cli::hook`.
 
 fn main() -> std::process::ExitCode {
-    orch_shared::cli::main::<orch_shared::cli::hook::Cli>()
+    orch_cli::main::<orch_cli::hook::Cli>()
 }

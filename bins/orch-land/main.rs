@@ -1,5 +1,5 @@
-//! `orch-land`: see `orch_shared::cli::land`.
+//! `orch-land`: see `orch_cli::land`.
 
 fn main() -> std::process::ExitCode {
-    orch_shared::cli::main::<orch_shared::cli::land::Cli>()
+    orch_cli::main::<orch_cli::land::Cli>()
 }

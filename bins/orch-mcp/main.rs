@@ -1,5 +1,5 @@
-//! `orch-mcp`: see `orch_shared::cli::mcp`.
+//! `orch-mcp`: see `orch_cli::mcp`.
 
 fn main() -> std::process::ExitCode {
-    orch_shared::cli::main::<orch_shared::cli::mcp::Cli>()
+    orch_cli::main::<orch_cli::mcp::Cli>()
 }

@@ -1,5 +1,5 @@
-//! `orch-msg`: see `orch_shared::cli::msg`.
+//! `orch-msg`: see `orch_cli::msg`.
 
 fn main() -> std::process::ExitCode {
-    orch_shared::cli::main::<orch_shared::cli::msg::Cli>()
+    orch_cli::main::<orch_cli::msg::Cli>()
 }

@@ -1,5 +1,5 @@
-//! `orch-queue`: see `orch_shared::cli::queue`.
+//! `orch-queue`: see `orch_cli::queue`.
 
 fn main() -> std::process::ExitCode {
-    orch_shared::cli::main::<orch_shared::cli::queue::Cli>()
+    orch_cli::main::<orch_cli::queue::Cli>()
 }

@@ -1,5 +1,5 @@
-//! `orch-run`: see `orch_shared::cli::run`.
+//! `orch-run`: see `orch_cli::run`.
 
 fn main() -> std::process::ExitCode {
-    orch_shared::cli::main::<orch_shared::cli::run::Cli>()
+    orch_cli::main::<orch_cli::run::Cli>()
 }

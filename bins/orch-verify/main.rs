@@ -1,5 +1,5 @@
-//! `orch-verify`: see `orch_shared::cli::verify`.
+//! `orch-verify`: see `orch_cli::verify`.
 
 fn main() -> std::process::ExitCode {
-    orch_shared::cli::main::<orch_shared::cli::verify::Cli>()
+    orch_cli::main::<orch_cli::verify::Cli>()
 }

@@ -1,5 +1,5 @@
-//! `orch`: see `orch_shared::cli::front`.
+//! `orch`: see `orch_cli::front`.
 
 fn main() -> std::process::ExitCode {
-    orch_shared::cli::main::<orch_shared::cli::front::Cli>()
+    orch_cli::main::<orch_cli::orch::Cli>()
 }

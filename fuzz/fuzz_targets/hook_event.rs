@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use orch_shared::hook::{handle, Config};
+use orch_core::hook::{handle, Config};
 
 fn db() -> &'static PathBuf {
     static DB: OnceLock<PathBuf> = OnceLock::new();
@@ -15,7 +15,7 @@ fn db() -> &'static PathBuf {
         let dir = std::env::temp_dir().join(format!("orch-fuzz-hook-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("orch.db");
-        drop(orch_shared::db::Db::open(&path).expect("database"));
+        drop(orch_core::db::Db::open(&path).expect("database"));
         path
     })
 }

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orch_shared::mcp::{handle, DbSource, State};
+use orch_core::mcp::{handle, DbSource, State};
 
 fuzz_target!(|data: &[u8]| {
     let mut state = State::new(DbSource::Memory, std::env::temp_dir());

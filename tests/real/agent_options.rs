@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use orch_shared::agent_options::{ISOLATIONS, MODELS, MODES};
+use orch_core::agent_options::{ISOLATIONS, MODELS, MODES};
 
 /// `key -> type text` of `export interface AgentInput { … }`.
 fn agent_input() -> BTreeMap<String, String> {

@@ -1,6 +1,6 @@
 //! Real terminals: the guided check of orch-verify driven in tmux, and
 //! `orch status --watch` on a pty from `script` (util-linux), both installed
-//! by scripts/test-deps.sh.
+//! by scripts/test-deps.sh; the completion scripts checked by zsh and fish.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -344,4 +344,23 @@ fn status_watch_redraws_only_on_change() {
         1,
         "the screen is cleared once, not per frame"
     );
+}
+
+/// The generated zsh and fish completion scripts parse (`SHELL -n`) in the
+/// real shells, which scripts/test-deps.sh installs.
+#[test]
+fn zsh_and_fish_accept_the_completion_scripts() {
+    let env = Env::new();
+    for shell in ["zsh", "fish"] {
+        let text = env.ok("orch", &["completions", shell]);
+        let f = env.path().join(format!("c.{shell}"));
+        std::fs::write(&f, text).unwrap();
+        let out = env
+            .command(shell)
+            .arg("-n")
+            .arg(&f)
+            .output()
+            .unwrap_or_else(|e| panic!("{shell} is not installed ({e}): run scripts/test-deps.sh"));
+        crate::common::assert_code(&out, 0);
+    }
 }

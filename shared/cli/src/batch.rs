@@ -1,0 +1,270 @@
+//! `orch-batch`: group ready tasks into a batch, plan waves, list, show, release.
+
+use std::io;
+
+use clap::{Parser, Subcommand};
+
+use crate::{id_or_stdin, DbArg, Out, Tool};
+use orch_core::batch::{self, CreateRequest, DEFAULT_MAX};
+use orch_core::error::Exit;
+use orch_core::text;
+
+const EXAMPLES: &str = "\
+Examples:
+  orch-batch create | orch-emit          # batch what is ready, print the message
+  orch-batch create --min 3 --max 8      # only when at least 3 are ready
+  orch-batch plan                        # waves from the dependencies
+  orch-batch release 4                   # put a batch that never ran back";
+
+/// Group ready tasks into batches; plan waves from dependencies.
+#[derive(Debug, Parser)]
+#[command(name = "orch-batch", version, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub db: DbArg,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Claim ready tasks (by priority, then age) into a new batch; prints its id.
+    ///
+    /// Exits 1, printing nothing, when fewer than --min tasks are ready.
+    #[command(after_help = "Example:\n  orch-batch create --max 5 --role reviewer")]
+    Create {
+        /// At most this many tasks.
+        #[arg(long, default_value_t = DEFAULT_MAX)]
+        max: usize,
+        /// Only batch when at least this many are ready.
+        #[arg(long, default_value_t = 1)]
+        min: usize,
+        /// Only tasks of this role.
+        #[arg(long)]
+        role: Option<String>,
+        /// Print the whole batch as JSON instead of its id.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the waves the queued tasks would run in; writes nothing.
+    #[command(after_help = "Example:\n  orch-batch plan --max 4 --json")]
+    Plan {
+        /// At most this many tasks per wave.
+        #[arg(long, default_value_t = DEFAULT_MAX)]
+        max: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List batches with their tasks' progress.
+    #[command(after_help = "Example:\n  orch-batch list --json")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one batch and its tasks (the id may come on stdin).
+    #[command(after_help = "Example:\n  orch-batch show 3")]
+    Show {
+        batch: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a batch that never ran back in the queue.
+    #[command(after_help = "Example:\n  orch-batch release 3")]
+    Release { batch: Option<i64> },
+}
+
+impl Tool for Cli {
+    const NAME: &'static str = "orch-batch";
+
+    fn run(self) -> anyhow::Result<Exit> {
+        let mut out = Out::new();
+        match self.cmd {
+            Cmd::Create {
+                max,
+                min,
+                role,
+                json,
+            } => {
+                if let Some(r) = &role {
+                    orch_core::task::validate_role(r)?;
+                }
+                if max == 0 {
+                    anyhow::bail!("--max must be at least 1");
+                }
+                if min > max {
+                    anyhow::bail!(
+                        "--min {min} is more than --max {max}: no batch could ever be made"
+                    );
+                }
+                crate::check_stdout()?;
+                let db = self.db.open()?;
+                match batch::create(&db, &CreateRequest { max, min, role })? {
+                    Ok(b) => {
+                        // The id first, then the human note, also when both go to one terminal.
+                        out.answer(
+                            || {
+                                let tasks = crate::ids_text("task", b.tasks.iter().map(|t| t.id));
+                                format!("batch {} ({tasks})", b.id)
+                            },
+                            |out| match json {
+                                true => out.json(&b),
+                                false => out.line(b.id),
+                            },
+                        )?;
+                        eprintln!(
+                            "batch {}: {} task{}",
+                            b.id,
+                            b.tasks.len(),
+                            if b.tasks.len() == 1 { "" } else { "s" }
+                        );
+                    }
+                    Err(few) => {
+                        if few.ready == 0 {
+                            let blocked = orch_core::task::blocked(&db, None, None)
+                                .map(|b| b.len())
+                                .unwrap_or(0);
+                            match blocked {
+                                0 => eprintln!("nothing ready to batch"),
+                                n => eprintln!(
+                                    "nothing ready to batch ({n} queued task{} blocked: {} for a failed or cancelled task; `orch-batch plan` shows them)",
+                                    if n == 1 { " is" } else { "s are" },
+                                    if n == 1 { "it waits" } else { "they wait" }
+                                ),
+                            }
+                        } else {
+                            eprintln!(
+                                "only {} ready, fewer than --min {}; no batch made",
+                                few.ready, few.min
+                            );
+                        }
+                        return Ok(Exit::No);
+                    }
+                }
+            }
+            Cmd::Plan { max, json } => {
+                let db = self.db.open_existing()?;
+                let p = batch::plan(&db, max)?;
+                if json {
+                    out.json(&p)?;
+                } else {
+                    print_plan(&mut out, &p)?;
+                }
+            }
+            Cmd::List { json } => {
+                let db = self.db.open_existing()?;
+                let list = batch::list(&db)?;
+                if json {
+                    for b in &list {
+                        out.json(b)?;
+                    }
+                } else if list.is_empty() {
+                    eprintln!("no batches");
+                } else {
+                    out.line(format_args!(
+                        "{:>5}  {:<24}  {:<10}  {:>5}  PROGRESS",
+                        "BATCH", "CREATED", "EMITTED", "TASKS"
+                    ))?;
+                    for b in &list {
+                        out.line(format_args!(
+                            "{:>5}  {:<24}  {:<10}  {:>5}  {} waiting, {} running, {} done, {} failed{}",
+                            b.id,
+                            b.created_at,
+                            if b.emitted_at.is_some() { "yes" } else { "no" },
+                            b.tasks,
+                            b.batched,
+                            b.running,
+                            b.done,
+                            b.failed,
+                            if b.cancelled > 0 { format!(", {} cancelled", b.cancelled) } else { String::new() }
+                        ))?;
+                    }
+                }
+            }
+            Cmd::Show { batch: id, json } => {
+                let id = id_or_stdin(id, "batch")?;
+                let db = self.db.open_existing()?;
+                let b = batch::get(&db, id)?;
+                if json {
+                    out.json(&b)?;
+                } else {
+                    out.line(format_args!(
+                        "batch {}  created {}  {}",
+                        b.id,
+                        b.created_at,
+                        match &b.emitted_at {
+                            Some(t) => format!("emitted {t}"),
+                            None => "not emitted".into(),
+                        }
+                    ))?;
+                    for t in &b.tasks {
+                        out.line(format_args!(
+                            "{:>5}  {:<9}  {:<16}  {}",
+                            t.id,
+                            t.status.as_str(),
+                            text::escape(&t.role, false),
+                            text::escape(&t.description, false)
+                        ))?;
+                    }
+                }
+            }
+            Cmd::Release { batch: id } => {
+                let id = id_or_stdin(id, "batch")?;
+                let db = self.db.open_existing()?;
+                let ids = batch::release(&db, id)?;
+                eprintln!(
+                    "batch {id} released: {} task{} queued again",
+                    ids.len(),
+                    if ids.len() == 1 { "" } else { "s" }
+                );
+            }
+        }
+        out.flush()?;
+        Ok(Exit::Ok)
+    }
+}
+
+fn print_plan(out: &mut Out, p: &batch::Plan) -> io::Result<()> {
+    if p.waves.is_empty() && p.blocked.is_empty() {
+        eprintln!("nothing queued");
+    }
+    for (i, w) in p.waves.iter().enumerate() {
+        out.line(format_args!(
+            "wave {} ({} task{}{})",
+            i + 1,
+            w.len(),
+            if w.len() == 1 { "" } else { "s" },
+            if i == 0 { ", ready now" } else { "" }
+        ))?;
+        for t in w {
+            let after = if t.after.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "  (after {})",
+                    t.after
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            out.line(format_args!(
+                "  {:>5}  {:<16}  {}{after}",
+                t.id,
+                text::escape(&t.role, false),
+                text::escape(&t.description, false)
+            ))?;
+            if let Some(why) = &t.held_back {
+                out.line(format_args!("         {}", text::escape(why, false)))?;
+            }
+        }
+    }
+    for c in &p.cycles {
+        let names: Vec<String> = c.iter().map(|i| i.to_string()).collect();
+        out.line(format_args!("cycle: {}", names.join(" -> ")))?;
+    }
+    for b in &p.blocked {
+        out.line(format_args!("blocked: task {}: {}", b.id, b.reason))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! `orch-emit`: render a batch as the one message for Claude Code, JSON,
+//! Markdown or a shell script.
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::{id_or_stdin, DbArg, Out, Tool};
+use orch_core::batch;
+use orch_core::claude::agents::AgentIndex;
+use orch_core::clipboard;
+use orch_core::db::Source;
+use orch_core::emit;
+use orch_core::error::Exit;
+use orch_core::task::Status;
+
+const EXAMPLES: &str = "\
+Examples:
+  orch-batch create | orch-emit              # the message to paste into Claude Code
+  orch-emit 3 --copy                          # ... and copy it to the clipboard
+  orch-emit 3 --format json | jq '.calls[0]'
+  orch-emit 3 --with-mailbox                  # agents may message each other with orch-msg
+  orch-emit 3 --format shell > run.sh && sh run.sh";
+
+/// Render a batch: the one message that starts every agent at once.
+#[derive(Debug, Parser)]
+#[command(name = "orch-emit", version, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The batch id [default: read from stdin].
+    pub batch: Option<i64>,
+    /// What to print.
+    #[arg(long, short, value_enum, default_value_t = Format::Claude)]
+    pub format: Format,
+    /// Also copy the output to the clipboard (wl-copy, xclip, xsel or pbcopy).
+    #[arg(long)]
+    pub copy: bool,
+    /// Tell each agent its mailbox name and how to message its peers with orch-msg.
+    #[arg(long)]
+    pub with_mailbox: bool,
+}
+
+impl Tool for Cli {
+    const NAME: &'static str = "orch-emit";
+
+    fn run(self) -> anyhow::Result<Exit> {
+        // Every check that can fail comes before anything is written or printed.
+        let clip = match self.copy {
+            true => Some(clipboard::find().ok_or_else(clipboard::missing)?),
+            false => None,
+        };
+        let id = id_or_stdin(self.batch, "batch")?;
+        crate::check_stdout()?;
+        let loc = orch_core::db::resolve(self.db.path())?;
+        let db = orch_core::db::Db::open_existing(&loc)?;
+        let b = batch::get(&db, id)?;
+        if let Some(at) = &b.emitted_at {
+            eprintln!("orch-emit: note: batch {id} was already emitted at {at}; launching it twice runs its tasks twice");
+        }
+        let tasks: Vec<_> = b
+            .tasks
+            .into_iter()
+            .filter(|t| t.status == Status::Batched)
+            .collect();
+        if tasks.is_empty() {
+            anyhow::bail!("batch {id} has no task waiting to launch (its tasks already started, finished or were cancelled)");
+        }
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let agents = AgentIndex::discover(&cwd);
+        let mailboxes = match self.with_mailbox {
+            true => {
+                // The agents' shells may not see this --db or ORCH_DB: name the file.
+                let db_flag = matches!(loc.source, Source::Flag | Source::Env)
+                    .then(|| std::path::absolute(&loc.path).unwrap_or(loc.path.clone()));
+                emit::mailbox_lines(&tasks, db_flag.as_deref())
+            }
+            false => Vec::new(),
+        };
+        let (calls, notes) = emit::agent_calls(&tasks, &agents, &mailboxes);
+        for n in notes {
+            eprintln!("orch-emit: note: {n}");
+        }
+        let text = match self.format {
+            Format::Claude => emit::render_claude(&calls),
+            Format::Json => emit::render_json(id, &tasks, &calls),
+            Format::Markdown => emit::render_markdown(id, &tasks, &calls),
+            Format::Shell => {
+                let abs = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
+                emit::render_shell(id, &abs, &tasks, &calls)
+            }
+        };
+        // Printed (and copied) first, marked emitted after: a message that
+        // could not be delivered leaves the batch unemitted, and nothing was
+        // written (exit 2).
+        let mut out = Out::new();
+        out.text(&text).and_then(|_| out.flush()).with_context(|| {
+            format!("printing batch {id}'s message; the batch is not marked emitted")
+        })?;
+        if let Some(c) = &clip {
+            c.copy(&text)?;
+        }
+        batch::mark_emitted(&db, id)?;
+        drop(db);
+        if let Some(c) = clip {
+            eprintln!("orch-emit: copied to the clipboard ({})", c.program);
+        }
+        Ok(Exit::Ok)
+    }
+}
+
+/// The output formats of `orch-emit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The one message to paste into Claude Code
+    Claude,
+    /// One JSON object for programs
+    Json,
+    /// A readable Markdown document
+    Markdown,
+    /// A POSIX sh script that runs every task with `claude -p` in parallel
+    Shell,
+}

@@ -1,0 +1,390 @@
+//! `orch status`: one screen of what is happening — tasks by status, batches
+//! in flight, the last verification verdicts, recent agent calls seen by
+//! hooks — once, or redrawn on every change with `--watch`. Never creates a database.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::Transaction;
+use serde::Serialize;
+
+use crate::{DbArg, Out};
+use orch_core::db::{self, Db, Source};
+use orch_core::error::{Exit, Result};
+use orch_core::intervals::{self, Analysis, Interval};
+use orch_core::task::{self, Stats, Status};
+use orch_core::text;
+use orch_core::time::rfc3339;
+
+/// `orch status [--watch] [--json]`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Redraw whenever the database changes, until Ctrl-C (on a terminal).
+    #[arg(long)]
+    pub watch: bool,
+    /// One JSON object per snapshot (JSON Lines; with --watch, one per change).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub const EXAMPLES: &str = "\
+Examples:
+  orch status
+  orch status --watch                 # in a second terminal while agents run
+  orch status --json | jq .tasks";
+
+/// How many batches, verification runs and agent calls a snapshot shows.
+const BATCHES: usize = 8;
+const RUNS: usize = 3;
+const CALLS: usize = 10;
+
+/// A task as one status line.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskLine {
+    pub id: i64,
+    pub status: Status,
+    pub role: String,
+    pub description: String,
+}
+
+/// A batch with at least one task still to run or running.
+#[derive(Debug, Clone, Serialize)]
+pub struct InFlight {
+    pub id: i64,
+    pub created_at: String,
+    pub emitted_at: Option<String>,
+    pub tasks: Vec<TaskLine>,
+}
+
+/// A verification run and its verdict so far.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunVerdict {
+    pub id: i64,
+    pub created_at: String,
+    pub label: Option<String>,
+    pub n: i64,
+    /// Probes that reported both start and end.
+    pub reported: usize,
+    pub analysis: Analysis,
+}
+
+/// An agent call recorded by `orch-hook`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentCall {
+    pub session_id: String,
+    pub call_id: String,
+    pub source: String,
+    pub task_id: Option<i64>,
+    pub agent_type: Option<String>,
+    pub description: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub status: Option<String>,
+}
+
+/// Everything `orch status` shows; the `--json` record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub database: PathBuf,
+    pub source: Source,
+    /// False when the database does not exist yet (then everything is empty).
+    pub exists: bool,
+    pub tasks: Stats,
+    pub batches: Vec<InFlight>,
+    pub verify_runs: Vec<RunVerdict>,
+    pub agent_calls: Vec<RecentCall>,
+}
+
+/// Reads one consistent snapshot.
+pub fn snapshot_in(tx: &Transaction, path: &Path, source: Source) -> Result<Snapshot> {
+    let tasks = task::stats_in(tx)?;
+    let ids = task::in_flight_batches_in(tx, BATCHES)?;
+    let mut batches = Vec::new();
+    for id in ids.into_iter().rev() {
+        let b = orch_core::batch::get_in(tx, id)?;
+        batches.push(InFlight {
+            id: b.id,
+            created_at: b.created_at,
+            emitted_at: b.emitted_at,
+            tasks: b
+                .tasks
+                .into_iter()
+                .map(|t| TaskLine {
+                    id: t.id,
+                    status: t.status,
+                    role: t.role,
+                    description: t.description,
+                })
+                .collect(),
+        });
+    }
+    let verify_runs = orch_core::verify::recent_in(tx, RUNS)?
+        .into_iter()
+        .map(|(run, probes)| {
+            let ivs: Vec<Interval> = probes.iter().map(|p| p.interval()).collect();
+            RunVerdict {
+                id: run.id,
+                created_at: rfc3339(run.created_at),
+                label: run.label,
+                n: run.n,
+                reported: ivs
+                    .iter()
+                    .filter(|i| i.start.is_some() && i.end.is_some())
+                    .count(),
+                analysis: intervals::analyse(&ivs),
+            }
+        })
+        .collect();
+    let agent_calls = orch_core::calls::recent(tx, CALLS)?
+        .into_iter()
+        .map(|c| RecentCall {
+            session_id: c.session_id,
+            call_id: c.call_id,
+            source: c.source,
+            task_id: c.task,
+            agent_type: c.agent_type,
+            description: c.description,
+            started_at: c.started_at.map(rfc3339),
+            finished_at: c.finished_at.map(rfc3339),
+            status: c.status,
+        })
+        .collect();
+    Ok(Snapshot {
+        database: path.to_path_buf(),
+        source,
+        exists: true,
+        tasks,
+        batches,
+        verify_runs,
+        agent_calls,
+    })
+}
+
+fn empty(path: &Path, source: Source) -> Snapshot {
+    Snapshot {
+        database: path.to_path_buf(),
+        source,
+        exists: false,
+        tasks: Stats::default(),
+        batches: vec![],
+        verify_runs: vec![],
+        agent_calls: vec![],
+    }
+}
+
+/// An existing, non-empty database file (an empty one counts as not made yet);
+/// a path that can never be a database (a dangling symlink, `/dev/null`, a
+/// hard-linked file) is an error.
+fn exists(path: &Path) -> Result<bool> {
+    Ok(db::check_file(path)? == db::Found::Data)
+}
+
+/// The screen for a snapshot.
+pub fn render(s: &Snapshot) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "database  {} ({})",
+        text::escape(&s.database.display().to_string(), false),
+        s.source.explain()
+    );
+    if !s.exists {
+        let how = match s.source {
+            Source::Flag | Source::Env => "`orch queue add` makes it",
+            Source::Project | Source::User => "`orch queue add` or `orch queue init` makes it",
+        };
+        let _ = writeln!(o, "          not made yet: {how}");
+        return o;
+    }
+    let t = &s.tasks;
+    let blocked = match t.blocked {
+        0 => String::new(),
+        n => format!(", {n} blocked"),
+    };
+    let _ = writeln!(
+        o,
+        "tasks     {} queued ({} ready{blocked}), {} batched, {} running, {} done, {} failed, {} cancelled",
+        t.queued, t.ready, t.batched, t.running, t.done, t.failed, t.cancelled
+    );
+    if s.batches.is_empty() {
+        let _ = writeln!(o, "batches   none in flight");
+    } else {
+        let _ = writeln!(o, "batches   {} in flight", s.batches.len());
+        for b in &s.batches {
+            let emitted = match &b.emitted_at {
+                Some(e) => format!("emitted {e}"),
+                None => "not emitted".to_string(),
+            };
+            let _ = writeln!(o, "  batch {}  created {}  {emitted}", b.id, b.created_at);
+            for t in &b.tasks {
+                let _ = writeln!(
+                    o,
+                    "    {:>5}  {:<9}  {:<16}  {}",
+                    t.id,
+                    t.status.as_str(),
+                    text::escape(&t.role, false),
+                    text::escape(&t.description, false)
+                );
+            }
+        }
+    }
+    if s.verify_runs.is_empty() {
+        let _ = writeln!(o, "verify    no runs yet (orch verify)");
+    } else {
+        let _ = writeln!(
+            o,
+            "verify    last {} run{}",
+            s.verify_runs.len(),
+            if s.verify_runs.len() == 1 { "" } else { "s" }
+        );
+        for r in &s.verify_runs {
+            let a = &r.analysis;
+            let _ = writeln!(
+                o,
+                "  run {}  {}  {}/{} probes reported  {}  peak {}  speedup {:.1}x  wall {:.1}s{}",
+                r.id,
+                r.created_at,
+                r.reported,
+                r.n,
+                a.verdict,
+                a.peak,
+                a.speedup,
+                a.wall_ms as f64 / 1000.0,
+                r.label
+                    .as_ref()
+                    .map(|l| format!("  ({})", text::escape(l, false)))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if s.agent_calls.is_empty() {
+        let _ = writeln!(
+            o,
+            "agents    no agent calls recorded (orch hook install tracks them)"
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "agents    last {} agent call{} recorded",
+            s.agent_calls.len(),
+            if s.agent_calls.len() == 1 { "" } else { "s" }
+        );
+        for c in &s.agent_calls {
+            let what = text::escape(c.description.as_deref().unwrap_or(""), false);
+            let task = c.task_id.map(|t| format!("  task {t}")).unwrap_or_default();
+            let when = match (&c.started_at, &c.finished_at) {
+                (Some(s), Some(f)) => format!("{s} → {f}"),
+                (Some(s), None) => format!("{s} → running"),
+                (None, Some(f)) => format!("? → {f}"),
+                (None, None) => "?".into(),
+            };
+            let _ = writeln!(
+                o,
+                "  {}  {:<16}  {:<8}  {what}{task}",
+                when,
+                text::escape(c.agent_type.as_deref().unwrap_or("-"), false),
+                text::escape(c.status.as_deref().unwrap_or("-"), false),
+            );
+        }
+    }
+    o
+}
+
+/// `orch status`.
+pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let loc = db::resolve(args.db.path())?;
+    let watch = args.watch && std::io::stdout().is_terminal();
+    if !watch {
+        let s = if exists(&loc.path)? {
+            let db = Db::open(&loc.path)?;
+            db.read(|tx| snapshot_in(tx, &loc.path, loc.source))?
+        } else {
+            empty(&loc.path, loc.source)
+        };
+        let mut out = Out::new();
+        if args.json {
+            out.json(&s)?;
+        } else {
+            out.text(&render(&s))?;
+        }
+        out.flush()?;
+        return Ok(Exit::Ok);
+    }
+    watch_loop(&loc.path, loc.source, args.json)
+}
+
+/// Redraws on every change of the database (`PRAGMA data_version`) until Ctrl-C.
+fn watch_loop(path: &Path, source: Source, json: bool) -> anyhow::Result<Exit> {
+    let mut db: Option<Db> = None;
+    let mut last: Option<i64> = None;
+    let mut first = true;
+    let mut out = std::io::stdout();
+    loop {
+        if db.is_none() && exists(path)? {
+            db = Some(Db::open(path)?);
+            last = None;
+        }
+        let version = match &db {
+            Some(d) => Some(d.data_version()?),
+            None => Some(-1),
+        };
+        if version != last {
+            last = version;
+            let s = match &db {
+                Some(d) => d.read(|tx| snapshot_in(tx, path, source))?,
+                None => empty(path, source),
+            };
+            if json {
+                serde_json::to_writer(&mut out, &s)?;
+                out.write_all(b"\n")?;
+            } else {
+                let mut frame = String::new();
+                if first {
+                    frame.push_str("\x1b[2J");
+                    first = false;
+                }
+                frame.push_str("\x1b[H");
+                let rows = terminal_rows().saturating_sub(2).max(3);
+                let text = render(&s);
+                let mut lines: Vec<&str> = text.lines().collect();
+                let cut = lines.len() > rows;
+                lines.truncate(rows);
+                for l in lines {
+                    frame.push_str(l);
+                    frame.push_str("\x1b[K\n");
+                }
+                if cut {
+                    frame.push_str("  ... (more than fits; make the terminal taller)\x1b[K\n");
+                }
+                let _ = write!(
+                    frame,
+                    "watching for changes, Ctrl-C to stop; last change {}\x1b[K\n\x1b[J",
+                    rfc3339(orch_core::time::now_ms())
+                );
+                out.write_all(frame.as_bytes())?;
+            }
+            out.flush()?;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn terminal_rows() -> usize {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills the struct we pass; on failure it is left zeroed.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_row > 0 {
+        ws.ws_row as usize
+    } else {
+        24
+    }
+}

@@ -1,0 +1,30 @@
+//! The domain and the store behind every orch tool: the SQLite file and the
+//! concepts that live in it (tasks, batches, messages, verification runs,
+//! agent calls), and the formats other programs read (emit, MCP, hooks).
+//! Nothing here parses flags or prints for people; `orch-cli` does that.
+
+pub mod agent_options;
+pub mod batch;
+pub mod calls;
+pub mod child;
+pub mod claude;
+pub mod clipboard;
+pub mod db;
+pub mod emit;
+pub mod error;
+pub mod git;
+pub mod hook;
+pub mod intervals;
+pub mod jsonl;
+pub mod land;
+pub mod mcp;
+pub mod msg;
+pub mod run;
+pub mod task;
+pub mod text;
+pub mod time;
+pub mod touches;
+pub mod verify;
+pub mod worktree;
+
+pub use error::{Error, Exit, Result};
