@@ -279,6 +279,15 @@ fn twenty_tasks_in_worktrees_land_as_twenty_commits_in_dependency_order() {
         "",
         "the checkout followed the branch"
     );
+    let st = env.ok("orch", &["status"]);
+    assert!(
+        st.contains("0 done, 0 failed, 0 cancelled, 20 landed"),
+        "{st}"
+    );
+    assert_eq!(
+        json(&env.ok("orch-queue", &["stats", "--json"]))["landed"],
+        20
+    );
     // Landing again lands nothing more.
     let again = land(&env, &r, &["--all"]);
     assert_code(&again, 1);

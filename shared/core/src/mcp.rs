@@ -585,6 +585,7 @@ cancelled) and list the ready ones: what execute_parallel_batch would take next.
                     "cancelled": { "type": "integer" },
                     "total": { "type": "integer" },
                     "blocked": { "type": "integer", "description": "Queued tasks that wait for a failed or cancelled task (absent when none)" },
+                    "landed": { "type": "integer", "description": "Done tasks whose branch orch-land merged (absent when none)" },
                     "ready_tasks": { "type": "array", "items": task_brief }
                 },
                 "required": ["queued", "ready", "batched", "running", "done", "failed", "cancelled", "total", "ready_tasks"]
