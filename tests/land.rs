@@ -388,6 +388,16 @@ fn two_tasks_editing_the_same_lines_land_one_and_stop_at_the_other() {
         std::fs::read_to_string(r.join("shared.txt")).unwrap(),
         "first-and-second\n"
     );
+    // The task it resolved lands with it, and so its dependent can land now.
+    let resolved = task(&env, ids[1]);
+    assert_eq!(resolved["status"], "landed");
+    assert_eq!(resolved["landed_commit"], mine["commit"]);
+    let out = land(&env, &r, &["--all", "--json"]);
+    assert_code(&out, 0);
+    let lines = json_lines(&stdout(&out));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["task"], dependent.parse::<i64>().unwrap());
+    assert_eq!(lines[0]["outcome"], "landed");
 }
 
 #[test]

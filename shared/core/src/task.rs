@@ -1130,14 +1130,24 @@ pub fn finish_in(tx: &Transaction, id: i64, o: Outcome) -> Result<()> {
 }
 
 /// Marks a done task landed, with the commit that landed it (`None` when its
-/// branch held nothing to land), in one statement: a task lands once, and
-/// only from `done`. Returns whether it moved.
+/// branch held nothing to land): a task lands once, and only from `done`.
+/// A done task whose conflict this one was queued to resolve lands with it
+/// (same commit; its conflict stays on record). Returns whether it moved.
 pub fn land_in(tx: &Transaction, id: i64, commit: Option<&str>) -> Result<bool> {
+    let now = now_ms();
     let n = tx.execute(
         "UPDATE tasks SET status = 'landed', landed_commit = ?2, landed_at = ?3, conflict = NULL
          WHERE id = ?1 AND status = 'done'",
-        params![id, commit, now_ms()],
+        params![id, commit, now],
     )?;
+    if n == 1 {
+        tx.execute(
+            "UPDATE tasks SET status = 'landed', landed_commit = ?2, landed_at = ?3
+             WHERE status = 'done' AND conflict IS NOT NULL
+               AND json_valid(conflict) AND json_extract(conflict, '$.resolved_by') = ?1",
+            params![id, commit, now],
+        )?;
+    }
     Ok(n == 1)
 }
 
