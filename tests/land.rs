@@ -635,3 +635,40 @@ fn orch_land_to_a_full_stdout_lands_and_says_so_with_exit_3() {
     }
     assert_eq!(landed_order(&r), [1, 2]);
 }
+
+#[test]
+fn orch_land_run_four_times_at_once_lands_every_task_exactly_once() {
+    let env = Env::new();
+    let r = repo(&env);
+    let prompts: Vec<String> = (1..=8).map(|i| format!("write=c{i}.txt={i}")).collect();
+    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let (b, _) = batch(&env, &refs);
+    assert_code(&run_worktrees(&env, &r, &b, &["-j", "4"]), 0);
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = env.cmd("orch-land");
+            c.args(["--all"])
+                .current_dir(&r)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) | Some(1) => {}
+            Some(2) => assert!(err.contains("another orch-land is landing"), "{err}"),
+            other => panic!("{other:?}: {err}"),
+        }
+    }
+    let _ = land(&env, &r, &["--all"]);
+    let mut order = landed_order(&r);
+    order.sort();
+    assert_eq!(
+        order,
+        (1..=8).collect::<Vec<i64>>(),
+        "each task exactly once"
+    );
+}

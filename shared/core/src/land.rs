@@ -95,6 +95,37 @@ pub struct Plan {
     pub checked_out: bool,
     /// The tasks to land, in landing order.
     pub tasks: Vec<Task>,
+    /// One orch-land at a time per repository (none for a dry run); the
+    /// kernel drops it with the process, however that ends.
+    _lock: Option<std::fs::File>,
+}
+
+/// Takes the repository's landing lock (`orch-land.lock` in its git
+/// directory, held with `flock`), or says who has it.
+fn lock(repo: &Git) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let dir = repo.run(&["rev-parse", "--git-common-dir"])?;
+    let path = repo.dir().join(dir).join("orch-land.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| Error::Io {
+            path: path.clone(),
+            what: "open",
+            source,
+        })?;
+    // SAFETY: flock on a descriptor this function owns; no memory is involved.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        return Err(Error::invalid(format!(
+            "another orch-land is landing in {} (it holds {}); run again when it is done",
+            repo.dir().display(),
+            path.display()
+        )));
+    }
+    Ok(f)
 }
 
 const TRAILER: &str = "Orch-Task";
@@ -126,6 +157,11 @@ pub fn prepare(db: &Db, dir: &Path, req: &Request) -> Result<Plan> {
         )));
     }
     let checked_out = current.as_deref() == Some(target.as_str());
+    let held = if req.dry_run {
+        None
+    } else {
+        Some(lock(&repo)?)
+    };
     if checked_out && !req.dry_run {
         let dirty = repo.dirty()?;
         if !dirty.is_empty() {
@@ -159,6 +195,7 @@ pub fn prepare(db: &Db, dir: &Path, req: &Request) -> Result<Plan> {
         target,
         checked_out,
         tasks: order(tasks),
+        _lock: held,
     })
 }
 
