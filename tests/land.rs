@@ -118,6 +118,8 @@ fn each_task_runs_in_its_own_worktree_and_its_leftovers_are_committed() {
         (Some(base.as_str()), Some(base.as_str()))
     );
     assert!(n.get("worktree").is_none(), "{n}");
+    let shown = env.ok("orch-queue", &["show", "3"]);
+    assert!(shown.contains("changes:     none"), "{shown}");
     assert!(!r.join(".orch/worktrees/task-3").exists());
     assert!(git(&r, &["branch", "--list", "orch/task-3"]).is_empty());
     // A failed task keeps its worktree, uncommitted, for inspection.

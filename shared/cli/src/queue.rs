@@ -743,6 +743,9 @@ fn print_task(out: &mut Out, t: &Task) -> io::Result<()> {
             out.line(format_args!("{name:<12} {}", text::escape(v, false)))?;
         }
     }
+    if t.git.branch.is_some() && t.git.head.is_some() && t.git.head == t.git.base {
+        out.line("changes:     none (its branch held nothing new)")?;
+    }
     if !t.touches.is_empty() {
         let globs: Vec<String> = t
             .touches
