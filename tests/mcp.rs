@@ -559,7 +559,8 @@ fn issue17_8_a_named_task_keeps_its_name_and_a_bad_one_is_refused() {
     let r = s.tool(
         2,
         "queue_parallel_task",
-        json!({"agent": "Explore", "task": "map it", "name": "mapper"}),
+        json!({"agent": "Explore", "task": "map it", "name": "mapper", "model": "haiku",
+               "isolation": "worktree", "background": true, "mode": "plan", "touches": ["src/*"]}),
     );
     assert_eq!(r["isError"], false, "{r}");
     let r = s.tool(
@@ -569,6 +570,24 @@ fn issue17_8_a_named_task_keeps_its_name_and_a_bad_one_is_refused() {
     );
     assert_eq!(r["isError"], true, "{r}");
     s.finish();
-    assert_eq!(task(&env, 1)["name"], "mapper");
+    let t = task(&env, 1);
+    assert_eq!(
+        (
+            &t["name"],
+            &t["model"],
+            &t["isolation"],
+            &t["background"],
+            &t["mode"],
+            &t["touches"]
+        ),
+        (
+            &json!("mapper"),
+            &json!("haiku"),
+            &json!("worktree"),
+            &json!(true),
+            &json!("plan"),
+            &json!(["src/*"])
+        )
+    );
     assert_eq!(count(&env, "tasks"), 1);
 }
