@@ -13,6 +13,8 @@
 #   committed package.json and package-lock.json there
 # - tests/claude_code/node_modules/: the Claude Code CLI the real tier drives,
 #   pinned the same way (its native binary checked to run as installed)
+# - tests/acorn/node_modules/: the JavaScript parser that checks the scripts of
+#   orch-emit --format workflow, pinned the same way
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -135,4 +137,21 @@ else
   fi
   cp "$cc/package-lock.json" "$cc/node_modules/.orch-package-lock.json"
   say "installed Claude Code $CLAUDE_VERSION into $cc/node_modules"
+fi
+
+# --- acorn (the real tier's check of workflow scripts) -------------------------
+acorn=tests/acorn
+have_acorn() {
+  [ -f "$acorn/node_modules/acorn/package.json" ] &&
+    cmp -s "$acorn/package-lock.json" "$acorn/node_modules/.orch-package-lock.json"
+}
+if have_acorn; then
+  say "acorn already in $acorn/node_modules"
+else
+  if ! command -v npm >/dev/null 2>&1; then
+    say "error: npm not found; install Node.js 20 or newer with npm"; exit 2
+  fi
+  (cd "$acorn" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  cp "$acorn/package-lock.json" "$acorn/node_modules/.orch-package-lock.json"
+  say "installed acorn into $acorn/node_modules"
 fi

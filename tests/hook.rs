@@ -128,7 +128,7 @@ fn install_keeps_everything_else_and_adds_once() {
         out
     };
     let installed = ours(&v);
-    assert_eq!(installed.len(), 8, "{installed:?}");
+    assert_eq!(installed.len(), 10, "{installed:?}");
     for e in [
         "PreToolUse",
         "PostToolUse",
@@ -138,6 +138,8 @@ fn install_keeps_everything_else_and_adds_once() {
         "SubagentStop",
         "UserPromptSubmit",
         "Stop",
+        "TaskCreated",
+        "TaskCompleted",
     ] {
         assert_eq!(installed.iter().filter(|(ev, _)| ev == e).count(), 1, "{e}");
     }
@@ -159,7 +161,7 @@ fn install_keeps_everything_else_and_adds_once() {
     env.ok("orch-hook", &["install", "--threshold", "5"]);
     let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let installed = ours(&v);
-    assert_eq!(installed.len(), 8);
+    assert_eq!(installed.len(), 10);
     assert!(
         installed.iter().all(|(_, c)| c.ends_with("--threshold 5")),
         "{installed:?}"
@@ -167,7 +169,7 @@ fn install_keeps_everything_else_and_adds_once() {
 
     let status: Vec<Value> = crate::common::json_lines(&env.ok("orch-hook", &["status", "--json"]));
     assert_eq!(status[0]["scope"], "project");
-    assert_eq!(status[0]["events"].as_array().unwrap().len(), 8);
+    assert_eq!(status[0]["events"].as_array().unwrap().len(), 10);
     assert_eq!(status[0]["threshold"], 5);
     assert_eq!(status[1]["scope"], "user");
     assert_eq!(status[1]["events"].as_array().unwrap().len(), 0);
@@ -216,9 +218,9 @@ fn install_into_a_new_file_and_the_user_settings() {
     let user: Value =
         serde_json::from_slice(&std::fs::read(env.home().join(".claude/settings.json")).unwrap())
             .unwrap();
-    assert_eq!(user["hooks"].as_object().unwrap().len(), 8);
+    assert_eq!(user["hooks"].as_object().unwrap().len(), 10);
     let status = crate::common::json_lines(&env.ok("orch-hook", &["status", "--json"]));
-    assert_eq!(status[1]["events"].as_array().unwrap().len(), 8);
+    assert_eq!(status[1]["events"].as_array().unwrap().len(), 10);
 }
 
 #[test]
@@ -1028,7 +1030,7 @@ fn issue17_4_status_in_a_subdirectory_says_root_hooks_do_not_run_there() {
     assert_code(&out, 1);
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].starts_with("project ") && lines[0].contains("installed for 8 events"));
+    assert!(lines[0].starts_with("project ") && lines[0].contains("installed for 10 events"));
     assert!(
         lines[1].contains("not run here: Claude Code reads project hooks only from the directory it is started in")
             && lines[1].contains("orch-hook install --here")

@@ -29,3 +29,4 @@ mod paste;
 mod run;
 mod stress;
 mod terminal;
+mod workflow;

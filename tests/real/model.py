@@ -55,6 +55,15 @@ def first_user_text(body):
     return ""
 
 
+def first_user_all(body):
+    """The first user turn's whole text, <system-reminder> blocks included
+    (a workflow's agent gets its prompt inside such a framing)."""
+    for m in body.get("messages", []):
+        if m.get("role") == "user":
+            return "\n".join(texts(m.get("content")))
+    return ""
+
+
 def all_text(body):
     return "\n".join(t for m in body.get("messages", []) for t in texts(m.get("content")))
 
@@ -102,6 +111,8 @@ def agent_calls(text):
 # names, or any `run: COMMAND` line a test puts in a task's prompt.
 COMMAND = re.compile(r"^(?:run: )?((?:orch-verify probe |orch-queue )[^\n]+)$", re.M)
 TASK = re.compile(r"^orch-task: (\d+)$", re.M)
+# The same line inside a framing that may not keep it on a line of its own.
+TASK_ANY = re.compile(r"orch-task: (\d+)")
 
 
 def is_subagent(body):
@@ -115,10 +126,13 @@ def who(body):
     agent (a sub-agent given an orch task), or other."""
     first = first_user_text(body)
     if not is_subagent(body):
-        return "main" if "Agent" in tool_names(body) else "other"
+        if "Agent" in tool_names(body):
+            return "main"
+        # A workflow's agent has neither Agent nor Workflow among its tools.
+        return "agent" if TASK_ANY.search(first_user_all(body)) else "other"
     if COMMAND.search(first):
         return "probe"
-    if TASK.search(first):
+    if TASK.search(first) or TASK_ANY.search(first_user_all(body)):
         return "agent"
     return "other"
 
@@ -186,6 +200,32 @@ def mcp(body):
     return None
 
 
+BAD_SCRIPT = "export const meta = { name: 'bad', description: 'TypeScript' }\nconst a: string = 'x'\n"
+
+
+def workflow(body):
+    """Calls the Workflow tool: a rejected script first when the prompt has
+    `workflow-bad: yes`, then the script in the file a `workflow-file: PATH`
+    line names, or the named workflow of a `workflow-name: NAME` line; then
+    waits for the workflow's <task-notification>."""
+    first = first_user_text(body)
+    calls = [u for u in tool_uses(body) if u.get("name") == "Workflow"]
+    bad = re.search(r"^workflow-bad: yes$", first, re.M) is not None
+    if bad and not calls:
+        return tool_answer([("Workflow", {"script": BAD_SCRIPT})])
+    if len(calls) < (2 if bad else 1):
+        path = re.search(r"^workflow-file: (.+)$", first, re.M)
+        if path:
+            with open(path.group(1)) as f:
+                return tool_answer([("Workflow", {"script": f.read()})])
+        name = re.search(r"^workflow-name: (.+)$", first, re.M)
+        if name:
+            return tool_answer([("Workflow", {"name": name.group(1)})])
+    if "<task-notification>" in all_text(body):
+        return text_answer("The workflow finished.")
+    return text_answer("Waiting for the workflow.")
+
+
 def main_loop(body):
     """A session's own loop: launches the Agent calls orch handed it (in the
     prompt, a hook's context, a blocked stop, a tool result); with nothing to
@@ -194,6 +234,8 @@ def main_loop(body):
         step = mcp(body)
         if step:
             return step
+    if ARGS.scenario == "workflow":
+        return workflow(body)
     command = COMMAND.search(first_user_text(body))
     if command and not any(u.get("name") == "Bash" for u in tool_uses(body)):
         return tool_answer([("Bash", {"command": command.group(1), "description": "Run the command the prompt names"})])
@@ -219,7 +261,8 @@ def probe(body):
 def agent(body):
     """A sub-agent given an orch task: answers after the delay."""
     time.sleep(ARGS.delay)
-    task = TASK.search(first_user_text(body)).group(1)
+    found = TASK.search(first_user_text(body))
+    task = found.group(1) if found else TASK_ANY.findall(first_user_all(body))[-1]
     return text_answer(f"finished task {task}")
 
 
@@ -336,7 +379,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def main():
     global ARGS
     p = argparse.ArgumentParser()
-    p.add_argument("--scenario", required=True, choices=["obedient", "one-by-one", "foreground", "mcp"])
+    p.add_argument("--scenario", required=True, choices=["obedient", "one-by-one", "foreground", "mcp", "workflow"])
     p.add_argument("--log", required=True)
     p.add_argument("--delay", type=float, default=2.0)
     ARGS = p.parse_args()

@@ -19,7 +19,8 @@ Examples:
   orch-emit 3 --copy                          # ... and copy it to the clipboard
   orch-emit 3 --format json | jq '.calls[0]'
   orch-emit 3 --with-mailbox                  # agents may message each other with orch-msg
-  orch-emit 3 --format shell > run.sh && sh run.sh";
+  orch-emit 3 --format shell > run.sh && sh run.sh
+  orch-emit --format workflow --plan --install   # every queued wave as /orch-batch-N";
 
 /// Render a batch: the one message that starts every agent at once.
 #[derive(Debug, Parser)]
@@ -38,6 +39,20 @@ pub struct Cli {
     /// Tell each agent its mailbox name and how to message its peers with orch-msg.
     #[arg(long)]
     pub with_mailbox: bool,
+    /// With --format workflow: put every queued task into a new batch and
+    /// emit all its waves, not only the tasks that are ready now.
+    #[arg(long, conflicts_with = "batch")]
+    pub plan: bool,
+    /// With --format workflow: also write it to .claude/workflows/orch-batch-N.js
+    /// (a named workflow) and offer the rule that lets it run unattended.
+    #[arg(long)]
+    pub install: bool,
+    /// With --install: add the allow rule to .claude/settings.local.json without asking.
+    #[arg(long, requires = "install")]
+    pub allow: bool,
+    /// With --format workflow: run each agent in its own git worktree.
+    #[arg(long)]
+    pub worktree: bool,
 }
 
 impl Tool for Cli {
@@ -49,6 +64,13 @@ impl Tool for Cli {
             true => Some(clipboard::find().ok_or_else(clipboard::missing)?),
             false => None,
         };
+        let workflow_only = self.plan || self.install || self.worktree;
+        if workflow_only && self.format != Format::Workflow {
+            anyhow::bail!("--plan, --install and --worktree go with --format workflow");
+        }
+        if self.plan {
+            return super::workflow::emit_plan(&self);
+        }
         let id = id_or_stdin(self.batch, "batch")?;
         crate::check_stdout()?;
         let loc = orch_core::db::resolve(self.db.path())?;
@@ -88,6 +110,13 @@ impl Tool for Cli {
                 let abs = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
                 emit::render_shell(id, &abs, &tasks, &calls)
             }
+            Format::Workflow => {
+                let text = orch_core::workflow::render(id, &tasks, &calls, self.worktree)?;
+                if self.install {
+                    super::workflow::install(id, &text, self.allow)?;
+                }
+                text
+            }
         };
         // Printed (and copied) first, marked emitted after: a message that
         // could not be delivered leaves the batch unemitted, and nothing was
@@ -119,4 +148,6 @@ pub enum Format {
     Markdown,
     /// A POSIX sh script that runs every task with `claude -p` in parallel
     Shell,
+    /// A script for Claude Code's Workflow tool: one parallel phase per wave
+    Workflow,
 }

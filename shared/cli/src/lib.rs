@@ -4,6 +4,7 @@
 //! checks, and ids on stdin.
 
 pub mod batch;
+pub mod claude_tasks;
 pub mod completions;
 pub mod doctor;
 pub mod emit;
@@ -18,6 +19,7 @@ pub mod session;
 pub mod status;
 pub mod suite;
 pub mod verify;
+pub mod workflow;
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};

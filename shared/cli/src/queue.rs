@@ -40,6 +40,14 @@ pub enum Cmd {
         after_help = "Examples:\n  cd my-project && orch-queue init\n  orch-queue --db \"$ORCH_DB\" init      # make a script's database before its workers start"
     )]
     Init,
+    /// Mirror the unfinished tasks into Claude Code's native task list.
+    #[command(
+        after_help = "Example:\n  orch-queue export --claude-tasks my-feature\n\nThe list is CLAUDE_CONFIG_DIR (else ~/.claude)/tasks/LIST; Claude Code reads it with\nCLAUDE_CODE_TASK_LIST_ID=LIST."
+    )]
+    Export(super::claude_tasks::Args),
+    /// Read the statuses of the mirrored tasks back from Claude Code's task list.
+    #[command(after_help = "Example:\n  orch-queue import --claude-tasks my-feature")]
+    Import(super::claude_tasks::Args),
     /// Print the database in use and which rule chose it.
     #[command(after_help = "Example:\n  orch-queue where")]
     Where {
@@ -223,6 +231,8 @@ impl Tool for Cli {
                     );
                 }
             }
+            Cmd::Export(a) => return super::claude_tasks::export(&self.db, a, &mut out),
+            Cmd::Import(a) => return super::claude_tasks::import(&self.db, a, &mut out),
             Cmd::Where { json } => {
                 let loc = db::resolve(self.db.path())?;
                 if json {

@@ -127,6 +127,27 @@ pub fn task_of(tx: &Transaction, session: &str, call_id: &str) -> Result<Option<
         .flatten())
 }
 
+/// Whether a call of `source` in `session` carries task `task`.
+pub fn task_has_call(tx: &Transaction, session: &str, task: i64, source: &str) -> Result<bool> {
+    Ok(tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM agent_calls WHERE session_id = ?1 AND task_id = ?2 AND source = ?3)",
+        params![session, task, source],
+        |r| r.get(0),
+    )?)
+}
+
+/// When one call started, if it is recorded with a start.
+pub fn started_at(tx: &Transaction, session: &str, call_id: &str) -> Result<Option<i64>> {
+    Ok(tx
+        .query_row(
+            "SELECT started_at FROM agent_calls WHERE session_id = ?1 AND call_id = ?2",
+            params![session, call_id],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .optional()?
+        .flatten())
+}
+
 /// The task and status of one call that started and has not ended.
 pub fn open_call(
     tx: &Transaction,

@@ -25,6 +25,7 @@ pub mod text;
 pub mod time;
 pub mod touches;
 pub mod verify;
+pub mod workflow;
 pub mod worktree;
 
 pub use error::{Error, Exit, Result};

@@ -183,6 +183,25 @@ pub fn find_status_in(tx: &Transaction, id: i64) -> Result<Option<Status>> {
     Ok(s.and_then(|s| Status::parse(&s)))
 }
 
+/// The queued tasks that are ready now and wait on one of `finished`, by
+/// priority, then id (PostToolBatch's next wave).
+pub fn ready_after_in(tx: &Transaction, finished: &[i64]) -> Result<Vec<i64>> {
+    let mut ids = Vec::new();
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT DISTINCT t.id FROM tasks t JOIN task_deps dep ON dep.task_id = t.id
+         WHERE dep.after_id = ?1 AND {READY} ORDER BY t.priority DESC, t.id"
+    ))?;
+    for f in finished {
+        for id in stmt.query_map([f], |r| r.get::<_, i64>(0))? {
+            let id = id?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
 /// Fails the tasks of batch `batch` left running by orch-run `pid`, which
 /// died; returns their ids.
 pub fn fail_running_in_batch(tx: &Transaction, batch: i64, at: i64, pid: i64) -> Result<Vec<i64>> {

@@ -6,6 +6,7 @@
 pub mod agents;
 pub mod hooks;
 pub mod settings;
+pub mod tasks;
 
 use std::path::{Path, PathBuf};
 

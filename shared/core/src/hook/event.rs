@@ -22,10 +22,12 @@ pub enum Kind {
     SubagentStop,
     UserPromptSubmit,
     Stop,
+    TaskCreated,
+    TaskCompleted,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::PreToolUse,
         Kind::PostToolUse,
         Kind::PostToolUseFailure,
@@ -34,6 +36,8 @@ impl Kind {
         Kind::SubagentStop,
         Kind::UserPromptSubmit,
         Kind::Stop,
+        Kind::TaskCreated,
+        Kind::TaskCompleted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +50,8 @@ impl Kind {
             Kind::SubagentStop => "SubagentStop",
             Kind::UserPromptSubmit => "UserPromptSubmit",
             Kind::Stop => "Stop",
+            Kind::TaskCreated => "TaskCreated",
+            Kind::TaskCompleted => "TaskCompleted",
         }
     }
 
@@ -219,6 +225,20 @@ pub struct SubagentEvent {
     pub last_assistant_message: Option<String>,
     #[serde(default)]
     pub stop_hook_active: Option<bool>,
+    /// `SubagentStop`: the agent's own transcript (JSON Lines).
+    #[serde(default)]
+    pub agent_transcript_path: Option<String>,
+}
+
+/// `TaskCreated` and `TaskCompleted`: a task of Claude Code's native task list.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TaskEvent {
+    pub session_id: String,
+    pub task_id: String,
+    #[serde(default)]
+    pub task_subject: Option<String>,
+    #[serde(default)]
+    pub task_description: Option<String>,
 }
 
 /// `UserPromptSubmit` and `Stop`.
@@ -229,6 +249,9 @@ pub struct TurnEvent {
     pub prompt: Option<String>,
     #[serde(default)]
     pub stop_hook_active: Option<bool>,
+    /// `Stop`: what still runs in the background (agents, workflows, shells).
+    #[serde(default)]
+    pub background_tasks: Vec<super::workflow::BackgroundTask>,
 }
 
 /// `hookSpecificOutput` of `UserPromptSubmit`.

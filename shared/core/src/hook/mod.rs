@@ -36,6 +36,7 @@
 //! recorded by whoever started it.
 
 pub mod event;
+pub mod workflow;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -173,9 +174,16 @@ pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> 
             let Some(db) = open(cfg)? else {
                 return Ok(Reply::Silent);
             };
-            db.write(|tx| batch_event(tx, &ev.session_id, &closing, now))
+            let message = db
+                .write(|tx| {
+                    let ended = batch_event(tx, &ev.session_id, &closing, now)?;
+                    next_wave(tx, &ended, &common.cwd)
+                })
                 .map_err(busy)?;
-            Ok(Reply::Silent)
+            Ok(match message {
+                Some(m) => Reply::Print(Output::context(kind, m)),
+                None => Reply::Silent,
+            })
         }
         Kind::SubagentStart | Kind::SubagentStop => {
             let ev: SubagentEvent = serde_json::from_value(value).map_err(|e| bad(&name, e))?;
@@ -183,6 +191,25 @@ pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> 
                 return Ok(Reply::Silent);
             };
             db.write(|tx| subagent_event(tx, kind, &ev, now))
+                .map_err(busy)?;
+            Ok(Reply::Silent)
+        }
+        Kind::TaskCreated | Kind::TaskCompleted => {
+            let ev: event::TaskEvent = serde_json::from_value(value).map_err(|e| bad(&name, e))?;
+            let Some(id) = ev
+                .task_description
+                .as_deref()
+                .and_then(emit::parse_task_marker)
+            else {
+                return Ok(Reply::Silent);
+            };
+            if kind == Kind::TaskCreated {
+                return Ok(Reply::Silent);
+            }
+            let Some(db) = open(cfg)? else {
+                return Ok(Reply::Silent);
+            };
+            db.write(|tx| workflow::native_task_completed(tx, id, &ev, now))
                 .map_err(busy)?;
             Ok(Reply::Silent)
         }
@@ -194,6 +221,14 @@ pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> 
             let Some(db) = open(cfg)? else {
                 return Ok(Reply::Silent);
             };
+            if kind == Kind::Stop
+                && !ev.background_tasks.is_empty()
+                && db.read(|tx| {
+                    workflow::orch_still_running(tx, &ev.session_id, &ev.background_tasks)
+                })?
+            {
+                return Ok(Reply::Silent);
+            }
             let cwd = common
                 .cwd
                 .map(PathBuf::from)
@@ -412,7 +447,8 @@ fn batch_event(
     session: &str,
     calls: &[(String, AgentResponse)],
     now: i64,
-) -> Result<()> {
+) -> Result<Vec<i64>> {
+    let mut ended = Vec::new();
     for (call_id, r) in calls {
         let open = calls::open_call(tx, session, call_id)?;
         let Some((task_id, status)) = open else {
@@ -430,7 +466,39 @@ fn batch_event(
             finish_task(tx, id, completed(r, now))?;
         }
     }
-    Ok(())
+    // Every task of the group's Agent calls that has ended by now.
+    for (call_id, _) in calls {
+        if let Some(id) = calls::task_of(tx, session, call_id)? {
+            if task_status(tx, id)?.is_some_and(|s| s.is_final()) && !ended.contains(&id) {
+                ended.push(id);
+            }
+        }
+    }
+    Ok(ended)
+}
+
+/// PostToolBatch's hand-over: the tasks that `ended` made ready, batched,
+/// and the message that launches them.
+fn next_wave(tx: &Transaction, ended: &[i64], cwd: &Option<String>) -> Result<Option<String>> {
+    let ready = task::ready_after_in(tx, ended)?;
+    if ready.is_empty() {
+        return Ok(None);
+    }
+    let b = batch::create_of_in(tx, &ready)?;
+    batch::mark_emitted_in(tx, b.id)?;
+    let dir = cwd
+        .as_deref()
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_default();
+    let agents = AgentIndex::discover(&dir);
+    let (calls, _) = emit::agent_calls(&b.tasks, &agents, &[]);
+    Ok(Some(format!(
+        "orch: the tasks that waited on the agents that just ended are ready and were put in batch {}. Launch them now, in parallel, as described below.\n\n{}",
+        b.id,
+        emit::render_claude(&calls)
+    )))
 }
 
 fn subagent_event(tx: &Transaction, kind: Kind, ev: &SubagentEvent, now: i64) -> Result<()> {
@@ -454,7 +522,15 @@ fn subagent_event(tx: &Transaction, kind: Kind, ev: &SubagentEvent, now: i64) ->
     }
     // A background agent: its task and its launched Agent call end now.
     let Some(id) = calls::task_of(tx, &ev.session_id, &ev.agent_id)? else {
-        return Ok(());
+        // No Agent call accounts for it: a workflow's agent, tied by its transcript.
+        return workflow::workflow_agent_stop(
+            tx,
+            &ev.session_id,
+            &ev.agent_id,
+            ev.agent_transcript_path.as_deref(),
+            ev.last_assistant_message.as_deref(),
+            now,
+        );
     };
     calls::finish_launched(tx, &ev.session_id, id, SOURCE_TOOL, now)?;
     let result = ev.last_assistant_message.clone().and_then(nonempty);

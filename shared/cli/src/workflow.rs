@@ -1,0 +1,130 @@
+//! `orch-emit --format workflow`: `--plan` (every queued wave as one batch)
+//! and `--install` (the named workflow, and the allow rule offered).
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::emit::Cli;
+use crate::Out;
+use orch_core::batch;
+use orch_core::claude::agents::AgentIndex;
+use orch_core::emit;
+use orch_core::error::{Error, Exit};
+use orch_core::task::Status;
+use orch_core::workflow;
+
+/// `--plan`: puts every plannable queued task into a new batch per wave and
+/// prints their workflow; the batch is made, the script rendered (and installed) in one
+/// transaction, so a script refused as too large leaves the queue as it was.
+pub fn emit_plan(cli: &Cli) -> anyhow::Result<Exit> {
+    crate::check_stdout()?;
+    let loc = orch_core::db::resolve(cli.db.path())?;
+    let db = orch_core::db::Db::open_existing(&loc)?;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let agents = AgentIndex::discover(&cwd);
+    let plan = batch::plan(&db, usize::MAX)?;
+    for b in &plan.blocked {
+        eprintln!("orch-emit: note: task {} is left out: {}", b.id, b.reason);
+    }
+    if plan.waves.is_empty() {
+        anyhow::bail!("no queued task can be planned (add tasks with orch-queue add)");
+    }
+    // One batch per wave, so that orch-verify judges each wave on its own;
+    // the workflow is named after the first.
+    let (made, text, notes) = db.write(|tx| {
+        let mut tasks = Vec::new();
+        let mut made = Vec::new();
+        for wave in &plan.waves {
+            let ids: Vec<i64> = wave.iter().map(|t| t.id).collect();
+            let b = batch::create_of_in(tx, &ids)?;
+            made.push(b.id);
+            tasks.extend(b.tasks.into_iter().filter(|t| t.status == Status::Batched));
+        }
+        let first = made.first().copied().unwrap_or_default();
+        let (calls, notes) = emit::agent_calls(&tasks, &agents, &[]);
+        let text = workflow::render(first, &tasks, &calls, cli.worktree)?;
+        if cli.install {
+            install(first, &text, cli.allow).map_err(|e| Error::invalid(format!("{e:#}")))?;
+        }
+        Ok((made, text, notes))
+    })?;
+    for n in notes {
+        eprintln!("orch-emit: note: {n}");
+    }
+    let mut out = Out::new();
+    // The batches are committed: a workflow that could not be printed is exit 3.
+    out.answer(
+        || {
+            let ids: Vec<String> = made.iter().map(|b| b.to_string()).collect();
+            format!(
+                "batches {} were made (not marked emitted); print their workflow with orch-emit --format workflow BATCH",
+                ids.join(", ")
+            )
+        },
+        |o| o.text(&text),
+    )?;
+    for b in made {
+        batch::mark_emitted(&db, b)?;
+    }
+    Ok(Exit::Ok)
+}
+
+/// Writes batch `id`'s workflow under `.claude/workflows/` of the current
+/// directory and offers the rule `Workflow(orch-batch-N)`: added with
+/// `--allow` or a "y" at the terminal, otherwise only shown.
+pub fn install(id: i64, script: &str, allow: bool) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir().context("finding the current directory")?;
+    let path = workflow::install_path(&cwd, id);
+    workflow::install(&path, script)?;
+    eprintln!(
+        "orch-emit: installed {}; run it in Claude Code with /{}",
+        path.display(),
+        workflow::name(id)
+    );
+    offer_rule(id, &cwd, allow)
+}
+
+fn offer_rule(id: i64, cwd: &std::path::Path, allow: bool) -> anyhow::Result<()> {
+    let rule = workflow::allow_rule(id);
+    let local = orch_core::verify::local_settings(cwd);
+    let mut files = vec![local.clone(), cwd.join(".claude").join("settings.json")];
+    if let Some(home) = std::env::var_os("HOME") {
+        files.push(PathBuf::from(home).join(".claude").join("settings.json"));
+    }
+    if let Some(found) = workflow::find_rule(&files, &rule) {
+        eprintln!(
+            "orch-emit: {rule} is already allowed in {}",
+            found.display()
+        );
+        return Ok(());
+    }
+    let yes =
+        allow || (io::stdin().is_terminal() && io::stderr().is_terminal() && ask(&rule, &local));
+    if yes {
+        workflow::add_rule(&local, &rule)?;
+        eprintln!("orch-emit: added {rule} to {}", local.display());
+    } else {
+        eprintln!(
+            "orch-emit: note: without the rule Claude Code asks before the workflow runs; to allow it, add \"{rule}\" to permissions.allow in {} (or rerun with --allow)",
+            local.display()
+        );
+    }
+    Ok(())
+}
+
+fn ask(rule: &str, local: &std::path::Path) -> bool {
+    let mut w = io::stderr();
+    let _ = write!(
+        w,
+        "Allow the workflow to run without asking: add \"{rule}\" to {}? [y/N] ",
+        local.display()
+    );
+    let _ = w.flush();
+    let mut line = String::new();
+    match io::stdin().read_line(&mut line) {
+        Ok(0) | Err(_) => false,
+        Ok(_) => matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
+    }
+}
