@@ -243,3 +243,33 @@ fn orch_run_passes_the_tasks_model_and_mode_to_claude() {
     let r = task(&env, without)["result"].as_str().unwrap().to_string();
     assert!(!r.contains("model:"), "{r}");
 }
+
+#[test]
+fn the_workflow_format_carries_a_tasks_model_and_worktree_isolation() {
+    let env = Env::new();
+    env.ok(
+        "orch-queue",
+        &[
+            "add",
+            "general-purpose",
+            "Do it",
+            "--model",
+            "opus",
+            "--isolation",
+            "worktree",
+        ],
+    );
+    env.add("general-purpose", "Plain");
+    let b = env.ok("orch-batch", &["create"]).trim().to_string();
+    let s = env.ok("orch-emit", &[&b, "--format", "workflow"]);
+    let lines: Vec<&str> = s.lines().filter(|l| l.contains("agent(")).collect();
+    assert_eq!(lines.len(), 2, "{s}");
+    assert!(
+        lines[0].contains(r#"model: "opus""#) && lines[0].contains(r#"isolation: "worktree""#),
+        "{s}"
+    );
+    assert!(
+        !lines[1].contains("model:") && !lines[1].contains("isolation:"),
+        "{s}"
+    );
+}
