@@ -8,8 +8,9 @@
 #   - `orch-batch create --max 1000` and `orch-emit` of the 1 000-task batch;
 #   - `orch-batch plan` over 100 000 independent tasks and over a 100 000-step chain;
 #   - peak memory (max RSS) of each binary on these workloads;
-# then scripts/bench-run.sh and scripts/bench-land.sh (landing 50 branches,
-# worktree cost per task). Prints one table with the targets.
+# then scripts/bench-limits.sh (slot claim + release; the batcher with 1 000
+# tasks waiting for a retry), scripts/bench-run.sh and scripts/bench-land.sh
+# (landing 50 branches, worktree cost per task) when they exist. Prints one table with the targets.
 #
 #   scripts/bench.sh [--quick]      # --quick: fewer runs, 10 000 instead of 100 000
 #
@@ -261,6 +262,10 @@ echo
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(free -h | awk '/^Mem:/ {print $2}') RAM, $(uname -sr)"
 echo "versions: $(hyperfine --version), sqlite3 $(sqlite3 --version | cut -d' ' -f1), $(python3 --version)"
 
+if [ -x "$root/scripts/bench-limits.sh" ]; then
+    echo
+    ORCH_BIN=$bin RUNS=$([ "$runs" -lt 100 ] && echo 10 || echo 30) "$root/scripts/bench-limits.sh"
+fi
 if [ -x "$root/scripts/bench-run.sh" ]; then
     echo
     "$root/scripts/bench-run.sh"

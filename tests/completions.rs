@@ -6,7 +6,7 @@ use orch_cli::completions::{Command, CommandFactory};
 use crate::common::{assert_code, bin_dir, stdout, Env};
 
 #[test]
-fn bash_completion_completes_orch_queue_a_to_add() {
+fn bash_completion_completes_orch_queue_ad_to_add() {
     let env = Env::new();
     let script = env.path().join("orch.bash");
     std::fs::write(&script, env.ok("orch", &["completions", "bash"])).unwrap();
@@ -33,12 +33,12 @@ fn bash_completion_completes_orch_queue_a_to_add() {
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
-    assert_eq!(complete("orch queue a", "_orch"), ["add"]);
+    assert_eq!(complete("orch queue ad", "_orch"), ["add"]);
     assert_eq!(complete("orch b", "_orch"), ["batch"]);
     assert!(complete("orch d", "_orch").contains(&"doctor".to_string()));
     assert!(complete("orch batch create --m", "_orch").contains(&"--max".to_string()));
     // Each orch-NAME binary has its own.
-    assert_eq!(complete("orch-queue a", "_orch__queue"), ["add"]);
+    assert_eq!(complete("orch-queue ad", "_orch__queue"), ["add"]);
     assert_eq!(complete("orch-batch r", "_orch__batch"), ["release"]);
     // ... down to the options of a verb (clap_complete alone offers nothing
     // here for a binary whose name has a hyphen).

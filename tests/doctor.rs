@@ -22,7 +22,8 @@ fn doctor(env: &Env) -> (std::collections::HashMap<String, Value>, i32) {
             "hooks",
             "mcp",
             "clipboard",
-            "agent"
+            "agent",
+            "limits"
         ]
     );
     let code = out.status.code().unwrap();
@@ -79,7 +80,7 @@ fn doctor_healthy_setup_exits_0() {
     assert_eq!(db["path"], env.db.to_str().unwrap());
     let msg = db["message"].as_str().unwrap();
     assert!(
-        msg.contains("from ORCH_DB") && msg.contains("schema 3") && msg.contains("1 task"),
+        msg.contains("from ORCH_DB") && msg.contains("schema 4") && msg.contains("1 task"),
         "{msg}"
     );
     // Optional checks never fail the run.

@@ -1088,3 +1088,107 @@ fn issue17_4_user_hooks_follow_claude_config_dir() {
     assert!(v["hooks"]["Stop"].is_array());
     assert!(!env.home().join(".claude/settings.json").exists());
 }
+
+#[test]
+fn issue14_a_launch_past_the_limit_is_denied_with_exit_0_and_subagent_stop_frees_a_slot() {
+    let env = Env::new();
+    let ids = three_batched_tasks(&env);
+    env.ok("orch-queue", &["limit", "2"]);
+    let pre =
+        |call: &str, id: i64| hook(&env, &[], &agent_event("pre_tool_use_agent.json", call, id));
+    assert_eq!(pre("toolu_a", ids[0]), "");
+    assert_eq!(pre("toolu_b", ids[1]), "");
+    // The third in a row: denied, exit 0, a JSON reason that says to send it again.
+    let out = pre("toolu_c", ids[2]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let h = &v["hookSpecificOutput"];
+    assert_eq!(h["hookEventName"], "PreToolUse");
+    assert_eq!(h["permissionDecision"], "deny");
+    let reason = h["permissionDecisionReason"].as_str().unwrap();
+    assert!(
+        reason.contains("limit 2") && reason.contains("send this same Agent call again"),
+        "{reason}"
+    );
+    // The denied call did not start its task.
+    assert_eq!(task(&env, ids[2])["status"], "batched");
+    assert_eq!(
+        env.ok("orch-queue", &["limit"]).trim(),
+        "limit 2 (2 running)"
+    );
+    // An agent ends: SubagentStop frees a slot, and the call sent again runs.
+    let mut stop = fixture("subagent_stop.json");
+    stop["agent_id"] = json!("agent-toolu_a");
+    hook(&env, &[], &serde_json::to_vec(&stop).unwrap());
+    assert_eq!(
+        env.ok("orch-queue", &["limit"]).trim(),
+        "limit 2 (1 running)"
+    );
+    // Its PostToolUse after the SubagentStop frees nothing more.
+    hook(
+        &env,
+        &[],
+        &agent_event("post_tool_use_agent.json", "toolu_a", ids[0]),
+    );
+    assert_eq!(
+        env.ok("orch-queue", &["limit"]).trim(),
+        "limit 2 (1 running)"
+    );
+    assert_eq!(pre("toolu_c", ids[2]), "");
+    assert_eq!(task(&env, ids[2])["status"], "running");
+    // The hook's tasks have attempts too.
+    let a = env.ok("orch-queue", &["attempts", &ids[0].to_string(), "--json"]);
+    let a: Value = serde_json::from_str(a.lines().next().unwrap()).unwrap();
+    assert_eq!(a["runner"], "hook");
+    assert_eq!(a["outcome"], "done");
+    // What the Agent tool's response reported, as it reported it (no cost: none was given).
+    assert_eq!(a["input_tokens"], 9321);
+    assert_eq!(a["output_tokens"], 1223);
+    assert_eq!(a["cache_read_tokens"], 8192);
+    assert_eq!(a["duration_ms"], 8123);
+    assert_eq!(a["session_id"], "agent-toolu_a");
+    assert!(a.get("cost_usd").is_none(), "{a}");
+}
+
+#[test]
+fn issue14_stale_hook_tasks_are_reconciled_not_left_running() {
+    let env = Env::new();
+    let ids = three_batched_tasks(&env);
+    hook(
+        &env,
+        &[],
+        &agent_event("pre_tool_use_agent.json", "toolu_old", ids[0]),
+    );
+    assert_eq!(task(&env, ids[0])["status"], "running");
+    // Its end never comes; three hours pass.
+    env.sql()
+        .execute(
+            "UPDATE agent_calls SET started_at = started_at - 3 * 3600 * 1000;",
+            [],
+        )
+        .unwrap();
+    env.sql()
+        .execute(
+            "UPDATE tasks SET started_at = started_at - 3 * 3600 * 1000",
+            [],
+        )
+        .unwrap();
+    // Any later launch reconciles it: a lost attempt, back in the queue.
+    hook(
+        &env,
+        &[],
+        &agent_event("pre_tool_use_agent.json", "toolu_new", ids[1]),
+    );
+    let t = task(&env, ids[0]);
+    assert_eq!(t["status"], "queued");
+    let a = env.ok("orch-queue", &["attempts", &ids[0].to_string(), "--json"]);
+    let a: Value = serde_json::from_str(a.lines().next().unwrap()).unwrap();
+    assert_eq!(a["error_class"], "lost");
+    // The fresh one is left alone; a shorter --stale-after is honoured.
+    assert_eq!(task(&env, ids[1])["status"], "running");
+    hook(
+        &env,
+        &["--stale-after", "1h"],
+        &agent_event("pre_tool_use_agent.json", "toolu_x", ids[2]),
+    );
+    assert_eq!(task(&env, ids[1])["status"], "running");
+}

@@ -2,70 +2,39 @@
 //! servers on one database. Real third-party clients (the Python SDK, the MCP
 //! Inspector) drive it in the real tier (tests/real/mcp_clients.rs).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
+
+use orch_core::mcp::client::Client;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::common::*;
 
-/// A running orch-mcp with its pipes.
-struct Server {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-}
+/// A running orch-mcp with its pipes, driven by orch's own client; every
+/// reply is checked to be one JSON-RPC response.
+struct Server(Client);
 
 impl Server {
     fn start(mut cmd: Command) -> Server {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                if tx.send(line.unwrap()).is_err() {
-                    break;
-                }
-            }
-        });
-        Server {
-            stdin: child.stdin.take(),
-            child,
-            lines: rx,
-        }
+        Server(Client::start(cmd.stderr(Stdio::null()), Duration::from_secs(30)).unwrap())
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let stdin = self.stdin.as_mut().unwrap();
-        stdin.write_all(bytes).unwrap();
-        stdin.flush().unwrap();
+        self.0.write(bytes).unwrap();
     }
 
     fn send(&mut self, msg: &Value) {
-        self.write(format!("{msg}\n").as_bytes());
+        self.0.send(msg).unwrap();
     }
 
     /// The next line of stdout, which must be one JSON-RPC response.
     fn recv(&mut self) -> Value {
-        let line = self
-            .lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("a reply within 30 s");
-        let v: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
-        assert_eq!(v["jsonrpc"], "2.0", "{line}");
-        assert!(
-            v.get("result").is_some() != v.get("error").is_some(),
-            "{line}"
-        );
+        let v = self.0.recv().expect("a reply within 30 s");
+        assert_eq!(v["jsonrpc"], "2.0", "{v}");
+        assert!(v.get("result").is_some() != v.get("error").is_some(), "{v}");
         v
     }
 
@@ -83,11 +52,10 @@ impl Server {
 
     /// Closes stdin; the server must exit 0 and write nothing more.
     fn finish(mut self) {
-        drop(self.stdin.take());
-        let status = self.child.wait().unwrap();
+        let status = self.0.wait().unwrap();
         assert!(status.success(), "{status}");
         assert!(
-            self.lines.recv_timeout(Duration::from_secs(5)).is_err(),
+            self.0.next_line(Duration::from_secs(5)).is_none(),
             "a line after the last reply"
         );
     }
@@ -150,7 +118,7 @@ fn every_request_gets_its_reply_in_order() {
     input.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":\"four\",\"method\":\"tools/call\",\"params\":{\"name\":\"nope\"}}\r\n");
     input.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"ping\"}");
     s.write(&input);
-    drop(s.stdin.take());
+    s.0.close();
     let expect: [(Value, Option<i64>); 6] = [
         (json!(1), Some(-32601)),
         (Value::Null, Some(-32600)),
@@ -239,7 +207,7 @@ fn a_line_longer_than_the_limit_is_refused_and_skipped() {
     let mut s = Server::start(env.cmd("orch-mcp"));
     let huge = "x".repeat(orch_core::mcp::MAX_LINE + 10);
     let writer = {
-        let mut stdin = s.stdin.take().unwrap();
+        let mut stdin = s.0.take_stdin().unwrap();
         std::thread::spawn(move || {
             stdin.write_all(huge.as_bytes()).unwrap();
             stdin

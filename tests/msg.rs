@@ -608,18 +608,12 @@ fn item12_with_mailbox_names_are_unique_in_a_batch() {
 /// behind it goes on.
 #[test]
 fn item5_a_stalled_reader_claims_nothing_and_blocks_no_one_for_long() {
-    use std::os::fd::{FromRawFd, OwnedFd};
     let env = Env::new();
     let body = "x".repeat(100_000);
     for _ in 0..2 {
         env.ok("orch-msg", &["send", "--from", "a", "--to", "b", &body]);
     }
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: both descriptors were just made and are owned here.
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) = rustix::pipe::pipe().unwrap();
     let started = Instant::now();
     let mut recv = env.cmd("orch-msg");
     recv.args(["recv", "--as", "b"])

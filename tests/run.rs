@@ -361,9 +361,7 @@ fn sigint_stops_every_child_and_leaves_no_task_running() {
         .map(|p| std::fs::read_to_string(p).unwrap().trim().parse().unwrap())
         .collect();
     assert!(procs.iter().all(|&p| !dead(p)));
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
+    signal(&child, rustix::process::Signal::INT);
     let status = wait_for(&mut child, Duration::from_secs(10)).expect("orch-run did not stop");
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
@@ -868,10 +866,13 @@ fn all_gone(pids: &[i32], limit: Duration) -> bool {
     false
 }
 
+pub(crate) fn signal(child: &Child, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_child(child);
+    rustix::process::kill_process(pid, sig).unwrap();
+}
+
 fn sigkill(child: &mut Child) {
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
+    signal(child, rustix::process::Signal::KILL);
     child.wait().unwrap();
 }
 
@@ -898,7 +899,8 @@ fn item16_a_sigkilled_orch_run_takes_its_agents_with_it_and_the_next_run_reports
         "agents outlived a SIGKILLed orch-run: {procs:?}"
     );
     // The next run of the batch says what it found, and runs what never started.
-    let out = env.run("orch-run", &[&b, "--", &f, "{prompt}"]);
+    // (No retries: the lost tasks stay failed; retries are run_limits' business.)
+    let out = env.run("orch-run", &[&b, "--retries", "0", "--", &f, "{prompt}"]);
     assert_code(&out, 0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -944,7 +946,10 @@ fn item16_the_next_run_stops_what_escaped_the_process_group() {
         !dead(escaped[0]),
         "the escapee is still there before the next run"
     );
-    let out = env.run("orch-run", &[&b, "--", "sh", "-c", "{prompt}"]);
+    let out = env.run(
+        "orch-run",
+        &[&b, "--retries", "0", "--", "sh", "-c", "{prompt}"],
+    );
     assert_code(&out, 0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -975,7 +980,7 @@ fn item16_a_run_whose_tasks_were_all_running_is_recorded_when_taken_over() {
     sigkill(&mut first);
     assert!(all_gone(&procs, Duration::from_secs(3)), "{procs:?}");
     // Nothing is left to run, but the dead run's task no longer shows as running.
-    let out = env.run("orch-run", &[&b, "--", &f, "{prompt}"]);
+    let out = env.run("orch-run", &[&b, "--retries", "0", "--", &f, "{prompt}"]);
     assert_code(&out, 1);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

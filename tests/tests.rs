@@ -22,6 +22,7 @@ mod msg;
 mod queue;
 mod readme;
 mod run;
+mod run_limits;
 mod status;
 mod stress;
 mod terminal;

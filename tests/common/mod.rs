@@ -237,9 +237,17 @@ impl Env {
         stdin: &[u8],
         how: BadStdout,
     ) -> Output {
-        use std::os::fd::{FromRawFd, OwnedFd};
-        use std::os::unix::process::CommandExt;
-        let mut c = self.cmd(name);
+        let mut c = match how {
+            // The shell closes stdout (`>&-`) and becomes the tool.
+            BadStdout::Closed => {
+                let mut c = self.command("sh");
+                c.args(["-c", "exec \"$0\" \"$@\" >&-"])
+                    .arg(bin(name))
+                    .env("ORCH_DB", &self.db);
+                c
+            }
+            _ => self.cmd(name),
+        };
         c.args(args).stdin(Stdio::piped()).stderr(Stdio::piped());
         match how {
             BadStdout::Full => {
@@ -251,21 +259,9 @@ impl Env {
             }
             BadStdout::Closed => {
                 c.stdout(Stdio::inherit());
-                // SAFETY: close(2) is async-signal-safe.
-                unsafe {
-                    c.pre_exec(|| {
-                        libc::close(1);
-                        Ok(())
-                    });
-                }
             }
             BadStdout::NoReader => {
-                let mut fds = [0; 2];
-                // SAFETY: `fds` has room for the two descriptors.
-                assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-                // SAFETY: both descriptors were just made and are owned here.
-                let (r, w) =
-                    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+                let (r, w) = rustix::pipe::pipe().unwrap();
                 drop(r);
                 c.stdout(Stdio::from(w));
             }

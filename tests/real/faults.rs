@@ -10,8 +10,7 @@ use std::process::{Command, Stdio};
 use crate::common::*;
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// A tmpfs mounted for one test, unmounted when dropped. Needs root

@@ -352,7 +352,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 f.write(json.dumps(entry) + "\n")
         if failure:
             code = int(failure.group(1))
-            error = {"type": "error", "error": {"type": "invalid_request_error", "message": f"scripted failure {code}"}}
+            # The error type the real API gives with each status.
+            kind = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error",
+                    529: "overloaded_error"}.get(code, "invalid_request_error")
+            error = {"type": "error", "error": {"type": kind, "message": f"scripted failure {code}"}}
             self.reply(code, "application/json", json.dumps(error).encode())
         elif content is not None:
             msg = message(body, content, stop)

@@ -33,9 +33,11 @@ pub enum Cmd {
     /// Exits 1, printing nothing, when fewer than --min tasks are ready.
     #[command(after_help = "Example:\n  orch-batch create --max 5 --role reviewer")]
     Create {
-        /// At most this many tasks.
-        #[arg(long, default_value_t = DEFAULT_MAX)]
-        max: usize,
+        /// At most this many tasks [default: 10, and never more than the
+        /// sub-agents Claude Code runs at once, CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS
+        /// or 20]. A larger --max is for batches run headless (orch-run).
+        #[arg(long)]
+        max: Option<usize>,
         /// Only batch when at least this many are ready.
         #[arg(long, default_value_t = 1)]
         min: usize,
@@ -88,9 +90,30 @@ impl Tool for Cli {
                 if let Some(r) = &role {
                     orch_core::task::validate_role(r)?;
                 }
-                if max == 0 {
+                if max == Some(0) {
                     anyhow::bail!("--max must be at least 1");
                 }
+                // Claude Code refuses spawns past its own cap, without queueing
+                // them: the default never makes a bigger batch, and a bigger
+                // --max is said to be for headless runs.
+                let (cap, from) = orch_core::limits::claude_cap();
+                let max = match max {
+                    None if DEFAULT_MAX > cap => {
+                        eprintln!(
+                            "orch-batch: note: at most {cap} tasks per batch, the sub-agents Claude Code runs at once ({from})"
+                        );
+                        cap
+                    }
+                    None => DEFAULT_MAX,
+                    Some(m) => {
+                        if m > cap {
+                            eprintln!(
+                                "orch-batch: note: Claude Code runs at most {cap} sub-agents at once ({from}) and refuses the rest; a batch of more is for orch-run"
+                            );
+                        }
+                        m
+                    }
+                };
                 if min > max {
                     anyhow::bail!(
                         "--min {min} is more than --max {max}: no batch could ever be made"
@@ -98,6 +121,22 @@ impl Tool for Cli {
                 }
                 crate::check_stdout()?;
                 let db = self.db.open()?;
+                // A runner whose lease expired left tasks behind: they are ready again.
+                let back = db.write(|tx| orch_core::run::reclaim_lapsed_in(tx, 2))?;
+                if !back.batches.is_empty() {
+                    eprintln!(
+                        "orch-batch: note: the runner of batch{} {} is gone (its lease expired): {} task{} back in the queue{}",
+                        if back.batches.len() == 1 { "" } else { "es" },
+                        join(&back.batches),
+                        back.requeued.len(),
+                        if back.requeued.len() == 1 { "" } else { "s" },
+                        if back.failed.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {} failed (retries used up)", join(&back.failed))
+                        }
+                    );
+                }
                 match batch::create(&db, &CreateRequest { max, min, role })? {
                     Ok(b) => {
                         // The id first, then the human note, also when both go to one terminal.
@@ -267,4 +306,11 @@ fn print_plan(out: &mut Out, p: &batch::Plan) -> io::Result<()> {
         out.line(format_args!("blocked: task {}: {}", b.id, b.reason))?;
     }
     Ok(())
+}
+
+fn join(ids: &[i64]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -2,9 +2,7 @@
 //! the fix. Reads only: it never creates or changes a database or a setting.
 
 use std::collections::BTreeSet;
-use std::ffi::CString;
 use std::io::{IsTerminal, Read};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -167,7 +165,7 @@ pub fn checks(db_flag: Option<&Path>) -> Vec<Check> {
             .join()
             .unwrap_or_else(|_| Check::new("claude", false, Mark::Warn, "the check itself failed")),
     );
-    all.extend([hooks, mcp, clipboard, agent]);
+    all.extend([hooks, mcp, clipboard, agent, limits(db_flag)]);
     all
 }
 
@@ -180,8 +178,7 @@ pub fn output_within(program: &Path, args: &[&str], timeout: Duration) -> Result
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    orch_core::child::contain(&mut cmd);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run it: {e}"))?;
+    let mut child = orch_core::child::spawn(&mut cmd).map_err(|e| format!("cannot run it: {e}"))?;
     let group = child.id() as i32;
     let mut stdout = child.stdout.take();
     let reader = std::thread::spawn(move || {
@@ -327,9 +324,8 @@ fn mode(p: &Path) -> Option<u32> {
         .map(|m| m.permissions().mode() & 0o777)
 }
 
-fn access(p: &Path, how: libc::c_int) -> bool {
-    CString::new(p.as_os_str().as_bytes())
-        .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), how) } == 0)
+fn access(p: &Path, how: rustix::fs::Access) -> bool {
+    rustix::fs::access(p, how).is_ok()
 }
 
 /// The database in use, why, its permissions and schema; never creates it.
@@ -371,7 +367,11 @@ pub fn database(flag: Option<&Path>) -> Check {
                 .ancestors()
                 .find(|a| a.exists())
                 .unwrap_or(Path::new("/"));
-            return if existing.is_dir() && access(existing, libc::W_OK | libc::X_OK) {
+            return if existing.is_dir()
+                && access(
+                    existing,
+                    rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+                ) {
                 Check::new(
                     "database",
                     true,
@@ -439,7 +439,10 @@ pub fn database(flag: Option<&Path>) -> Check {
         .fix(format!("chmod 600 {}", files.join(" ")))
         .path(path);
     }
-    if !access(path, libc::R_OK | libc::W_OK) {
+    if !access(
+        path,
+        rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+    ) {
         return Check::new(
             "database",
             true,
@@ -802,5 +805,41 @@ pub fn agent_cli() -> Check {
             Mark::Ok,
             format!("{} on PATH (for orch-run --agent)", found.join(", ")),
         )
+    }
+}
+
+/// What holds runners back: Claude Code's sub-agent cap, this database's
+/// limit, and a pause in force.
+pub fn limits(flag: Option<&Path>) -> Check {
+    let (cap, from) = orch_core::limits::claude_cap();
+    let mut msg = format!("Claude Code runs at most {cap} sub-agents at once ({from})");
+    let mut mark = Mark::Ok;
+    let mut fix = None;
+    if let Ok(loc) = db::resolve(flag) {
+        if db::check_file(&loc.path).ok() == Some(db::Found::Data) {
+            if let Ok(d) = db::Db::open_existing(&loc) {
+                let state = d.read(|tx| {
+                    Ok((
+                        orch_core::limits::limit_in(tx)?,
+                        orch_core::limits::paused_in(tx, orch_core::time::now_ms())?,
+                    ))
+                });
+                if let Ok((limit, pause)) = state {
+                    if let Some(l) = limit {
+                        msg.push_str(&format!("; orch-queue limit {l} for every runner"));
+                    }
+                    if let Some(p) = pause {
+                        msg.push_str(&format!("; {}", orch_core::limits::describe(&p)));
+                        mark = Mark::Warn;
+                        fix = Some("wait, or `orch-queue resume` to start tasks again now");
+                    }
+                }
+            }
+        }
+    }
+    let c = Check::new("limits", false, mark, msg);
+    match fix {
+        Some(f) => c.fix(f),
+        None => c,
     }
 }

@@ -38,6 +38,9 @@ pub struct Cli {
     /// At most this many tasks per batch.
     #[arg(long, default_value_t = orch_core::batch::DEFAULT_MAX as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max: u64,
+    /// Reconcile agents whose end event never came after this long (2h, 30m, …).
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = orch_core::time::parse_duration)]
+    pub stale_after: std::time::Duration,
     #[command(subcommand)]
     pub cmd: Option<Cmd>,
 }
@@ -108,6 +111,7 @@ impl Tool for Cli {
                 self.event.as_deref(),
                 self.threshold,
                 self.max,
+                self.stale_after,
             )),
             Some(Cmd::Install {
                 user,
@@ -147,7 +151,13 @@ fn not_read_here(t: &Target, cwd: &std::path::Path) -> String {
 const MAX_EVENT: u64 = 64 << 20;
 
 /// Hook mode: never an error exit of 2; faults are one stderr line and exit 1.
-fn run_hook(db: &Option<PathBuf>, event: Option<&str>, threshold: u64, max: u64) -> Exit {
+fn run_hook(
+    db: &Option<PathBuf>,
+    event: Option<&str>,
+    threshold: u64,
+    max: u64,
+    stale_after: std::time::Duration,
+) -> Exit {
     let fault = |msg: String| {
         let msg = msg.replace(['\n', '\r'], " ");
         eprintln!("orch-hook: error: {}", orch_core::text::escape(&msg, false));
@@ -168,6 +178,7 @@ fn run_hook(db: &Option<PathBuf>, event: Option<&str>, threshold: u64, max: u64)
         inside_task: std::env::var_os(hook::TASK_ENV)
             .filter(|v| !v.is_empty())
             .map(|v| v.to_string_lossy().into_owned()),
+        stale_after,
     };
     match hook::handle(&cfg, event, &input) {
         Ok(Reply::Silent) => Exit::Ok,

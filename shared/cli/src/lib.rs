@@ -49,6 +49,7 @@ pub trait Tool: Parser {
 
 /// The whole `main` of a binary: parse, run, report.
 pub fn main<T: Tool>() -> ExitCode {
+    orch_core::child::guard_if_asked();
     let args = T::preprocess(std::env::args_os().collect());
     let cli = match T::try_parse_from(&args) {
         Ok(cli) => cli,
@@ -77,23 +78,7 @@ fn usage_error(help: &str, e: clap::Error, code: Exit) -> ExitCode {
             code.into()
         }
         _ => {
-            // clap's message and tips, on one line, without its usage block.
-            let text = e.render().to_string();
-            let parts: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-                .filter(|l| !l.is_empty())
-                .collect();
-            let mut msg = String::new();
-            for p in parts {
-                let p = p.trim_start_matches("error: ");
-                match (msg.is_empty(), p.starts_with("tip:")) {
-                    (true, _) => msg.push_str(p),
-                    (false, true) => msg.push_str(&format!(" ({p})")),
-                    (false, false) => msg.push_str(&format!(" {p}")),
-                }
-            }
+            let msg = usage_message(&e);
             let msg = if msg.is_empty() {
                 "bad usage".into()
             } else {
@@ -104,6 +89,133 @@ fn usage_error(help: &str, e: clap::Error, code: Exit) -> ExitCode {
             code.into()
         }
     }
+}
+
+/// A usage error in words, on one line: what is wrong, then clap's tips in
+/// parentheses. Built from the error's kind and context, not from clap's
+/// rendered text; the wording is clap's own.
+fn usage_message(e: &clap::Error) -> String {
+    use clap::error::{ContextKind as K, ContextValue as V, ErrorKind};
+    let get = |k: K| e.get(k);
+    let one = |k: K| match get(k) {
+        Some(V::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let quoted = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let values_list = |name: &str, k: K| match get(k) {
+        Some(V::Strings(v)) if !v.is_empty() => format!(" [{name}: {}]", v.join(", ")),
+        _ => String::new(),
+    };
+    let arg = one(K::InvalidArg);
+    let value = one(K::InvalidValue);
+    let mut msg = match (e.kind(), arg, value) {
+        (ErrorKind::ArgumentConflict, _, _) => {
+            let prior = get(K::PriorArg);
+            let (head, prior) = match (arg, one(K::InvalidSubcommand)) {
+                (Some(a), _) if prior == Some(&V::String(a.to_string())) => (
+                    format!("the argument '{a}' cannot be used multiple times"),
+                    None,
+                ),
+                (Some(a), _) => (format!("the argument '{a}' cannot be used with"), prior),
+                (None, Some(sub)) => (format!("the subcommand '{sub}' cannot be used with"), prior),
+                (None, None) => ("an argument cannot be used with".to_string(), prior),
+            };
+            match prior {
+                Some(V::Strings(v)) => format!("{head}: {}", v.join(" ")),
+                Some(V::String(v)) => format!("{head} '{v}'"),
+                Some(_) => format!("{head} one or more of the other specified arguments"),
+                None => head,
+            }
+        }
+        (ErrorKind::NoEquals, Some(a), _) => {
+            format!("equal sign is needed when assigning values to '{a}'")
+        }
+        (ErrorKind::InvalidValue, Some(a), Some("")) => format!(
+            "a value is required for '{a}' but none was supplied{}",
+            values_list("possible values", K::ValidValue)
+        ),
+        (ErrorKind::InvalidValue, Some(a), Some(v)) => format!(
+            "invalid value '{v}' for '{a}'{}",
+            values_list("possible values", K::ValidValue)
+        ),
+        (ErrorKind::InvalidSubcommand, _, _) if one(K::InvalidSubcommand).is_some() => {
+            format!(
+                "unrecognized subcommand '{}'",
+                one(K::InvalidSubcommand).unwrap_or_default()
+            )
+        }
+        (ErrorKind::MissingRequiredArgument, _, _) => match get(K::InvalidArg) {
+            Some(V::Strings(v)) => format!(
+                "the following required arguments were not provided: {}",
+                v.join(" ")
+            ),
+            _ => "a required argument was not provided".to_string(),
+        },
+        (ErrorKind::MissingSubcommand, _, _) => format!(
+            "'{}' requires a subcommand but one was not provided{}",
+            one(K::InvalidSubcommand).unwrap_or_default(),
+            values_list("subcommands", K::ValidSubcommand)
+        ),
+        (ErrorKind::TooManyValues, Some(a), Some(v)) => {
+            format!("unexpected value '{v}' for '{a}' found; no more were expected")
+        }
+        (ErrorKind::TooFewValues | ErrorKind::WrongNumberOfValues, Some(a), _) => {
+            let n = |k: K| match get(k) {
+                Some(V::Number(n)) => *n,
+                _ => 0,
+            };
+            let actual = n(K::ActualNumValues);
+            let were = if actual > 1 { "were" } else { "was" };
+            match e.kind() {
+                ErrorKind::TooFewValues => format!(
+                    "{} values required by '{a}'; only {actual} {were} provided",
+                    n(K::MinValues)
+                ),
+                _ => format!(
+                    "{} values required for '{a}' but {actual} {were} provided",
+                    n(K::ExpectedNumValues)
+                ),
+            }
+        }
+        (ErrorKind::ValueValidation, Some(a), Some(v)) => match std::error::Error::source(e) {
+            Some(source) => format!("invalid value '{v}' for '{a}': {source}"),
+            None => format!("invalid value '{v}' for '{a}'"),
+        },
+        (ErrorKind::UnknownArgument, Some(a), _) => format!("unexpected argument '{a}' found"),
+        (kind, _, _) => match (kind.as_str(), std::error::Error::source(e)) {
+            (Some(what), _) => what.to_string(),
+            (None, Some(source)) => source.to_string(),
+            (None, None) => "bad usage".to_string(),
+        },
+    };
+    for (k, what) in [
+        (K::SuggestedSubcommand, "subcommand"),
+        (K::SuggestedArg, "argument"),
+        (K::SuggestedValue, "value"),
+    ] {
+        match get(k) {
+            Some(V::String(s)) => msg.push_str(&format!(" (tip: a similar {what} exists: '{s}')")),
+            Some(V::Strings(v)) if v.len() == 1 => {
+                msg.push_str(&format!(" (tip: a similar {what} exists: {})", quoted(v)))
+            }
+            Some(V::Strings(v)) => msg.push_str(&format!(
+                " (tip: some similar {what}s exist: {})",
+                quoted(v)
+            )),
+            _ => {}
+        }
+    }
+    if let Some(V::StyledStrs(tips)) = get(K::Suggested) {
+        for tip in tips {
+            msg.push_str(&format!(" (tip: {})", tip.to_string().trim()));
+        }
+    }
+    msg.replace(['\n', '\r'], " ")
 }
 
 /// The command whose `--help` answers a usage error in `args`: `orch-queue
@@ -213,33 +325,30 @@ pub fn ids_text(noun: &str, ids: impl IntoIterator<Item = i64>) -> String {
 /// writing, in its place) or a pipe whose reader is gone. What cannot be seen
 /// in advance (a full disk, `/dev/full`) fails when written.
 pub fn check_stdout() -> anyhow::Result<()> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use rustix::fs::OFlags;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let fd = libc::STDOUT_FILENO;
-    // SAFETY: F_GETFL on a descriptor number only reads its flags.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags == -1 {
+    let stdout = io::stdout();
+    let Ok(flags) = rustix::fs::fcntl_getfl(&stdout) else {
         anyhow::bail!("stdout is closed: nothing was written (the answer would be lost)");
-    }
-    if flags & libc::O_ACCMODE == libc::O_RDWR {
+    };
+    if flags & OFlags::ACCMODE == OFlags::RDWR {
         let null = std::fs::metadata("/dev/null").ok();
-        // SAFETY: an all-zero stat is a valid value for this plain C struct.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `st` is a valid out-pointer.
-        let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
+        let st = rustix::fs::fstat(&stdout).ok();
         let is_null = null.is_some_and(|n| {
-            n.file_type().is_char_device() && ok && st.st_rdev == n.rdev() as libc::dev_t
+            n.file_type().is_char_device() && st.is_some_and(|st| st.st_rdev == n.rdev())
         });
         if is_null {
             anyhow::bail!("stdout is closed: nothing was written (the answer would be lost; send it to /dev/null with >/dev/null)");
         }
     }
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
+    let mut p = [PollFd::new(&stdout, PollFlags::OUT)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    // SAFETY: one valid pollfd, no waiting.
-    if unsafe { libc::poll(&mut p, 1, 0) } == 1 && p.revents & (libc::POLLERR | libc::POLLNVAL) != 0
+    if poll(&mut p, Some(&now)) == Ok(1)
+        && p[0].revents().intersects(PollFlags::ERR | PollFlags::NVAL)
     {
         anyhow::bail!(
             "stdout is a pipe that nobody reads: nothing was written (the answer would be lost)"
@@ -364,8 +473,10 @@ impl Drop for Out {
 /// it, so a reader that stops reading cannot keep the caller waiting longer
 /// than `limit`. Used while holding the write lock (`orch-msg recv`).
 pub fn write_stdout_within(buf: &[u8], limit: std::time::Duration) -> io::Result<()> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use rustix::io::Errno;
     use std::time::Instant;
-    let fd = libc::STDOUT_FILENO;
+    let stdout = io::stdout();
     let deadline = Instant::now() + limit;
     let mut rest = buf;
     while !rest.is_empty() {
@@ -381,41 +492,31 @@ pub fn write_stdout_within(buf: &[u8], limit: std::time::Duration) -> io::Result
                 ),
             ));
         }
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        match unsafe { libc::poll(&mut p, 1, ms) } {
-            -1 => {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            0 => continue,
-            _ => {}
+        let mut p = [PollFd::new(&stdout, PollFlags::OUT)];
+        let wait =
+            Timespec::try_from(left.max(std::time::Duration::from_millis(1))).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            });
+        match poll(&mut p, Some(&wait)) {
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(0) => continue,
+            Ok(_) => {}
         }
-        if p.revents & libc::POLLNVAL != 0 {
-            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        if p[0].revents().contains(PollFlags::NVAL) {
+            return Err(Errno::BADF.into());
         }
         let n = rest.len().min(4096);
-        // SAFETY: `rest` holds at least `n` readable bytes.
-        let w = unsafe { libc::write(fd, rest.as_ptr().cast(), n) };
-        if w < 0 {
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => continue,
-                _ => return Err(e),
-            }
-        }
+        let w = match rustix::io::write(&stdout, &rest[..n]) {
+            Ok(w) => w,
+            Err(Errno::INTR | Errno::AGAIN) => continue,
+            Err(e) => return Err(e.into()),
+        };
         if w == 0 {
             return Err(io::Error::from(io::ErrorKind::WriteZero));
         }
-        rest = &rest[w as usize..];
+        rest = &rest[w..];
     }
     Ok(())
 }

@@ -3,10 +3,9 @@
 //! `--selftest` (a full session with itself over a pipe).
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::io::{self, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,7 +16,8 @@ use serde_json::{json, Value};
 use crate::{DbArg, Out, Tool};
 use orch_core::db::{self, Source};
 use orch_core::error::Exit;
-use orch_core::mcp::{self, DbSource, State, MAX_LINE};
+use orch_core::mcp::client::Client;
+use orch_core::mcp::{self, read_line, DbSource, Line, State, MAX_LINE};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -55,51 +55,6 @@ impl Tool for Cli {
             selftest(&self.db)
         } else {
             serve(self.db.db)
-        }
-    }
-}
-
-/// How reading one line ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Line {
-    Eof,
-    Read,
-    TooLong,
-}
-
-/// Reads one line (with its newline) into `buf`, keeping at most `max`
-/// bytes; a longer line is consumed whole and reported as `TooLong`.
-fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Line> {
-    buf.clear();
-    let mut too_long = false;
-    loop {
-        let chunk = match r.fill_buf() {
-            Ok(c) => c,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if chunk.is_empty() {
-            return Ok(match (too_long, buf.is_empty()) {
-                (true, _) => Line::TooLong,
-                (false, true) => Line::Eof,
-                (false, false) => Line::Read,
-            });
-        }
-        let (n, done) = match chunk.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (chunk.len(), false),
-        };
-        if !too_long {
-            if buf.len() + n > max {
-                too_long = true;
-                buf.clear();
-            } else {
-                buf.extend_from_slice(&chunk[..n]);
-            }
-        }
-        r.consume(n);
-        if done {
-            return Ok(if too_long { Line::TooLong } else { Line::Read });
         }
     }
 }
@@ -205,128 +160,8 @@ fn config(db: &DbArg) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// A client session with a child `orch-mcp` over its stdin and stdout.
-struct Session {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<io::Result<String>>,
-    next_id: i64,
-}
-
 /// How long the self-test waits for any one reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
-
-impl Session {
-    fn start(exe: &Path, db: &Path) -> anyhow::Result<Session> {
-        let mut child = Command::new(exe)
-            .arg("--db")
-            .arg(db)
-            .env_remove("ORCH_DB")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", exe.display()))?;
-        let stdout = child.stdout.take().context("no stdout pipe")?;
-        let stdin = child.stdin.take();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Session {
-            child,
-            stdin,
-            lines: rx,
-            next_id: 1,
-        })
-    }
-
-    fn send_line(&mut self, line: &str) -> anyhow::Result<()> {
-        let stdin = self.stdin.as_mut().context("stdin already closed")?;
-        stdin.write_all(line.as_bytes())?;
-        stdin.write_all(b"\n")?;
-        stdin.flush()?;
-        Ok(())
-    }
-
-    fn recv(&mut self) -> anyhow::Result<Value> {
-        let line = self
-            .lines
-            .recv_timeout(REPLY_TIMEOUT)
-            .map_err(|_| anyhow::anyhow!("no reply within {} s", REPLY_TIMEOUT.as_secs()))?
-            .context("reading the server's stdout")?;
-        serde_json::from_str(&line)
-            .with_context(|| format!("the server wrote a line that is not JSON: {line:?}"))
-    }
-
-    /// Sends a request and returns the whole response object (checked to carry its id).
-    fn request(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let msg = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        self.send_line(&msg.to_string())?;
-        let reply = self.recv()?;
-        anyhow::ensure!(
-            reply["id"] == json!(id),
-            "reply to {method} carries id {} instead of {id}",
-            reply["id"]
-        );
-        anyhow::ensure!(
-            reply["jsonrpc"] == "2.0",
-            "reply to {method} lacks \"jsonrpc\": \"2.0\""
-        );
-        Ok(reply)
-    }
-
-    /// A request that must succeed; returns its result.
-    fn result(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
-        let reply = self.request(method, params)?;
-        anyhow::ensure!(
-            reply.get("error").is_none(),
-            "{method} failed: {}",
-            reply["error"]
-        );
-        Ok(reply["result"].clone())
-    }
-
-    /// A tool call that must succeed; returns its result.
-    fn tool(&mut self, name: &str, args: Value) -> anyhow::Result<Value> {
-        let r = self.result("tools/call", json!({ "name": name, "arguments": args }))?;
-        anyhow::ensure!(
-            r["isError"] == false,
-            "{name} returned an error: {}",
-            r["content"][0]["text"]
-        );
-        Ok(r)
-    }
-
-    /// Closes stdin and waits for the child to exit.
-    fn finish(mut self) -> anyhow::Result<std::process::ExitStatus> {
-        drop(self.stdin.take());
-        for _ in 0..100 {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        anyhow::bail!("the server did not exit within 5 s of its stdin closing")
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// The three tasks the self-test queues.
 const SELFTEST_TASKS: [(&str, &str, &str); 3] = [
@@ -389,11 +224,19 @@ fn selftest(db: &DbArg) -> anyhow::Result<Exit> {
             "(temporary)".into()
         }
     ))?;
-    let mut session = Session::start(&exe, &path)?;
+    let mut session = Client::start(
+        Command::new(&exe)
+            .arg("--db")
+            .arg(&path)
+            .env_remove("ORCH_DB")
+            .stderr(Stdio::null()),
+        REPLY_TIMEOUT,
+    )
+    .with_context(|| format!("starting {}", exe.display()))?;
     let mut queued = Vec::new();
     let mut batch_id = None;
     let outcome = run_selftest(&mut session, &mut report, &mut queued, &mut batch_id);
-    let exit = session.finish();
+    let exit = session.finish(Duration::from_secs(5));
     if users {
         // Leave the user's database as it was, but for three cancelled tasks.
         let db = db::Db::open(&path)?;
@@ -435,7 +278,7 @@ fn selftest(db: &DbArg) -> anyhow::Result<Exit> {
 const SERVER_BIN: &str = "orch-mcp";
 
 fn run_selftest(
-    s: &mut Session,
+    s: &mut Client,
     report: &mut SelfTestReport,
     queued: &mut Vec<i64>,
     batch_id: &mut Option<i64>,
@@ -473,7 +316,7 @@ fn run_selftest(
         ),
     )?;
 
-    s.send_line(&json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }).to_string())?;
+    s.send(&json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))?;
     let pong = s.result("ping", json!({}))?;
     anyhow::ensure!(pong == json!({}), "ping answered {pong}");
     report.ok(
@@ -601,7 +444,7 @@ fn run_selftest(
         json!({ "name": mcp::QUEUE_TOOL, "arguments": { "agent": "Explore" } }),
     )?;
     anyhow::ensure!(r["isError"] == true, "a call without its task answered {r}");
-    s.send_line("{not json")?;
+    s.write(b"{not json\n")?;
     let e = s.recv()?;
     anyhow::ensure!(
         e["error"]["code"] == mcp::PARSE_ERROR && e["id"].is_null(),
@@ -613,21 +456,6 @@ fn run_selftest(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn long_lines_are_consumed_whole() {
-        let data = format!("{}\nshort\nlast", "x".repeat(100));
-        let mut r = io::BufReader::with_capacity(7, data.as_bytes());
-        let mut buf = Vec::new();
-        assert_eq!(read_line(&mut r, &mut buf, 50).unwrap(), Line::TooLong);
-        assert_eq!(read_line(&mut r, &mut buf, 50).unwrap(), Line::Read);
-        assert_eq!(buf, b"short\n");
-        assert_eq!(read_line(&mut r, &mut buf, 50).unwrap(), Line::Read);
-        assert_eq!(buf, b"last");
-        assert_eq!(read_line(&mut r, &mut buf, 50).unwrap(), Line::Eof);
-    }
-
     #[test]
     fn config_words_are_quoted_only_when_needed() {
         assert_eq!(

@@ -116,7 +116,7 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
         #[arg(long)]
         exit_code: Option<i64>,
     },
-    /// Count tasks by status.
+    /// Count tasks by status; spend and tokens per batch and in total.
     #[command(after_help = "Example:\n  orch-queue stats --json")]
     Stats {
         #[arg(long)]
@@ -132,6 +132,52 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
         #[arg(long)]
         json: bool,
     },
+    /// Every attempt of a task: runner, times, outcome, error class, cost.
+    #[command(after_help = "Example:\n  orch-queue attempts 12 --json")]
+    Attempts {
+        id: i64,
+        /// JSON Lines: one attempt per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put failed tasks back in the queue as a new attempt (all or nothing; history kept).
+    #[command(after_help = "Example:\n  orch-queue retry 4 5")]
+    Retry {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Start nothing new on this database (every runner) until TIME or `resume`.
+    #[command(
+        after_help = "Examples:\n  orch-queue pause                 # until resumed\n  orch-queue pause --until 30m\n  orch-queue pause --until 2026-12-01T09:00:00Z"
+    )]
+    Pause {
+        /// A duration from now (90s, 30m, 2h) or an RFC 3339 time.
+        #[arg(long, value_name = "TIME", value_parser = parse_until)]
+        until: Option<i64>,
+    },
+    /// End a pause (set by hand or by a usage limit).
+    #[command(after_help = "Example:\n  orch-queue resume")]
+    Resume,
+    /// The most agents running at once on this database, across every runner;
+    /// with no argument, print it and how many run now.
+    #[command(
+        after_help = "Examples:\n  orch-queue limit 4\n  orch-queue limit\n  orch-queue limit --clear"
+    )]
+    Limit {
+        #[arg(value_parser = clap::value_parser!(i64).range(1..=10_000), conflicts_with = "clear")]
+        n: Option<i64>,
+        #[arg(long)]
+        clear: bool,
+    },
+}
+
+/// `--until`: a duration from now or an RFC 3339 time, as ms since the epoch.
+fn parse_until(s: &str) -> Result<i64, String> {
+    if let Ok(d) = orch_core::time::parse_duration(s) {
+        return Ok(orch_core::time::now_ms() + d.as_millis() as i64);
+    }
+    orch_core::time::parse_since(s)
+        .map_err(|_| format!("'{s}' is neither a duration (90s, 30m, 2h) nor an RFC 3339 time"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -276,7 +322,8 @@ impl Tool for Cli {
                 if json {
                     out.json(&t)?;
                 } else {
-                    print_task(&mut out, &t)?;
+                    let attempts = orch_core::attempt::list(&db, id)?;
+                    print_task(&mut out, &t, &attempts)?;
                 }
             }
             Cmd::Cancel { mut ids } => {
@@ -294,12 +341,16 @@ impl Tool for Cli {
             }
             Cmd::Start { id } => {
                 let db = self.db.open_existing()?;
-                task::start(&db, id, None)?;
+                db.write(|tx| {
+                    let now = orch_core::time::now_ms();
+                    task::start_in(tx, id, Some(now))?;
+                    orch_core::attempt::begin_in(tx, id, "manual", now)
+                })?;
             }
             Cmd::Done { id, result } => {
                 let result = text_or_stdin(result, "the result")?;
                 let db = self.db.open_existing()?;
-                task::finish(
+                finish_manual(
                     &db,
                     id,
                     Outcome {
@@ -316,7 +367,7 @@ impl Tool for Cli {
             } => {
                 let error = text_or_stdin(error, "the error")?;
                 let db = self.db.open_existing()?;
-                task::finish(
+                finish_manual(
                     &db,
                     id,
                     Outcome {
@@ -349,11 +400,76 @@ impl Tool for Cli {
                     }
                 }
             }
+            Cmd::Attempts { id, json } => {
+                let db = self.db.open_existing()?;
+                let list = orch_core::attempt::list(&db, id)?;
+                if json {
+                    for a in &list {
+                        out.json(a)?;
+                    }
+                } else {
+                    print_attempts(&mut out, &list)?;
+                }
+            }
+            Cmd::Retry { mut ids } => {
+                let mut seen = std::collections::HashSet::new();
+                ids.retain(|id| seen.insert(*id));
+                let db = self.db.open_existing()?;
+                orch_core::attempt::retry(&db, &ids)?;
+                eprintln!(
+                    "{} task{} back in the queue",
+                    ids.len(),
+                    if ids.len() == 1 { "" } else { "s" }
+                );
+            }
+            Cmd::Pause { until } => {
+                let db = self.db.open()?;
+                orch_core::limits::pause(&db, until, "paused by hand")?;
+                if let Some(p) = orch_core::limits::paused(&db)? {
+                    eprintln!("{}", orch_core::limits::describe(&p));
+                }
+            }
+            Cmd::Resume => {
+                let db = self.db.open_existing()?;
+                if orch_core::limits::resume(&db)? {
+                    eprintln!("resumed");
+                } else {
+                    eprintln!("not paused");
+                }
+            }
+            Cmd::Limit { n, clear } => {
+                if n.is_some() || clear {
+                    let db = self.db.open()?;
+                    orch_core::limits::set_limit(&db, n)?;
+                }
+                let db = self.db.open_existing()?;
+                let (limit, used) = db.read(|tx| {
+                    Ok((
+                        orch_core::limits::limit_in(tx)?,
+                        orch_core::limits::slots_in_use_in(tx, orch_core::time::now_ms())?,
+                    ))
+                })?;
+                match limit {
+                    Some(l) => out.line(format_args!("limit {l} ({used} running)"))?,
+                    None => out.line("no limit")?,
+                }
+            }
             Cmd::Stats { json } => {
                 let db = self.db.open_existing()?;
                 let s = task::stats(&db)?;
+                let ledger = db.read(orch_core::attempt::ledger_in)?;
                 if json {
-                    out.json(&s)?;
+                    #[derive(serde::Serialize)]
+                    struct WithSpend<'a> {
+                        #[serde(flatten)]
+                        counts: &'a task::Stats,
+                        #[serde(skip_serializing_if = "Option::is_none")]
+                        spend: Option<&'a orch_core::attempt::Ledger>,
+                    }
+                    out.json(&WithSpend {
+                        counts: &s,
+                        spend: (ledger.total.reported > 0).then_some(&ledger),
+                    })?;
                 } else {
                     for (name, n) in [
                         ("queued", s.queued),
@@ -371,6 +487,7 @@ impl Tool for Cli {
                         }
                         out.line(format_args!("{name:<10} {n}"))?;
                     }
+                    print_ledger(&mut out, &ledger)?;
                 }
             }
         }
@@ -707,19 +824,111 @@ fn print_table(out: &mut Out, tasks: &[Task]) -> io::Result<()> {
     ))?;
     for t in tasks {
         out.line(format_args!(
-            "{:>5}  {:<9}  {:<role_w$}  {:>4}  {:>5}  {}",
+            "{:>5}  {:<9}  {:<role_w$}  {:>4}  {:>5}  {}{}",
             t.id,
             t.status.as_str(),
             text::cell(&t.role, role_w),
             t.priority,
             t.batch.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
-            text::first_line(&t.description, 60)
+            text::first_line(&t.description, 60),
+            due(t)
         ))?;
     }
     Ok(())
 }
 
-fn print_task(out: &mut Out, t: &Task) -> io::Result<()> {
+/// `done`/`fail`: the task ends, and so does its attempt (runner `manual`
+/// when no runner opened one).
+fn finish_manual(db: &Db, id: i64, o: Outcome) -> orch_core::Result<()> {
+    db.write(|tx| {
+        let at = orch_core::time::now_ms();
+        let end = orch_core::attempt::End {
+            ok: o.ok,
+            error: o.error.clone(),
+            exit_code: o.exit_code,
+            at,
+            ..Default::default()
+        };
+        task::finish_in(tx, id, Outcome { at: Some(at), ..o })?;
+        orch_core::attempt::end_in(tx, id, "manual", &end)
+    })
+}
+
+/// " (retry due HH:MM:SS)" for a task waiting for its next attempt.
+fn due(t: &Task) -> String {
+    match t.not_before {
+        Some(ms)
+            if matches!(t.status, Status::Queued | Status::Batched)
+                && ms > orch_core::time::now_ms() =>
+        {
+            format!(" (retry due {})", orch_core::limits::hhmm(ms))
+        }
+        _ => String::new(),
+    }
+}
+
+fn print_attempts(out: &mut Out, list: &[orch_core::attempt::Attempt]) -> io::Result<()> {
+    for a in list {
+        let mut l = format!(
+            "  #{} {} {} {}",
+            a.attempt,
+            a.runner,
+            a.started_at,
+            a.outcome.as_deref().unwrap_or("running")
+        );
+        if let Some(c) = &a.error_class {
+            l.push_str(&format!(" ({c})"));
+        }
+        if let Some(c) = a.metrics.cost_usd {
+            l.push_str(&format!(" ${c:.4}"));
+        }
+        if let (Some(i), Some(o)) = (a.metrics.input_tokens, a.metrics.output_tokens) {
+            l.push_str(&format!(" {i} in/{o} out tokens"));
+        }
+        if let Some(r) = &a.retry_at {
+            l.push_str(&format!(", retry at {r}"));
+        }
+        if let Some(e) = &a.error {
+            l.push_str(&format!(": {}", text::first_line(e, 120)));
+        }
+        out.line(format_args!("{l}"))?;
+    }
+    Ok(())
+}
+
+fn print_ledger(out: &mut Out, l: &orch_core::attempt::Ledger) -> io::Result<()> {
+    if l.total.attempts == 0 {
+        return Ok(());
+    }
+    let t = &l.total;
+    if t.reported == 0 {
+        // Never an invented zero: no agent said what it cost.
+        return Ok(());
+    }
+    out.line(format_args!(
+        "spend      ${:.4} over {} attempts ({} reported a cost); tokens {} in, {} out, {} cache read, {} cache written",
+        t.cost_usd,
+        t.attempts,
+        t.reported,
+        t.input_tokens,
+        t.output_tokens,
+        t.cache_read_tokens,
+        t.cache_creation_tokens
+    ))?;
+    for b in &l.batches {
+        out.line(format_args!(
+            "  batch {:<5} ${:.4}  {} attempts  {} in, {} out tokens",
+            b.batch.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+            b.spend.cost_usd,
+            b.spend.attempts,
+            b.spend.input_tokens,
+            b.spend.output_tokens
+        ))?;
+    }
+    Ok(())
+}
+
+fn print_task(out: &mut Out, t: &Task, attempts: &[orch_core::attempt::Attempt]) -> io::Result<()> {
     out.line(format_args!("task {}  {}", t.id, t.status))?;
     out.line(format_args!(
         "role:        {}",
@@ -782,6 +991,13 @@ fn print_task(out: &mut Out, t: &Task) -> io::Result<()> {
     }
     if let Some(c) = t.exit_code {
         out.line(format_args!("exit code:   {c}"))?;
+    }
+    if let Some(ms) = t.not_before.filter(|_| !t.status.is_final()) {
+        out.line(format_args!("not before:  {}", rfc3339(ms)))?;
+    }
+    if !attempts.is_empty() {
+        out.line("attempts:")?;
+        print_attempts(out, attempts)?;
     }
     out.line("prompt:")?;
     for l in t.prompt.lines() {

@@ -69,9 +69,35 @@ pub struct Cli {
     /// [default: git's own].
     #[arg(long, value_name = "NAME <EMAIL>", requires = "worktree")]
     pub author: Option<String>,
+    /// Retry a task this many times after a retryable failure (rate limited,
+    /// overloaded, usage limit, timeout), with exponential backoff and full jitter.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub retries: u32,
+    /// The first retry's backoff ceiling; it doubles per retry (up to 5 minutes).
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_timeout)]
+    pub backoff: Duration,
+    /// While the database is paused (a usage limit, `orch-queue pause`), exit 1
+    /// instead of waiting for the pause to end.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Start nothing new once this run's recorded spend reaches this many US
+    /// dollars; running agents finish; exit 1 with the spend.
+    #[arg(long, value_name = "USD", value_parser = parse_budget)]
+    pub budget_usd: Option<f64>,
+    /// The lease on the batch, renewed while this run lives; another runner
+    /// takes the batch over once it lapses (60s, 2m, …).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    pub lease: Duration,
     /// The agent command, a template: {prompt} {prompt_file} {role} {id} {description}.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+fn parse_budget(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!("'{s}' is not an amount of US dollars (like 2.50)")),
+    }
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -168,9 +194,15 @@ impl Tool for Cli {
         } else {
             None
         };
+        let claim_opts = run::ClaimOptions {
+            lease: self.lease,
+            retries: self.retries,
+        };
         let claim = match (&lines, batch) {
-            (Some(lines), _) => run::enqueue_lines(&db, lines, &role, &|t| template.check_fits(t))?,
-            (None, Some(id)) => run::claim(&db, id, &|t| template.check_fits(t))?,
+            (Some(lines), _) => {
+                run::enqueue_lines(&db, lines, &role, &claim_opts, &|t| template.check_fits(t))?
+            }
+            (None, Some(id)) => run::claim(&db, id, &claim_opts, &|t| template.check_fits(t))?,
             (None, None) => bail!("no batch given"),
         };
         let db_path = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
@@ -189,6 +221,11 @@ impl Tool for Cli {
             timeout: self.timeout,
             env: vec![("ORCH_DB".into(), db_env)],
             worktree,
+            retries: self.retries,
+            backoff: self.backoff,
+            no_wait: self.no_wait,
+            budget_usd: self.budget_usd,
+            lease: self.lease,
         };
         let tty = io::stderr().is_terminal();
         eprintln!(
@@ -224,7 +261,7 @@ impl Tool for Cli {
         }
         Ok(if summary.interrupted.is_some() {
             Exit::Interrupted
-        } else if summary.failed() > 0 {
+        } else if summary.failed() > 0 || summary.halted.is_some() {
             Exit::No
         } else {
             Exit::Ok
@@ -238,8 +275,20 @@ fn report_takeover(claim: &run::Claim, pid: i64, leftovers: &[i32]) {
         "orch-run: note: an earlier orch-run of batch {} (pid {pid}) died",
         claim.batch
     );
+    match claim.retried.len() {
+        0 => {}
+        1 => l.push_str(&format!(
+            "; task {} was running and runs again (its attempt is recorded as lost)",
+            claim.retried[0]
+        )),
+        _ => l.push_str(&format!(
+            "; tasks {} were running and run again (their attempts are recorded as lost)",
+            join_ids(&claim.retried)
+        )),
+    }
     match claim.recovered.len() {
-        0 => l.push_str(" before any of its tasks was running"),
+        0 if claim.retried.is_empty() => l.push_str(" before any of its tasks was running"),
+        0 => {}
         1 => l.push_str(&format!(
             "; task {} was running and is marked failed",
             claim.recovered[0]
@@ -270,10 +319,6 @@ fn join_ids(ids: &[i64]) -> String {
         .join(", ")
 }
 
-fn secs(ms: i64) -> String {
-    format!("{:.2} s", ms as f64 / 1000.0)
-}
-
 fn print_summary(batch: i64, s: &RunSummary) {
     let done = s
         .records
@@ -286,8 +331,8 @@ fn print_summary(batch: i64, s: &RunSummary) {
     if !s.records.is_empty() {
         line.push_str(&format!(
             " in {} (serial {}, speedup {:.1}x, peak {} at once)",
-            secs(a.wall_ms),
-            secs(a.serial_ms),
+            orch_core::time::secs(a.wall_ms),
+            orch_core::time::secs(a.serial_ms),
             a.speedup,
             a.peak
         ));
@@ -308,6 +353,17 @@ fn print_summary(batch: i64, s: &RunSummary) {
         }
         eprintln!("{l}");
     }
+    if let Some(why) = &s.halted {
+        let mut l = format!("orch-run: stopped starting tasks: {why}");
+        if !s.requeued.is_empty() {
+            l.push_str(&format!(
+                "; task{} {} back in the queue",
+                if s.requeued.len() == 1 { "" } else { "s" },
+                join_ids(&s.requeued)
+            ));
+        }
+        eprintln!("{l}");
+    }
 }
 
 /// Progress on stderr: a redrawn bar on a terminal, one line per event otherwise.
@@ -319,6 +375,8 @@ struct RunProgress {
     tty: bool,
     started: Instant,
     last_draw: Option<Instant>,
+    /// When the last "paused" line was printed.
+    last_pause: Option<Instant>,
 }
 
 impl RunProgress {
@@ -331,6 +389,7 @@ impl RunProgress {
             tty,
             started: Instant::now(),
             last_draw: None,
+            last_pause: None,
         }
     }
 
@@ -359,6 +418,26 @@ impl RunProgress {
                 self.running,
                 if self.running == 1 { "" } else { "s" }
             )),
+            RunEvent::Paused { until, reason } => {
+                let now = Instant::now();
+                let every = if self.tty { 1 } else { 5 };
+                if self
+                    .last_pause
+                    .is_some_and(|t| now.duration_since(t) < Duration::from_secs(every))
+                {
+                    None
+                } else {
+                    self.last_pause = Some(now);
+                    Some(match until {
+                        Some(u) => format!(
+                            "orch-run: paused until {} ({reason}): {} s left",
+                            orch_core::limits::hhmm(*u),
+                            ((u - orch_core::time::now_ms()).max(0) + 999) / 1000
+                        ),
+                        None => format!("orch-run: paused ({reason}) until `orch-queue resume`"),
+                    })
+                }
+            }
             RunEvent::Tick => None,
         };
         let mut err = io::stderr().lock();
@@ -408,14 +487,24 @@ impl RunProgress {
 }
 
 fn finished_line(r: &Record, done: &mut usize, failed: &mut usize) -> String {
-    let took = secs(r.duration_ms);
+    let took = orch_core::time::secs(r.duration_ms);
+    let class = r.error_class.map(|c| format!(" ({c})")).unwrap_or_default();
+    if let Some(at) = r.retry_ms {
+        return format!(
+            "orch-run: task {} attempt {} failed in {took}{class}: {}; next attempt in {:.1} s",
+            r.id,
+            r.attempt,
+            orch_core::text::first_line(r.error.as_deref().unwrap_or("failed"), 200),
+            (at - r.end_ms).max(0) as f64 / 1000.0
+        );
+    }
     if r.status == Status::Done {
         *done += 1;
         format!("orch-run: task {} done in {took}", r.id)
     } else {
         *failed += 1;
         format!(
-            "orch-run: task {} failed in {took}: {}",
+            "orch-run: task {} failed in {took}{class}: {}",
             r.id,
             orch_core::text::first_line(r.error.as_deref().unwrap_or("failed"), 200)
         )

@@ -49,6 +49,9 @@ pub struct TaskLine {
     pub status: Status,
     pub role: String,
     pub description: String,
+    /// When its next attempt is due, while it waits for a retry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_due: Option<String>,
 }
 
 /// A batch with at least one task still to run or running.
@@ -97,6 +100,10 @@ pub struct Snapshot {
     pub batches: Vec<InFlight>,
     pub verify_runs: Vec<RunVerdict>,
     pub agent_calls: Vec<RecentCall>,
+    /// The pause in force (no runner starts anything), if any.
+    pub paused: Option<orch_core::limits::Pause>,
+    /// Spend and tokens the agents reported, per batch and in total.
+    pub spend: orch_core::attempt::Ledger,
 }
 
 /// Reads one consistent snapshot.
@@ -116,6 +123,10 @@ pub fn snapshot_in(tx: &Transaction, path: &Path, source: Source) -> Result<Snap
                 .map(|t| TaskLine {
                     id: t.id,
                     status: t.status,
+                    retry_due: t
+                        .not_before
+                        .filter(|&n| t.status == Status::Batched && n > orch_core::time::now_ms())
+                        .map(orch_core::time::rfc3339),
                     role: t.role,
                     description: t.description,
                 })
@@ -161,6 +172,8 @@ pub fn snapshot_in(tx: &Transaction, path: &Path, source: Source) -> Result<Snap
         batches,
         verify_runs,
         agent_calls,
+        paused: orch_core::limits::paused_in(tx, orch_core::time::now_ms())?,
+        spend: orch_core::attempt::ledger_in(tx)?,
     })
 }
 
@@ -173,6 +186,8 @@ fn empty(path: &Path, source: Source) -> Snapshot {
         batches: vec![],
         verify_runs: vec![],
         agent_calls: vec![],
+        paused: None,
+        spend: Default::default(),
     }
 }
 
@@ -214,6 +229,17 @@ pub fn render(s: &Snapshot) -> String {
         "tasks     {} queued ({} ready{blocked}), {} batched, {} running, {} done, {} failed, {} cancelled{landed}",
         t.queued, t.ready, t.batched, t.running, t.done, t.failed, t.cancelled
     );
+    if let Some(p) = &s.paused {
+        let _ = writeln!(o, "runners   {}", orch_core::limits::describe(p));
+    }
+    let sp = &s.spend.total;
+    if sp.reported > 0 {
+        let _ = writeln!(
+            o,
+            "spend     ${:.4} ({} of {} attempts reported a cost); tokens {} in, {} out",
+            sp.cost_usd, sp.reported, sp.attempts, sp.input_tokens, sp.output_tokens
+        );
+    }
     if s.batches.is_empty() {
         let _ = writeln!(o, "batches   none in flight");
     } else {
@@ -227,11 +253,15 @@ pub fn render(s: &Snapshot) -> String {
             for t in &b.tasks {
                 let _ = writeln!(
                     o,
-                    "    {:>5}  {:<9}  {:<16}  {}",
+                    "    {:>5}  {:<9}  {:<16}  {}{}",
                     t.id,
                     t.status.as_str(),
                     text::escape(&t.role, false),
-                    text::escape(&t.description, false)
+                    text::escape(&t.description, false),
+                    t.retry_due
+                        .as_deref()
+                        .map(|d| format!(" (retry due {d})"))
+                        .unwrap_or_default()
                 );
             }
         }
@@ -378,17 +408,8 @@ fn watch_loop(path: &Path, source: Source, json: bool) -> anyhow::Result<Exit> {
 }
 
 fn terminal_rows() -> usize {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ fills the struct we pass; on failure it is left zeroed.
-    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-    if ok && ws.ws_row > 0 {
-        ws.ws_row as usize
-    } else {
-        24
+    match terminal_size::terminal_size_of(std::io::stdout()) {
+        Some((_, terminal_size::Height(rows))) if rows > 0 => rows as usize,
+        _ => 24,
     }
 }

@@ -168,24 +168,66 @@ pub fn mark_emitted_in(tx: &Transaction, id: i64) -> Result<()> {
     Ok(())
 }
 
-/// When orch-run claimed batch `id` and its pid, or `NotFound`.
-pub fn runner_in(tx: &Transaction, id: i64) -> Result<(Option<i64>, Option<i64>)> {
+/// Who holds batch `id`: (claimed at, runner pid, lease holder, lease end).
+#[allow(clippy::type_complexity)]
+pub fn lease_in(
+    tx: &Transaction,
+    id: i64,
+) -> Result<(Option<i64>, Option<i64>, Option<String>, Option<i64>)> {
     tx.query_row(
-        "SELECT run_claimed_at, runner_pid FROM batches WHERE id = ?1",
+        "SELECT run_claimed_at, runner_pid, lease_holder, lease_until FROM batches WHERE id = ?1",
         [id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )
     .optional()?
     .ok_or(Error::NotFound { what: "batch", id })
 }
 
-/// Records that orch-run (pid `pid`) claimed batch `id` at `at`.
-pub fn set_runner_in(tx: &Transaction, id: i64, at: i64, pid: u32) -> Result<()> {
+/// Records that orch-run (pid `pid`, lease holder `holder`) claimed batch
+/// `id` at `at`, its lease running to `until`.
+pub fn set_lease_in(
+    tx: &Transaction,
+    id: i64,
+    at: i64,
+    pid: u32,
+    holder: &str,
+    until: i64,
+) -> Result<()> {
     tx.execute(
-        "UPDATE batches SET run_claimed_at = ?2, runner_pid = ?3 WHERE id = ?1",
-        params![id, at, pid],
+        "UPDATE batches SET run_claimed_at = ?2, runner_pid = ?3, lease_holder = ?4, lease_until = ?5
+         WHERE id = ?1",
+        params![id, at, pid, holder, until],
     )?;
     Ok(())
+}
+
+/// Batches whose runner's lease ended before `now`: (batch, holder).
+pub fn lease_ended_in(tx: &Transaction, now: i64) -> Result<Vec<(i64, String)>> {
+    let mut s = tx.prepare(
+        "SELECT id, lease_holder FROM batches
+         WHERE lease_holder IS NOT NULL AND lease_until <= ?1",
+    )?;
+    let v = s
+        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(v)
+}
+
+/// Ends batch `id`'s lease (its runner is gone and its tasks were handed back).
+pub fn end_lease_in(tx: &Transaction, id: i64) -> Result<()> {
+    tx.execute(
+        "UPDATE batches SET lease_holder = NULL, lease_until = NULL WHERE id = ?1",
+        [id],
+    )?;
+    Ok(())
+}
+
+/// Extends `holder`'s lease on batch `id`; false when it no longer holds it.
+pub fn renew_lease_in(tx: &Transaction, id: i64, holder: &str, until: i64) -> Result<bool> {
+    Ok(tx.execute(
+        "UPDATE batches SET lease_until = ?3 WHERE id = ?1 AND lease_holder = ?2",
+        params![id, holder, until],
+    )? == 1)
 }
 
 /// One line of `orch-batch list`.

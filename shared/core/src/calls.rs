@@ -99,6 +99,38 @@ pub fn fail_open(tx: &Transaction, session: &str, at: i64) -> Result<()> {
     Ok(())
 }
 
+/// Ends, as failed, the hook-tracked calls started before `cutoff` whose end
+/// never came; returns their tasks.
+pub fn fail_stale_hooks(tx: &Transaction, cutoff: i64, at: i64) -> Result<Vec<i64>> {
+    let ids: Vec<i64> = {
+        let mut s = tx.prepare(
+            "SELECT DISTINCT task_id FROM agent_calls
+             WHERE source IN ('hook', 'subagent') AND finished_at IS NULL
+               AND started_at < ?1 AND task_id IS NOT NULL",
+        )?;
+        let v = s
+            .query_map([cutoff], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        v
+    };
+    tx.execute(
+        "UPDATE agent_calls SET finished_at = ?2, status = 'failed'
+         WHERE source IN ('hook', 'subagent') AND finished_at IS NULL AND started_at < ?1",
+        params![cutoff, at],
+    )?;
+    Ok(ids)
+}
+
+/// Whether sub-agent `agent` of `session` (of `source`) has ended.
+pub fn ended(tx: &Transaction, session: &str, agent: &str, source: &str) -> Result<bool> {
+    Ok(tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM agent_calls WHERE session_id = ?1 AND call_id = ?2
+             AND source = ?3 AND finished_at IS NOT NULL)",
+        params![session, agent, source],
+        |r| r.get(0),
+    )?)
+}
+
 /// Ties call `call_id` of `source` to task `task` unless it already has one.
 pub fn tie_task(
     tx: &Transaction,

@@ -1,146 +1,115 @@
 //! Processes orch starts die with it. Each child gets a process group of its
-//! own (so one signal reaches everything it starts), the parent-death signal
-//! (SIGKILL when orch goes, on Linux), and a guard in its group: a forked
-//! process that waits on a pipe only orch holds open, and kills the whole
-//! group when that pipe closes, that is when orch exits or is killed, even by
-//! SIGKILL. The guard dies with the group when orch kills it after the child.
+//! own (so one signal reaches everything it starts) and a guard in its group:
+//! this same program started again in its hidden guard mode ([`guard_if_asked`]),
+//! which waits on a pipe only orch holds open and kills the whole group when
+//! that pipe closes, that is when orch exits or is killed, even by SIGKILL.
+//! The guard dies with the group when orch kills it after the child.
 
-use std::io;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
+use rustix::process::{Pid, Signal};
+
+/// The argument that starts an orch binary as a guard (never shown to people).
+const GUARD_ARG: &str = "--orch-internal-guard";
+
 /// The pipe whose write end this process holds open for its whole life; guards
-/// read its other end and see end-of-file only when this process is gone.
-fn lifeline() -> Option<libc::c_int> {
-    static PIPE: OnceLock<Option<libc::c_int>> = OnceLock::new();
-    *PIPE.get_or_init(|| {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: pipe2 writes two descriptors into `fds`. Both are kept open
-        // for the life of the process (never closed), close-on-exec so that no
-        // child's program inherits them.
-        let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-        (r == 0).then_some(fds[0])
-    })
+/// read its other end and see end-of-file only when this process is gone. Both
+/// ends are close-on-exec, so no child's program inherits them.
+fn lifeline() -> Option<&'static OwnedFd> {
+    static PIPE: OnceLock<Option<(OwnedFd, OwnedFd)>> = OnceLock::new();
+    PIPE.get_or_init(|| rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).ok())
+        .as_ref()
+        .map(|(read, _write)| read)
 }
 
 /// Starts `cmd` in a process group of its own that dies with this process.
 /// The group id is the child's pid; kill it with [`kill_group`].
-pub fn contain(cmd: &mut Command) -> &mut Command {
+pub fn spawn(cmd: &mut Command) -> io::Result<Child> {
     cmd.process_group(0);
-    #[cfg(target_os = "linux")]
-    {
-        let parent = std::process::id() as libc::pid_t;
-        let read_end = lifeline();
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe calls (prctl, getppid, fork, waitpid,
-        // sigprocmask, signal, dup2, close, read, kill, _exit); it allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || in_child(parent, read_end));
-        }
+    let mut child = cmd.spawn()?;
+    if let Err(e) = start_guard(child.id()) {
+        kill_group(child.id() as i32, libc::SIGKILL);
+        let _ = child.wait();
+        return Err(e);
     }
-    cmd
+    Ok(child)
 }
 
 /// Sends `sig` to process group `pgid` (a group that is gone yields ESRCH, ignored).
 pub fn kill_group(pgid: i32, sig: i32) {
-    if pgid <= 0 {
+    let (Some(pid), Some(sig)) = (Pid::from_raw(pgid), Signal::from_named_raw(sig)) else {
         return;
-    }
-    // SAFETY: killpg only sends a signal.
-    unsafe {
-        libc::killpg(pgid, sig);
+    };
+    if pgid > 0 {
+        let _ = rustix::process::kill_process_group(pid, sig);
     }
 }
 
-#[cfg(target_os = "linux")]
-fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-/// In the child, before exec: die with the parent, and leave a guard behind.
-#[cfg(target_os = "linux")]
-unsafe fn in_child(parent: libc::pid_t, read_end: Option<libc::c_int>) -> io::Result<()> {
-    if libc::prctl(
-        libc::PR_SET_PDEATHSIG,
-        libc::SIGKILL as libc::c_ulong,
-        0,
-        0,
-        0,
-    ) != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    // The parent may have died before the line above: nothing would signal us.
-    if libc::getppid() != parent {
-        libc::_exit(127);
-    }
-    if let Some(fd) = read_end {
-        start_guard(fd)?;
-    }
+/// Starts the guard of group `pgid` in that group. The child holds the group
+/// open (it is not reaped before its group is killed), so joining cannot miss.
+/// The guard is this process's child, not the agent's: the agent never sees it
+/// in its own `wait`; a thread here reaps it.
+fn start_guard(pgid: u32) -> io::Result<()> {
+    let Some(read_end) = lifeline() else {
+        return Ok(());
+    };
+    // The running program, even if its file was replaced since it started.
+    let mut guard = Command::new("/proc/self/exe")
+        .arg0("orch-guard")
+        .arg(GUARD_ARG)
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::from(read_end.try_clone()?))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(pgid as i32)
+        .spawn()?;
+    std::thread::spawn(move || guard.wait());
     Ok(())
 }
 
-/// Forks the guard twice over, so that it is nobody's child here (the agent
-/// never sees it in its own `wait`); it stays in the child's process group.
-#[cfg(target_os = "linux")]
-unsafe fn start_guard(read_end: libc::c_int) -> io::Result<()> {
-    // Block every signal across the forks: the guard keeps them blocked (only
-    // SIGKILL ends it, so a SIGTERM to the group leaves it watching), and no
-    // handler inherited from orch runs in these copies of it.
-    let mut all: libc::sigset_t = std::mem::zeroed();
-    let mut old: libc::sigset_t = std::mem::zeroed();
-    libc::sigfillset(&mut all);
-    libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old);
-    let pid = libc::fork();
-    if pid == 0 {
-        if libc::fork() == 0 {
-            guard(read_end);
-        }
-        libc::_exit(0);
+/// When this process was started as a guard ([`spawn`]), does the guard's work
+/// and exits; otherwise returns at once. Every binary calls it first.
+pub fn guard_if_asked() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == GUARD_ARG) && args.next().is_none() {
+        guard()
     }
-    let forked = if pid < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        let mut status = 0;
-        while libc::waitpid(pid, &mut status, 0) == -1 && errno() == libc::EINTR {}
-        Ok(())
-    };
-    // The intermediate's SIGCHLD is pending: let it go by unhandled.
-    libc::signal(libc::SIGCHLD, libc::SIG_DFL);
-    libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-    forked
 }
 
-/// Waits until the parent's end of the lifeline closes, then kills its group.
-#[cfg(target_os = "linux")]
-unsafe fn guard(read_end: libc::c_int) -> ! {
-    // Hold nothing of orch's open but the lifeline: not its database, not the
-    // child's output pipes, not the lifeline's write end.
-    libc::dup2(read_end, 0);
-    if libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32) != 0 {
-        for fd in 1..4096 {
-            libc::close(fd);
-        }
+/// Waits until orch's end of the lifeline (its stdin) closes, then kills its group.
+fn guard() -> ! {
+    let _ = rustix::thread::set_name(c"orch-guard");
+    // Only SIGKILL ends it: a SIGTERM to the group leaves it watching.
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGPIPE,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGALRM,
+    ] {
+        let _ = signal_hook::flag::register(sig, seen.clone());
     }
-    libc::chdir(c"/".as_ptr());
-    libc::prctl(
-        libc::PR_SET_NAME,
-        c"orch-guard".as_ptr() as libc::c_ulong,
-        0,
-        0,
-        0,
-    );
-    let mut byte = 0u8;
+    let mut stdin = io::stdin().lock();
+    let mut buf = [0u8; 64];
     loop {
-        let n = libc::read(0, (&mut byte as *mut u8).cast(), 1);
-        if n > 0 || (n < 0 && errno() == libc::EINTR) {
-            continue;
+        match stdin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
         }
-        break;
     }
-    libc::kill(0, libc::SIGKILL);
-    libc::_exit(0)
+    let _ = rustix::process::kill_current_process_group(Signal::KILL);
+    std::process::exit(0)
 }
 
 /// Processes (other than this one) whose environment holds every `NAME=VALUE`

@@ -28,12 +28,15 @@ pub fn explain_name(error: String) -> String {
 /// The input of one Agent tool call: only keys that tool accepts, and of the
 /// optional ones only those the task sets (`name`, which spawns a teammate
 /// when agent teams are on, only when the task asks for it). Never `team_name`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct AgentCall {
     pub description: String,
     pub prompt: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schemars(with = "String")]
     pub subagent_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub model: Option<String>,
@@ -159,11 +162,15 @@ pub fn mailbox_lines(tasks: &[Task], db: Option<&Path>) -> Vec<String> {
 }
 
 /// SPEC §7's `--format json` object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct JsonBatch<'a> {
+    #[schemars(description = "The batch id (for batch_status)")]
     pub batch: i64,
+    #[schemars(extend("const" = AGENT_TOOL))]
     pub tool: &'static str,
+    #[schemars(description = "Task ids, in the order of calls")]
     pub tasks: Vec<i64>,
+    #[schemars(description = "The Agent tool call inputs, all to be sent in one message")]
     pub calls: &'a [AgentCall],
 }
 

@@ -193,10 +193,6 @@ pub fn timeline(intervals: &[Interval], labels: &[String], width: usize, color: 
     s
 }
 
-fn secs(ms: i64) -> String {
-    format!("{:.2} s", ms as f64 / 1000.0)
-}
-
 /// The human report of a group of intervals: the verdict with what it means,
 /// the figures of SPEC §6, and the timeline (`width` columns). Shared by
 /// `orch-verify report` and `orch-verify session`.
@@ -250,12 +246,12 @@ pub fn render(
     let rows = [
         (
             "wall",
-            secs(a.wall_ms),
+            crate::time::secs(a.wall_ms),
             "first start to last end".to_string(),
         ),
         (
             "serial",
-            secs(a.serial_ms),
+            crate::time::secs(a.serial_ms),
             format!("sum of the {done} durations"),
         ),
         (
@@ -270,7 +266,7 @@ pub fn render(
         ),
         (
             "skew",
-            secs(a.skew_ms),
+            crate::time::secs(a.skew_ms),
             "first start to last start".to_string(),
         ),
     ];

@@ -103,7 +103,6 @@ pub struct Plan {
 /// Takes the repository's landing lock (`orch-land.lock` in its git
 /// directory, held with `flock`), or says who has it.
 fn lock(repo: &Git) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
     let dir = repo.run(&["rev-parse", "--git-common-dir"])?;
     let path = repo.dir().join(dir).join("orch-land.lock");
     let f = std::fs::OpenOptions::new()
@@ -116,9 +115,7 @@ fn lock(repo: &Git) -> Result<std::fs::File> {
             what: "open",
             source,
         })?;
-    // SAFETY: flock on a descriptor this function owns; no memory is involved.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r != 0 {
+    if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
         return Err(Error::invalid(format!(
             "another orch-land is landing in {} (it holds {}); run again when it is done",
             repo.dir().display(),

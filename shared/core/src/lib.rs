@@ -4,6 +4,7 @@
 //! Nothing here parses flags or prints for people; `orch-cli` does that.
 
 pub mod agent_options;
+pub mod attempt;
 pub mod batch;
 pub mod calls;
 pub mod child;
@@ -11,12 +12,15 @@ pub mod claude;
 pub mod clipboard;
 pub mod db;
 pub mod emit;
+pub mod errclass;
 pub mod error;
 pub mod git;
 pub mod hook;
 pub mod intervals;
 pub mod jsonl;
 pub mod land;
+pub mod lease;
+pub mod limits;
 pub mod mcp;
 pub mod msg;
 pub mod run;

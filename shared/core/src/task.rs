@@ -18,7 +18,7 @@ pub const MAX_PROMPT: usize = 1 << 20;
 pub const MAX_DESCRIPTION: usize = 100;
 
 /// Where a task is in its life. It only ever moves forward (SPEC §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Queued,
@@ -112,6 +112,9 @@ pub struct Task {
     /// `usage`, `modelUsage` and `errors`, as it wrote them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claude: Option<serde_json::Map<String, serde_json::Value>>,
+    /// A retry waits until then (the batcher skips the task before).
+    #[serde(serialize_with = "ser_time", skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<i64>,
     /// The Agent tool options it sets (model, isolation, background, name, mode).
     #[serde(flatten)]
     pub agent: AgentOptions,
@@ -124,7 +127,7 @@ pub struct Task {
 }
 
 const TASK_COLUMNS: &str = "id, role, description, prompt, priority, status, batch_id, \
-     created_at, batched_at, started_at, finished_at, result, error, exit_code, claude, \
+     created_at, batched_at, started_at, finished_at, result, error, exit_code, claude, not_before, \
      model, isolation, background, agent_name, mode, touches, \
      worktree, branch, base_commit, head_commit, landed_commit, conflict";
 
@@ -150,25 +153,26 @@ impl Task {
             claude: r
                 .get::<_, Option<String>>(14)?
                 .and_then(|s| serde_json::from_str(&s).ok()),
+            not_before: r.get(15)?,
             agent: AgentOptions {
-                model: r.get(15)?,
-                isolation: r.get(16)?,
-                background: r.get::<_, Option<bool>>(17)?.unwrap_or(false),
-                name: r.get(18)?,
-                mode: r.get(19)?,
+                model: r.get(16)?,
+                isolation: r.get(17)?,
+                background: r.get::<_, Option<bool>>(18)?.unwrap_or(false),
+                name: r.get(19)?,
+                mode: r.get(20)?,
             },
             touches: r
-                .get::<_, Option<String>>(20)?
+                .get::<_, Option<String>>(21)?
                 .and_then(|s| serde_json::from_str(&s).ok())
                 .unwrap_or_default(),
             git: GitRecord {
-                worktree: r.get(21)?,
-                branch: r.get(22)?,
-                base: r.get(23)?,
-                head: r.get(24)?,
-                landed_commit: r.get(25)?,
+                worktree: r.get(22)?,
+                branch: r.get(23)?,
+                base: r.get(24)?,
+                head: r.get(25)?,
+                landed_commit: r.get(26)?,
                 conflict: r
-                    .get::<_, Option<String>>(26)?
+                    .get::<_, Option<String>>(27)?
                     .and_then(|s| serde_json::from_str(&s).ok()),
             },
         })
@@ -199,20 +203,6 @@ pub fn ready_after_in(tx: &Transaction, finished: &[i64]) -> Result<Vec<i64>> {
             }
         }
     }
-    Ok(ids)
-}
-
-/// Fails the tasks of batch `batch` left running by orch-run `pid`, which
-/// died; returns their ids.
-pub fn fail_running_in_batch(tx: &Transaction, batch: i64, at: i64, pid: i64) -> Result<Vec<i64>> {
-    let mut stmt = tx.prepare(
-        "UPDATE tasks SET status = 'failed', finished_at = ?2,
-             error = 'orch-run (pid ' || ?3 || ') stopped before this task finished'
-         WHERE batch_id = ?1 AND status = 'running' RETURNING id",
-    )?;
-    let ids = stmt
-        .query_map(params![batch, at, pid], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
     Ok(ids)
 }
 
@@ -254,6 +244,89 @@ pub fn batch_one_in(tx: &Transaction, batch: i64, at: i64, id: i64) -> Result<bo
         )?
         .execute(params![batch, at, id])?
         == 1)
+}
+
+/// The tasks of batch `batch` that are running.
+pub fn running_in_batch_in(tx: &Transaction, batch: i64) -> Result<Vec<i64>> {
+    let mut stmt =
+        tx.prepare("SELECT id FROM tasks WHERE batch_id = ?1 AND status = 'running' ORDER BY id")?;
+    let ids = stmt
+        .query_map([batch], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
+/// Puts a running task of a claimed batch back to wait (batched) for its
+/// next attempt, no earlier than `not_before`; the runner holding the batch
+/// starts it again.
+pub fn retry_later_in(
+    tx: &Transaction,
+    id: i64,
+    not_before: i64,
+    error: Option<&str>,
+    exit_code: Option<i64>,
+) -> Result<()> {
+    let n = tx.execute(
+        "UPDATE tasks SET status = 'batched', started_at = NULL, not_before = ?2,
+             error = ?3, exit_code = ?4
+         WHERE id = ?1 AND status = 'running'",
+        params![id, not_before, error, exit_code],
+    )?;
+    if n != 1 {
+        return Err(Error::invalid(format!(
+            "task {id} is not running; cannot schedule a retry"
+        )));
+    }
+    Ok(())
+}
+
+/// `orch-queue retry`: a failed task goes back in the queue for a new attempt.
+pub fn retry_failed_in(tx: &Transaction, id: i64) -> Result<()> {
+    let s = status_in(tx, id)?;
+    if s != Status::Failed {
+        return Err(Error::invalid(format!(
+            "task {id} is {s}; only a failed task can be retried"
+        )));
+    }
+    tx.execute(
+        "UPDATE tasks SET status = 'queued', batch_id = NULL, batched_at = NULL,
+             started_at = NULL, finished_at = NULL, result = NULL, error = NULL,
+             exit_code = NULL, not_before = NULL
+         WHERE id = ?1",
+        [id],
+    )?;
+    Ok(())
+}
+
+/// A running task whose agent was lost goes back in the queue (out of its batch).
+pub fn requeue_lost_in(tx: &Transaction, id: i64, error: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE tasks SET status = 'queued', batch_id = NULL, batched_at = NULL,
+             started_at = NULL, not_before = NULL, error = ?2
+         WHERE id = ?1 AND status = 'running'",
+        params![id, error],
+    )?;
+    Ok(())
+}
+
+/// The tasks of batch `batch` that are batched (not started).
+pub fn batched_in_batch_in(tx: &Transaction, batch: i64) -> Result<Vec<i64>> {
+    let mut stmt =
+        tx.prepare("SELECT id FROM tasks WHERE batch_id = ?1 AND status = 'batched' ORDER BY id")?;
+    let ids = stmt
+        .query_map([batch], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
+/// When a running task started.
+pub fn started_at_in(tx: &Transaction, id: i64) -> Result<Option<i64>> {
+    Ok(tx
+        .query_row("SELECT started_at FROM tasks WHERE id = ?1", [id], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .optional()?
+        .flatten())
 }
 
 /// Moves task `id` from batched back to queued, out of its batch; false when it was not batched.
@@ -319,6 +392,7 @@ impl Task {
             error: None,
             exit_code: None,
             claude: None,
+            not_before: None,
             agent: AgentOptions::default(),
             touches: vec![],
             git: GitRecord::default(),
@@ -901,8 +975,11 @@ pub fn find_cycle(edges: &[Vec<usize>]) -> Option<Vec<usize>> {
     None
 }
 
-/// SQL condition: task `t` is ready (queued, and everything in its `after` is done).
-pub const READY: &str = "t.status = 'queued' AND NOT EXISTS (SELECT 1 FROM task_deps d \
+/// SQL condition: task `t` is ready (queued, due — a retry waits for its
+/// `not_before` — and everything in its `after` is done).
+pub const READY: &str = "t.status = 'queued' \
+     AND (t.not_before IS NULL OR t.not_before <= CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) \
+     AND NOT EXISTS (SELECT 1 FROM task_deps d \
      JOIN tasks p ON p.id = d.after_id WHERE d.task_id = t.id AND p.status NOT IN ('done', 'landed'))";
 
 /// A queued task that can never become ready: it waits, directly or through
@@ -1246,7 +1323,7 @@ pub fn each_ready_touches_in(
 }
 
 /// Counts by status, plus how many queued tasks are ready.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Stats {
     pub queued: i64,
     pub ready: i64,
@@ -1262,6 +1339,9 @@ pub struct Stats {
     /// Queued tasks that can never become ready (see [`blocked_in`]); left
     /// out of the JSON when there are none.
     #[serde(skip_serializing_if = "is_zero")]
+    #[schemars(
+        description = "Queued tasks that wait for a failed or cancelled task (absent when none)"
+    )]
     pub blocked: i64,
 }
 

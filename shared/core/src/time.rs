@@ -52,8 +52,38 @@ pub fn parse_span(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// Seconds for people with `decimals` places: `1.5 s` (1), `1.50 s` (2).
+/// Every figure in seconds that orch shows goes through this function or the
+/// two below.
+pub fn secs_f(secs: f64, decimals: usize) -> String {
+    format!("{secs:.decimals$} s")
+}
+
+/// Milliseconds as seconds for people, two places: `1.50 s`, `0.05 s`.
+pub fn secs(ms: i64) -> String {
+    secs_f(ms as f64 / 1000.0, 2)
+}
+
+/// Milliseconds as seconds for people, without trailing zeros: `8 s`, `0.5 s`, `1.25 s`.
+pub fn secs_short(ms: i64) -> String {
+    let s = format!("{:.2}", ms as f64 / 1000.0);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s} s")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn seconds_are_shown_one_way() {
+        use super::{secs, secs_f, secs_short};
+        assert_eq!(secs(1500), "1.50 s");
+        assert_eq!(secs(50), "0.05 s");
+        assert_eq!(secs_short(8000), "8 s");
+        assert_eq!(secs_short(500), "0.5 s");
+        assert_eq!(secs_short(1250), "1.25 s");
+        assert_eq!(secs_f(2.25, 1), "2.2 s");
+    }
+
     #[test]
     fn spans_are_seconds_or_durations() {
         use std::time::Duration;

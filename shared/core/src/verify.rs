@@ -97,13 +97,6 @@ pub fn parse_sleep(s: &str) -> Result<i64> {
     Ok(ms as i64)
 }
 
-/// Seconds for people: `8 s`, `0.5 s`, `1.25 s`.
-pub fn secs(ms: i64) -> String {
-    let s = format!("{:.2}", ms as f64 / 1000.0);
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    format!("{s} s")
-}
-
 /// Creates a run of `n` probes, each sleeping `sleep_ms`.
 pub fn create(db: &Db, n: i64, sleep_ms: i64, label: Option<&str>) -> Result<Run> {
     validate_n(n)?;
@@ -426,7 +419,7 @@ pub fn render_figures(r: &Run, probes: &[Probe], color: bool) -> String {
         r.id,
         r.n,
         if r.n == 1 { "" } else { "s" },
-        secs(r.sleep_ms)
+        crate::time::secs_short(r.sleep_ms)
     );
     s.push_str(&intervals::render(
         &a,
@@ -486,7 +479,7 @@ pub fn agent_calls(r: &Run, db: Option<&Path>) -> Vec<AgentCall> {
                  {cmd}\n\n\
                  It sleeps about {s} and prints one line. Do not change the command, do not run it in the background, and do not run anything else. When it finishes, reply with the line it printed (or its error), and nothing more.",
                 n = r.n,
-                s = secs(r.sleep_ms),
+                s = crate::time::secs_short(r.sleep_ms),
             );
             if r.sleep_ms > BASH_DEFAULT_TIMEOUT_MS {
                 let _ = write!(

@@ -114,6 +114,15 @@ impl Setup {
         let path = root.join(format!("task-{id}"));
         let branch = branch_name(id);
         let p = path.to_string_lossy().into_owned();
+        // A retry of the task works on in the worktree its last attempt left.
+        if path.exists() && self.repo.has_branch(&branch)? {
+            return Ok(GitRecord {
+                worktree: Some(p),
+                branch: Some(branch),
+                base: Some(self.base.clone()),
+                ..Default::default()
+            });
+        }
         self.repo
             .run(&["worktree", "add", "--quiet", "-b", &branch, &p, &self.base])?;
         Ok(GitRecord {

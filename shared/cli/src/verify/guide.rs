@@ -5,22 +5,20 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::*;
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
+/// Set by Ctrl-C, so the walkthrough can say how to pick the run up later.
+fn interrupted() -> &'static Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
 }
 
 /// Catches Ctrl-C so the walkthrough can say how to pick the run up later.
 fn catch_sigint() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
-    }
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted().clone());
 }
 
 fn ask_yes(w: &mut impl Write, question: &str) -> bool {
@@ -54,7 +52,7 @@ pub(super) fn guide(arg: &DbArg, shape: Shape) -> anyhow::Result<Exit> {
     };
     let stdout = io::stdout();
     let mut w = stdout.lock();
-    let (n, sleep) = (shape.n, verify::secs(shape.sleep));
+    let (n, sleep) = (shape.n, orch_core::time::secs_short(shape.sleep));
     writeln!(
         w,
         "{}\n",
@@ -187,7 +185,7 @@ for your answers one by one. This Claude Code setting allows the probe command:\
             p.note("  No probe has started yet. Did you send the message in Claude Code? If Claude is\n  asking to allow `orch-verify probe`, allow it. Is orch-verify on Claude's PATH?");
         }
         p.tick(r, ps);
-        !INTERRUPTED.load(Ordering::SeqCst)
+        !interrupted().load(Ordering::SeqCst)
     })?;
     p.clear();
     drop(p);

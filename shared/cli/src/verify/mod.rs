@@ -254,7 +254,7 @@ fn probe(arg: &DbArg, run: i64, index: i64, out: &mut Out) -> anyhow::Result<Exi
             out.line(format_args!(
                 "probe {index} of {} in run {run}: ran {} from {} to {}",
                 r.n,
-                verify::secs(end - start),
+                orch_core::time::secs_short(end - start),
                 orch_core::time::rfc3339(start),
                 orch_core::time::rfc3339(end)
             ))
@@ -383,8 +383,8 @@ fn wait(db: &Db, run: i64, timeout: Duration) -> anyhow::Result<Exit> {
         }
         _ => {
             p.note(&format!(
-                "run {run}: gave up after {:.1} s with {done} of {} probes reported (missing: {})",
-                timeout.as_secs_f64(),
+                "run {run}: gave up after {} with {done} of {} probes reported (missing: {})",
+                orch_core::time::secs_f(timeout.as_secs_f64(), 1),
                 r.n,
                 missing_list(&probes)
             ));
@@ -667,8 +667,8 @@ fn exec(
     }
     if res == Waited::TimedOut {
         p.note(&format!(
-            "orch-verify: gave up after {:.1} s",
-            timeout.as_secs_f64()
+            "orch-verify: gave up after {}",
+            orch_core::time::secs_f(timeout.as_secs_f64(), 1)
         ));
     }
     drop(p);

@@ -617,8 +617,6 @@ pub fn map_sqlite(path: &Path, e: rusqlite::Error) -> Error {
 /// Why the file system under `path` refuses writes, if it visibly does: a
 /// read-only mount, no space left, or no write permission.
 fn why_unwritable(path: &Path) -> Option<&'static str> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
     // The nearest existing directory (a new database's parents may not exist).
     let dir = path
         .ancestors()
@@ -631,25 +629,16 @@ fn why_unwritable(path: &Path) -> Option<&'static str> {
             }
         })
         .find(|d| d.is_dir())?;
-    let c = CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: an all-zero statvfs is a valid value for this plain C struct.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    if st.f_flag & libc::ST_RDONLY != 0 {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    if st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
         return Some("the file system is read-only");
     }
-    if (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) < 256 * 1024 {
+    if st.f_bavail.saturating_mul(st.f_frsize) < 256 * 1024 {
         return Some("the disk is full");
     }
     for p in [path, dir] {
-        if let Ok(c) = CString::new(p.as_os_str().as_bytes()) {
-            // SAFETY: `c` is a NUL-terminated path.
-            if p.exists() && unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
-                return Some("no permission to write the database file or its directory");
-            }
+        if p.exists() && rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_err() {
+            return Some("no permission to write the database file or its directory");
         }
     }
     None
@@ -788,6 +777,9 @@ mod tests {
         ("verify_runs", "core/src/verify.rs"),
         ("verify_probes", "core/src/verify.rs"),
         ("agent_calls", "core/src/calls.rs"),
+        ("attempts", "core/src/attempt.rs"),
+        ("slots", "core/src/limits.rs"),
+        ("settings", "core/src/limits.rs"),
     ];
 
     fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -95,7 +95,54 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE tasks ADD COLUMN claude TEXT;
     "#,
-    // 3: work that lands. Status gains `landed` (after `done`; widening a
+    // 3: every run of a task is an attempt; a failed one may be retried no
+    // earlier than `not_before`; database-wide settings (the pause, the limit).
+    r#"
+    CREATE TABLE attempts (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id       INTEGER NOT NULL REFERENCES tasks(id),
+        n             INTEGER NOT NULL,
+        batch_id      INTEGER,
+        runner        TEXT    NOT NULL CHECK (runner IN ('orch-run','hook','mcp','manual')),
+        started_at    INTEGER NOT NULL,
+        ended_at      INTEGER,
+        outcome       TEXT    CHECK (outcome IN ('done','failed')),
+        error_class   TEXT,
+        error         TEXT,
+        exit_code     INTEGER,
+        retry_at      INTEGER,
+        cost_usd      REAL,
+        input_tokens  INTEGER,
+        output_tokens INTEGER,
+        cache_read_tokens     INTEGER,
+        cache_creation_tokens INTEGER,
+        turns         INTEGER,
+        model         TEXT,
+        session_id    TEXT,
+        duration_ms   INTEGER,
+        UNIQUE (task_id, n)
+    );
+    CREATE INDEX attempts_by_batch ON attempts(batch_id);
+    ALTER TABLE tasks ADD COLUMN not_before INTEGER;
+    -- The batcher reads not_before from the index: tasks waiting for a retry
+    -- cost it no table lookups.
+    DROP INDEX tasks_by_status;
+    CREATE INDEX tasks_by_status ON tasks(status, priority DESC, id, not_before);
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE batches ADD COLUMN lease_holder TEXT;
+    ALTER TABLE batches ADD COLUMN lease_until INTEGER;
+    CREATE TABLE slots (
+        holder     TEXT    NOT NULL,
+        key        TEXT    NOT NULL,
+        taken_at   INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (holder, key)
+    ) WITHOUT ROWID;
+    "#,
+    // 4: work that lands. Status gains `landed` (after `done`; widening a
     // CHECK in place is safe, SQLite's own documented procedure); a task keeps
     // its Agent options, the paths it expects to touch, and its git worktree,
     // branch, base and head commits, the merge that landed it or the conflict

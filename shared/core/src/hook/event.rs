@@ -273,6 +273,21 @@ pub enum Output {
     },
     /// `{"decision": "block", "reason": …}`
     Block { decision: Decision, reason: String },
+    /// PreToolUse: `{"hookSpecificOutput": {"hookEventName": "PreToolUse",
+    /// "permissionDecision": "deny", "permissionDecisionReason": …}}`
+    Deny {
+        #[serde(rename = "hookSpecificOutput")]
+        hook_specific_output: DenyOutput,
+    },
+}
+
+/// `hookSpecificOutput` of a PreToolUse denial.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DenyOutput {
+    pub hook_event_name: String,
+    pub permission_decision: String,
+    pub permission_decision_reason: String,
 }
 
 /// The one decision orch takes.
@@ -288,6 +303,16 @@ impl Output {
             hook_specific_output: SpecificOutput {
                 hook_event_name: event.name().to_string(),
                 additional_context: text,
+            },
+        }
+    }
+
+    pub fn deny(reason: String) -> Output {
+        Output::Deny {
+            hook_specific_output: DenyOutput {
+                hook_event_name: Kind::PreToolUse.name().to_string(),
+                permission_decision: "deny".into(),
+                permission_decision_reason: reason,
             },
         }
     }

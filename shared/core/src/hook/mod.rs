@@ -79,7 +79,15 @@ pub struct Config {
     /// [`TASK_ENV`]: the task of the agent this hook runs inside, when orch
     /// started that agent. The hook then stays out of the way.
     pub inside_task: Option<String>,
+    /// How long a hook-tracked agent may go without its end event before it
+    /// is reconciled as lost.
+    pub stale_after: Duration,
 }
+
+/// The default of `--stale-after`.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(2 * 3600);
+/// The lease holder of slots taken by agents in Claude Code sessions.
+pub const SLOT_HOLDER: &str = "hook";
 
 impl Default for Config {
     fn default() -> Self {
@@ -88,6 +96,7 @@ impl Default for Config {
             threshold: DEFAULT_THRESHOLD,
             max: DEFAULT_MAX,
             inside_task: None,
+            stale_after: DEFAULT_STALE_AFTER,
         }
     }
 }
@@ -152,8 +161,27 @@ pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> 
             let Some(db) = open(cfg)? else {
                 return Ok(Reply::Silent);
             };
-            db.write(|tx| tool_event(tx, kind, &ev, &input, response.as_ref(), now))
+            let stale = cfg.stale_after.as_millis() as i64;
+            let denied = db
+                .write(|tx| {
+                    if kind == Kind::PreToolUse {
+                        crate::limits::reconcile_stale_in(tx, now, stale)?;
+                        // With `orch-queue limit` set, a launch past it waits.
+                        let key = format!("{}/{}", ev.session_id, ev.tool_use_id);
+                        if !crate::limits::take_slot_in(tx, SLOT_HOLDER, &key, now + stale)? {
+                            let limit = crate::limits::limit_in(tx)?.unwrap_or(0);
+                            return Ok(Some(limit));
+                        }
+                    }
+                    tool_event(tx, kind, &ev, &input, response.as_ref(), now)?;
+                    Ok(None)
+                })
                 .map_err(busy)?;
+            if let Some(limit) = denied {
+                return Ok(Reply::Print(Output::deny(format!(
+                    "orch: {limit} agents are already running on this project (orch-queue limit {limit}). This call was not run: wait for a running agent to finish, then send this same Agent call again."
+                ))));
+            }
             Ok(Reply::Silent)
         }
         Kind::PostToolBatch => {
@@ -317,14 +345,37 @@ fn task_status(tx: &Transaction, id: i64) -> Result<Option<Status>> {
 fn start_task(tx: &Transaction, id: i64, at: i64) -> Result<()> {
     if matches!(task_status(tx, id)?, Some(Status::Queued | Status::Batched)) {
         task::start_in(tx, id, Some(at))?;
+        crate::attempt::begin_in(tx, id, SOURCE_TOOL, at)?;
     }
     Ok(())
 }
 
 /// Finishes a task unless it already finished (a hook does not argue).
 fn finish_task(tx: &Transaction, id: i64, o: Outcome) -> Result<()> {
+    finish_task_with(tx, id, o, crate::attempt::Metrics::default())
+}
+
+/// [`finish_task`], with what the Agent tool's response said the run took.
+fn finish_task_with(
+    tx: &Transaction,
+    id: i64,
+    o: Outcome,
+    metrics: crate::attempt::Metrics,
+) -> Result<()> {
     match task_status(tx, id)? {
-        Some(s) if !s.is_final() => task::finish_in(tx, id, o),
+        Some(s) if !s.is_final() => {
+            let end = crate::attempt::End {
+                ok: o.ok,
+                class: (!o.ok).then_some(crate::errclass::Class::AgentError),
+                error: o.error.clone(),
+                exit_code: o.exit_code,
+                at: o.at.unwrap_or_else(now_ms),
+                metrics,
+                ..Default::default()
+            };
+            task::finish_in(tx, id, o)?;
+            crate::attempt::end_in(tx, id, SOURCE_TOOL, &end)
+        }
         _ => Ok(()),
     }
 }
@@ -373,6 +424,7 @@ fn tool_event(
             }
         }
         Kind::PostToolUseFailure => {
+            free_slot(tx, &ev.session_id, &ev.tool_use_id, None)?;
             let duration = ev.duration_ms.map(|d| d as i64);
             call.started_at = duration.map(|d| now - d);
             call.finished_at = Some(now);
@@ -401,6 +453,19 @@ fn tool_event(
             let r = response.cloned().unwrap_or_default();
             let launch = r.launch();
             let launched = launch != Launch::Completed;
+            if launched {
+                // A background agent holds its slot until its SubagentStop.
+                if let Some(agent) = &r.agent_id {
+                    crate::limits::rekey_in(
+                        tx,
+                        SLOT_HOLDER,
+                        &format!("{}/{}", ev.session_id, ev.tool_use_id),
+                        &format!("{}/{}", ev.session_id, agent),
+                    )?;
+                }
+            } else {
+                free_slot(tx, &ev.session_id, &ev.tool_use_id, r.agent_id.as_deref())?;
+            }
             let duration = ev.duration_ms.or(r.total_duration_ms).map(|d| d as i64);
             call.started_at = duration.map(|d| now - d).or(Some(now));
             call.status = Some(launch.call_status());
@@ -433,7 +498,12 @@ fn tool_event(
                 if launched {
                     start_task(tx, id, call.started_at.unwrap_or(now))?;
                 } else {
-                    finish_task(tx, id, completed(&r, now))?;
+                    let metrics = ev
+                        .tool_response
+                        .as_ref()
+                        .map(crate::attempt::Metrics::from_agent_response)
+                        .unwrap_or_default();
+                    finish_task_with(tx, id, completed(&r, now), metrics)?;
                 }
             }
         }
@@ -501,8 +571,33 @@ fn next_wave(tx: &Transaction, ended: &[i64], cwd: &Option<String>) -> Result<Op
     )))
 }
 
+/// Gives back the slot of a finished Agent call: its own, unless the
+/// agent's SubagentStop already gave one back.
+fn free_slot(tx: &Transaction, session: &str, call: &str, agent: Option<&str>) -> Result<()> {
+    if let Some(a) = agent {
+        if calls::ended(tx, session, a, SOURCE_SUBAGENT)? {
+            return Ok(());
+        }
+    }
+    crate::limits::release_in(tx, SLOT_HOLDER, &format!("{session}/{call}"))?;
+    Ok(())
+}
+
+/// SubagentStop: the agent's slot is free (its own when it was a background
+/// agent, else the session's oldest: the Agent call's PostToolUse, which
+/// names the agent, comes after).
+fn stop_slot(tx: &Transaction, session: &str, agent: &str) -> Result<()> {
+    if crate::limits::release_in(tx, SLOT_HOLDER, &format!("{session}/{agent}"))? {
+        return Ok(());
+    }
+    crate::limits::release_oldest_in(tx, SLOT_HOLDER, &format!("{session}/"))
+}
+
 fn subagent_event(tx: &Transaction, kind: Kind, ev: &SubagentEvent, now: i64) -> Result<()> {
     let start = kind == Kind::SubagentStart;
+    if !start && !calls::ended(tx, &ev.session_id, &ev.agent_id, SOURCE_SUBAGENT)? {
+        stop_slot(tx, &ev.session_id, &ev.agent_id)?;
+    }
     calls::record(
         tx,
         &NewCall {
@@ -551,7 +646,8 @@ fn subagent_event(tx: &Transaction, kind: Kind, ev: &SubagentEvent, now: i64) ->
 pub fn auto_batch(db: &Db, cfg: &Config, cwd: &Path) -> Result<Option<String>> {
     let agents = AgentIndex::discover(cwd);
     let req = CreateRequest {
-        max: cfg.max.max(1),
+        // Claude Code refuses sub-agents past its cap: never a bigger batch.
+        max: cfg.max.max(1).min(crate::limits::claude_cap().0),
         min: cfg.threshold.max(1),
         role: None,
     };

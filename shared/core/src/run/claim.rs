@@ -14,54 +14,108 @@ pub fn session_id(batch: i64) -> String {
 pub struct Claim {
     pub batch: i64,
     pub tasks: Vec<Task>,
-    /// Tasks a dead earlier runner left `running`, now marked failed.
+    /// Tasks a dead earlier runner left `running`, now marked failed (their
+    /// retries used up).
     pub recovered: Vec<i64>,
+    /// Tasks a dead earlier runner left `running` that this run starts again.
+    pub retried: Vec<i64>,
     /// The pid of the earlier orch-run of this batch that died, when this claim took over from it.
     pub dead_runner: Option<i64>,
+    /// This run's lease holder id (see [`crate::lease`]).
+    pub holder: String,
 }
 
-pub(crate) fn process_alive(pid: i64) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
+/// How a claim is made.
+#[derive(Debug, Clone)]
+pub struct ClaimOptions {
+    /// How long the lease lasts unless renewed.
+    pub lease: Duration,
+    /// Retries of a task lost with a dead runner.
+    pub retries: u32,
+}
+
+impl Default for ClaimOptions {
+    fn default() -> Self {
+        ClaimOptions {
+            lease: crate::lease::DEFAULT_LEASE,
+            retries: 2,
+        }
     }
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Claims batch `id` for this process in one IMMEDIATE transaction. Refused when
-/// another live orch-run holds it. A claim whose runner died is taken over: the
-/// tasks it left running are marked failed and the waiting ones run now.
+/// Claims batch `id` for this process in one IMMEDIATE transaction, with a
+/// lease. Refused while another runner's lease holds. A lapsed lease (expired,
+/// or its holder dead on this host) is taken over: the tasks it left running
+/// become a failed attempt of class `lost`, run again while retries last.
 /// `check` sees the tasks about to be claimed; its error leaves everything as it was.
-pub fn claim(db: &Db, id: i64, check: &dyn Fn(&[Task]) -> Result<()>) -> Result<Claim> {
-    db.write(|tx| claim_in(tx, id, std::process::id(), check))
+pub fn claim(
+    db: &Db,
+    id: i64,
+    o: &ClaimOptions,
+    check: &dyn Fn(&[Task]) -> Result<()>,
+) -> Result<Claim> {
+    db.write(|tx| claim_in(tx, id, o, check))
 }
 
 /// [`claim`] inside a transaction the caller holds.
 pub fn claim_in(
     tx: &Transaction,
     id: i64,
-    pid: u32,
+    o: &ClaimOptions,
     check: &dyn Fn(&[Task]) -> Result<()>,
 ) -> Result<Claim> {
-    let (claimed_at, runner) = batch::runner_in(tx, id)?;
+    let (claimed_at, runner, holder, until) = batch::lease_in(tx, id)?;
+    let now = now_ms();
     let mut recovered = Vec::new();
+    let mut retried = Vec::new();
     let mut dead_runner = None;
     if let Some(at) = claimed_at {
-        let p = runner.unwrap_or(0);
-        if process_alive(p) {
+        let p = holder
+            .as_deref()
+            .and_then(crate::lease::pid_of)
+            .or(runner)
+            .unwrap_or(0);
+        if !crate::lease::lapsed(holder.as_deref(), until, now) {
             return Err(Error::invalid(format!(
-                "batch {id} is already being run by orch-run (pid {p}, since {}); not running its tasks twice",
-                rfc3339(at)
+                "batch {id} is already being run by orch-run (pid {p}, since {}; its lease runs to {}); not running its tasks twice",
+                rfc3339(at),
+                rfc3339(until.unwrap_or(now))
             )));
         }
         dead_runner = Some(p);
-        let now = now_ms();
-        recovered = task::fail_running_in_batch(tx, id, now, p)?;
+        let error = format!("orch-run (pid {p}) stopped before this task finished");
+        for t in task::running_in_batch_in(tx, id)? {
+            let n = crate::attempt::count_in(tx, t)?;
+            let end = crate::attempt::End {
+                ok: false,
+                class: Some(Class::Lost),
+                error: Some(error.clone()),
+                retry_at: (n <= i64::from(o.retries)).then_some(now),
+                at: now,
+                ..Default::default()
+            };
+            crate::attempt::end_in(tx, t, SOURCE, &end)?;
+            if end.retry_at.is_some() {
+                task::retry_later_in(tx, t, now, Some(&error), None)?;
+                retried.push(t);
+            } else {
+                task::finish_in(
+                    tx,
+                    t,
+                    Outcome {
+                        ok: false,
+                        error: Some(error.clone()),
+                        at: Some(now),
+                        ..Default::default()
+                    },
+                )?;
+                recovered.push(t);
+            }
+        }
         calls::fail_open(tx, &session_id(id), now)?;
+        if let Some(h) = &holder {
+            crate::limits::release_holder_in(tx, h)?;
+        }
     }
     let b = batch::get_in(tx, id)?;
     let tasks: Vec<Task> = b
@@ -80,12 +134,106 @@ pub fn claim_in(
         }));
     }
     check(&tasks)?;
-    batch::set_runner_in(tx, id, now_ms(), pid)?;
+    let me = crate::lease::me();
+    batch::set_lease_in(
+        tx,
+        id,
+        now_ms(),
+        std::process::id(),
+        &me,
+        crate::lease::until(o.lease),
+    )?;
     Ok(Claim {
         batch: id,
         tasks,
         recovered,
+        retried,
         dead_runner,
+        holder: me,
+    })
+}
+
+/// What [`reclaim_lapsed_in`] handed back from runners whose lease expired.
+#[derive(Debug, Default)]
+pub struct Reclaimed {
+    pub batches: Vec<i64>,
+    /// Tasks back in the queue (never started, or lost and retried).
+    pub requeued: Vec<i64>,
+    /// Tasks lost with their retries used up, now failed.
+    pub failed: Vec<i64>,
+}
+
+/// Takes over every batch whose runner's lease expired (any orch tool may):
+/// tasks it never started go back to the queue; started ones get a failed
+/// attempt of class `lost` and go back to the queue while `retries` last.
+pub fn reclaim_lapsed_in(tx: &Transaction, retries: u32) -> Result<Reclaimed> {
+    let now = now_ms();
+    let mut r = Reclaimed::default();
+    for (id, holder) in batch::lease_ended_in(tx, now)? {
+        let running = task::running_in_batch_in(tx, id)?;
+        let waiting = task::batched_in_batch_in(tx, id)?;
+        if running.is_empty() && waiting.is_empty() {
+            // A run that ended: nothing to hand back.
+            batch::end_lease_in(tx, id)?;
+            continue;
+        }
+        let p = crate::lease::pid_of(&holder).unwrap_or(0);
+        let error =
+            format!("orch-run (pid {p}) stopped before this task finished (its lease expired)");
+        for t in running {
+            let n = crate::attempt::count_in(tx, t)?;
+            let retry = n <= i64::from(retries);
+            crate::attempt::end_in(
+                tx,
+                t,
+                SOURCE,
+                &crate::attempt::End {
+                    ok: false,
+                    class: Some(Class::Lost),
+                    error: Some(error.clone()),
+                    retry_at: retry.then_some(now),
+                    at: now,
+                    ..Default::default()
+                },
+            )?;
+            if retry {
+                task::requeue_lost_in(tx, t, &error)?;
+                r.requeued.push(t);
+            } else {
+                task::finish_in(
+                    tx,
+                    t,
+                    Outcome {
+                        ok: false,
+                        error: Some(error.clone()),
+                        at: Some(now),
+                        ..Default::default()
+                    },
+                )?;
+                r.failed.push(t);
+            }
+        }
+        for t in waiting {
+            if task::requeue_in(tx, t)? {
+                r.requeued.push(t);
+            }
+        }
+        calls::fail_open(tx, &session_id(id), now)?;
+        crate::limits::release_holder_in(tx, &holder)?;
+        batch::end_lease_in(tx, id)?;
+        r.batches.push(id);
+    }
+    Ok(r)
+}
+
+/// Renews this run's lease on its batch and on its slots; false when the
+/// lease is no longer this run's (another runner took the batch over).
+pub fn renew(db: &Db, claim: &Claim, lease: Duration) -> Result<bool> {
+    let until = crate::lease::until(lease);
+    db.write(|tx| {
+        let held = batch::renew_lease_in(tx, claim.batch, &claim.holder, until)?;
+        crate::limits::renew_holder_in(tx, &claim.holder, until)?;
+        Ok(held)
     })
 }
 
@@ -95,6 +243,7 @@ pub fn enqueue_lines(
     db: &Db,
     lines: &[String],
     role: &str,
+    o: &ClaimOptions,
     check: &dyn Fn(&[Task]) -> Result<()>,
 ) -> Result<Claim> {
     task::validate_role(role)?;
@@ -115,7 +264,7 @@ pub fn enqueue_lines(
     db.write(|tx| {
         let ids = task::add_in(tx, tasks, |i| format!("line {}", i + 1))?;
         let b = batch::create_of_in(tx, &ids)?;
-        claim_in(tx, b.id, std::process::id(), check)
+        claim_in(tx, b.id, o, check)
     })
 }
 
@@ -127,9 +276,9 @@ pub fn stop_leftovers(batch: i64, db_path: &str) -> Vec<i32> {
     let batch = batch.to_string();
     let pids = crate::child::with_environment(&[("ORCH_BATCH_ID", &batch), ("ORCH_DB", db_path)]);
     for &pid in &pids {
-        // SAFETY: kill only sends a signal; the pid was just seen carrying this batch's environment.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
+        // The pid was just seen carrying this batch's environment.
+        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     }
     pids
@@ -138,6 +287,7 @@ pub fn stop_leftovers(batch: i64, db_path: &str) -> Vec<i32> {
 pub(crate) fn record_start(db: &Db, batch: i64, t: &Task, at: i64) -> Result<()> {
     db.write(|tx| {
         task::start_in(tx, t.id, Some(at))?;
+        crate::attempt::begin_in(tx, t.id, SOURCE, at)?;
         calls::restart(
             tx,
             &NewCall {
@@ -154,20 +304,47 @@ pub(crate) fn record_start(db: &Db, batch: i64, t: &Task, at: i64) -> Result<()>
     })
 }
 
+/// Records how an attempt ended: the task finishes, or (when `retry`
+/// decides so inside the same transaction) waits in the batch for its next
+/// attempt. A usage limit pauses every runner. Returns when the retry is due.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn record_finish(
     db: &Db,
     batch: i64,
     id: i64,
     o: Outcome,
+    mut end: crate::attempt::End,
+    retry: &dyn Fn(i64) -> Option<i64>,
+    pause_until: Option<i64>,
     git: Option<&crate::worktree::GitRecord>,
-) -> Result<()> {
+) -> Result<Option<i64>> {
     let at = o.at.unwrap_or_else(now_ms);
-    let status = if o.ok { "done" } else { "failed" };
     db.write(|tx| {
-        task::finish_in(tx, id, o)?;
+        if let Some(until) = pause_until {
+            crate::limits::pause_in(tx, Some(until), "usage limit")?;
+        }
+        let n = crate::attempt::count_in(tx, id)?;
+        end.retry_at = if o.ok { None } else { retry(n) };
+        crate::attempt::end_in(tx, id, SOURCE, &end)?;
+        let status = match end.retry_at {
+            Some(due) => {
+                crate::attempt::schedule_retry_in(tx, id, due, o.error.as_deref(), o.exit_code)?;
+                "failed"
+            }
+            None => {
+                let ok = o.ok;
+                task::finish_in(tx, id, o)?;
+                if ok {
+                    "done"
+                } else {
+                    "failed"
+                }
+            }
+        };
         if let Some(g) = git {
             crate::task::record_git_in(tx, id, g)?;
         }
-        calls::finish(tx, &session_id(batch), &id.to_string(), at, status)
+        calls::finish(tx, &session_id(batch), &id.to_string(), at, status)?;
+        Ok(end.retry_at)
     })
 }

@@ -22,6 +22,7 @@ use crate::batch;
 use crate::calls::{self, NewCall};
 use crate::child::kill_group;
 use crate::db::Db;
+use crate::errclass::Class;
 use crate::error::{Error, Result};
 use crate::intervals::{self, Analysis, Interval};
 use crate::task::{self, NewTask, Outcome, Status, Task};
@@ -59,6 +60,14 @@ pub struct Record {
     pub duration_ms: i64,
     pub result: Option<String>,
     pub error: Option<String>,
+    /// This run's attempt number of the task (1 for its first).
+    pub attempt: i64,
+    /// Why it failed, as a class (see [`crate::errclass`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<crate::errclass::Class>,
+    /// When a failed attempt is retried (the task then waits, `batched`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<String>,
     /// What claude reported (see [`Task::claude`]); absent for other agents.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claude: Option<JsonObject>,
@@ -70,6 +79,8 @@ pub struct Record {
     pub start_ms: i64,
     #[serde(skip)]
     pub end_ms: i64,
+    #[serde(skip)]
+    pub retry_ms: Option<i64>,
 }
 
 /// What the runner reports while it works.
@@ -87,6 +98,11 @@ pub enum RunEvent<'a> {
     Stopping {
         signal: i32,
     },
+    /// Nothing starts until `until` (ms; `None`: until resumed).
+    Paused {
+        until: Option<i64>,
+        reason: &'a str,
+    },
     /// Nothing happened; time passed (for redrawing progress).
     Tick,
 }
@@ -100,6 +116,9 @@ pub struct RunSummary {
     pub interrupted: Option<i32>,
     /// Tasks that never started because of the interruption: back in the queue.
     pub requeued: Vec<i64>,
+    /// Why the run stopped starting tasks before the batch was through
+    /// (a pause with --no-wait, the budget).
+    pub halted: Option<String>,
     pub analysis: Analysis,
 }
 
@@ -107,7 +126,7 @@ impl RunSummary {
     pub fn failed(&self) -> usize {
         self.records
             .iter()
-            .filter(|r| r.status != Status::Done)
+            .filter(|r| r.status == Status::Failed)
             .count()
     }
 }
@@ -119,9 +138,22 @@ pub struct Options {
     pub timeout: Option<Duration>,
     /// Extra environment for every agent.
     pub env: Vec<(String, String)>,
+    /// Retries of a task after a retryable failure.
+    pub retries: u32,
+    /// The first retry's backoff ceiling (doubled per retry, full jitter).
+    pub backoff: Duration,
+    /// Exit (instead of waiting) while the database is paused.
+    pub no_wait: bool,
+    /// Start nothing new once this run's recorded spend reaches this.
+    pub budget_usd: Option<f64>,
+    /// The lease on the batch and on this run's slots, renewed while it runs.
+    pub lease: Duration,
     /// A git worktree per task (`--worktree`), made as each task starts.
     pub worktree: Option<crate::worktree::Setup>,
 }
+
+/// The longest backoff between two attempts.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
 enum Msg {
     Signal(i32),
@@ -183,20 +215,17 @@ fn spawn_reader(
 /// True once `pid` has exited; the zombie is left in place (WNOWAIT), so its
 /// process group id cannot be reused before the group is killed and it is reaped.
 fn has_exited(pid: i32) -> bool {
-    // SAFETY: waitid writes only into `info`, which is zeroed first as WNOHANG requires.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let r = libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        );
-        if r != 0 {
-            // ECHILD (already reaped elsewhere) counts as exited; EINTR means look again later.
-            return std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR);
-        }
-        info.si_pid() != 0
+    use rustix::process::{waitid, WaitId, WaitIdOptions};
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return true;
+    };
+    match waitid(
+        WaitId::Pid(pid),
+        WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+    ) {
+        Ok(status) => status.is_some(),
+        // ECHILD (already reaped elsewhere) counts as exited; EINTR means look again later.
+        Err(e) => e != rustix::io::Errno::INTR,
     }
 }
 
@@ -331,11 +360,74 @@ impl Runner {
         let mut records: Vec<Option<Record>> = vec![None; tasks.len()];
         let mut next = 0usize;
         let mut stopping: Option<i32> = None;
+        let mut halted: Option<String> = None;
+        // Tasks waiting for their next attempt: (due ms, index).
+        let mut retry_q: Vec<(i64, usize)> = Vec::new();
+        let run_start = now_ms();
         let tick = Duration::from_millis(100);
+        let renew_every = (opts.lease / 3).max(Duration::from_millis(200));
+        let mut renewed = Instant::now();
         loop {
-            while stopping.is_none() && slots.len() < jobs && next < tasks.len() {
-                let idx = next;
-                next += 1;
+            let mut waiting_slot = false;
+            if renewed.elapsed() >= renew_every {
+                renewed = Instant::now();
+                if !renew(db, claim, opts.lease)? && halted.is_none() {
+                    halted = Some(
+                        "another orch-run took the batch over (this run's lease lapsed)".into(),
+                    );
+                }
+            }
+            let mut paused_for: Option<Instant> = None;
+            let wants = stopping.is_none()
+                && halted.is_none()
+                && slots.len() < jobs
+                && (next < tasks.len() || !retry_q.is_empty());
+            if wants {
+                if let Some(p) = crate::limits::paused(db)? {
+                    if opts.no_wait {
+                        halted = Some(crate::limits::describe(&p));
+                    } else {
+                        on(RunEvent::Paused {
+                            until: p.until_ms,
+                            reason: &p.reason,
+                        });
+                        paused_for = Some(Instant::now() + Duration::from_millis(500));
+                    }
+                } else if let Some(budget) = opts.budget_usd {
+                    let spent = db.read(|tx| {
+                        crate::attempt::batch_cost_since_in(tx, claim.batch, run_start)
+                    })?;
+                    if spent >= budget {
+                        halted = Some(format!(
+                            "budget of ${budget:.2} reached: this run spent ${spent:.4}"
+                        ));
+                    }
+                }
+            }
+            while stopping.is_none()
+                && halted.is_none()
+                && paused_for.is_none()
+                && slots.len() < jobs
+            {
+                let now = now_ms();
+                let pick = retry_q.iter().position(|&(due, _)| due <= now);
+                if pick.is_none() && next >= tasks.len() {
+                    break;
+                }
+                // One of the database's slots (`orch-queue limit`), if it has a limit.
+                let key = tasks[pick.map_or(next, |p| retry_q[p].1)].id.to_string();
+                let until = crate::lease::until(opts.lease);
+                if !db.write(|tx| crate::limits::take_slot_in(tx, &claim.holder, &key, until))? {
+                    waiting_slot = true;
+                    break;
+                }
+                let idx = match pick {
+                    Some(pos) => retry_q.swap_remove(pos).1,
+                    None => {
+                        next += 1;
+                        next - 1
+                    }
+                };
                 match self.spawn(db, claim.batch, &tasks[idx], idx, program, template, opts)? {
                     Ok(slot) => {
                         on(RunEvent::Started {
@@ -345,6 +437,8 @@ impl Runner {
                         slots.push(slot);
                     }
                     Err(rec) => {
+                        let key = tasks[idx].id.to_string();
+                        db.write(|tx| crate::limits::release_in(tx, &claim.holder, &key))?;
                         on(RunEvent::Finished {
                             record: &rec,
                             spawned: false,
@@ -353,9 +447,18 @@ impl Runner {
                     }
                 }
             }
-            if slots.is_empty() && (next >= tasks.len() || stopping.is_some()) {
+            if slots.is_empty()
+                && ((next >= tasks.len() && retry_q.is_empty())
+                    || stopping.is_some()
+                    || halted.is_some())
+            {
                 break;
             }
+            let now_wall = now_ms();
+            let retry_wait = retry_q
+                .iter()
+                .map(|&(due, _)| Duration::from_millis((due - now_wall).max(0) as u64))
+                .min();
             let now = Instant::now();
             let wait = slots
                 .iter()
@@ -367,6 +470,13 @@ impl Runner {
                 })
                 .min()
                 .map_or(tick, |d| d.saturating_duration_since(now).min(tick));
+            let wait = retry_wait.map_or(wait, |r| r.min(wait));
+            let wait = paused_for.map_or(wait, |p| p.saturating_duration_since(now).min(wait));
+            let wait = if waiting_slot {
+                wait.min(Duration::from_millis(50))
+            } else {
+                wait
+            };
             match self.rx.recv_timeout(wait) {
                 Ok(Msg::Signal(s)) if s != libc::SIGCHLD => {
                     let now = Instant::now();
@@ -416,10 +526,15 @@ impl Runner {
                     let slot = slots.swap_remove(i);
                     let idx = slot.idx;
                     let rec = self.finish(db, claim.batch, &tasks[idx], slot, template, opts)?;
+                    let key = tasks[idx].id.to_string();
+                    db.write(|tx| crate::limits::release_in(tx, &claim.holder, &key))?;
                     on(RunEvent::Finished {
                         record: &rec,
                         spawned: true,
                     });
+                    if let Some(due) = rec.retry_ms {
+                        retry_q.push((due, idx));
+                    }
                     records[idx] = Some(rec);
                     continue;
                 }
@@ -427,8 +542,14 @@ impl Runner {
             }
             on(RunEvent::Tick);
         }
-        let requeued = if stopping.is_some() && next < tasks.len() {
-            let ids: Vec<i64> = tasks[next..].iter().map(|t| t.id).collect();
+        let requeued = if (stopping.is_some() || halted.is_some())
+            && (next < tasks.len() || !retry_q.is_empty())
+        {
+            let ids: Vec<i64> = tasks[next..]
+                .iter()
+                .map(|t| t.id)
+                .chain(retry_q.iter().map(|&(_, i)| tasks[i].id))
+                .collect();
             db.write(|tx| batch::requeue_in(tx, &ids))?
         } else {
             Vec::new()
@@ -447,6 +568,7 @@ impl Runner {
             records,
             interrupted: stopping,
             requeued,
+            halted,
             analysis,
         })
     }
@@ -503,15 +625,14 @@ impl Runner {
             .stderr(Stdio::piped())
             .env("ORCH_TASK_ID", t.id.to_string())
             .env("ORCH_BATCH_ID", batch.to_string());
-        // Its own process group, which dies with orch-run even when orch-run is SIGKILLed.
-        crate::child::contain(&mut cmd);
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
         if let Some(dir) = git.as_ref().and_then(|g| g.worktree.as_ref()) {
             cmd.current_dir(dir);
         }
-        match cmd.spawn() {
+        // Its own process group, which dies with orch-run even when orch-run is SIGKILLed.
+        match crate::child::spawn(&mut cmd) {
             Ok(mut child) => {
                 let out = child
                     .stdout
@@ -569,8 +690,18 @@ impl Runner {
                 at: Some(end),
                 ..Default::default()
             },
+            crate::attempt::End {
+                ok: false,
+                class: Some(Class::SpawnError),
+                error: Some(error.clone()),
+                at: end,
+                ..Default::default()
+            },
+            &|_| None,
+            None,
             None,
         )?;
+        let attempt = db.read(|tx| crate::attempt::count_in(tx, t.id))?;
         Ok(Err(Record {
             id: t.id,
             batch,
@@ -586,6 +717,10 @@ impl Runner {
             duration_ms: end - start_ms,
             result: None,
             error: Some(error),
+            attempt,
+            error_class: Some(Class::SpawnError),
+            retry_at: None,
+            retry_ms: None,
             claude: None,
             stdout_bytes: 0,
             stderr_bytes: 0,
@@ -662,7 +797,51 @@ impl Runner {
                 j.error = Some(format!("cannot commit what it changed: {e}"));
             }
         }
-        record_finish(
+        let metrics = crate::errclass::result_object(&stdout)
+            .map(|o| crate::attempt::Metrics::from_claude(&o))
+            .unwrap_or_default();
+        let class = (!j.ok).then(|| {
+            crate::errclass::classify(
+                &crate::errclass::Ending {
+                    stdout: &stdout,
+                    stderr: &stderr,
+                    exit_code: status.code(),
+                    signal: status.signal(),
+                    timed_out: slot.timed_out,
+                    interrupted: slot.interrupted,
+                    spawn_failed: false,
+                },
+                end_ms,
+            )
+        });
+        let pause_until = class
+            .as_ref()
+            .filter(|c| c.class == Class::UsageLimit)
+            .map(|c| {
+                c.reset_at
+                    .unwrap_or(end_ms + crate::limits::UNKNOWN_RESET_MS)
+                    .max(end_ms)
+                    + crate::limits::RESET_MARGIN_MS
+            });
+        let retry = |n: i64| -> Option<i64> {
+            let c = class.as_ref()?;
+            if slot.interrupted || !c.class.retryable() || n > i64::from(opts.retries) {
+                return None;
+            }
+            Some(match pause_until {
+                Some(p) => p,
+                None => {
+                    let d = crate::errclass::backoff(
+                        n as u32,
+                        opts.backoff,
+                        BACKOFF_CAP,
+                        c.retry_after,
+                    );
+                    end_ms + d.as_millis() as i64
+                }
+            })
+        };
+        let retry_ms = record_finish(
             db,
             batch,
             t.id,
@@ -675,14 +854,32 @@ impl Runner {
                 claude: j.claude.clone(),
                 at: Some(end_ms),
             },
+            crate::attempt::End {
+                ok: j.ok,
+                class: class.as_ref().map(|c| c.class),
+                error: j.error.clone(),
+                exit_code: status.code().map(i64::from),
+                retry_at: None,
+                metrics,
+                at: end_ms,
+            },
+            &retry,
+            pause_until,
             slot.git.as_ref(),
         )?;
+        let attempt = db.read(|tx| crate::attempt::count_in(tx, t.id))?;
         Ok(Record {
             id: t.id,
             batch,
             role: t.role.clone(),
             description: t.description.clone(),
-            status: if j.ok { Status::Done } else { Status::Failed },
+            status: if j.ok {
+                Status::Done
+            } else if retry_ms.is_some() {
+                Status::Batched
+            } else {
+                Status::Failed
+            },
             exit_code: status.code(),
             signal: status.signal(),
             timed_out: slot.timed_out,
@@ -692,6 +889,10 @@ impl Runner {
             duration_ms: end_ms - slot.start_ms,
             result: j.result,
             error: j.error,
+            attempt,
+            error_class: class.map(|c| c.class),
+            retry_at: retry_ms.map(rfc3339),
+            retry_ms,
             claude: j.claude,
             stdout_bytes: out.total,
             stderr_bytes: err.total,
@@ -876,18 +1077,26 @@ mod tests {
     #[test]
     fn second_claim_is_refused_while_the_runner_lives() {
         let db = Db::open_in_memory().unwrap();
-        let c = enqueue_lines(&db, &["echo a".into(), "echo b".into()], "shell", &|_| {
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(c.tasks.len(), 2);
-        let err = claim(&db, c.batch, &|_| Ok(())).unwrap_err();
-        assert!(err.to_string().contains("already being run"), "{err}");
-        // A runner that died: its claim is taken over.
-        db.write(
-            |tx| Ok(tx.execute("UPDATE batches SET runner_pid = 0 WHERE id = ?1", [c.batch])?),
+        let o = ClaimOptions::default();
+        let c = enqueue_lines(
+            &db,
+            &["echo a".into(), "echo b".into()],
+            "shell",
+            &o,
+            &|_| Ok(()),
         )
         .unwrap();
-        assert_eq!(claim(&db, c.batch, &|_| Ok(())).unwrap().tasks.len(), 2);
+        assert_eq!(c.tasks.len(), 2);
+        let err = claim(&db, c.batch, &o, &|_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("already being run"), "{err}");
+        // A runner whose lease expired: its claim is taken over.
+        db.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE batches SET lease_until = 0 WHERE id = ?1",
+                [c.batch],
+            )?)
+        })
+        .unwrap();
+        assert_eq!(claim(&db, c.batch, &o, &|_| Ok(())).unwrap().tasks.len(), 2);
     }
 }

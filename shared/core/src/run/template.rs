@@ -159,19 +159,14 @@ impl Template {
     /// kernel would refuse: one argument over `MAX_ARG_STRLEN` (32 pages, 128
     /// KiB with 4 KiB pages) or all of them with the environment over `ARG_MAX`.
     pub fn check_fits(&self, tasks: &[Task]) -> Result<()> {
-        // SAFETY: sysconf only reads a system limit.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let max_arg = if page > 0 {
-            page as usize * 32
-        } else {
-            128 << 10
-        };
-        // SAFETY: as above.
-        let arg_max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
-        let arg_max = if arg_max > 0 {
-            arg_max as usize
-        } else {
-            2 << 20
+        let max_arg = rustix::param::page_size() * 32;
+        // What glibc's sysconf(_SC_ARG_MAX) says: a quarter of the stack
+        // limit, at least 128 KiB.
+        let arg_max = match rustix::process::getrlimit(rustix::process::Resource::Stack).current {
+            Some(stack) => usize::try_from(stack / 4)
+                .unwrap_or(usize::MAX)
+                .max(128 << 10),
+            None => usize::MAX,
         };
         // The environment orch-run passes on, its own variables (with room for
         // a long ORCH_DB path), and a pointer for each string.

@@ -1,0 +1,278 @@
+//! What holds every runner on a database back: a pause (after a usage limit,
+//! or by hand) and the most agents running at once.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::Serialize;
+
+use crate::db::Db;
+use crate::error::Result;
+use crate::time::now_ms;
+
+/// Added to a usage limit's reset time before anything starts again.
+pub const RESET_MARGIN_MS: i64 = 1_000;
+/// How long a usage limit pauses when its message gives no reset time.
+pub const UNKNOWN_RESET_MS: i64 = 5 * 60_000;
+
+/// A pause in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pause {
+    /// Until when (ms); `None`: until `orch-queue resume`.
+    #[serde(skip)]
+    pub until_ms: Option<i64>,
+    pub until: Option<String>,
+    pub reason: String,
+}
+
+fn get_in(tx: &Transaction, key: &str) -> Result<Option<String>> {
+    Ok(tx
+        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+fn set_in(tx: &Transaction, key: &str, value: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO settings (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// Pauses every runner until `until` (ms; `None` until resumed). An earlier
+/// end never shortens a pause already in force.
+pub fn pause_in(tx: &Transaction, until: Option<i64>, reason: &str) -> Result<()> {
+    if let Some(p) = paused_in(tx, now_ms())? {
+        match (p.until_ms, until) {
+            (None, _) => return Ok(()),
+            (Some(a), Some(b)) if a >= b => return Ok(()),
+            _ => {}
+        }
+    }
+    set_in(
+        tx,
+        "pause_until",
+        &until.map_or_else(|| "forever".to_string(), |u| u.to_string()),
+    )?;
+    set_in(tx, "pause_reason", reason)
+}
+
+/// [`pause_in`] in a transaction of its own.
+pub fn pause(db: &Db, until: Option<i64>, reason: &str) -> Result<()> {
+    db.write(|tx| pause_in(tx, until, reason))
+}
+
+/// Ends the pause.
+pub fn resume(db: &Db) -> Result<bool> {
+    db.write(|tx| {
+        let was = paused_in(tx, now_ms())?.is_some();
+        tx.execute(
+            "DELETE FROM settings WHERE key IN ('pause_until', 'pause_reason')",
+            [],
+        )?;
+        Ok(was)
+    })
+}
+
+/// The pause in force at `now`, if any.
+pub fn paused_in(tx: &Transaction, now: i64) -> Result<Option<Pause>> {
+    let Some(until) = get_in(tx, "pause_until")? else {
+        return Ok(None);
+    };
+    let until_ms = until.parse::<i64>().ok();
+    if until_ms.is_some_and(|u| u <= now) {
+        return Ok(None);
+    }
+    Ok(Some(Pause {
+        until_ms,
+        until: until_ms.map(crate::time::rfc3339),
+        reason: get_in(tx, "pause_reason")?.unwrap_or_else(|| "paused".into()),
+    }))
+}
+
+/// [`paused_in`] in a read transaction of its own.
+pub fn paused(db: &Db) -> Result<Option<Pause>> {
+    db.read(|tx| paused_in(tx, now_ms()))
+}
+
+/// "paused until 14:05 (usage limit)" for status lines.
+pub fn describe(p: &Pause) -> String {
+    match p.until_ms {
+        Some(ms) => format!("paused until {} ({})", hhmm(ms), p.reason),
+        None => format!("paused until `orch-queue resume` ({})", p.reason),
+    }
+}
+
+/// HH:MM:SS of `ms` in local time.
+pub fn hhmm(ms: i64) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => {
+            let z = t.to_zoned(jiff::tz::TimeZone::system());
+            format!("{:02}:{:02}:{:02}", z.hour(), z.minute(), z.second())
+        }
+        Err(_) => "??:??:??".into(),
+    }
+}
+
+/// The most agents running at once on this database, if set.
+pub fn limit_in(tx: &Transaction) -> Result<Option<i64>> {
+    Ok(get_in(tx, "limit")?.and_then(|v| v.parse().ok()))
+}
+
+/// Sets (or with `None` clears) the limit.
+pub fn set_limit(db: &Db, n: Option<i64>) -> Result<()> {
+    db.write(|tx| {
+        match n {
+            Some(n) => set_in(tx, "limit", &n.to_string())?,
+            None => {
+                tx.execute("DELETE FROM settings WHERE key = 'limit'", [])?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Slots held now (expired ones do not count).
+pub fn slots_in_use_in(tx: &Transaction, now: i64) -> Result<i64> {
+    Ok(tx.query_row(
+        "SELECT count(*) FROM slots WHERE expires_at > ?1",
+        [now],
+        |r| r.get(0),
+    )?)
+}
+
+/// Takes a slot for `holder`/`key` when the limit allows (always without a
+/// limit, taking nothing). Expired slots (a runner whose lease lapsed, a hook
+/// agent whose end never came) are freed first. Call inside a write transaction.
+pub fn take_slot_in(tx: &Transaction, holder: &str, key: &str, expires_at: i64) -> Result<bool> {
+    let Some(limit) = limit_in(tx)? else {
+        return Ok(true);
+    };
+    let now = now_ms();
+    tx.execute("DELETE FROM slots WHERE expires_at <= ?1", [now])?;
+    if slots_in_use_in(tx, now)? >= limit {
+        return Ok(false);
+    }
+    tx.execute(
+        "INSERT INTO slots (holder, key, taken_at, expires_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (holder, key) DO UPDATE SET expires_at = excluded.expires_at",
+        params![holder, key, now, expires_at],
+    )?;
+    Ok(true)
+}
+
+/// Frees one slot; true when it was held.
+pub fn release_in(tx: &Transaction, holder: &str, key: &str) -> Result<bool> {
+    Ok(tx.execute(
+        "DELETE FROM slots WHERE holder = ?1 AND key = ?2",
+        params![holder, key],
+    )? > 0)
+}
+
+/// Moves a slot to another key (an Agent call's slot to its background agent).
+pub fn rekey_in(tx: &Transaction, holder: &str, from: &str, to: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE slots SET key = ?3 WHERE holder = ?1 AND key = ?2",
+        params![holder, from, to],
+    )?;
+    Ok(())
+}
+
+/// Frees the oldest slot of `holder` whose key starts with `prefix`.
+pub fn release_oldest_in(tx: &Transaction, holder: &str, prefix: &str) -> Result<()> {
+    tx.execute(
+        "DELETE FROM slots WHERE holder = ?1 AND key = (SELECT key FROM slots
+             WHERE holder = ?1 AND substr(key, 1, length(?2)) = ?2
+             ORDER BY taken_at LIMIT 1)",
+        params![holder, prefix],
+    )?;
+    Ok(())
+}
+
+/// Frees every slot of a holder (a runner taken over).
+pub fn release_holder_in(tx: &Transaction, holder: &str) -> Result<()> {
+    tx.execute("DELETE FROM slots WHERE holder = ?1", [holder])?;
+    Ok(())
+}
+
+/// Extends every slot of a holder (with its lease).
+pub fn renew_holder_in(tx: &Transaction, holder: &str, until: i64) -> Result<()> {
+    tx.execute(
+        "UPDATE slots SET expires_at = ?2 WHERE holder = ?1",
+        params![holder, until],
+    )?;
+    Ok(())
+}
+
+/// Retries of a task lost by a hook-tracked agent whose end never came.
+pub const HOOK_RETRIES: i64 = 2;
+
+/// Reconciles agents tracked through hooks whose end event never arrived
+/// (Claude Code drops SubagentStop for background agents, TaskStop, id
+/// mismatches): calls started more than `stale_ms` ago end as failed, and
+/// their running tasks get a failed attempt of class `lost` and go back to
+/// the queue while retries last (else fail). Returns the tasks touched.
+pub fn reconcile_stale_in(tx: &Transaction, now: i64, stale_ms: i64) -> Result<Vec<i64>> {
+    let cutoff = now - stale_ms;
+    let mut ids = Vec::new();
+    for id in crate::calls::fail_stale_hooks(tx, cutoff, now)? {
+        let running = crate::task::find_status_in(tx, id)? == Some(crate::task::Status::Running);
+        if running && crate::task::started_at_in(tx, id)?.is_some_and(|s| s < cutoff) {
+            ids.push(id);
+        }
+    }
+    let error = "its agent's end was never reported (reconciled as lost)".to_string();
+    for &id in &ids {
+        let n = crate::attempt::count_in(tx, id)?;
+        let retry = n <= HOOK_RETRIES;
+        crate::attempt::end_in(
+            tx,
+            id,
+            "hook",
+            &crate::attempt::End {
+                ok: false,
+                class: Some(crate::errclass::Class::Lost),
+                error: Some(error.clone()),
+                retry_at: retry.then_some(now),
+                at: now,
+                ..Default::default()
+            },
+        )?;
+        if retry {
+            crate::task::requeue_lost_in(tx, id, &error)?;
+        } else {
+            crate::task::finish_in(
+                tx,
+                id,
+                crate::task::Outcome {
+                    ok: false,
+                    error: Some(error.clone()),
+                    at: Some(now),
+                    ..Default::default()
+                },
+            )?;
+        }
+    }
+    tx.execute("DELETE FROM slots WHERE expires_at <= ?1", [now])?;
+    Ok(ids)
+}
+
+/// Claude Code's own cap on sub-agents running at once (it refuses spawns
+/// past it, without queueing them).
+pub const CLAUDE_DEFAULT_CAP: usize = 20;
+/// The variable that changes it.
+pub const CLAUDE_CAP_ENV: &str = "CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS";
+
+/// The cap in force: `CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS` when it is a
+/// positive number, else Claude Code's default; and where it came from.
+pub fn claude_cap() -> (usize, &'static str) {
+    match std::env::var(CLAUDE_CAP_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        Some(n) => (n, "from CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS"),
+        None => (CLAUDE_DEFAULT_CAP, "Claude Code's default"),
+    }
+}
