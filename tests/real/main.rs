@@ -23,6 +23,7 @@ mod faults;
 mod fidelity;
 mod guided;
 mod hooks;
+mod jobs;
 mod limits;
 mod mcp;
 mod mcp_clients;

@@ -73,6 +73,17 @@ pub enum Cmd {
     /// Put a batch that never ran back in the queue.
     #[command(after_help = "Example:\n  orch-batch release 3")]
     Release { batch: Option<i64> },
+    /// Send a batch out as a bundle (JSON Lines) for jobs on other machines; marks it dispatched.
+    #[command(after_help = "Example:\n  orch-batch export 3 --out .orch/bundle-3.jsonl")]
+    Export {
+        batch: Option<i64>,
+        /// Write the bundle here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+        /// How long the dispatch holds the batch before `orch status` calls it expired [default: 7d].
+        #[arg(long, value_name = "SPAN", value_parser = orch_core::time::parse_span)]
+        lease: Option<std::time::Duration>,
+    },
 }
 
 impl Tool for Cli {
@@ -245,6 +256,14 @@ impl Tool for Cli {
                         ))?;
                     }
                 }
+            }
+            Cmd::Export {
+                batch: id,
+                out: file,
+                lease,
+            } => {
+                let id = id_or_stdin(id, "batch")?;
+                return crate::jobs::export(&self.db, id, file.as_deref(), lease);
             }
             Cmd::Release { batch: id } => {
                 let id = id_or_stdin(id, "batch")?;

@@ -39,6 +39,15 @@ pub struct Cli {
     /// Tell each agent its mailbox name and how to message its peers with orch-msg.
     #[arg(long)]
     pub with_mailbox: bool,
+    /// github-actions, k8s-job: run at most N tasks at a time [default: all].
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub jobs: Option<usize>,
+    /// github-actions: the bundle's path in the repository [default: .orch/bundle-BATCH.jsonl].
+    #[arg(long, value_name = "PATH")]
+    pub bundle: Option<String>,
+    /// k8s-job: the container image holding orch and the agent CLI.
+    #[arg(long, value_name = "IMAGE", default_value = "orch-agent:latest")]
+    pub image: String,
     /// With --format workflow: put every queued task into a new batch and
     /// emit all its waves, not only the tasks that are ready now.
     #[arg(long, conflicts_with = "batch")]
@@ -72,6 +81,14 @@ impl Tool for Cli {
             return super::workflow::emit_plan(&self);
         }
         let id = id_or_stdin(self.batch, "batch")?;
+        if matches!(self.format, Format::GithubActions | Format::K8sJob) {
+            let bundle = self
+                .bundle
+                .clone()
+                .unwrap_or(format!(".orch/bundle-{id}.jsonl"));
+            let k8s = self.format == Format::K8sJob;
+            return crate::jobs::emit_engine(&self.db, id, k8s, self.jobs, &bundle, &self.image);
+        }
         crate::check_stdout()?;
         let loc = orch_core::db::resolve(self.db.path())?;
         let db = orch_core::db::Db::open_existing(&loc)?;
@@ -106,6 +123,7 @@ impl Tool for Cli {
             Format::Claude => emit::render_claude(&calls),
             Format::Json => emit::render_json(id, &tasks, &calls),
             Format::Markdown => emit::render_markdown(id, &tasks, &calls),
+            Format::GithubActions | Format::K8sJob => unreachable!("handled above"),
             Format::Shell => {
                 let abs = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
                 emit::render_shell(id, &abs, &tasks, &calls)
@@ -148,6 +166,10 @@ pub enum Format {
     Markdown,
     /// A POSIX sh script that runs every task with `claude -p` in parallel
     Shell,
+    /// A GitHub Actions workflow running the batch's bundle as a matrix (see orch-batch export)
+    GithubActions,
+    /// A Kubernetes Indexed Job running the batch's bundle from a ConfigMap
+    K8sJob,
     /// A script for Claude Code's Workflow tool: one parallel phase per wave
     Workflow,
 }

@@ -9,6 +9,7 @@ pub mod completions;
 pub mod doctor;
 pub mod emit;
 pub mod hook;
+pub mod jobs;
 pub mod land;
 pub mod mcp;
 pub mod msg;

@@ -33,8 +33,10 @@ yet started back in the queue).";
 
 /// Run a batch headless: one agent process per task, in parallel, results recorded.
 #[derive(Debug, Parser)]
-#[command(name = "orch-run", version, after_help = EXAMPLES)]
+#[command(name = "orch-run", version, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub sub: Option<Sub>,
     #[command(flatten)]
     pub db: DbArg,
     /// The batch to run [default: its id read from stdin].
@@ -100,7 +102,7 @@ fn parse_budget(s: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_timeout(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_timeout(s: &str) -> Result<Duration, String> {
     orch_core::time::parse_span(s).and_then(|d| {
         if d.is_zero() {
             Err("the timeout must be more than 0".into())
@@ -127,6 +129,23 @@ fn read_lines() -> anyhow::Result<Vec<String>> {
     Ok(lines)
 }
 
+/// Jobs beyond one machine (docs/distributed.md).
+#[derive(Debug, clap::Subcommand)]
+pub enum Sub {
+    /// Run one task of a bundle, without a database; print its result record.
+    #[command(
+        after_help = "Example:\n  orch-run job --bundle bundle.jsonl --index 0 > record-0.jsonl"
+    )]
+    Job(crate::jobs::JobArgs),
+    /// Record result records from jobs, all or nothing.
+    #[command(after_help = "Example:\n  orch-run ingest orch-records/")]
+    Ingest {
+        /// Record files, or directories holding them.
+        #[arg(required = true, value_name = "FILE|DIR")]
+        paths: Vec<std::path::PathBuf>,
+    },
+}
+
 impl Tool for Cli {
     const NAME: &'static str = "orch-run";
 
@@ -140,6 +159,11 @@ impl Tool for Cli {
     }
 
     fn run(self) -> anyhow::Result<Exit> {
+        match self.sub {
+            Some(Sub::Job(a)) => return crate::jobs::run_job(a),
+            Some(Sub::Ingest { paths }) => return crate::jobs::ingest(&self.db, &paths),
+            None => {}
+        }
         // Everything that can be refused is refused before the database is touched.
         if self.jobs == Some(0) {
             bail!("-j must be at least 1");

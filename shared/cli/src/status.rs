@@ -98,6 +98,8 @@ pub struct Snapshot {
     pub exists: bool,
     pub tasks: Stats,
     pub batches: Vec<InFlight>,
+    /// Batches out as bundles whose records have not all come back.
+    pub dispatched: Vec<orch_core::dispatch::Dispatched>,
     pub verify_runs: Vec<RunVerdict>,
     pub agent_calls: Vec<RecentCall>,
     /// The pause in force (no runner starts anything), if any.
@@ -170,6 +172,7 @@ pub fn snapshot_in(tx: &Transaction, path: &Path, source: Source) -> Result<Snap
         exists: true,
         tasks,
         batches,
+        dispatched: orch_core::dispatch::list_in(tx)?,
         verify_runs,
         agent_calls,
         paused: orch_core::limits::paused_in(tx, orch_core::time::now_ms())?,
@@ -184,6 +187,7 @@ fn empty(path: &Path, source: Source) -> Snapshot {
         exists: false,
         tasks: Stats::default(),
         batches: vec![],
+        dispatched: vec![],
         verify_runs: vec![],
         agent_calls: vec![],
         paused: None,
@@ -265,6 +269,18 @@ pub fn render(s: &Snapshot) -> String {
                 );
             }
         }
+    }
+    for d in &s.dispatched {
+        let _ = writeln!(
+            o,
+            "dispatched  batch {}  {} task{} without a record  out for {}{}  (orch-batch release {} frees it)",
+            d.batch,
+            d.waiting,
+            if d.waiting == 1 { "" } else { "s" },
+            humantime::format_duration(std::time::Duration::from_secs((d.age_ms.max(0) / 1000) as u64)),
+            if d.expired { ", lease expired" } else { "" },
+            d.batch
+        );
     }
     if s.verify_runs.is_empty() {
         let _ = writeln!(o, "verify    no runs yet (orch verify)");

@@ -10,8 +10,12 @@ use crate::errclass::Class;
 use crate::error::Result;
 use crate::time::rfc3339;
 
+/// The runner of an attempt ingested from a result record (`orch-run job`
+/// ran it elsewhere).
+pub const JOB: &str = "job";
+
 /// Who ran an attempt.
-pub const RUNNERS: [&str; 4] = ["orch-run", "hook", "mcp", "manual"];
+pub const RUNNERS: [&str; 5] = ["orch-run", "hook", "mcp", "manual", JOB];
 
 /// What an agent reported about one run; `None` where it said nothing (never an invented zero).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -287,6 +287,7 @@ pub fn release(db: &Db, id: i64) -> Result<Vec<i64>> {
             )));
         }
         task::unbatch_all_in(tx, id)?;
+        crate::dispatch::clear_in(tx, id)?;
         tx.execute("DELETE FROM batches WHERE id = ?1", [id])?;
         Ok(b.tasks.iter().filter(|t| t.status == Status::Batched).map(|t| t.id).collect())
     })

@@ -142,7 +142,55 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (holder, key)
     ) WITHOUT ROWID;
     "#,
-    // 4: work that lands. Status gains `landed` (after `done`; widening a
+    // 4: batches sent out as bundles (a lease that expires), and the result
+    // records ingested from them, one per task; an ingested record is an
+    // attempt of runner `job` (SQLite cannot widen a CHECK: the table is
+    // rebuilt, its rows and ids kept).
+    r#"
+    CREATE TABLE attempts_new (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id       INTEGER NOT NULL REFERENCES tasks(id),
+        n             INTEGER NOT NULL,
+        batch_id      INTEGER,
+        runner        TEXT    NOT NULL CHECK (runner IN ('orch-run','hook','mcp','manual','job')),
+        started_at    INTEGER NOT NULL,
+        ended_at      INTEGER,
+        outcome       TEXT    CHECK (outcome IN ('done','failed')),
+        error_class   TEXT,
+        error         TEXT,
+        exit_code     INTEGER,
+        retry_at      INTEGER,
+        cost_usd      REAL,
+        input_tokens  INTEGER,
+        output_tokens INTEGER,
+        cache_read_tokens     INTEGER,
+        cache_creation_tokens INTEGER,
+        turns         INTEGER,
+        model         TEXT,
+        session_id    TEXT,
+        duration_ms   INTEGER,
+        UNIQUE (task_id, n)
+    );
+    INSERT INTO attempts_new SELECT * FROM attempts;
+    DROP TABLE attempts;
+    ALTER TABLE attempts_new RENAME TO attempts;
+    CREATE INDEX attempts_by_batch ON attempts(batch_id);
+    CREATE TABLE dispatches (
+        batch_id      INTEGER PRIMARY KEY REFERENCES batches(id),
+        token         TEXT    NOT NULL,
+        base          TEXT,
+        dispatched_at INTEGER NOT NULL,
+        expires_at    INTEGER NOT NULL
+    );
+    CREATE TABLE job_results (
+        task_id     INTEGER PRIMARY KEY REFERENCES tasks(id),
+        batch_id    INTEGER NOT NULL,
+        record      TEXT    NOT NULL,
+        branch      TEXT,
+        ingested_at INTEGER NOT NULL
+    );
+    "#,
+    // 5: work that lands. Status gains `landed` (after `done`; widening a
     // CHECK in place is safe, SQLite's own documented procedure); a task keeps
     // its Agent options, the paths it expects to touch, and its git worktree,
     // branch, base and head commits, the merge that landed it or the conflict

@@ -66,6 +66,9 @@ pub fn claim_in(
 ) -> Result<Claim> {
     let (claimed_at, runner, holder, until) = batch::lease_in(tx, id)?;
     let now = now_ms();
+    // A batch sent out as a bundle is held by its dispatch, a lease of its
+    // own that `orch-batch release` ends.
+    crate::dispatch::refuse_if_dispatched_in(tx, id)?;
     let mut recovered = Vec::new();
     let mut retried = Vec::new();
     let mut dead_runner = None;

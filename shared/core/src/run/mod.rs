@@ -231,7 +231,7 @@ fn has_exited(pid: i32) -> bool {
 
 /// What the agent reads the prompt from: stdin, and the file `{prompt_file}`
 /// names (removed when the task ends). Both are 0600 temporary files.
-fn prompt_input(
+pub(crate) fn prompt_input(
     t: &Task,
     via: PromptVia,
 ) -> std::io::Result<(Stdio, Option<tempfile::NamedTempFile>)> {
