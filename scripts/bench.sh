@@ -10,7 +10,8 @@
 #   - peak memory (max RSS) of each binary on these workloads;
 #   - how soon `orch-events --follow` sees a commit (scripts/bench-events.sh);
 # then scripts/bench-limits.sh (slot claim + release; the batcher with 1 000
-# tasks waiting for a retry) and scripts/bench-run.sh when they exist. Prints one table with the targets.
+# tasks waiting for a retry), scripts/bench-run.sh and scripts/bench-land.sh
+# (landing 50 branches, worktree cost per task) when they exist. Prints one table with the targets.
 #
 #   scripts/bench.sh [--quick]      # --quick: fewer runs, 10 000 instead of 100 000
 #
@@ -272,4 +273,9 @@ fi
 if [ -x "$root/scripts/bench-run.sh" ]; then
     echo
     "$root/scripts/bench-run.sh"
+fi
+
+if [ -x "$root/scripts/bench-land.sh" ]; then
+    echo
+    ORCH_BIN=$bin "$root/scripts/bench-land.sh"
 fi

@@ -62,6 +62,7 @@ fn bash_completion_completes_orch_queue_ad_to_add() {
         "orch-mcp",
         "orch-run",
         "orch-events",
+        "orch-land",
     ] {
         let f = dir.join(format!("{b}.bash"));
         assert!(
@@ -108,6 +109,7 @@ fn man_pages_for_every_binary_and_verb() {
         "orch-batch-create.1",
         "orch-emit.1",
         "orch-run.1",
+        "orch-land.1",
         "orch-verify.1",
     ] {
         assert!(dir.join(page).is_file(), "{page} missing");

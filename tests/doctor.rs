@@ -280,7 +280,9 @@ fn doctor_reports_missing_and_mismatched_tools() {
     let env = Env::new();
     let dir = suite_dir(
         &env,
-        &["batch", "emit", "events", "hook", "mcp", "msg", "verify"],
+        &[
+            "batch", "emit", "events", "hook", "land", "mcp", "msg", "verify",
+        ],
         &[
             ("orch-queue", "echo orch-queue 0.0.1"),
             ("orch-foo", "echo hi"),

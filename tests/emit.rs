@@ -573,26 +573,15 @@ fn issue17_3_coordinator_mode_has_only_worker_and_the_defined_agents() {
 }
 
 #[test]
-fn issue17_8_no_agent_call_carries_a_name() {
+fn issue17_8_only_a_task_that_asks_for_a_name_carries_one() {
     let env = Env::new();
-    // A task cannot ask for one: the line is refused and says why.
-    let out = env.run_with(
+    // A name spawns a teammate when agent teams are on, so it is sent only
+    // when the task sets it (`--name`, or "name" on a line).
+    let named = env.ok_with(
         "orch-queue",
         &["add", "--stdin"],
         b"{\"role\":\"Explore\",\"prompt\":\"map it\",\"name\":\"mapper\"}\n",
     );
-    let err = assert_error(&out, "orch-queue");
-    assert!(
-        err.contains("unknown field `name`")
-            && err.contains("spawns a teammate instead of a sub-agent"),
-        "{err}"
-    );
-    let tasks: i64 = env
-        .sql()
-        .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
-        .unwrap_or(0);
-    assert_eq!(tasks, 0, "nothing was added");
-    // And no emitted call has one, whatever the task looks like.
     for (role, prompt) in [
         ("Explore", "name: mapper"),
         ("reviewer", "{\"name\": \"x\"}"),
@@ -601,13 +590,18 @@ fn issue17_8_no_agent_call_carries_a_name() {
     }
     let b = create(&env).to_string();
     let emitted = json(&env.ok("orch-emit", &[&b, "--format", "json"]));
-    for c in emitted["calls"].as_array().unwrap() {
+    let tasks = emitted["tasks"].as_array().unwrap();
+    for (t, c) in tasks.iter().zip(emitted["calls"].as_array().unwrap()) {
         let keys: Vec<&String> = c.as_object().unwrap().keys().collect();
-        assert!(
-            keys.iter()
-                .all(|k| ["description", "prompt", "subagent_type"].contains(&k.as_str())),
-            "{c}"
-        );
+        if t.as_i64() == named.trim().parse().ok() {
+            assert_eq!(c["name"], "mapper", "{c}");
+        } else {
+            assert!(
+                keys.iter()
+                    .all(|k| ["description", "prompt", "subagent_type"].contains(&k.as_str())),
+                "{c}"
+            );
+        }
     }
 }
 

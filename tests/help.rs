@@ -21,6 +21,7 @@ const TOOLS: &[Tool] = &[
         name: "orch-queue",
         verbs: &[
             "init", "where", "add", "list", "show", "cancel", "start", "done", "fail", "stats",
+            "clean",
         ],
         help_says: &[],
     },
@@ -59,7 +60,12 @@ const TOOLS: &[Tool] = &[
     Tool {
         name: "orch-run",
         verbs: &[],
-        help_says: &[],
+        help_says: &["--worktree"],
+    },
+    Tool {
+        name: "orch-land",
+        verbs: &[],
+        help_says: &["merge-tree", "orch-land --all"],
     },
     Tool {
         name: "orch-events",

@@ -520,20 +520,42 @@ fn issue17_2_the_instruction_travels_in_the_structured_content() {
 }
 
 #[test]
-fn issue17_8_a_named_task_is_refused_with_the_reason() {
+fn issue17_8_a_named_task_keeps_its_name_and_a_bad_one_is_refused() {
     let env = Env::new();
     let mut s = Server::start(env.cmd("orch-mcp"));
     initialize(&mut s, "2025-11-25");
     let r = s.tool(
         2,
         "queue_parallel_task",
-        json!({"agent": "Explore", "task": "map it", "name": "mapper"}),
+        json!({"agent": "Explore", "task": "map it", "name": "mapper", "model": "haiku",
+               "isolation": "worktree", "background": true, "mode": "plan", "touches": ["src/*"]}),
+    );
+    assert_eq!(r["isError"], false, "{r}");
+    let r = s.tool(
+        3,
+        "queue_parallel_task",
+        json!({"agent": "Explore", "task": "map it", "name": "two words", "model": "gpt"}),
     );
     assert_eq!(r["isError"], true, "{r}");
-    let text = r["content"][0]["text"].as_str().unwrap();
-    assert!(
-        text.contains("spawns a teammate instead of a sub-agent"),
-        "{text}"
-    );
     s.finish();
+    let t = task(&env, 1);
+    assert_eq!(
+        (
+            &t["name"],
+            &t["model"],
+            &t["isolation"],
+            &t["background"],
+            &t["mode"],
+            &t["touches"]
+        ),
+        (
+            &json!("mapper"),
+            &json!("haiku"),
+            &json!("worktree"),
+            &json!(true),
+            &json!("plan"),
+            &json!(["src/*"])
+        )
+    );
+    assert_eq!(count(&env, "tasks"), 1);
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod agent_options;
 mod bad_stdout;
 mod batch;
 mod claude_tasks;
@@ -17,6 +18,7 @@ mod help;
 mod hook;
 mod hostile;
 mod jobs;
+mod land;
 mod mcp;
 mod msg;
 mod queue;

@@ -23,6 +23,7 @@ pub fn bin(name: &str) -> PathBuf {
         "orch-mcp" => env!("CARGO_BIN_EXE_orch-mcp"),
         "orch-run" => env!("CARGO_BIN_EXE_orch-run"),
         "orch-events" => env!("CARGO_BIN_EXE_orch-events"),
+        "orch-land" => env!("CARGO_BIN_EXE_orch-land"),
         other => panic!("no binary {other}"),
     })
 }

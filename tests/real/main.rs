@@ -16,6 +16,7 @@
 mod common;
 mod harness;
 
+mod agent_options;
 mod agents;
 mod cli;
 mod faults;

@@ -357,6 +357,9 @@ fn print_plan(out: &mut Out, p: &batch::Plan) -> io::Result<()> {
                 text::escape(&t.role, false),
                 text::escape(&t.description, false)
             ))?;
+            if let Some(why) = &t.held_back {
+                out.line(format_args!("         {}", text::escape(why, false)))?;
+            }
         }
     }
     for c in &p.cycles {

@@ -57,6 +57,10 @@ pub const SUITE: &[SuiteTool] = &[
         name: "events",
         command: <crate::events::Cli as CommandFactory>::command,
     },
+    SuiteTool {
+        name: "land",
+        command: <crate::land::Cli as CommandFactory>::command,
+    },
 ];
 
 /// Names `orch` answers itself; an `orch-NAME` with one of these names is never run.

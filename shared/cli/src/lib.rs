@@ -11,6 +11,7 @@ pub mod emit;
 pub mod events;
 pub mod hook;
 pub mod jobs;
+pub mod land;
 pub mod mcp;
 pub mod msg;
 pub mod orch;

@@ -21,6 +21,7 @@ Tools (orch NAME --help for each):
   hook     Claude Code hooks: auto-batching, every agent's start and end
   mcp      the same queue as an MCP server
   run      run a batch headless through claude -p or any agent command
+  land     merge the branches of done tasks, in dependency order
   msg      a mailbox between agents, each message delivered once
   events   the journal of every state change: print, follow, act on it
 Any orch-NAME on PATH runs as `orch NAME`; `orch --list` shows what is installed.

@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use crate::{DbArg, Out, Tool};
+use orch_core::agent_options;
 use orch_core::db::{self, Db};
 use orch_core::error::Exit;
 use orch_core::jsonl;
@@ -63,7 +64,7 @@ pub enum Cmd {
   orch-queue add --stdin --role dev < tasks.jsonl   # the role of lines that name none
 
 JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), key?")]
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List tasks, oldest first.
     #[command(
         after_help = "Examples:\n  orch-queue list --status queued\n  orch-queue list --batch 3 --json | jq .result"
@@ -137,6 +138,16 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
         #[arg(long)]
         json: bool,
     },
+    /// Remove the git worktrees of tasks that are done, landed, cancelled or
+    /// failed (orch-run --worktree), and the branches of landed tasks.
+    #[command(after_help = "Example:\n  orch-queue clean --dry-run")]
+    Clean {
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Every attempt of a task: runner, times, outcome, error class, cost.
     #[command(after_help = "Example:\n  orch-queue attempts 12 --json")]
     Attempts {
@@ -204,8 +215,27 @@ pub struct AddArgs {
     /// Wait for this task to be done first (repeatable).
     #[arg(long, value_name = "ID")]
     pub after: Vec<i64>,
+    /// The model the agent runs on (the Agent tool's `model`).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(agent_options::MODELS))]
+    pub model: Option<String>,
+    /// Run the agent in its own git worktree, or remotely (the Agent tool's `isolation`).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(agent_options::ISOLATIONS))]
+    pub isolation: Option<String>,
+    /// Launch the agent in the background (`run_in_background: true`).
+    #[arg(long)]
+    pub background: bool,
+    /// A name SendMessage can address the agent by (the Agent tool's `name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The agent's permission mode (the Agent tool's `mode`).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(agent_options::MODES))]
+    pub mode: Option<String>,
+    /// A glob of the paths the task expects to change (repeatable); tasks whose
+    /// globs overlap never share a batch.
+    #[arg(long, value_name = "GLOB")]
+    pub touches: Vec<String>,
     /// Read tasks as JSON Lines from stdin; print one id per line.
-    #[arg(long, conflicts_with_all = ["role", "prompt", "description", "priority", "after"])]
+    #[arg(long, conflicts_with_all = ["role", "prompt", "description", "priority", "after", "model", "isolation", "background", "name", "mode", "touches"])]
     pub stdin: bool,
     /// With --stdin: the role of every line that names none.
     #[arg(
@@ -275,7 +305,7 @@ impl Tool for Cli {
                     eprintln!("({})", loc.source.explain());
                 }
             }
-            Cmd::Add(a) => return add(&self.db, a, &mut out),
+            Cmd::Add(a) => return add(&self.db, *a, &mut out),
             Cmd::List {
                 status,
                 role,
@@ -371,6 +401,27 @@ impl Tool for Cli {
                 )?;
                 note_blocked(&db, Some(&[id]), None);
             }
+            Cmd::Clean { dry_run, json } => {
+                let db = self.db.open_existing()?;
+                let gone = orch_core::worktree::clean(&db, dry_run)?;
+                for c in &gone {
+                    if json {
+                        out.json(c)?;
+                    } else {
+                        out.line(format_args!(
+                            "{} {} (task {}, {}){}",
+                            if dry_run { "would remove" } else { "removed" },
+                            text::escape(&c.worktree, false),
+                            c.task,
+                            c.status,
+                            c.branch_deleted
+                                .as_ref()
+                                .map(|b| format!(" and branch {}", text::escape(b, false)))
+                                .unwrap_or_default()
+                        ))?;
+                    }
+                }
+            }
             Cmd::Attempts { id, json } => {
                 let db = self.db.open_existing()?;
                 let list = orch_core::attempt::list(&db, id)?;
@@ -450,8 +501,12 @@ impl Tool for Cli {
                         ("done", s.done),
                         ("failed", s.failed),
                         ("cancelled", s.cancelled),
+                        ("landed", s.landed),
                         ("total", s.total),
                     ] {
+                        if name == "landed" && n == 0 {
+                            continue;
+                        }
                         out.line(format_args!("{name:<10} {n}"))?;
                     }
                     print_ledger(&mut out, &ledger)?;
@@ -472,6 +527,11 @@ const ADD_VALUE_OPTIONS: &[&str] = &[
     "--after",
     "--role",
     "--db",
+    "--model",
+    "--isolation",
+    "--name",
+    "--mode",
+    "--touches",
 ];
 
 /// Lets a prompt start with `-`: in `add`, an argument that starts with `-` but
@@ -574,6 +634,12 @@ fn add(db: &DbArg, a: AddArgs, out: &mut Out) -> anyhow::Result<Exit> {
         priority: Some(a.priority),
         after: a.after.into_iter().map(Dep::Id).collect(),
         key: None,
+        model: a.model,
+        isolation: a.isolation,
+        background: a.background.then_some(true),
+        name: a.name,
+        mode: a.mode,
+        touches: a.touches,
     }
     .validate(None)?;
     crate::check_stdout()?;
@@ -901,6 +967,39 @@ fn print_task(out: &mut Out, t: &Task, attempts: &[orch_core::attempt::Attempt])
     }
     if let Some(b) = t.batch {
         out.line(format_args!("batch:       {b}"))?;
+    }
+    for (name, v) in [
+        ("model:", t.agent.model.as_deref()),
+        ("isolation:", t.agent.isolation.as_deref()),
+        ("background:", t.agent.background.then_some("yes")),
+        ("name:", t.agent.name.as_deref()),
+        ("mode:", t.agent.mode.as_deref()),
+        ("worktree:", t.git.worktree.as_deref()),
+        ("branch:", t.git.branch.as_deref()),
+        ("base:", t.git.base.as_deref()),
+        ("head:", t.git.head.as_deref()),
+        ("landed as:", t.git.landed_commit.as_deref()),
+    ] {
+        if let Some(v) = v {
+            out.line(format_args!("{name:<12} {}", text::escape(v, false)))?;
+        }
+    }
+    if t.git.branch.is_some() && t.git.head.is_some() && t.git.head == t.git.base {
+        out.line("changes:     none (its branch held nothing new)")?;
+    }
+    if !t.touches.is_empty() {
+        let globs: Vec<String> = t
+            .touches
+            .iter()
+            .map(|g| text::escape(g, false).into_owned())
+            .collect();
+        out.line(format_args!("touches:     {}", globs.join(", ")))?;
+    }
+    if let Some(c) = &t.git.conflict {
+        out.line(format_args!(
+            "conflict:    {}",
+            text::escape(&c.to_string(), false)
+        ))?;
     }
     out.line(format_args!("created:     {}", rfc3339(t.created_at)))?;
     for (name, v) in [

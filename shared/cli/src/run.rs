@@ -66,6 +66,17 @@ pub struct Cli {
     /// The role of --stdin-lines tasks.
     #[arg(long, requires = "stdin_lines", value_name = "ROLE")]
     pub role: Option<String>,
+    /// Run each task in its own git worktree (under .orch/worktrees/) on branch
+    /// orch/task-ID; what it leaves uncommitted is committed there when it succeeds.
+    #[arg(long)]
+    pub worktree: bool,
+    /// The commit the worktrees start from [default: HEAD].
+    #[arg(long, value_name = "REV", requires = "worktree")]
+    pub base: Option<String>,
+    /// The author of the commits orch makes in worktrees, as 'Name <email>'
+    /// [default: git's own].
+    #[arg(long, value_name = "NAME <EMAIL>", requires = "worktree")]
+    pub author: Option<String>,
     /// Retry a task this many times after a retryable failure (rate limited,
     /// overloaded, usage limit, timeout), with exponential backoff and full jitter.
     #[arg(long, value_name = "N", default_value_t = 2)]
@@ -193,6 +204,26 @@ impl Tool for Cli {
             Some(_) => orch_core::db::Db::open(&loc.path)?,
             None => orch_core::db::Db::open_existing(&loc)?,
         };
+        // Git is checked before anything is claimed.
+        let worktree = if self.worktree {
+            let waiting = match batch {
+                Some(id) => orch_core::batch::get(&db, id)?
+                    .tasks
+                    .into_iter()
+                    .filter(|t| t.status == Status::Batched)
+                    .collect(),
+                None => Vec::new(),
+            };
+            let here = std::env::current_dir().context("cannot read the current directory")?;
+            Some(orch_core::worktree::Setup::prepare(
+                &here,
+                self.base.as_deref().unwrap_or("HEAD"),
+                self.author.clone(),
+                &waiting,
+            )?)
+        } else {
+            None
+        };
         let claim_opts = run::ClaimOptions {
             lease: self.lease,
             retries: self.retries,
@@ -221,6 +252,7 @@ impl Tool for Cli {
             env: vec![("ORCH_DB".into(), db_env)],
             log_cap: self.log_cap,
             stalled_after: self.stalled_after,
+            worktree,
             retries: self.retries,
             backoff: self.backoff,
             no_wait: self.no_wait,

@@ -257,9 +257,13 @@ pub fn render(s: &Snapshot) -> String {
         0 => String::new(),
         n => format!(", {n} blocked"),
     };
+    let landed = match t.landed {
+        0 => String::new(),
+        n => format!(", {n} landed"),
+    };
     let _ = writeln!(
         o,
-        "tasks     {} queued ({} ready{blocked}), {} batched, {} running, {} done, {} failed, {} cancelled",
+        "tasks     {} queued ({} ready{blocked}), {} batched, {} running, {} done, {} failed, {} cancelled{landed}",
         t.queued, t.ready, t.batched, t.running, t.done, t.failed, t.cancelled
     );
     if let Some(p) = &s.paused {

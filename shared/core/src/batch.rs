@@ -74,6 +74,15 @@ pub fn create_in(
             min: req.min.max(1),
         }));
     }
+    if let Some(ids) = crate::touches::pick_ready_in(tx, req.role.as_deref(), req.max)? {
+        if ids.len() < req.min.max(1) {
+            return Ok(Err(TooFew {
+                ready: ids.len() as i64,
+                min: req.min.max(1),
+            }));
+        }
+        return Ok(Ok(create_of_in(tx, &ids)?));
+    }
     let now = now_ms();
     tx.execute("INSERT INTO batches (created_at) VALUES (?1)", [now])?;
     let id = tx.last_insert_rowid();
@@ -269,6 +278,7 @@ pub struct BatchSummary {
     pub tasks: i64,
     pub batched: i64,
     pub running: i64,
+    /// Done, landed or not.
     pub done: i64,
     pub failed: i64,
     pub cancelled: i64,
@@ -281,7 +291,7 @@ pub fn list(db: &Db) -> Result<Vec<BatchSummary>> {
             "SELECT b.id, b.created_at, b.emitted_at, count(t.id),
                     count(CASE t.status WHEN 'batched' THEN 1 END),
                     count(CASE t.status WHEN 'running' THEN 1 END),
-                    count(CASE t.status WHEN 'done' THEN 1 END),
+                    count(CASE WHEN t.status IN ('done', 'landed') THEN 1 END),
                     count(CASE t.status WHEN 'failed' THEN 1 END),
                     count(CASE t.status WHEN 'cancelled' THEN 1 END)
              FROM batches b LEFT JOIN tasks t ON t.batch_id = b.id
@@ -330,6 +340,10 @@ pub struct PlanTask {
     pub role: String,
     pub description: String,
     pub after: Vec<i64>,
+    /// Why it waits for a later wave than its dependencies allow: its
+    /// `--touches` overlap a task of an earlier wave.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<String>,
 }
 
 /// A task that no wave can reach, and why.
@@ -429,13 +443,38 @@ fn plan_waves(mut tasks: Vec<Task>, statuses: &HashMap<i64, String>, max: usize)
         .collect();
     let mut placed = vec![false; n];
     let mut waves = Vec::new();
+    let mut held: HashMap<usize, String> = HashMap::new();
     loop {
         let mut wave: Vec<usize> = Vec::new();
+        // Tasks whose globs overlap one already in this wave wait for the next.
+        let mut later: Vec<usize> = Vec::new();
         while wave.len() < max {
             match ready.pop() {
-                Some(Reverse(i)) => wave.push(i),
+                Some(Reverse(i)) => {
+                    let clash = wave.iter().find_map(|&j| {
+                        crate::touches::first_overlap(&tasks[i].touches, &tasks[j].touches)
+                            .map(|(a, b)| (j, a.to_string(), b.to_string()))
+                    });
+                    match clash {
+                        Some((j, a, b)) => {
+                            held.insert(
+                                i,
+                                format!(
+                                    "held back from wave {}: touches {a}, which overlaps {b} of task {}",
+                                    waves.len() + 1,
+                                    tasks[j].id
+                                ),
+                            );
+                            later.push(i);
+                        }
+                        None => wave.push(i),
+                    }
+                }
                 None => break,
             }
+        }
+        for i in later {
+            ready.push(Reverse(i));
         }
         if wave.is_empty() {
             break;
@@ -456,6 +495,7 @@ fn plan_waves(mut tasks: Vec<Task>, statuses: &HashMap<i64, String>, max: usize)
                     role: tasks[i].role.clone(),
                     description: tasks[i].description.clone(),
                     after: tasks[i].after.clone(),
+                    held_back: held.remove(&i),
                 })
                 .collect(),
         );

@@ -25,9 +25,12 @@ pub fn explain_name(error: String) -> String {
     }
 }
 
-/// The input of one Agent tool call: only keys that tool accepts. Never
-/// `name` (see [`NAME_REFUSED`]), `team_name` or `mode`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+/// The input of one Agent tool call: only keys that tool accepts, and of the
+/// optional ones only those the task sets (`name`, which spawns a teammate
+/// when agent teams are on, only when the task asks for it). Never `team_name`.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct AgentCall {
     pub description: String,
@@ -35,6 +38,16 @@ pub struct AgentCall {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     #[schemars(with = "String")]
     pub subagent_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub isolation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub run_in_background: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mode: Option<String>,
 }
 
 /// The last line of every emitted prompt, which hooks read to find the task.
@@ -82,6 +95,11 @@ pub fn agent_call(
             description: t.description.clone(),
             prompt,
             subagent_type,
+            model: t.agent.model.clone(),
+            isolation: t.agent.isolation.clone(),
+            run_in_background: t.agent.background.then_some(true),
+            name: t.agent.name.clone(),
+            mode: t.agent.mode.clone(),
         },
         note,
     )
@@ -327,6 +345,7 @@ mod tests {
             description: "Map the layout".into(),
             prompt: "List the directories\n\norch-task: 1".into(),
             subagent_type: None,
+            ..Default::default()
         };
         let one = render_claude(std::slice::from_ref(&call));
         assert!(one.starts_with(

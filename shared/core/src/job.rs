@@ -292,6 +292,9 @@ fn as_task(b: &BundleHeader, t: &BundleTask) -> Task {
         exit_code: None,
         claude: None,
         not_before: None,
+        agent: crate::agent_options::AgentOptions::default(),
+        touches: Vec::new(),
+        git: crate::worktree::GitRecord::default(),
     }
 }
 

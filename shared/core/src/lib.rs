@@ -3,6 +3,7 @@
 //! agent calls), and the formats other programs read (emit, MCP, hooks).
 //! Nothing here parses flags or prints for people; `orch-cli` does that.
 
+pub mod agent_options;
 pub mod attempt;
 pub mod batch;
 pub mod calls;
@@ -16,10 +17,12 @@ pub mod engines;
 pub mod errclass;
 pub mod error;
 pub mod event;
+pub mod git;
 pub mod hook;
 pub mod intervals;
 pub mod job;
 pub mod jsonl;
+pub mod land;
 pub mod lease;
 pub mod limits;
 pub mod mcp;
@@ -29,7 +32,9 @@ pub mod task;
 pub mod tasklog;
 pub mod text;
 pub mod time;
+pub mod touches;
 pub mod verify;
 pub mod workflow;
+pub mod worktree;
 
 pub use error::{Error, Exit, Result};

@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 use serde::{Deserialize, Serialize};
 
+use crate::agent_options::AgentOptions;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::event::{self, About, Kind};
 use crate::time::{now_ms, rfc3339};
+use crate::worktree::GitRecord;
 
 /// The longest prompt orch stores, in bytes.
 pub const MAX_PROMPT: usize = 1 << 20;
@@ -26,16 +28,19 @@ pub enum Status {
     Done,
     Failed,
     Cancelled,
+    /// Its branch was merged into the target by orch-land (final, after done).
+    Landed,
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::Queued,
         Status::Batched,
         Status::Running,
         Status::Done,
         Status::Failed,
         Status::Cancelled,
+        Status::Landed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +51,7 @@ impl Status {
             Status::Done => "done",
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
+            Status::Landed => "landed",
         }
     }
 
@@ -53,9 +59,13 @@ impl Status {
         Status::ALL.into_iter().find(|x| x.as_str() == s)
     }
 
-    /// Done, failed or cancelled: nothing more happens to the task.
+    /// Done, failed, cancelled or landed: the agent's work is over (a done
+    /// task may still land).
     pub fn is_final(self) -> bool {
-        matches!(self, Status::Done | Status::Failed | Status::Cancelled)
+        matches!(
+            self,
+            Status::Done | Status::Failed | Status::Cancelled | Status::Landed
+        )
     }
 }
 
@@ -106,10 +116,21 @@ pub struct Task {
     /// A retry waits until then (the batcher skips the task before).
     #[serde(serialize_with = "ser_time", skip_serializing_if = "Option::is_none")]
     pub not_before: Option<i64>,
+    /// The Agent tool options it sets (model, isolation, background, name, mode).
+    #[serde(flatten)]
+    pub agent: AgentOptions,
+    /// Globs of the paths it expects to change (`--touches`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub touches: Vec<String>,
+    /// Its git worktree, branch and commits, when it ran with `orch-run --worktree`.
+    #[serde(flatten)]
+    pub git: GitRecord,
 }
 
 const TASK_COLUMNS: &str = "id, role, description, prompt, priority, status, batch_id, \
-     created_at, batched_at, started_at, finished_at, result, error, exit_code, claude, not_before";
+     created_at, batched_at, started_at, finished_at, result, error, exit_code, claude, not_before, \
+     model, isolation, background, agent_name, mode, touches, \
+     worktree, branch, base_commit, head_commit, landed_commit, conflict";
 
 impl Task {
     fn from_row(r: &Row) -> rusqlite::Result<Task> {
@@ -134,6 +155,27 @@ impl Task {
                 .get::<_, Option<String>>(14)?
                 .and_then(|s| serde_json::from_str(&s).ok()),
             not_before: r.get(15)?,
+            agent: AgentOptions {
+                model: r.get(16)?,
+                isolation: r.get(17)?,
+                background: r.get::<_, Option<bool>>(18)?.unwrap_or(false),
+                name: r.get(19)?,
+                mode: r.get(20)?,
+            },
+            touches: r
+                .get::<_, Option<String>>(21)?
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or_default(),
+            git: GitRecord {
+                worktree: r.get(22)?,
+                branch: r.get(23)?,
+                base: r.get(24)?,
+                head: r.get(25)?,
+                landed_commit: r.get(26)?,
+                conflict: r
+                    .get::<_, Option<String>>(27)?
+                    .and_then(|s| serde_json::from_str(&s).ok()),
+            },
         })
     }
 }
@@ -407,6 +449,9 @@ impl Task {
             exit_code: None,
             claude: None,
             not_before: None,
+            agent: AgentOptions::default(),
+            touches: vec![],
+            git: GitRecord::default(),
         }
     }
 }
@@ -439,6 +484,19 @@ pub struct NewTask {
     /// A name other lines of the same input can list in their `after`.
     #[serde(default)]
     pub key: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub isolation: Option<String>,
+    #[serde(default)]
+    pub background: Option<bool>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Globs of the paths the task expects to change.
+    #[serde(default)]
+    pub touches: Vec<String>,
 }
 
 /// A validated task, ready to insert.
@@ -450,6 +508,8 @@ pub struct ValidTask {
     pub priority: i64,
     pub after: Vec<Dep>,
     pub key: Option<String>,
+    pub agent: AgentOptions,
+    pub touches: Vec<String>,
 }
 
 /// Checks a role: 1–64 of `A-Za-z0-9_.-`, not starting with `.` or `-`.
@@ -580,6 +640,17 @@ impl NewTask {
                 }
             }
         }
+        let agent = AgentOptions {
+            model: self.model,
+            isolation: self.isolation,
+            background: self.background.unwrap_or(false),
+            name: self.name,
+            mode: self.mode,
+        };
+        agent.validate()?;
+        for g in &self.touches {
+            crate::touches::validate(g)?;
+        }
         Ok(ValidTask {
             role,
             description,
@@ -587,6 +658,8 @@ impl NewTask {
             priority: self.priority.unwrap_or(0),
             after: self.after,
             key: self.key,
+            agent,
+            touches: self.touches,
         })
     }
 }
@@ -809,9 +882,24 @@ impl<'a> Inserter<'a> {
         }
         self.tx
             .prepare_cached(
-                "INSERT INTO tasks (role, description, prompt, priority, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO tasks (role, description, prompt, priority, created_at,
+                     model, isolation, background, agent_name, mode, touches)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
-            .execute(params![t.role, t.description, t.prompt, t.priority, self.now])?;
+            .execute(params![
+                t.role,
+                t.description,
+                t.prompt,
+                t.priority,
+                self.now,
+                t.agent.model,
+                t.agent.isolation,
+                t.agent.background.then_some(true),
+                t.agent.name,
+                t.agent.mode,
+                (!t.touches.is_empty())
+                    .then(|| serde_json::to_string(&t.touches).unwrap_or_default())
+            ])?;
         let id = self.tx.last_insert_rowid();
         event::record(
             self.tx,
@@ -956,7 +1044,7 @@ pub fn find_cycle(edges: &[Vec<usize>]) -> Option<Vec<usize>> {
 pub const READY: &str = "t.status = 'queued' \
      AND (t.not_before IS NULL OR t.not_before <= CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) \
      AND NOT EXISTS (SELECT 1 FROM task_deps d \
-     JOIN tasks p ON p.id = d.after_id WHERE d.task_id = t.id AND p.status != 'done')";
+     JOIN tasks p ON p.id = d.after_id WHERE d.task_id = t.id AND p.status NOT IN ('done', 'landed'))";
 
 /// A queued task that can never become ready: it waits, directly or through
 /// other tasks, for one that failed or was cancelled.
@@ -1232,6 +1320,103 @@ pub fn finish_in(tx: &Transaction, id: i64, o: Outcome) -> Result<()> {
     Ok(())
 }
 
+/// Marks a done task landed, with the commit that landed it (`None` when its
+/// branch held nothing to land): a task lands once, and only from `done`.
+/// A done task whose conflict this one was queued to resolve lands with it
+/// (same commit; its conflict stays on record). Returns whether it moved.
+pub fn land_in(tx: &Transaction, id: i64, commit: Option<&str>) -> Result<bool> {
+    let now = now_ms();
+    let n = tx.execute(
+        "UPDATE tasks SET status = 'landed', landed_commit = ?2, landed_at = ?3, conflict = NULL
+         WHERE id = ?1 AND status = 'done'",
+        params![id, commit, now],
+    )?;
+    if n == 1 {
+        tx.execute(
+            "UPDATE tasks SET status = 'landed', landed_commit = ?2, landed_at = ?3
+             WHERE status = 'done' AND conflict IS NOT NULL
+               AND json_valid(conflict) AND json_extract(conflict, '$.resolved_by') = ?1",
+            params![id, commit, now],
+        )?;
+    }
+    Ok(n == 1)
+}
+
+/// Records the conflict that stopped a done task's landing (a JSON object).
+pub fn set_conflict_in(tx: &Transaction, id: i64, conflict: &serde_json::Value) -> Result<()> {
+    tx.execute(
+        "UPDATE tasks SET conflict = ?2 WHERE id = ?1 AND status = 'done'",
+        params![id, conflict.to_string()],
+    )?;
+    Ok(())
+}
+
+/// Records a task's git work: worktree, branch, base and head.
+pub fn record_git_in(tx: &Transaction, id: i64, g: &GitRecord) -> Result<()> {
+    tx.execute(
+        "UPDATE tasks SET worktree = ?2, branch = ?3, base_commit = ?4, head_commit = ?5 WHERE id = ?1",
+        params![id, g.worktree, g.branch, g.base, g.head],
+    )?;
+    Ok(())
+}
+
+/// Forgets a task's worktree path once the worktree is gone.
+pub fn forget_worktree_in(tx: &Transaction, id: i64) -> Result<()> {
+    tx.execute("UPDATE tasks SET worktree = NULL WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// Tasks that still have a worktree and are done, landed, cancelled or failed.
+pub fn with_finished_worktree(db: &Db) -> Result<Vec<Task>> {
+    db.read(|tx| {
+        let mut st = tx.prepare(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE worktree IS NOT NULL
+               AND status IN ('done', 'landed', 'cancelled', 'failed') ORDER BY id"
+        ))?;
+        let rows = st
+            .query_map([], Task::from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    })
+}
+
+/// Calls `f` with the id and `touches` of each ready task (of `role`), in
+/// batching order (priority, then id), until it returns false. Returns
+/// `false` without calling it when no ready task has `touches`.
+pub fn each_ready_touches_in(
+    tx: &Transaction,
+    role: Option<&str>,
+    mut f: impl FnMut(i64, Vec<String>) -> bool,
+) -> Result<bool> {
+    let any: Option<i64> = tx
+        .query_row(
+            &format!(
+                "SELECT 1 FROM tasks t WHERE {READY} AND t.touches IS NOT NULL AND (?1 IS NULL OR t.role = ?1) LIMIT 1"
+            ),
+            [role],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if any.is_none() {
+        return Ok(false);
+    }
+    let mut stmt = tx.prepare(&format!(
+        "SELECT t.id, t.touches FROM tasks t WHERE {READY} AND (?1 IS NULL OR t.role = ?1)
+         ORDER BY t.priority DESC, t.id"
+    ))?;
+    let mut rows = stmt.query([role])?;
+    while let Some(r) = rows.next()? {
+        let globs: Vec<String> = r
+            .get::<_, Option<String>>(1)?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        if !f(r.get(0)?, globs) {
+            break;
+        }
+    }
+    Ok(true)
+}
+
 /// Counts by status, plus how many queued tasks are ready.
 #[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Stats {
@@ -1242,6 +1427,9 @@ pub struct Stats {
     pub done: i64,
     pub failed: i64,
     pub cancelled: i64,
+    /// Done tasks whose branch orch-land merged; left out when there are none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub landed: i64,
     pub total: i64,
     /// Queued tasks that can never become ready (see [`blocked_in`]); left
     /// out of the JSON when there are none.
@@ -1275,6 +1463,7 @@ pub fn stats_in(tx: &Transaction) -> Result<Stats> {
             Some(Status::Done) => s.done = n,
             Some(Status::Failed) => s.failed = n,
             Some(Status::Cancelled) => s.cancelled = n,
+            Some(Status::Landed) => s.landed = n,
             None => {}
         }
         s.total += n;

@@ -506,7 +506,7 @@ pub fn agent_calls(r: &Run, db: Option<&Path>) -> Vec<AgentCall> {
             AgentCall {
                 description: format!("Parallel probe {i} of {}", r.n),
                 prompt,
-                subagent_type: None,
+                subagent_type: None,                ..Default::default()
             }
         })
         .collect()

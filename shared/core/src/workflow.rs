@@ -176,7 +176,10 @@ pub fn render(batch: i64, tasks: &[Task], calls: &[AgentCall], worktree: bool) -
             if let Some(ty) = &c.subagent_type {
                 let _ = write!(opts, ", agentType: {}", js_string(ty));
             }
-            if worktree {
+            if let Some(m) = &c.model {
+                let _ = write!(opts, ", model: {}", js_string(m));
+            }
+            if worktree || c.isolation.as_deref() == Some("worktree") {
                 opts.push_str(", isolation: \"worktree\"");
             }
             opts.push_str(" }");

@@ -190,7 +190,32 @@ pub const MIGRATIONS: &[&str] = &[
         ingested_at INTEGER NOT NULL
     );
     "#,
-    // 5: the event journal (`event.rs`): one row per state change, written in
+    // 5: work that lands. Status gains `landed` (after `done`; widening a
+    // CHECK in place is safe, SQLite's own documented procedure); a task keeps
+    // its Agent options, the paths it expects to touch, and its git worktree,
+    // branch, base and head commits, the merge that landed it or the conflict
+    // that stopped it.
+    r#"
+    PRAGMA writable_schema = ON;
+    UPDATE sqlite_schema
+       SET sql = replace(sql, '''failed'',''cancelled'')', '''failed'',''cancelled'',''landed'')')
+     WHERE type = 'table' AND name = 'tasks';
+    PRAGMA writable_schema = RESET;
+    ALTER TABLE tasks ADD COLUMN model TEXT;
+    ALTER TABLE tasks ADD COLUMN isolation TEXT;
+    ALTER TABLE tasks ADD COLUMN background INTEGER;
+    ALTER TABLE tasks ADD COLUMN agent_name TEXT;
+    ALTER TABLE tasks ADD COLUMN mode TEXT;
+    ALTER TABLE tasks ADD COLUMN touches TEXT;
+    ALTER TABLE tasks ADD COLUMN worktree TEXT;
+    ALTER TABLE tasks ADD COLUMN branch TEXT;
+    ALTER TABLE tasks ADD COLUMN base_commit TEXT;
+    ALTER TABLE tasks ADD COLUMN head_commit TEXT;
+    ALTER TABLE tasks ADD COLUMN landed_commit TEXT;
+    ALTER TABLE tasks ADD COLUMN landed_at INTEGER;
+    ALTER TABLE tasks ADD COLUMN conflict TEXT;
+    "#,
+    // 6: the event journal (`event.rs`): one row per state change, written in
     // the transaction of the change; ids in commit order, never reused.
     r#"
     CREATE TABLE events (

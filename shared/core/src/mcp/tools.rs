@@ -321,6 +321,41 @@ struct QueueArgs {
         description = "Ids of existing tasks that must be done before this one becomes ready."
     )]
     after: Option<Vec<i64>>,
+    #[serde(default)]
+    #[schemars(
+        with = "String",
+        description = "The model the sub-agent runs on: sonnet, opus, haiku or fable. Default: the session's."
+    )]
+    model: Option<String>,
+    #[serde(default)]
+    #[schemars(
+        with = "String",
+        description = "worktree (the sub-agent works in its own git worktree) or remote."
+    )]
+    isolation: Option<String>,
+    #[serde(default)]
+    #[schemars(
+        with = "bool",
+        description = "Launch the sub-agent in the background (run_in_background)."
+    )]
+    background: Option<bool>,
+    #[serde(default)]
+    #[schemars(
+        with = "String",
+        description = "A name SendMessage can address the agent by (1-64 of A-Z a-z 0-9 _ . -)."
+    )]
+    name: Option<String>,
+    #[serde(default)]
+    #[schemars(
+        with = "String",
+        description = "The sub-agent's permission mode: acceptEdits, auto, bypassPermissions, default, dontAsk or plan."
+    )]
+    mode: Option<String>,
+    #[serde(default)]
+    #[schemars(
+        description = "Globs of the paths the task expects to change; tasks whose globs overlap never share a batch."
+    )]
+    touches: Vec<String>,
 }
 
 /// `queue_parallel_task`'s structured result. Claude Code shows the model only
@@ -348,6 +383,12 @@ fn queue_task(state: &mut State, a: QueueArgs) -> Result<CallResult, String> {
         priority: a.priority,
         after: after.iter().copied().map(Dep::Id).collect(),
         key: None,
+        model: a.model,
+        isolation: a.isolation,
+        background: a.background,
+        name: a.name,
+        mode: a.mode,
+        touches: a.touches,
     }
     .validate(None)
     .map_err(|e| e.to_string())?;

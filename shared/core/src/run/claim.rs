@@ -310,6 +310,7 @@ pub(crate) fn record_start(db: &Db, batch: i64, t: &Task, at: i64) -> Result<()>
 /// Records how an attempt ended: the task finishes, or (when `retry`
 /// decides so inside the same transaction) waits in the batch for its next
 /// attempt. A usage limit pauses every runner. Returns when the retry is due.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn record_finish(
     db: &Db,
     batch: i64,
@@ -318,6 +319,7 @@ pub(crate) fn record_finish(
     mut end: crate::attempt::End,
     retry: &dyn Fn(i64) -> Option<i64>,
     pause_until: Option<i64>,
+    git: Option<&crate::worktree::GitRecord>,
 ) -> Result<Option<i64>> {
     let at = o.at.unwrap_or_else(now_ms);
     db.write(|tx| {
@@ -342,6 +344,9 @@ pub(crate) fn record_finish(
                 }
             }
         };
+        if let Some(g) = git {
+            crate::task::record_git_in(tx, id, g)?;
+        }
         calls::finish(tx, &session_id(batch), &id.to_string(), at, status)?;
         Ok(end.retry_at)
     })

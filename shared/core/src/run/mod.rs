@@ -156,6 +156,8 @@ pub struct Options {
     pub budget_usd: Option<f64>,
     /// The lease on the batch and on this run's slots, renewed while it runs.
     pub lease: Duration,
+    /// A git worktree per task (`--worktree`), made as each task starts.
+    pub worktree: Option<crate::worktree::Setup>,
 }
 
 /// The longest backoff between two attempts.
@@ -299,6 +301,8 @@ struct Slot {
     /// When the agent last printed something (ms).
     last_output: Arc<AtomicI64>,
     stalled: bool,
+    /// The task's worktree, when it has one.
+    git: Option<crate::worktree::GitRecord>,
 }
 
 impl Slot {
@@ -653,6 +657,24 @@ impl Runner {
     ) -> Result<std::result::Result<Slot, Record>> {
         let start_ms = now_ms();
         record_start(db, batch, t, start_ms)?;
+        let git = match &opts.worktree {
+            Some(setup) => match setup.create(t.id) {
+                Ok(g) => {
+                    db.write(|tx| crate::task::record_git_in(tx, t.id, &g))?;
+                    Some(g)
+                }
+                Err(e) => {
+                    return self.not_started(
+                        db,
+                        batch,
+                        t,
+                        start_ms,
+                        format!("cannot make its worktree: {e}"),
+                    )
+                }
+            },
+            None => None,
+        };
         let (stdin, prompt_file) = match prompt_input(t, template.prompt_via()) {
             Ok(p) => p,
             Err(e) => {
@@ -674,6 +696,9 @@ impl Runner {
             .env("ORCH_BATCH_ID", batch.to_string());
         for (k, v) in &opts.env {
             cmd.env(k, v);
+        }
+        if let Some(dir) = git.as_ref().and_then(|g| g.worktree.as_ref()) {
+            cmd.current_dir(dir);
         }
         // Its own process group, which dies with orch-run even when orch-run is SIGKILLed.
         match crate::child::spawn(&mut cmd) {
@@ -708,6 +733,7 @@ impl Runner {
                     err,
                     last_output,
                     stalled: false,
+                    git,
                 }))
             }
             Err(e) => self.not_started(
@@ -748,6 +774,7 @@ impl Runner {
                 ..Default::default()
             },
             &|_| None,
+            None,
             None,
         )?;
         let attempt = db.read(|tx| crate::attempt::count_in(tx, t.id))?;
@@ -838,6 +865,14 @@ impl Runner {
             log.push('\n');
         }
         log.push_str(&stderr);
+        let mut j = j;
+        // A successful task's leftovers are committed on its branch.
+        if let (true, Some(setup), Some(g)) = (j.ok, &opts.worktree, slot.git.as_mut()) {
+            if let Err(e) = setup.finish(t, g) {
+                j.ok = false;
+                j.error = Some(format!("cannot commit what it changed: {e}"));
+            }
+        }
         let metrics = crate::errclass::result_object(&stdout)
             .map(|o| crate::attempt::Metrics::from_claude(&o))
             .unwrap_or_default();
@@ -906,6 +941,7 @@ impl Runner {
             },
             &retry,
             pause_until,
+            slot.git.as_ref(),
         )?;
         let attempt = db.read(|tx| crate::attempt::count_in(tx, t.id))?;
         Ok(Record {

@@ -51,6 +51,9 @@ pub struct Template {
     pub program: String,
     pub args: Vec<String>,
     pub output: OutputKind,
+    /// Whether a task's `model` and `mode` are passed as `--model` and
+    /// `--permission-mode` (the claude preset).
+    pub model_flag: bool,
 }
 
 impl Template {
@@ -78,6 +81,7 @@ impl Template {
             program: program.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
             output,
+            model_flag: p == Preset::Claude,
         }
     }
 
@@ -115,6 +119,7 @@ impl Template {
             } else {
                 OutputKind::Text
             },
+            model_flag: false,
         })
     }
 
@@ -124,7 +129,18 @@ impl Template {
         let file = prompt_file
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
-        self.args.iter().map(|a| substitute(a, t, &file)).collect()
+        let mut argv: Vec<String> = self.args.iter().map(|a| substitute(a, t, &file)).collect();
+        // The preset claude honours the task's model and permission mode.
+        if self.model_flag {
+            if let Some(m) = &t.agent.model {
+                argv.extend(["--model".to_string(), m.clone()]);
+            }
+            // `default` is what claude does without the flag (its CLI calls it `manual`).
+            if let Some(m) = t.agent.mode.as_deref().filter(|m| *m != "default") {
+                argv.extend(["--permission-mode".to_string(), m.to_string()]);
+            }
+        }
+        argv
     }
 
     /// How this command takes the prompt: `{prompt}` in an argument, else

@@ -1,0 +1,127 @@
+//! `--touches GLOB`: the paths a task expects to change, and whether the globs
+//! of two tasks can name the same path (then they never share a batch).
+//!
+//! A glob is a relative path whose components may hold `*` (any run of
+//! characters but `/`), `?` (one character) and `**` (any number of whole
+//! components). Overlap is decided conservatively: two globs overlap when
+//! some path could match both.
+
+use crate::error::{Error, Result};
+
+/// Checks one glob: non-empty, relative, no `..`, no control characters, ≤ 1024 bytes.
+pub fn validate(glob: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Error::invalid(format!(
+            "bad touches glob {:?}: {why}",
+            crate::text::clip(glob, 40)
+        ))
+    };
+    if glob.is_empty() || glob.len() > 1024 {
+        return Err(bad("a glob is 1-1024 bytes"));
+    }
+    if glob.chars().any(|c| c.is_control()) {
+        return Err(bad("it holds a control character"));
+    }
+    if glob.starts_with('/') {
+        return Err(bad("paths are relative to the repository"));
+    }
+    if glob.split('/').any(|c| c == ".." || c.is_empty()) {
+        return Err(bad("no empty or `..` components"));
+    }
+    Ok(())
+}
+
+/// Whether some path can match both globs.
+pub fn overlap(a: &str, b: &str) -> bool {
+    let a: Vec<&str> = a.split('/').collect();
+    let b: Vec<&str> = b.split('/').collect();
+    parts_overlap(&a, &b)
+}
+
+fn parts_overlap(a: &[&str], b: &[&str]) -> bool {
+    match (a.first(), b.first()) {
+        (None, None) => true,
+        (Some(&"**"), _) => {
+            parts_overlap(&a[1..], b) || (!b.is_empty() && parts_overlap(a, &b[1..]))
+        }
+        (_, Some(&"**")) => parts_overlap(b, a),
+        (Some(x), Some(y)) => {
+            component_overlap(x.as_bytes(), y.as_bytes()) && parts_overlap(&a[1..], &b[1..])
+        }
+        _ => false,
+    }
+}
+
+/// Whether some string matches both component patterns (`*`, `?`, literals).
+fn component_overlap(a: &[u8], b: &[u8]) -> bool {
+    // Bounded memoised search over positions in both patterns.
+    let mut seen = vec![vec![None; b.len() + 1]; a.len() + 1];
+    fn go(a: &[u8], b: &[u8], i: usize, j: usize, seen: &mut Vec<Vec<Option<bool>>>) -> bool {
+        if let Some(v) = seen[i][j] {
+            return v;
+        }
+        let v = match (a.get(i), b.get(j)) {
+            (None, None) => true,
+            (Some(b'*'), _) => {
+                go(a, b, i + 1, j, seen) || (j < b.len() && go(a, b, i, j + 1, seen))
+            }
+            (_, Some(b'*')) => {
+                go(a, b, i, j + 1, seen) || (i < a.len() && go(a, b, i + 1, j, seen))
+            }
+            (Some(x), Some(y)) => {
+                (*x == b'?' || *y == b'?' || x == y) && go(a, b, i + 1, j + 1, seen)
+            }
+            _ => false,
+        };
+        seen[i][j] = Some(v);
+        v
+    }
+    go(a, b, 0, 0, &mut seen)
+}
+
+/// The first pair of globs, one from each list, that can overlap.
+pub fn first_overlap<'a>(a: &'a [String], b: &'a [String]) -> Option<(&'a str, &'a str)> {
+    a.iter()
+        .flat_map(|x| b.iter().map(move |y| (x.as_str(), y.as_str())))
+        .find(|(x, y)| overlap(x, y))
+}
+
+/// The ready tasks a new batch takes when some of them have `--touches`:
+/// in priority order, skipping any whose globs overlap a task already taken
+/// (it waits for the next batch). `None` when no ready task has globs (the
+/// batch is then made as it always was).
+pub fn pick_ready_in(
+    tx: &rusqlite::Transaction,
+    role: Option<&str>,
+    max: usize,
+) -> Result<Option<Vec<i64>>> {
+    let mut taken: Vec<(i64, Vec<String>)> = Vec::new();
+    let any = crate::task::each_ready_touches_in(tx, role, |id, globs| {
+        if !taken
+            .iter()
+            .any(|(_, g)| first_overlap(g, &globs).is_some())
+        {
+            taken.push((id, globs));
+        }
+        taken.len() < max
+    })?;
+    Ok(any.then(|| taken.into_iter().map(|(id, _)| id).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overlap;
+
+    #[test]
+    fn globs_overlap_when_one_path_can_match_both() {
+        assert!(overlap("src/db/*", "src/db/*"));
+        assert!(overlap("src/db/*", "src/db/schema.rs"));
+        assert!(overlap("src/**", "src/db/x.rs"));
+        assert!(overlap("**/*.rs", "src/db/x.rs"));
+        assert!(overlap("src/*.rs", "src/m?in.rs"));
+        assert!(!overlap("src/db/*", "src/cli/*"));
+        assert!(!overlap("src/*.rs", "src/*.md"));
+        assert!(!overlap("src/db/*", "src/db/x/y"));
+        assert!(!overlap("a.txt", "b.txt"));
+    }
+}
