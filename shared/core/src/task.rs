@@ -1332,12 +1332,25 @@ pub fn land_in(tx: &Transaction, id: i64, commit: Option<&str>) -> Result<bool> 
         params![id, commit, now],
     )?;
     if n == 1 {
-        tx.execute(
+        let mut stmt = tx.prepare(
             "UPDATE tasks SET status = 'landed', landed_commit = ?2, landed_at = ?3
              WHERE status = 'done' AND conflict IS NOT NULL
-               AND json_valid(conflict) AND json_extract(conflict, '$.resolved_by') = ?1",
-            params![id, commit, now],
+               AND json_valid(conflict) AND json_extract(conflict, '$.resolved_by') = ?1
+             RETURNING id",
         )?;
+        let with: Vec<i64> = stmt
+            .query_map(params![id, commit, now], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for t in std::iter::once(id).chain(with) {
+            event::record(
+                tx,
+                Kind::TaskLanded,
+                About::task(t),
+                Some("done"),
+                Some("landed"),
+                commit,
+            )?;
+        }
     }
     Ok(n == 1)
 }
