@@ -635,3 +635,21 @@ fn item15_emitting_a_batch_again_notes_when_it_was_first_emitted() {
         .unwrap();
     assert_eq!(still, at, "the first time is kept");
 }
+
+/// Issue 17 item 8: a task that sets `name` is emitted with it (issue 13), and
+/// every emit says on stderr that a named call spawns a teammate.
+#[test]
+fn issue17_8_a_named_task_is_emitted_with_a_note_on_stderr() {
+    let env = Env::new();
+    env.ok("orch-queue", &["add", "Explore", "--name", "mapper", "map it"]);
+    env.add("Explore", "plain");
+    let b = create(&env).to_string();
+    let out = env.run("orch-emit", &[&b, "--format", "json"]);
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("task 1 sets `name`") && err.contains("spawns a teammate"),
+        "{err}"
+    );
+    assert!(!err.contains("task 2 sets"), "{err}");
+}

@@ -13,17 +13,8 @@ use crate::text::escape;
 /// The name of Claude Code's sub-agent tool (`Task` is its legacy alias).
 pub const AGENT_TOOL: &str = "Agent";
 
-/// Why a task cannot set the Agent call's `name`, for the error that refuses it.
-pub const NAME_REFUSED: &str = "orch never sends `name` on an Agent call: with agent teams on, a named call spawns a teammate instead of a sub-agent";
-
-/// `error` with [`NAME_REFUSED`] added when what it refuses is a `name` field.
-pub fn explain_name(error: String) -> String {
-    if error.contains("unknown field `name`") {
-        format!("{error}; {NAME_REFUSED}")
-    } else {
-        error
-    }
-}
+/// What a task's `name` does, for the note every emitting command prints.
+pub const NAME_SPAWNS_TEAMMATE: &str = "with agent teams on (CLAUDE_CODE_EXPERIMENTAL_AGENT_TEAMS), a named Agent call spawns a teammate, addressable by SendMessage, instead of a sub-agent";
 
 /// The input of one Agent tool call: only keys that tool accepts, and of the
 /// optional ones only those the task sets (`name`, which spawns a teammate
@@ -125,7 +116,12 @@ pub fn agent_calls(
         }
         calls.push(call);
     }
-    let notes = unknown
+    let named: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.agent.name.is_some())
+        .map(|t| t.id.to_string())
+        .collect();
+    let mut notes: Vec<String> = unknown
         .into_iter()
         .map(|(role, ids)| {
             let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
@@ -138,6 +134,14 @@ pub fn agent_calls(
             )
         })
         .collect();
+    if !named.is_empty() {
+        notes.push(format!(
+            "task{} {} set{} `name`: {NAME_SPAWNS_TEAMMATE}",
+            if named.len() == 1 { "" } else { "s" },
+            named.join(", "),
+            if named.len() == 1 { "s" } else { "" },
+        ));
+    }
     (calls, notes)
 }
 

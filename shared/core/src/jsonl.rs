@@ -38,11 +38,7 @@ pub fn parse_line(line: &str, default_role: Option<&str>) -> Result<ValidTask> {
             .next()
             .unwrap_or_default()
             .to_string();
-        Error::invalid(format!(
-            "bad JSON: {} (column {})",
-            crate::emit::explain_name(msg),
-            e.column()
-        ))
+        Error::invalid(format!("bad JSON: {} (column {})", msg, e.column()))
     })?;
     t.validate(default_role)
 }

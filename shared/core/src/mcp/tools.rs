@@ -285,7 +285,7 @@ fn args_for<T: serde::de::DeserializeOwned>(
     args: Map<String, Value>,
 ) -> Result<T, String> {
     serde_json::from_value(Value::Object(args))
-        .map_err(|e| emit::explain_name(format!("bad arguments for {tool}: {e}")))
+        .map_err(|e| format!("bad arguments for {tool}: {e}"))
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -394,6 +394,7 @@ fn queue_task(state: &mut State, a: QueueArgs) -> Result<CallResult, String> {
     .map_err(|e| e.to_string())?;
     let role = valid.role.clone();
     let description = valid.description.clone();
+    let named = valid.agent.name.is_some();
     let db = state.db()?;
     let id = task::add(db, vec![valid], |_| "task".into()).map_err(|e| e.to_string())?[0];
     let ready = db
@@ -420,10 +421,16 @@ fn queue_task(state: &mut State, a: QueueArgs) -> Result<CallResult, String> {
             ));
         }
     }
-    let next = format!(
+    let mut next = format!(
         "{} ready to launch. Queue every task first, then call {EXECUTE_TOOL} once to launch them all in parallel.",
         plural(ready, "task")
     );
+    if named {
+        next.push_str(&format!(
+            " Task {id} sets `name`: {}.",
+            crate::emit::NAME_SPAWNS_TEAMMATE
+        ));
+    }
     text.push(' ');
     text.push_str(&next);
     CallResult::ok(
