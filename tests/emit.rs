@@ -641,7 +641,10 @@ fn item15_emitting_a_batch_again_notes_when_it_was_first_emitted() {
 #[test]
 fn issue17_8_a_named_task_is_emitted_with_a_note_on_stderr() {
     let env = Env::new();
-    env.ok("orch-queue", &["add", "Explore", "--name", "mapper", "map it"]);
+    env.ok(
+        "orch-queue",
+        &["add", "Explore", "--name", "mapper", "map it"],
+    );
     env.add("Explore", "plain");
     let b = create(&env).to_string();
     let out = env.run("orch-emit", &[&b, "--format", "json"]);

@@ -380,10 +380,7 @@ impl Db {
             self.set_connection_pragmas()?;
             return Ok(());
         }
-        let mode: String = self
-            .conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| self.map_err(e))?;
+        let mode = self.switch_to_wal()?;
         if !mode.eq_ignore_ascii_case("wal") && self.path != Path::new(":memory:") {
             return Err(Error::invalid(format!(
                 "{}: cannot switch to WAL mode (got {mode}); is the file system read-only?",
@@ -392,6 +389,31 @@ impl Db {
         }
         self.set_connection_pragmas()?;
         self.migrate()
+    }
+
+    /// `PRAGMA journal_mode = WAL`, which needs the file to itself: SQLite
+    /// answers BUSY at once (its busy handler is not asked) while other
+    /// processes that open the same new file hold it, so this waits in short
+    /// steps, no transaction open, up to the busy timeout.
+    fn switch_to_wal(&self) -> Result<String> {
+        let start = std::time::Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self
+                .conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+            {
+                Ok(mode) => return Ok(mode),
+                Err(e)
+                    if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                        && start.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(self.map_err(e)),
+            }
+        }
     }
 
     /// Settings that live in the connection, not the file: no I/O.
