@@ -2,6 +2,7 @@
 //! `orch-land` and `--touches`, through the real binaries on real git
 //! repositories in temporary directories, with `tests/fake-agent` editing files.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -534,6 +535,29 @@ fn orch_land_bad_input_is_one_line_exit_2_and_changes_nothing() {
     let mut c = env.cmd("orch-land");
     c.args(["--all"]).current_dir(&r).env("PATH", bin_dir());
     check(c.output().unwrap(), "git not found on PATH");
+    // A git too old for `merge-tree --write-tree` (a wrapper that reports
+    // 2.37 and hands everything else to the real git) is named, not tripped on.
+    let real = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join("git"))
+        .find(|p| p.is_file())
+        .unwrap();
+    let old = env.path().join("old-git");
+    std::fs::create_dir_all(&old).unwrap();
+    let wrapper = old.join("git");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = version ] && {{ echo 'git version 2.37.4'; exit 0; }}\nexec '{}' \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = env.cmd("orch-land");
+    c.args(["--all"])
+        .current_dir(&r)
+        .env("PATH", path_with(&[&old]));
+    check(c.output().unwrap(), "needs git 2.38 or later");
     // The same request, fixed, lands.
     assert_code(&land(&env, &r, &["--all"]), 0);
 }

@@ -110,6 +110,34 @@ impl Git {
         Ok(o.stdout.trim_end_matches('\n').to_string())
     }
 
+    /// The version of git, as (major, minor).
+    pub fn version(&self) -> Result<(u32, u32)> {
+        let out = self.run(&["version"])?;
+        parse_version(&out).ok_or_else(|| {
+            Error::invalid(format!(
+                "cannot read git's version from {:?}",
+                crate::text::clip(&out, 60)
+            ))
+        })
+    }
+
+    /// Refuses a git older than `want` with a message naming both versions and
+    /// what needs it.
+    pub fn require(&self, want: (u32, u32), what: &str) -> Result<()> {
+        let have = self.version()?;
+        if have < want {
+            return Err(Error::invalid(format!(
+                "{what} needs git {}.{} or later; {} is {}.{}",
+                want.0,
+                want.1,
+                self.program.display(),
+                have.0,
+                have.1
+            )));
+        }
+        Ok(())
+    }
+
     /// The commit `rev` names, or `None`.
     pub fn commit(&self, rev: &str) -> Result<Option<String>> {
         let spec = format!("{rev}^{{commit}}");
@@ -145,6 +173,22 @@ impl Git {
     }
 }
 
+/// (major, minor) from `git version`'s answer ("git version 2.39.5",
+/// "git version 2.45.1.windows.1", ...).
+fn parse_version(s: &str) -> Option<(u32, u32)> {
+    let v = s.trim().strip_prefix("git version ")?;
+    let mut parts = v.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()?;
+    Some((major, minor))
+}
+
 /// The error for a git command that failed.
 pub fn failed(args: &[&str], o: &Output) -> Error {
     let why = o
@@ -158,4 +202,24 @@ pub fn failed(args: &[&str], o: &Output) -> Error {
         args.first().copied().unwrap_or(""),
         crate::text::escape(why, false)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_version;
+
+    #[test]
+    fn versions_git_prints_are_read() {
+        for (s, want) in [
+            ("git version 2.39.5\n", Some((2, 39))),
+            ("git version 2.47.3", Some((2, 47))),
+            ("git version 2.45.1.windows.1", Some((2, 45))),
+            ("git version 2.40.0-rc1", Some((2, 40))),
+            ("git version 3.0", Some((3, 0))),
+            ("hub version 2.1", None),
+            ("git version x.y", None),
+        ] {
+            assert_eq!(parse_version(s), want, "{s:?}");
+        }
+    }
 }

@@ -131,6 +131,8 @@ const TRAILER: &str = "Orch-Task";
 /// Every refusal here happens before anything is changed.
 pub fn prepare(db: &Db, dir: &Path, req: &Request) -> Result<Plan> {
     let repo = Git::open(dir)?;
+    // Every merge is made in memory with `merge-tree --write-tree`.
+    repo.require((2, 38), "orch-land")?;
     let current = repo.current_branch()?;
     let target = match &req.into {
         Some(b) => {
@@ -306,19 +308,26 @@ fn merge_tree(
     head: &str,
     base: Option<&str>,
 ) -> Result<std::result::Result<String, Vec<String>>> {
-    let mut args = vec![
+    // A given merge base (replaying one commit onto `cur`) is expressed
+    // through ancestry rather than `--merge-base`, which needs git 2.40: a
+    // throwaway commit with `cur`'s tree whose only parent is the base has
+    // exactly that base in common with `head`'s commit.
+    let ours = match base {
+        Some(b) => {
+            let tree = format!("{cur}^{{tree}}");
+            repo.run(&["commit-tree", &tree, "-p", b, "-m", "orch: replay base"])?
+        }
+        None => cur.to_string(),
+    };
+    let args = [
         "merge-tree",
         "--write-tree",
         "--name-only",
         "--no-messages",
         "-z",
+        ours.as_str(),
+        head,
     ];
-    let mb;
-    if let Some(b) = base {
-        mb = format!("--merge-base={b}");
-        args.push(&mb);
-    }
-    args.extend([cur, head]);
     let o = repo.output(&args)?;
     let mut parts = o.stdout.split('\0').filter(|p| !p.is_empty());
     let tree = parts.next().unwrap_or("").trim().to_string();
