@@ -176,3 +176,51 @@ fn a_failing_stdout_commits_exactly_what_stderr_says() {
         }
     }
 }
+
+/// A stderr that cannot be written (`2>/dev/full`) loses the message, not the
+/// exit code: a usage error is still 2 and a runtime error still 2, never a
+/// panic's 101.
+#[test]
+fn a_full_stderr_keeps_the_exit_code() {
+    let env = Env::new();
+    env.add("dev", "seed");
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    for bin in [
+        "orch",
+        "orch-queue",
+        "orch-batch",
+        "orch-emit",
+        "orch-verify",
+        "orch-hook",
+        "orch-msg",
+        "orch-mcp",
+        "orch-run",
+        "orch-land",
+        "orch-events",
+    ] {
+        let out = env
+            .cmd(bin)
+            .arg("--no-such-flag")
+            .stderr(full())
+            .output()
+            .unwrap();
+        // orch-hook answers a usage error with 1, Claude Code's non-blocking
+        // hook error, so a broken hook entry never blocks a tool call.
+        let want = if bin == "orch-hook" { 1 } else { 2 };
+        assert_eq!(out.status.code(), Some(want), "{bin} --no-such-flag");
+    }
+    for (bin, args) in [
+        ("orch-queue", &["show", "999"][..]),
+        ("orch-batch", &["report", "999"]),
+        ("orch-emit", &["999"]),
+        ("orch-msg", &["send", "--to", "", "x"]),
+    ] {
+        let out = env.cmd(bin).args(args).stderr(full()).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bin} {args:?}");
+    }
+}

@@ -3,6 +3,17 @@
 //! write whose answer could not be printed), `--db`, stdout writing and its
 //! checks, and ids on stdin.
 
+/// `eprintln!` that never panics: std's panics when stderr is closed or full
+/// (`2>/dev/full`), which would turn a clear exit code into 101. Defined
+/// before the modules so it shadows std's in every one of them; a line that
+/// cannot be written is lost, the exit code is not.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod batch;
 pub mod claude_tasks;
 pub mod completions;
