@@ -551,7 +551,7 @@ fn the_page_shows_a_retried_task_as_one_bar_per_attempt() {
     );
     let html = std::fs::read_to_string(&page).unwrap();
     assert_eq!(html.matches("<div class=\"row\"").count(), 2);
-    let row1 = &html[html.find("data-task=\"1\"").unwrap()..];
+    let row1 = &html[html.find("data-row=\"1\"").unwrap()..];
     let row1 = &row1[..row1.find("</div>").unwrap()];
     assert_eq!(row1.matches("class=\"bar ").count(), 2, "{row1}");
     let failed = row1
@@ -563,7 +563,7 @@ fn the_page_shows_a_retried_task_as_one_bar_per_attempt() {
     assert!(row1.contains("background:#2e7d32"));
     assert!(row1.contains("rate_limit"), "{row1}");
     assert!(row1.contains("cost $0.2500"), "{row1}");
-    let row2 = &html[html.find("data-task=\"2\"").unwrap()..];
+    let row2 = &html[html.find("data-row=\"2\"").unwrap()..];
     let row2 = &row2[..row2.find("</div>").unwrap()];
     assert_eq!(row2.matches("class=\"bar done\"").count(), 1, "{row2}");
     assert!(row2.contains("cost $0.5000"), "{row2}");
@@ -577,4 +577,61 @@ fn the_page_shows_a_retried_task_as_one_bar_per_attempt() {
         .starts_with("not before "));
     let ended = json_lines(&env.ok("orch-events", &["--kind", "attempt.ended", "--json"]));
     assert_eq!(ended.len(), 3, "{ended:?}");
+}
+
+/// `orch-verify report RUN --html` writes the page of a verification run
+/// besides its terminal report; `orch-verify session --html` that of the
+/// recorded agent calls, a row per orch task. A page that cannot be written
+/// is one line and exit 2.
+#[test]
+fn pages_of_a_verification_run_and_of_a_session() {
+    let env = Env::new();
+    env.ok("orch-verify", &["selftest", "-n", "3", "--sleep", "0.1"]);
+    let page = env.path().join("verify.html");
+    let text = env.ok(
+        "orch-verify",
+        &["report", "1", "--html", page.to_str().unwrap()],
+    );
+    assert!(text.contains("PARALLEL"), "{text}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(html.matches("<div class=\"row\"").count(), 3);
+    assert_eq!(html.matches("class=\"bar done\"").count(), 3);
+    assert!(html.contains("<b id=\"verdict\">PARALLEL</b>"), "{html}");
+    assert!(html.contains("verify.started") && html.contains("verify.judged"));
+    // Only run 1's events, not the second self-test run's.
+    assert_eq!(html.matches("<td>verify.").count(), 2, "{html}");
+
+    env.ok(
+        "orch-queue",
+        &["add", "dev", "--description", "<b>bold</b>", "p1"],
+    );
+    env.add("dev", "p2");
+    env.ok("orch-batch", &["create"]);
+    env.ok("orch-run", &["1", "--", "sh", "-c", "sleep 0.2"]);
+    let page = env.path().join("session.html");
+    let out = env.run(
+        "orch-verify",
+        &[
+            "session",
+            "--session",
+            "orch-run:1",
+            "--html",
+            page.to_str().unwrap(),
+        ],
+    );
+    assert_code(&out, 0);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(html.matches("<div class=\"row\"").count(), 2);
+    assert!(html.contains("&lt;b&gt;bold&lt;/b&gt;") && !html.contains("<b>bold"));
+    assert!(html.contains("<td>task.done</td>"), "{html}");
+
+    let nowhere = env.path().join("no/such/dir/run.html");
+    let out = env.run(
+        "orch-verify",
+        &["report", "1", "--html", nowhere.to_str().unwrap()],
+    );
+    assert_code(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("writing"), "{err}");
 }
