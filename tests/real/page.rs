@@ -188,6 +188,38 @@ fn the_page_of_a_twelve_task_run_with_retries_and_a_failure_in_headless_chromium
     assert!(dom["events"].as_i64().unwrap() > 12, "{dom}");
 }
 
+/// Twenty tasks, the most the page promises to print on one sheet.
+#[test]
+fn the_page_of_twenty_tasks_prints_on_one_sheet() {
+    let env = Env::new();
+    for i in 1..=20 {
+        env.ok(
+            "orch-queue",
+            &[
+                "add",
+                "dev",
+                "--description",
+                &format!("Task {i}: a description long enough to be cut at the edge of its label"),
+                &format!("p{i}"),
+            ],
+        );
+    }
+    env.ok("orch-batch", &["create", "--max", "20"]);
+    env.ok(
+        "orch-run",
+        &["1", "-j", "8", "--", "sh", "-c", "sleep 0.1; echo done"],
+    );
+    let page = env.path().join("twenty.html");
+    env.ok(
+        "orch-batch",
+        &["report", "1", "--html", page.to_str().unwrap()],
+    );
+    // open_in_chromium asserts the single sheet.
+    let (dom, _) = open_in_chromium(&env, &page);
+    assert_eq!(dom["rows"], 20, "{dom}");
+    assert_eq!(dom["printed_pages_before_events"], 1, "{dom}");
+}
+
 #[test]
 fn the_page_of_a_verification_run_in_headless_chromium() {
     let env = Env::new();
