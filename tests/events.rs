@@ -551,7 +551,7 @@ fn the_page_shows_a_retried_task_as_one_bar_per_attempt() {
     );
     let html = std::fs::read_to_string(&page).unwrap();
     assert_eq!(html.matches("<div class=\"row\"").count(), 2);
-    let row1 = &html[html.find("data-task=\"1\"").unwrap()..];
+    let row1 = &html[html.find("data-row=\"1\"").unwrap()..];
     let row1 = &row1[..row1.find("</div>").unwrap()];
     assert_eq!(row1.matches("class=\"bar ").count(), 2, "{row1}");
     let failed = row1
@@ -563,7 +563,7 @@ fn the_page_shows_a_retried_task_as_one_bar_per_attempt() {
     assert!(row1.contains("background:#2e7d32"));
     assert!(row1.contains("rate_limit"), "{row1}");
     assert!(row1.contains("cost $0.2500"), "{row1}");
-    let row2 = &html[html.find("data-task=\"2\"").unwrap()..];
+    let row2 = &html[html.find("data-row=\"2\"").unwrap()..];
     let row2 = &row2[..row2.find("</div>").unwrap()];
     assert_eq!(row2.matches("class=\"bar done\"").count(), 1, "{row2}");
     assert!(row2.contains("cost $0.5000"), "{row2}");
@@ -577,4 +577,193 @@ fn the_page_shows_a_retried_task_as_one_bar_per_attempt() {
         .starts_with("not before "));
     let ended = json_lines(&env.ok("orch-events", &["--kind", "attempt.ended", "--json"]));
     assert_eq!(ended.len(), 3, "{ended:?}");
+}
+
+/// `orch-verify report RUN --html` writes the page of a verification run
+/// besides its terminal report; `orch-verify session --html` that of the
+/// recorded agent calls, a row per orch task. A page that cannot be written
+/// is one line and exit 2.
+#[test]
+fn pages_of_a_verification_run_and_of_a_session() {
+    let env = Env::new();
+    env.ok("orch-verify", &["selftest", "-n", "3", "--sleep", "0.1"]);
+    let page = env.path().join("verify.html");
+    let text = env.ok(
+        "orch-verify",
+        &["report", "1", "--html", page.to_str().unwrap()],
+    );
+    assert!(text.contains("PARALLEL"), "{text}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(html.matches("<div class=\"row\"").count(), 3);
+    assert_eq!(html.matches("class=\"bar done\"").count(), 3);
+    assert!(html.contains("<b id=\"verdict\">PARALLEL</b>"), "{html}");
+    assert!(html.contains("verify.started") && html.contains("verify.judged"));
+    // Only run 1's events, not the second self-test run's.
+    assert_eq!(html.matches("<td>verify.").count(), 2, "{html}");
+
+    env.ok(
+        "orch-queue",
+        &["add", "dev", "--description", "<b>bold</b>", "p1"],
+    );
+    env.add("dev", "p2");
+    env.ok("orch-batch", &["create"]);
+    env.ok("orch-run", &["1", "--", "sh", "-c", "sleep 0.2"]);
+    let page = env.path().join("session.html");
+    let out = env.run(
+        "orch-verify",
+        &[
+            "session",
+            "--session",
+            "orch-run:1",
+            "--html",
+            page.to_str().unwrap(),
+        ],
+    );
+    assert_code(&out, 0);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(html.matches("<div class=\"row\"").count(), 2);
+    assert!(html.contains("&lt;b&gt;bold&lt;/b&gt;") && !html.contains("<b>bold"));
+    assert!(html.contains("<td>task.done</td>"), "{html}");
+
+    let nowhere = env.path().join("no/such/dir/run.html");
+    let out = env.run(
+        "orch-verify",
+        &["report", "1", "--html", nowhere.to_str().unwrap()],
+    );
+    assert_code(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("writing"), "{err}");
+}
+
+/// A `claude` that replays what Claude Code 2.1 printed: all of a recorded
+/// stream-json run when asked for stream-json, its result line alone for json.
+fn replaying_claude(env: &Env) -> std::path::PathBuf {
+    let dir = env.path().join("replay-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let claude = dir.join("claude");
+    std::fs::write(
+        &claude,
+        "#!/bin/sh\ncat >/dev/null\nf=$(sed -n 1p \"$ORCH_STREAM_DIR/$ORCH_TASK_ID\")\ncase \" $* \" in\n  *' stream-json '*) cat \"$f\" ;;\n  *) tail -n 1 \"$f\" ;;\nesac\nsed -n 2p \"$ORCH_STREAM_DIR/$ORCH_TASK_ID\" | { read code; exit \"$code\"; }\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Issue 15, logs: `orch-run --agent claude-stream` runs claude with
+/// `--output-format stream-json --verbose`; the task's log holds readable
+/// steps, not JSON, and the attempt's result, cost, tokens, error and error
+/// class are those the json preset records from the same result line.
+#[test]
+fn stream_json_is_logged_as_steps_and_judged_like_json() {
+    let env = Env::new();
+    let bin = replaying_claude(&env);
+    let streams = env.path().join("streams");
+    std::fs::create_dir_all(&streams).unwrap();
+    let fixture = |name: &str| {
+        format!(
+            "{}/tests/fixtures/claude-stream-json/{name}.jsonl",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    };
+    // Tasks 1 and 3 replay the run with a tool call; 2 and 4 the one out of turns.
+    for (task, name, code) in [
+        (1, "tool-use", 0),
+        (2, "max-turns", 1),
+        (3, "tool-use", 0),
+        (4, "max-turns", 1),
+    ] {
+        std::fs::write(
+            streams.join(task.to_string()),
+            format!("{}\n{code}\n", fixture(name)),
+        )
+        .unwrap();
+        env.add("dev", &format!("task {task}"));
+    }
+    env.ok("orch-batch", &["create", "--max", "2"]);
+    env.ok("orch-batch", &["create", "--max", "2"]);
+    let run = |batch: &str, agent: &str| {
+        env.cmd("orch-run")
+            .args([batch, "--agent", agent, "--retries", "0"])
+            .env("PATH", path_with(&[&bin, &bin_dir()]))
+            .env("ORCH_STREAM_DIR", &streams)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Batch 1 (tasks 1, 2) as stream-json, batch 2 (tasks 3, 4) as json.
+    assert_code(&run("1", "claude-stream"), 1);
+    assert_code(&run("2", "claude"), 1);
+    let batch_of =
+        |t: i64| json(&env.ok("orch-queue", &["show", &t.to_string(), "--json"]))["batch"].clone();
+    assert_eq!((batch_of(2), batch_of(3)), (1.into(), 2.into()));
+
+    let log = env.ok("orch-queue", &["logs", "1"]);
+    let steps: Vec<&str> = log
+        .lines()
+        .map(|l| l.splitn(3, ' ').nth(2).unwrap().trim_start())
+        .collect();
+    assert!(steps[0].starts_with("start: session "), "{log}");
+    assert_eq!(
+        steps[1..4],
+        [
+            "tool Bash: orch-queue stats",
+            "tool result: queued     1 (+7 lines)",
+            "says: done: Count the queue"
+        ],
+        "{log}"
+    );
+    assert!(steps[4].starts_with("done (success), 2 turns"), "{log}");
+    assert!(!log.contains('{'), "no raw JSON in the log: {log}");
+    let log3 = env.ok("orch-queue", &["logs", "2"]);
+    assert!(
+        log3.contains("failed (error_max_turns)")
+            && log3.contains("Reached maximum number of turns (1)"),
+        "{log3}"
+    );
+    // The json preset's log is what claude printed.
+    assert!(env.ok("orch-queue", &["logs", "3"]).contains("{\""));
+
+    let attempt = |t: i64| {
+        let mut a = json(&env.ok("orch-queue", &["show", &t.to_string(), "--json"]));
+        let attempts = json_lines(&env.ok("orch-queue", &["attempts", &t.to_string(), "--json"]));
+        assert_eq!(attempts.len(), 1);
+        let mut at = attempts[0].clone();
+        for k in ["task", "started_at", "ended_at", "batch", "duration_ms"] {
+            at.as_object_mut().unwrap().remove(k);
+        }
+        for k in [
+            "id",
+            "batch",
+            "batched_at",
+            "started_at",
+            "finished_at",
+            "created_at",
+            "prompt",
+            "description",
+        ] {
+            a.as_object_mut().unwrap().remove(k);
+        }
+        (a, at)
+    };
+    let (streamed, streamed_attempt) = attempt(1);
+    let (plain, plain_attempt) = attempt(3);
+    assert_eq!(streamed, plain);
+    assert_eq!(streamed_attempt, plain_attempt);
+    assert_eq!(streamed["result"], "done: Count the queue");
+    assert!(
+        streamed_attempt["cost_usd"].as_f64() > Some(0.0),
+        "{streamed_attempt}"
+    );
+    let (streamed, streamed_attempt) = attempt(2);
+    let (plain, plain_attempt) = attempt(4);
+    assert_eq!(streamed, plain);
+    assert_eq!(streamed_attempt, plain_attempt);
+    assert_eq!(streamed["status"], "failed");
+    assert!(
+        streamed_attempt["error_class"].is_string(),
+        "{streamed_attempt}"
+    );
 }

@@ -3,7 +3,8 @@
 --remote-debugging-pipe (Python's standard library only), takes a screenshot
 and prints what the page did as JSON: console messages, exceptions, log
 entries, every network request, and facts read from its DOM (the rows of an
-orch page, their bars' positions, the text of task 1, the scripts in it).
+orch page, each bar's row, attempt, outcome, position and title, the labels
+and cells, the scripts in it).
 usage: browser.py URL OUT.png"""
 import json, os, subprocess, sys, tempfile, time, base64
 
@@ -72,13 +73,26 @@ shot = send("Page.captureScreenshot", {"format": "png"}, session=sid)
 open(png, "wb").write(base64.b64decode(shot["data"]))
 QUERY = """JSON.stringify({
   rows: document.querySelectorAll('#timeline .row').length,
-  lefts: Array.from(document.querySelectorAll('#timeline .bar')).map(b => [Number(b.closest('.row').dataset.task), b.getBoundingClientRect().left]),
-  label1: document.querySelector('#timeline .row[data-task="1"] .label').textContent,
+  bars: Array.from(document.querySelectorAll('#timeline .bar')).map(b => ({row: Number(b.closest('.row').dataset.row), attempt: Number(b.dataset.attempt || 0), outcome: b.classList[1], left: b.getBoundingClientRect().left, right: b.getBoundingClientRect().right, title: b.title})),
+  labels: Array.from(document.querySelectorAll('#timeline .label')).map(l => l.textContent),
+  cells: Array.from(document.querySelectorAll('table td')).map(c => c.textContent),
   scripts: document.scripts.length,
   verdict: document.getElementById('verdict').textContent,
+  speedup: document.getElementById('speedup').textContent,
+  events: document.querySelectorAll('#events tr').length - 1,
+  height: document.documentElement.scrollHeight,
   html: document.documentElement.outerHTML.length
 })"""
 dom = json.loads(send("Runtime.evaluate", {"expression": QUERY, "returnByValue": True}, session=sid)["result"]["value"])
+# Printed on A4: how many sheets (each page object of the PDF is "/Type /Page").
+import re
+def sheets():
+    pdf = base64.b64decode(send("Page.printToPDF", {"paperWidth": 8.27, "paperHeight": 11.69}, session=sid)["data"])
+    return len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", pdf))
+dom["printed_pages"] = sheets()
+# The run (verdict, timeline, table) without its events, which start a new sheet.
+send("Runtime.evaluate", {"expression": "document.querySelectorAll('h2.events, #events').forEach(e => e.remove())"}, session=sid)
+dom["printed_pages_before_events"] = sheets()
 try: send("Browser.close")
 except EOFError: pass
 proc.wait(timeout=10)

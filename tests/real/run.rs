@@ -263,3 +263,91 @@ fn emit_shell_children_leave_other_tasks_alone() {
         "the child launched no agents"
     );
 }
+
+/// Issue 15, logs: `orch-run --agent claude-stream` runs the real CLI with
+/// `--output-format stream-json --verbose`; the task's log holds its steps
+/// (the session, the Bash call and its result, the answer, the end), and the
+/// attempt records what the json preset records for the same work.
+#[test]
+fn orch_run_claude_stream_logs_steps_and_records_like_json() {
+    let env = Env::new();
+    let dir = project(&env);
+    let prompt = "Count the queue\nrun: orch-queue stats";
+    let streamed = queue(&env, &dir, &[prompt])[0];
+    let first = ok_in(&env, &dir, "orch-batch", &["create"]);
+    let plain = queue(&env, &dir, &[prompt])[0];
+    let second = ok_in(&env, &dir, "orch-batch", &["create"]);
+    let model = Model::start(&env, "obedient", 0.0);
+    let out = orch_run(
+        &env,
+        &model,
+        &dir,
+        &[first.trim(), "--agent", "claude-stream"],
+    );
+    assert_code(&out, 0);
+    let out = orch_run(&env, &model, &dir, &[second.trim(), "--agent", "claude"]);
+    assert_code(&out, 0);
+
+    let log = ok_in(&env, &dir, "orch-queue", &["logs", &streamed.to_string()]);
+    let steps: Vec<&str> = log
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("out"))
+        .map(|l| l.splitn(3, ' ').nth(2).unwrap().trim_start())
+        .collect();
+    let session = show(&env, &dir, streamed)["claude"]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(sessions_with(&model, "Count the queue").len(), 2);
+    assert!(
+        steps[0].starts_with(&format!("start: session {session}, model ")),
+        "{log}"
+    );
+    let at = |p: &str| {
+        steps
+            .iter()
+            .position(|s| s.starts_with(p))
+            .unwrap_or_else(|| panic!("no step {p:?}: {log}"))
+    };
+    let call = at("tool Bash: orch-queue stats");
+    let result = steps
+        .iter()
+        .position(|s| s.starts_with("tool result: ") || s.starts_with("tool error: "))
+        .unwrap_or_else(|| panic!("no tool result: {log}"));
+    let says = at("says: done: Count the queue");
+    let done = at("done (success), 2 turns");
+    assert!(call < result && result < says && says < done, "{log}");
+    assert!(steps[done].ends_with(": done: Count the queue"), "{log}");
+    assert!(!log.contains("{\""), "no raw JSON in the log: {log}");
+
+    let record = |id: i64| {
+        let t = show(&env, &dir, id);
+        let attempts: Vec<Value> = ok_in(
+            &env,
+            &dir,
+            "orch-queue",
+            &["attempts", &id.to_string(), "--json"],
+        )
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+        assert_eq!(attempts.len(), 1, "{attempts:?}");
+        let a = &attempts[0];
+        (
+            t["status"].clone(),
+            t["result"].clone(),
+            t["claude"]["total_cost_usd"].clone(),
+            t["claude"]["usage"]["input_tokens"].clone(),
+            a["outcome"].clone(),
+            a["cost_usd"].clone(),
+            a["input_tokens"].clone(),
+            a["output_tokens"].clone(),
+            a["turns"].clone(),
+            a["model"].clone(),
+        )
+    };
+    let s = record(streamed);
+    assert_eq!(s, record(plain));
+    assert_eq!(s.1, "done: Count the queue");
+    assert!(s.5.as_f64().is_some_and(|c| c > 0.0), "{s:?}");
+}

@@ -271,20 +271,13 @@ impl Tool for Cli {
                 let id = id_or_stdin(id, "batch")?;
                 let db = self.db.open_existing()?;
                 let b = batch::get(&db, id)?;
-                let mut f = orch_core::event::Filter {
-                    batch: Some(id),
-                    ..Default::default()
-                };
-                let mut events = Vec::new();
-                loop {
-                    let (page, last) = orch_core::event::page(&db, &f, 10_000)?;
-                    let done = last == f.after_id;
-                    events.extend(page);
-                    if done {
-                        break;
-                    }
-                    f.after_id = last;
-                }
+                let events = crate::page::events(
+                    &db,
+                    orch_core::event::Filter {
+                        batch: Some(id),
+                        ..Default::default()
+                    },
+                )?;
                 // The attempts made in this batch (a task retried by hand
                 // may have had others in another).
                 let mut attempts = Vec::new();
@@ -295,12 +288,11 @@ impl Tool for Cli {
                             .filter(|a| a.batch == Some(id)),
                     );
                 }
-                std::fs::write(&html, crate::page::render(&b, &attempts, &events))
-                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", html.display()))?;
-                eprintln!(
-                    "orch-batch: wrote {}",
-                    text::escape(&html.display().to_string(), false)
-                );
+                crate::page::write(
+                    &html,
+                    &crate::page::batch(&b, &attempts, events),
+                    "orch-batch",
+                )?;
             }
             Cmd::Export {
                 batch: id,

@@ -548,6 +548,8 @@ fn finished_line(r: &Record, done: &mut usize, failed: &mut usize) -> String {
 pub enum PresetArg {
     /// `claude -p --output-format json` with the prompt on stdin and the role as an appended system prompt
     Claude,
+    /// The same with `--output-format stream-json --verbose`: `orch-queue logs` shows its steps
+    ClaudeStream,
     /// `codex exec -- PROMPT`
     Codex,
     /// `gemini --prompt=PROMPT`
@@ -558,6 +560,7 @@ impl From<PresetArg> for Preset {
     fn from(p: PresetArg) -> Preset {
         match p {
             PresetArg::Claude => Preset::Claude,
+            PresetArg::ClaudeStream => Preset::ClaudeStream,
             PresetArg::Codex => Preset::Codex,
             PresetArg::Gemini => Preset::Gemini,
         }

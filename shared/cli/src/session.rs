@@ -49,6 +49,10 @@ pub struct SessionArgs {
     /// One JSON object per group.
     #[arg(long)]
     pub json: bool,
+    /// Also write the page of these calls to FILE: one self-contained HTML
+    /// file (a verdict per group, timeline, table, the events of their tasks).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<std::path::PathBuf>,
 }
 
 pub use orch_core::calls::Call;
@@ -181,6 +185,9 @@ pub fn command(db: &DbArg, args: SessionArgs, out: &mut Out) -> anyhow::Result<E
         return Ok(Exit::No);
     };
     let verdict = latest.analysis.verdict;
+    if let Some(path) = &args.html {
+        write_page(&db, path, &groups, &args)?;
+    }
     let color = crate::color_ok(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     for (i, g) in groups.iter().enumerate() {
         if args.json {
@@ -197,6 +204,56 @@ pub fn command(db: &DbArg, args: SessionArgs, out: &mut Out) -> anyhow::Result<E
     } else {
         Exit::No
     })
+}
+
+/// The page of the groups: the events shown are those of their orch tasks.
+fn write_page(
+    db: &Db,
+    path: &std::path::Path,
+    groups: &[Group],
+    args: &SessionArgs,
+) -> anyhow::Result<()> {
+    let tasks: std::collections::BTreeSet<i64> = groups
+        .iter()
+        .flat_map(|g| g.calls.iter().filter_map(|c| c.task))
+        .collect();
+    let mut events = Vec::new();
+    for t in tasks {
+        events.extend(crate::page::events(
+            db,
+            orch_core::event::Filter {
+                task: Some(t),
+                ..Default::default()
+            },
+        )?);
+    }
+    events.sort_by_key(|e| e.id);
+    let labelled: Vec<(String, Analysis, &[Call])> = groups
+        .iter()
+        .map(|g| {
+            let batch = g.batch.map(|b| format!(", batch {b}")).unwrap_or_default();
+            (
+                format!(
+                    "{} agent call{} of session {}{batch}",
+                    g.analysis.n,
+                    if g.analysis.n == 1 { "" } else { "s" },
+                    g.session
+                ),
+                g.analysis.clone(),
+                g.calls.as_slice(),
+            )
+        })
+        .collect();
+    let title = match (&args.session, &args.since) {
+        (Some(s), _) => format!("orch: session {s}"),
+        (None, Some(t)) => format!("orch: agent calls since {t}"),
+        _ => "orch: agent calls".to_string(),
+    };
+    crate::page::write(
+        path,
+        &crate::page::calls(title, &labelled, events),
+        "orch-verify",
+    )
 }
 
 #[cfg(test)]

@@ -276,6 +276,8 @@ pub struct Filter {
     pub task: Option<i64>,
     /// Only events of these batches (tasks in them, and the batches themselves).
     pub batch: Option<i64>,
+    /// Only events of this verification run.
+    pub run: Option<i64>,
 }
 
 impl Filter {
@@ -286,6 +288,7 @@ impl Filter {
             }))
             && self.task.is_none_or(|t| e.task == Some(t))
             && self.batch.is_none_or(|b| e.batch == Some(b))
+            && self.run.is_none_or(|r| e.run == Some(r))
             && self.since_ms.is_none_or(|s| e.at_ms >= s)
     }
 }

@@ -5,6 +5,7 @@
 //! their own in batches, so an agent's output is never held up by the store.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
@@ -88,24 +89,50 @@ impl Sink {
     }
 }
 
+/// How a stream's lines are logged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Render {
+    /// As printed.
+    #[default]
+    Raw,
+    /// `claude -p --output-format stream-json` lines, logged as the readable
+    /// [`steps`] they hold.
+    ClaudeSteps,
+}
+
+/// A stream-json line may be this long (a long tool result) and still be read
+/// whole; past it, its text is logged as it is, in pieces.
+pub const MAX_JSON_LINE: usize = 4 * 1024 * 1024;
+
 /// Splits a stream into lines as chunks arrive.
 #[derive(Default)]
 pub struct Splitter {
     partial: Vec<u8>,
+    render: Render,
 }
 
 impl Splitter {
+    pub fn new(render: Render) -> Splitter {
+        Splitter {
+            partial: Vec::new(),
+            render,
+        }
+    }
+
     /// Feeds a chunk; each complete line goes to `sink`.
     pub fn push(&mut self, sink: &Sink, task: i64, stream: Stream, chunk: &[u8]) {
         let mut rest = chunk;
         while let Some(i) = rest.iter().position(|&b| b == b'\n') {
             self.partial.extend_from_slice(&rest[..i]);
-            sink.line(task, stream, &self.partial);
-            self.partial.clear();
+            self.emit(sink, task, stream);
             rest = &rest[i + 1..];
         }
         self.partial.extend_from_slice(rest);
-        if self.partial.len() >= MAX_LINE {
+        let max = match self.render {
+            Render::Raw => MAX_LINE,
+            Render::ClaudeSteps => MAX_JSON_LINE,
+        };
+        if self.partial.len() >= max {
             sink.line(task, stream, &self.partial);
             self.partial.clear();
         }
@@ -114,9 +141,161 @@ impl Splitter {
     /// The last line, when the stream did not end with a newline.
     pub fn finish(&mut self, sink: &Sink, task: i64, stream: Stream) {
         if !self.partial.is_empty() {
-            sink.line(task, stream, &self.partial);
-            self.partial.clear();
+            self.emit(sink, task, stream);
         }
+    }
+
+    fn emit(&mut self, sink: &Sink, task: i64, stream: Stream) {
+        match self.render {
+            Render::Raw => sink.line(task, stream, &self.partial),
+            Render::ClaudeSteps => match steps(&String::from_utf8_lossy(&self.partial)) {
+                Some(steps) => steps
+                    .iter()
+                    .for_each(|s| sink.line(task, stream, s.as_bytes())),
+                None => sink.line(task, stream, &self.partial),
+            },
+        }
+        self.partial.clear();
+    }
+}
+
+/// The readable steps of one `claude -p --output-format stream-json
+/// --verbose` line, a log line each: how the session started, what the agent
+/// said, each tool it called with the gist of its input, each tool's result,
+/// and how the run ended (its result or errors, turns, time, cost). A step of
+/// a sub-agent says so. `None` when the line is not one of claude's JSON
+/// objects: it is then logged as it is.
+pub fn steps(line: &str) -> Option<Vec<String>> {
+    use serde_json::Value;
+    let v: Value = serde_json::from_str(line.trim()).ok()?;
+    let o = v.as_object()?;
+    let kind = o.get("type")?.as_str()?;
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+    let who = match o.get("parent_tool_use_id") {
+        Some(Value::String(_)) => "(sub-agent) ",
+        _ => "",
+    };
+    let mut out = Vec::new();
+    let mut lines = |head: &str, body: &str| {
+        let mut it = body.lines().filter(|l| !l.trim().is_empty());
+        out.push(format!("{who}{head}{}", it.next().unwrap_or("").trim_end()));
+        out.extend(it.map(|l| format!("{who}  {}", l.trim_end())));
+    };
+    match kind {
+        "system" if text(o.get("subtype")) == "init" => lines(
+            "start: ",
+            &format!(
+                "session {}, model {}, {} tools",
+                text(o.get("session_id")),
+                text(o.get("model")),
+                o.get("tools").and_then(Value::as_array).map_or(0, Vec::len)
+            ),
+        ),
+        "system" => lines("system: ", &text(o.get("subtype"))),
+        "assistant" | "user" => {
+            let content = &o.get("message")?["content"];
+            if let Some(s) = content.as_str() {
+                lines(&format!("{kind}: "), s);
+            }
+            for b in content.as_array().into_iter().flatten() {
+                match b["type"].as_str().unwrap_or("") {
+                    "text" => lines("says: ", &text(b.get("text"))),
+                    "thinking" => lines(
+                        "thinks: ",
+                        &crate::text::clip(text(b.get("thinking")).trim(), 300),
+                    ),
+                    "tool_use" => lines(
+                        &format!("tool {}: ", text(b.get("name"))),
+                        &tool_input(&b["input"]),
+                    ),
+                    "tool_result" => {
+                        let body = match &b["content"] {
+                            Value::String(s) => s.clone(),
+                            Value::Array(a) => a
+                                .iter()
+                                .filter_map(|c| c["text"].as_str())
+                                .collect::<Vec<_>>()
+                                .join("\n"),
+                            _ => String::new(),
+                        };
+                        let head = match b["is_error"].as_bool() {
+                            Some(true) => "tool error: ",
+                            _ => "tool result: ",
+                        };
+                        lines(head, &gist(&body));
+                    }
+                    other => lines("", other),
+                }
+            }
+        }
+        "result" => {
+            let failed = o.get("is_error").and_then(Value::as_bool) == Some(true);
+            let mut head = format!(
+                "{} ({})",
+                if failed { "failed" } else { "done" },
+                text(o.get("subtype"))
+            );
+            if let Some(n) = o.get("num_turns").and_then(Value::as_i64) {
+                let _ = write!(head, ", {n} turn{}", if n == 1 { "" } else { "s" });
+            }
+            if let Some(ms) = o.get("duration_ms").and_then(Value::as_i64) {
+                let _ = write!(head, ", {:.1} s", ms as f64 / 1000.0);
+            }
+            if let Some(c) = o.get("total_cost_usd").and_then(Value::as_f64) {
+                let _ = write!(head, ", ${c:.4}");
+            }
+            let errors: Vec<String> = o
+                .get("errors")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
+                .collect();
+            let body = match (errors.is_empty(), o.get("result").and_then(Value::as_str)) {
+                (false, _) => errors.join("\n"),
+                (true, Some(r)) => r.to_string(),
+                (true, None) => String::new(),
+            };
+            lines(&format!("{head}: "), &body);
+        }
+        // Partial-message deltas (--include-partial-messages): the whole
+        // message follows as its own line.
+        "stream_event" => {}
+        other => lines("", other),
+    }
+    Some(out)
+}
+
+/// The gist of a tool call's input: the one field that says what it does
+/// (the command, the file, the pattern, …), else the input as compact JSON.
+fn tool_input(input: &serde_json::Value) -> String {
+    const SAYS: [&str; 9] = [
+        "command",
+        "file_path",
+        "notebook_path",
+        "pattern",
+        "path",
+        "url",
+        "query",
+        "description",
+        "prompt",
+    ];
+    let what = SAYS
+        .iter()
+        .find_map(|k| input.get(*k).and_then(|v| v.as_str()))
+        .map(str::to_string)
+        .unwrap_or_else(|| input.to_string());
+    gist(&what)
+}
+
+/// The first line of `s`, clipped, and how many more there were.
+fn gist(s: &str) -> String {
+    let mut it = s.lines().filter(|l| !l.trim().is_empty());
+    let first = crate::text::clip(it.next().unwrap_or("").trim(), 200);
+    match it.count() {
+        0 => first,
+        1 => format!("{first} (+1 line)"),
+        n => format!("{first} (+{n} lines)"),
     }
 }
 
@@ -344,4 +523,80 @@ pub fn last_output_in(tx: &Transaction, tasks: &[i64]) -> Result<HashMap<i64, i6
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines Claude Code 2.1 printed with `-p --output-format stream-json
+    /// --verbose` (against a local scripted model).
+    const TOOL_USE: &str =
+        include_str!("../../../tests/fixtures/claude-stream-json/tool-use.jsonl");
+    const MAX_TURNS: &str =
+        include_str!("../../../tests/fixtures/claude-stream-json/max-turns.jsonl");
+
+    fn all_steps(stream: &str) -> Vec<String> {
+        stream.lines().flat_map(|l| steps(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn stream_json_lines_become_readable_steps() {
+        let s = all_steps(TOOL_USE);
+        assert!(s[0].starts_with("start: session 8d8b0d02-"), "{s:?}");
+        assert!(s[0].contains("model claude-opus-5-5"), "{s:?}");
+        assert_eq!(s[1], "tool Bash: orch-queue stats");
+        assert_eq!(s[2], "tool result: queued     1 (+7 lines)");
+        assert_eq!(s[3], "says: done: Count the queue");
+        assert!(
+            s[4].starts_with("done (success), 2 turns, ")
+                && s[4].ends_with(", $0.0003: done: Count the queue"),
+            "{s:?}"
+        );
+        assert_eq!(s.len(), 5, "{s:?}");
+        assert!(s.iter().all(|l| !l.contains('{')), "no JSON left: {s:?}");
+        let s = all_steps(include_str!(
+            "../../../tests/fixtures/claude-stream-json/text-only.jsonl"
+        ));
+        assert_eq!(s.len(), 3, "{s:?}");
+        assert_eq!(s[1], "says: done: Say hello");
+        assert!(s[2].starts_with("done (success), 1 turn, "), "{s:?}");
+        let s = all_steps(MAX_TURNS);
+        assert!(
+            s.last()
+                .unwrap()
+                .starts_with("failed (error_max_turns), 2 turns"),
+            "{s:?}"
+        );
+        assert!(s
+            .last()
+            .unwrap()
+            .ends_with(": Reached maximum number of turns (1)"));
+    }
+
+    #[test]
+    fn stream_json_steps_of_errors_sub_agents_and_other_lines() {
+        let err = r#"{"type":"user","message":{"role":"user","content":[{"type":"tool_result","content":"Exit code 2\nno database","is_error":true,"tool_use_id":"t"}]},"parent_tool_use_id":"toolu_9"}"#;
+        assert_eq!(
+            steps(err).unwrap(),
+            ["(sub-agent) tool error: Exit code 2 (+1 line)"]
+        );
+        let many = r#"{"type":"assistant","message":{"content":[{"type":"text","text":"one\ntwo"},{"type":"tool_use","name":"Edit","input":{"file_path":"src/a.rs","old_string":"x"}},{"type":"tool_use","name":"X","input":{"n":1}}]}}"#;
+        assert_eq!(
+            steps(many).unwrap(),
+            [
+                "says: one",
+                "  two",
+                "tool Edit: src/a.rs",
+                "tool X: {\"n\":1}"
+            ]
+        );
+        assert_eq!(steps("plain text"), None);
+        assert_eq!(steps("[1,2]"), None);
+        assert_eq!(steps(r#"{"no":"type"}"#), None);
+        assert_eq!(
+            steps(r#"{"type":"stream_event","event":{}}"#).unwrap(),
+            Vec::<String>::new()
+        );
+    }
 }

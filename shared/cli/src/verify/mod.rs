@@ -31,7 +31,7 @@ Examples:
 
 const VERBS: &str = "  orch-verify new [-n N] [--sleep S] [--json]   make a run and print the message for Claude Code
   orch-verify wait RUN [--timeout SECS]         wait until its probes report
-  orch-verify report RUN [--json]               verdict, figures, timeline (exit 0 only if PARALLEL)
+  orch-verify report RUN [--json|--html FILE]   verdict, figures, timeline (exit 0 only if PARALLEL)
   orch-verify exec -- xargs -P 4 -I{} sh -c {}  judge any executor
   orch-verify selftest                          check the harness itself";
 
@@ -102,7 +102,7 @@ pub enum Cmd {
     },
     /// The verdict, figures and timeline of a run; exit 0 only if PARALLEL.
     #[command(
-        after_help = "Examples:\n  orch-verify report 7\n  orch-verify report 7 --json | jq .speedup"
+        after_help = "Examples:\n  orch-verify report 7\n  orch-verify report 7 --json | jq .speedup\n  orch-verify report 7 --html run.html     # the page of the run, to open offline"
     )]
     Report {
         /// The run id [default: read from stdin].
@@ -110,6 +110,10 @@ pub enum Cmd {
         /// One JSON object.
         #[arg(long)]
         json: bool,
+        /// Also write the page of the run to FILE: one self-contained HTML file
+        /// (timeline of the probes, table, events).
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Check the harness: run probes all at once, then one by one; expect PARALLEL, then SEQUENTIAL.
     #[command(after_help = "Example:\n  orch-verify selftest -n 6 --sleep 0.5")]
@@ -167,10 +171,10 @@ impl Tool for Cli {
                 let db = self.db.open_existing()?;
                 wait(&db, run, timeout)
             }
-            Cmd::Report { run, json } => {
+            Cmd::Report { run, json, html } => {
                 let run = id_or_stdin(run, "run")?;
                 let db = self.db.open_existing()?;
-                report(&db, run, json, &mut out)
+                report(&db, run, json, html.as_deref(), &mut out)
             }
             Cmd::Selftest { n, sleep, json } => {
                 crate::check_stdout()?;
@@ -401,9 +405,25 @@ fn exit_for(v: Verdict) -> Exit {
     }
 }
 
-fn report(db: &Db, run: i64, json: bool, out: &mut Out) -> anyhow::Result<Exit> {
+fn report(
+    db: &Db,
+    run: i64,
+    json: bool,
+    html: Option<&Path>,
+    out: &mut Out,
+) -> anyhow::Result<Exit> {
     let (r, probes) = verify::load(db, run)?;
     let rep = verify::report(&r, &probes);
+    if let Some(path) = html {
+        let events = crate::page::events(
+            db,
+            orch_core::event::Filter {
+                run: Some(run),
+                ..Default::default()
+            },
+        )?;
+        crate::page::write(path, &crate::page::run(&r, &probes, events), "orch-verify")?;
+    }
     if json {
         out.json(&rep)?;
     } else {
@@ -672,5 +692,7 @@ fn exec(
         ));
     }
     drop(p);
-    crate::after_commit(report(&db, r.id, json, out), || format!("run {}", r.id))
+    crate::after_commit(report(&db, r.id, json, None, out), || {
+        format!("run {}", r.id)
+    })
 }

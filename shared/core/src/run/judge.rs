@@ -125,7 +125,7 @@ pub fn judge(
             None,
             false,
         ),
-        OutputKind::ClaudeJson => match parse_claude(stdout) {
+        OutputKind::ClaudeJson | OutputKind::ClaudeStreamJson => match parse_claude(stdout) {
             Some(mut r) => (r.result.take(), Some(r), false),
             None => (Some(text.to_string()).filter(|s| !s.is_empty()), None, true),
         },
@@ -177,5 +177,86 @@ pub fn judge(
         result: answer,
         error,
         claude: claude.map(|c| c.kept).filter(|k| !k.is_empty()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    /// Claude Code 2.1's stream-json of a run (last line: the result object).
+    const STREAMS: [(&str, i32); 2] = [
+        (
+            include_str!("../../../../tests/fixtures/claude-stream-json/tool-use.jsonl"),
+            0,
+        ),
+        (
+            include_str!("../../../../tests/fixtures/claude-stream-json/max-turns.jsonl"),
+            1,
+        ),
+    ];
+
+    /// A stream is judged, costed and classified as its result line alone
+    /// is with `--output-format json`.
+    #[test]
+    fn a_stream_json_run_is_judged_like_its_json_result() {
+        for (stream, code) in STREAMS {
+            let last = stream.lines().last().unwrap();
+            let status = ExitStatus::from_raw(code << 8);
+            let judge_as = |kind, out: &str| judge(kind, status, out, "", false, false, None);
+            let streamed = judge_as(OutputKind::ClaudeStreamJson, stream);
+            assert_eq!(streamed, judge_as(OutputKind::ClaudeJson, last));
+            assert!(streamed.claude.as_ref().unwrap()["total_cost_usd"].as_f64() > Some(0.0));
+            assert_eq!(
+                crate::errclass::result_object(stream),
+                crate::errclass::result_object(last)
+            );
+            let ending = |stdout| crate::errclass::Ending {
+                stdout,
+                stderr: "",
+                exit_code: Some(code),
+                signal: None,
+                timed_out: false,
+                interrupted: false,
+                spawn_failed: false,
+            };
+            assert_eq!(
+                crate::errclass::classify(&ending(stream), 0).class,
+                crate::errclass::classify(&ending(last), 0).class
+            );
+        }
+        let failed = judge(
+            OutputKind::ClaudeStreamJson,
+            ExitStatus::from_raw(1 << 8),
+            STREAMS[1].0,
+            "",
+            false,
+            false,
+            None,
+        );
+        assert!(!failed.ok);
+        assert!(
+            failed
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("Reached maximum number of turns (1)"),
+            "{failed:?}"
+        );
+        assert_eq!(
+            judge(
+                OutputKind::ClaudeStreamJson,
+                ExitStatus::from_raw(0),
+                STREAMS[0].0,
+                "",
+                false,
+                false,
+                None
+            )
+            .result
+            .as_deref(),
+            Some("done: Count the queue")
+        );
     }
 }

@@ -201,6 +201,7 @@ struct LogTo {
     sink: Option<tasklog::Sink>,
     task: i64,
     stream: tasklog::Stream,
+    render: tasklog::Render,
     last: Arc<AtomicI64>,
 }
 
@@ -215,7 +216,7 @@ fn spawn_reader(
             cap,
             ..Default::default()
         };
-        let mut lines = tasklog::Splitter::default();
+        let mut lines = tasklog::Splitter::new(log.render);
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
             match r.read(&mut chunk) {
@@ -704,10 +705,17 @@ impl Runner {
         match crate::child::spawn(&mut cmd) {
             Ok(mut child) => {
                 let last_output = Arc::new(AtomicI64::new(now_ms()));
+                // claude's stream-json is logged as the steps it holds.
                 let log = |stream| LogTo {
                     sink: sink.clone(),
                     task: t.id,
                     stream,
+                    render: match (stream, template.output) {
+                        (tasklog::Stream::Out, OutputKind::ClaudeStreamJson) => {
+                            tasklog::Render::ClaudeSteps
+                        }
+                        _ => tasklog::Render::Raw,
+                    },
                     last: last_output.clone(),
                 };
                 let out = child.stdout.take().map(|r| {

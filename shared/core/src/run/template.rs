@@ -9,6 +9,9 @@ use super::*;
 pub enum Preset {
     /// `claude -p --output-format json` with the prompt on stdin and the role as an appended system prompt
     Claude,
+    /// The same with `--output-format stream-json --verbose`: the task's log
+    /// holds the agent's steps as they happen (see [`crate::tasklog::steps`]).
+    ClaudeStream,
     /// `codex exec -- PROMPT`
     Codex,
     /// `gemini --prompt=PROMPT`
@@ -23,6 +26,16 @@ pub enum OutputKind {
     Text,
     /// stdout is `claude --output-format json`'s result object.
     ClaudeJson,
+    /// stdout is `claude --output-format stream-json`'s lines, the result
+    /// object last; judged like [`OutputKind::ClaudeJson`], logged as steps.
+    ClaudeStreamJson,
+}
+
+impl OutputKind {
+    /// Whether stdout ends with claude's result object.
+    pub fn is_claude(self) -> bool {
+        matches!(self, OutputKind::ClaudeJson | OutputKind::ClaudeStreamJson)
+    }
 }
 
 /// The placeholders a command template may use; each fills part of ONE argument.
@@ -73,6 +86,19 @@ impl Template {
                 ],
                 OutputKind::ClaudeJson,
             ),
+            // stream-json with -p needs --verbose (claude refuses it otherwise).
+            Preset::ClaudeStream => (
+                "claude",
+                &[
+                    "-p",
+                    "--output-format",
+                    "stream-json",
+                    "--verbose",
+                    "--append-system-prompt",
+                    "You are working as the {role} agent on orch task {id}: {description}.",
+                ],
+                OutputKind::ClaudeStreamJson,
+            ),
             Preset::Codex => ("codex", &["exec", "--", "{prompt}"], OutputKind::Text),
             // `--prompt=…` keeps the prompt one value even when it starts with `-`.
             Preset::Gemini => ("gemini", &["--prompt={prompt}"], OutputKind::Text),
@@ -81,12 +107,13 @@ impl Template {
             program: program.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
             output,
-            model_flag: p == Preset::Claude,
+            model_flag: matches!(p, Preset::Claude | Preset::ClaudeStream),
         }
     }
 
     /// A command given after `--`. Its output is read as claude's JSON when the
-    /// program is `claude` with `--output-format json`, as text otherwise.
+    /// program is `claude` with `--output-format json` (or `stream-json`), as
+    /// text otherwise.
     pub fn custom(argv: Vec<String>) -> Result<Template> {
         let Some((program, args)) = argv.split_first() else {
             return Err(Error::invalid("no command after --"));
@@ -107,17 +134,18 @@ impl Template {
         let is_claude = std::path::Path::new(program)
             .file_name()
             .is_some_and(|n| n == "claude");
-        let json = args
-            .windows(2)
-            .any(|w| w[0] == "--output-format" && w[1] == "json")
-            || args.iter().any(|a| a == "--output-format=json");
+        let format = |f: &str| {
+            args.windows(2)
+                .any(|w| w[0] == "--output-format" && w[1] == f)
+                || args.iter().any(|a| *a == format!("--output-format={f}"))
+        };
         Ok(Template {
             program: program.clone(),
             args: args.to_vec(),
-            output: if is_claude && json {
-                OutputKind::ClaudeJson
-            } else {
-                OutputKind::Text
+            output: match (is_claude, format("json"), format("stream-json")) {
+                (true, true, _) => OutputKind::ClaudeJson,
+                (true, _, true) => OutputKind::ClaudeStreamJson,
+                _ => OutputKind::Text,
             },
             model_flag: false,
         })
