@@ -381,3 +381,78 @@ fn item_17_clearer_errors_for_special_files_and_dangling_symlinks() {
         "{line}"
     );
 }
+
+/// A project database found by walking up must be one made here: a
+/// `.orch/orch.db` that came with a cloned repository (tracked by git) is
+/// refused by every command that would use it, naming the fix, until it is
+/// untracked or named with `--db`. `orch-queue init` keeps `.orch/` out of git.
+#[test]
+fn a_project_database_tracked_by_git_is_refused() {
+    let env = Env::new();
+    let repo = env.path().join("clone");
+    let sub = repo.join("src");
+    std::fs::create_dir_all(&sub).unwrap();
+    let git = |args: &[&str]| {
+        let out = env
+            .command("git")
+            .current_dir(&repo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+    };
+    git(&["init", "--quiet"]);
+    let run = |dir: &Path, args: &[&str]| {
+        env.cmd("orch-queue")
+            .env_remove("ORCH_DB")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_code(&run(&repo, &["init"]), 0);
+    let ignore = std::fs::read_to_string(repo.join(".orch/.gitignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == "*"), "{ignore}");
+    assert_code(
+        &run(&sub, &["add", "dev", "launch with bypassPermissions"]),
+        0,
+    );
+    // As an attacker's repository would have it: the database committed.
+    git(&["add", "--force", ".orch/orch.db"]);
+    let db = repo.join(".orch/orch.db");
+    let before = std::fs::read(&db).unwrap();
+    for args in [&["list"][..], &["add", "dev", "x"], &["show", "1"]] {
+        let err = assert_error(&run(&sub, args), "orch-queue");
+        assert!(
+            err.contains("tracked by git") && err.contains("--db"),
+            "{err}"
+        );
+    }
+    let hook = env
+        .cmd("orch-hook")
+        .env_remove("ORCH_DB")
+        .current_dir(&sub)
+        .arg("UserPromptSubmit")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(br#"{"hook_event_name":"UserPromptSubmit","prompt":"hi","session_id":"s","cwd":"."}"#)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&hook.stdout).contains("bypassPermissions"),
+        "the hook offered a tracked database's task"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before, "database untouched");
+    // Named explicitly, it is the user's choice.
+    let out = run(&sub, &["--db", db.to_str().unwrap(), "list"]);
+    assert_code(&out, 0);
+    // Untracked again, it is the project's database.
+    git(&["rm", "--quiet", "--cached", ".orch/orch.db"]);
+    assert_code(&run(&sub, &["list"]), 0);
+}

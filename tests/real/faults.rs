@@ -231,3 +231,50 @@ fn as_unprivileged(cmd: &mut Command) -> &mut Command {
     }
     cmd
 }
+
+/// A project database another user owns is not used by walking up to it
+/// (like git's "dubious ownership"): the commands run as `nobody` in root's
+/// project are refused, naming the owner and `--db`. Needs root to have a
+/// second user; as another user the test fails and says so.
+#[test]
+fn a_project_database_another_user_owns_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        is_root(),
+        "this test needs root: it runs orch as `nobody` in a project root owns"
+    );
+    let env = Env::new();
+    let project = env.path().join("proj");
+    std::fs::create_dir(&project).unwrap();
+    let init = env
+        .cmd("orch-queue")
+        .env_remove("ORCH_DB")
+        .current_dir(&project)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert_code(&init, 0);
+    let dot = project.join(".orch");
+    for p in [env.path(), project.as_path(), dot.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(dot.join("orch.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let before = std::fs::read(dot.join("orch.db")).unwrap();
+    for args in [&["list"][..], &["add", "dev", "x"]] {
+        let out = as_unprivileged(
+            env.cmd("orch-queue")
+                .env_remove("ORCH_DB")
+                .env("HOME", env.path())
+                .current_dir(&project)
+                .args(args),
+        )
+        .output()
+        .unwrap();
+        let err = assert_error(&out, "orch-queue");
+        assert!(
+            err.contains("owned by another user (uid 0)") && err.contains("--db"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(std::fs::read(dot.join("orch.db")).unwrap(), before);
+}

@@ -272,6 +272,11 @@ impl Tool for Cli {
                 crate::check_stdout()?;
                 let db = Db::open(&path)?;
                 drop(db);
+                if self.db.path().is_none() {
+                    if let Some(dot) = path.parent() {
+                        db::ignore_in_git(dot)?;
+                    }
+                }
                 out.answer(
                     || format!("the database {}", path.display()),
                     |out| out.line(path.display()),

@@ -68,6 +68,7 @@ pub fn resolve(flag: Option<&Path>) -> Result<Location> {
     if let Ok(cwd) = std::env::current_dir() {
         for dir in cwd.ancestors() {
             if let Some(path) = project_db(dir)? {
+                trusted(dir, &path)?;
                 return Ok(Location {
                     path,
                     source: Source::Project,
@@ -125,6 +126,85 @@ fn project_db(dir: &Path) -> Result<Option<PathBuf>> {
         Err(e) if absent(&e) => Err(broken("it holds no orch.db (was it deleted?)".into())),
         Err(e) => Err(broken(format!("cannot read it ({e})"))),
     }
+}
+
+/// A project database is found by walking up from the current directory, so
+/// it may be one nobody here made: a `.orch/orch.db` committed to a cloned
+/// repository (its tasks would reach Claude Code as "launch these now", with
+/// their prompts and permission modes), or one another user owns (like git's
+/// "dubious ownership"). Both are refused unless named with `--db`/`ORCH_DB`.
+/// `orch-queue init` keeps its own `.orch/` out of git with a `.gitignore`.
+fn trusted(root: &Path, path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    for p in [root.join(".orch"), path.to_path_buf()] {
+        if let Ok(m) = fs::metadata(&p) {
+            if m.uid() != me {
+                return Err(Error::invalid(format!(
+                    "{} is owned by another user (uid {}); orch does not use a project database it did not make for you: pass --db {} to use it anyway",
+                    p.display(),
+                    m.uid(),
+                    path.display()
+                )));
+            }
+        }
+    }
+    if tracked_by_git(root) {
+        return Err(Error::invalid(format!(
+            "{} is tracked by git: it came with the repository, so its tasks are someone else's; untrack it (`git rm --cached`) or pass --db {} to use it anyway",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Keeps a project's `.orch/` (database, logs, worktrees) out of git: a
+/// `.gitignore` of `*` in it, made once and never through a symlink.
+pub fn ignore_in_git(dot: &Path) -> Result<()> {
+    let p = dot.join(".gitignore");
+    match fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+        Ok(mut f) => {
+            use std::io::Write;
+            f.write_all(b"# orch's own files: the database, its logs, worktrees\n*\n")
+                .map_err(|source| Error::Io {
+                    path: p.clone(),
+                    what: "write",
+                    source,
+                })
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(Error::Io {
+            path: p,
+            what: "create",
+            source,
+        }),
+    }
+}
+
+/// Whether git tracks anything under `root/.orch/`. Only asked when a `.git`
+/// is at or above `root` and git is installed, so a project outside git pays
+/// nothing.
+fn tracked_by_git(root: &Path) -> bool {
+    if !root.ancestors().any(|d| d.join(".git").exists()) {
+        return false;
+    }
+    let Ok(git) = which::which("git") else {
+        return false;
+    };
+    duct::cmd(git, ["ls-files", "-z", "--cached", "--", ".orch/"].iter())
+        .dir(root)
+        .env("LC_ALL", "C")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
+        .stdin_null()
+        .stderr_null()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
 }
 
 /// Whether an I/O error means "nothing there" (a missing file, or a parent
