@@ -14,6 +14,9 @@ use crate::time::rfc3339;
 /// ran it elsewhere).
 pub const JOB: &str = "job";
 
+/// The runner of an attempt of a task orch-mcp handed out.
+pub const MCP: &str = "mcp";
+
 /// Who ran an attempt.
 pub const RUNNERS: [&str; 5] = ["orch-run", "hook", "mcp", "manual", JOB];
 
@@ -30,6 +33,10 @@ pub struct Metrics {
     pub cache_read_tokens: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_creation_tokens: Option<i64>,
+    /// Every token of the run as the agent counted it (the Agent tool's
+    /// `totalTokens`; `claude -p` reports no such total).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub turns: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -64,20 +71,34 @@ impl Metrics {
                 .and_then(|v| v.as_str())
                 .map(str::to_string),
             duration_ms: int(o.get("duration_ms")),
+            total_tokens: None,
         }
     }
 
-    /// From the Agent tool's PostToolUse response (`totalTokens`, `usage`,
-    /// `totalDurationMs`, `agentId`), as orch-hook sees in-session agents.
+    /// From the Agent tool's PostToolUse response (`AgentOutput` in Claude
+    /// Code's `sdk-tools.d.ts`: `totalTokens`, `usage`, `totalDurationMs`,
+    /// `agentId`, `resolvedModel`/`modelsUsed`), as orch-hook sees in-session agents.
     pub fn from_agent_response(r: &serde_json::Value) -> Metrics {
         let int = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_i64());
         let usage = r.get("usage");
         let u = |k: &str| int(usage.and_then(|u| u.get(k)));
+        let used: Vec<&str> = r
+            .get("modelsUsed")
+            .and_then(|m| m.as_array())
+            .map(|m| m.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        let model = match r.get("resolvedModel").and_then(|v| v.as_str()) {
+            _ if used.len() > 1 => Some(used.join(",")),
+            Some(m) => Some(m.to_string()),
+            None => used.first().map(|m| m.to_string()),
+        };
         Metrics {
             input_tokens: u("input_tokens"),
             output_tokens: u("output_tokens"),
             cache_read_tokens: u("cache_read_input_tokens"),
             cache_creation_tokens: u("cache_creation_input_tokens"),
+            total_tokens: int(r.get("totalTokens")),
+            model,
             duration_ms: int(r.get("totalDurationMs")),
             session_id: r
                 .get("agentId")
@@ -115,7 +136,7 @@ pub struct Attempt {
 
 const COLUMNS: &str = "task_id, n, batch_id, runner, started_at, ended_at, outcome, error_class, \
      error, exit_code, retry_at, cost_usd, input_tokens, output_tokens, cache_read_tokens, \
-     cache_creation_tokens, turns, model, session_id, duration_ms";
+     cache_creation_tokens, turns, model, session_id, duration_ms, total_tokens";
 
 impl Attempt {
     fn from_row(r: &Row) -> rusqlite::Result<Attempt> {
@@ -144,6 +165,7 @@ impl Attempt {
                 model: r.get(17)?,
                 session_id: r.get(18)?,
                 duration_ms: r.get(19)?,
+                total_tokens: r.get(20)?,
             },
             start_ms: start,
             end_ms: end,
@@ -207,7 +229,8 @@ pub fn end_in(tx: &Transaction, id: i64, runner: &str, e: &End) -> Result<()> {
         "UPDATE attempts SET ended_at = ?3, outcome = ?4, error_class = ?5, error = ?6,
              exit_code = ?7, retry_at = ?8, cost_usd = ?9, input_tokens = ?10,
              output_tokens = ?11, cache_read_tokens = ?12, cache_creation_tokens = ?13,
-             turns = ?14, model = ?15, session_id = ?16, duration_ms = ?17
+             turns = ?14, model = ?15, session_id = ?16, duration_ms = ?17,
+             total_tokens = ?18
          WHERE task_id = ?1 AND n = ?2",
         params![
             id,
@@ -226,7 +249,8 @@ pub fn end_in(tx: &Transaction, id: i64, runner: &str, e: &End) -> Result<()> {
             m.turns,
             m.model,
             m.session_id,
-            m.duration_ms
+            m.duration_ms,
+            m.total_tokens
         ],
     )?;
     let outcome = if e.ok { "done" } else { "failed" };
@@ -295,17 +319,36 @@ pub fn retry(db: &Db, ids: &[i64]) -> Result<()> {
     })
 }
 
-/// Spend and tokens, per batch and in total, from every attempt that reported them.
+/// Spend and tokens, per batch and in total, from every attempt that reported
+/// them: a sum over the attempts that reported it, absent when none did (never
+/// an invented zero).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Spend {
     pub attempts: i64,
     /// Attempts that reported a cost.
     pub reported: i64,
-    pub cost_usd: f64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cache_read_tokens: i64,
-    pub cache_creation_tokens: i64,
+    /// Attempts that reported tokens (any of the figures below).
+    pub reported_tokens: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_read_tokens: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_creation_tokens: Option<i64>,
+    /// The agents' own totals (the Agent tool's `totalTokens`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<i64>,
+}
+
+impl Spend {
+    /// Whether any attempt reported a cost or tokens.
+    pub fn any(&self) -> bool {
+        self.reported > 0 || self.reported_tokens > 0
+    }
 }
 
 /// Spend per batch (`None`: tasks run outside a batch) and in total.
@@ -326,16 +369,20 @@ fn spend_row(r: &Row, at: usize) -> rusqlite::Result<Spend> {
     Ok(Spend {
         attempts: r.get(at)?,
         reported: r.get(at + 1)?,
-        cost_usd: r.get::<_, Option<f64>>(at + 2)?.unwrap_or(0.0),
-        input_tokens: r.get::<_, Option<i64>>(at + 3)?.unwrap_or(0),
-        output_tokens: r.get::<_, Option<i64>>(at + 4)?.unwrap_or(0),
-        cache_read_tokens: r.get::<_, Option<i64>>(at + 5)?.unwrap_or(0),
-        cache_creation_tokens: r.get::<_, Option<i64>>(at + 6)?.unwrap_or(0),
+        reported_tokens: r.get(at + 2)?,
+        cost_usd: r.get(at + 3)?,
+        input_tokens: r.get(at + 4)?,
+        output_tokens: r.get(at + 5)?,
+        cache_read_tokens: r.get(at + 6)?,
+        cache_creation_tokens: r.get(at + 7)?,
+        total_tokens: r.get(at + 8)?,
     })
 }
 
-const SUMS: &str = "count(*), count(cost_usd), sum(cost_usd), sum(input_tokens), \
-     sum(output_tokens), sum(cache_read_tokens), sum(cache_creation_tokens)";
+const SUMS: &str = "count(*), count(cost_usd), \
+     count(coalesce(input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, total_tokens)), \
+     sum(cost_usd), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), \
+     sum(cache_creation_tokens), sum(total_tokens)";
 
 /// [`Ledger`] inside a transaction the caller holds.
 pub fn ledger_in(tx: &Transaction) -> Result<Ledger> {

@@ -243,6 +243,13 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX task_logs_by_task ON task_logs(task_id, id);
     "#,
+    // 7: the total tokens an in-session agent reported (the Agent tool's
+    // `totalTokens`), and which front end made a batch (`mcp` for orch-mcp's
+    // execute_parallel_batch: its tasks' attempts are the MCP runner's).
+    r#"
+    ALTER TABLE attempts ADD COLUMN total_tokens INTEGER;
+    ALTER TABLE batches ADD COLUMN made_by TEXT;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

@@ -85,7 +85,7 @@ pub struct Config {
 }
 
 /// The default of `--stale-after`.
-pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(2 * 3600);
+pub const DEFAULT_STALE_AFTER: Duration = crate::limits::DEFAULT_STALE_AFTER;
 /// The lease holder of slots taken by agents in Claude Code sessions.
 pub const SLOT_HOLDER: &str = "hook";
 
@@ -341,11 +341,19 @@ fn task_status(tx: &Transaction, id: i64) -> Result<Option<Status>> {
     task::find_status_in(tx, id)
 }
 
-/// Marks a task running unless it already moved on (repeated events are no-ops).
+/// Marks a task running unless it already moved on (repeated events are
+/// no-ops), opening its attempt: orch-mcp's (runner `mcp`) when orch-mcp
+/// handed its batch out, else the hook's.
 fn start_task(tx: &Transaction, id: i64, at: i64) -> Result<()> {
     if matches!(task_status(tx, id)?, Some(Status::Queued | Status::Batched)) {
+        let runner = match task::get_in(tx, id)?.batch {
+            Some(b) if batch::made_by_in(tx, b)?.as_deref() == Some(crate::attempt::MCP) => {
+                crate::attempt::MCP
+            }
+            _ => SOURCE_TOOL,
+        };
         task::start_in(tx, id, Some(at))?;
-        crate::attempt::begin_in(tx, id, SOURCE_TOOL, at)?;
+        crate::attempt::begin_in(tx, id, runner, at)?;
     }
     Ok(())
 }
@@ -650,6 +658,8 @@ pub fn auto_batch(db: &Db, cfg: &Config, cwd: &Path) -> Result<Option<String>> {
         max: cfg.max.max(1).min(crate::limits::claude_cap().0),
         min: cfg.threshold.max(1),
         role: None,
+        stale_after: Some(cfg.stale_after),
+        made_by: None,
     };
     let made = db
         .write(|tx| {
