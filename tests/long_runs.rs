@@ -414,6 +414,49 @@ fn issue14_orch_mcp_tasks_have_attempts_of_their_own_with_the_agents_tokens() {
     );
     let show = env.ok("orch-queue", &["show", &tasks[0].to_string()]);
     assert!(show.contains("10544 in all"), "{show}");
+    // A background agent (as `claude -p` launches them): its launch names
+    // the model, its SubagentStop ends the attempt; no tokens reach a hook.
+    let mut s = mcp(&env, &mut env.cmd("orch-mcp"));
+    s.tool(
+        "queue_parallel_task",
+        json!({"agent": "general-purpose", "task": "In the background"}),
+    )
+    .unwrap();
+    let r = s.tool("execute_parallel_batch", json!({})).unwrap();
+    drop(s);
+    let bg = r["structuredContent"]["tasks"][0].as_i64().unwrap();
+    let p = r["structuredContent"]["calls"][0]["prompt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    hook(
+        &env,
+        &[],
+        &agent_event("pre_tool_use_agent.json", "toolu_5", &p),
+    );
+    let mut launch: Value = serde_json::from_slice(&agent_event(
+        "post_tool_use_agent_async.json",
+        "toolu_5",
+        &p,
+    ))
+    .unwrap();
+    launch["tool_response"]["resolvedModel"] = json!("claude-sonnet-4-5");
+    hook(&env, &[], &serde_json::to_vec(&launch).unwrap());
+    assert_eq!(status(&env, bg), "running");
+    let mut stop = fixture("subagent_stop.json");
+    stop["agent_id"] = json!("agent-toolu_5");
+    hook(&env, &[], &serde_json::to_vec(&stop).unwrap());
+    let a = attempts(&env, bg);
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(
+        (&a[0]["runner"], &a[0]["outcome"]),
+        (&json!("mcp"), &json!("done"))
+    );
+    assert_eq!(a[0]["model"], "claude-sonnet-4-5");
+    assert_eq!(a[0]["session_id"], "agent-toolu_5");
+    for k in ["total_tokens", "input_tokens", "duration_ms"] {
+        assert!(a[0].get(k).is_none(), "{k}: {a:?}");
+    }
     // A task of a batch made elsewhere is still the hook's.
     let other = env.add("dev", "elsewhere");
     env.ok("orch-batch", &["create"]);

@@ -227,10 +227,14 @@ pub fn end_in(tx: &Transaction, id: i64, runner: &str, e: &End) -> Result<()> {
     let m = &e.metrics;
     tx.execute(
         "UPDATE attempts SET ended_at = ?3, outcome = ?4, error_class = ?5, error = ?6,
-             exit_code = ?7, retry_at = ?8, cost_usd = ?9, input_tokens = ?10,
-             output_tokens = ?11, cache_read_tokens = ?12, cache_creation_tokens = ?13,
-             turns = ?14, model = ?15, session_id = ?16, duration_ms = ?17,
-             total_tokens = ?18
+             exit_code = ?7, retry_at = ?8, cost_usd = coalesce(?9, cost_usd),
+             input_tokens = coalesce(?10, input_tokens),
+             output_tokens = coalesce(?11, output_tokens),
+             cache_read_tokens = coalesce(?12, cache_read_tokens),
+             cache_creation_tokens = coalesce(?13, cache_creation_tokens),
+             turns = coalesce(?14, turns), model = coalesce(?15, model),
+             session_id = coalesce(?16, session_id), duration_ms = coalesce(?17, duration_ms),
+             total_tokens = coalesce(?18, total_tokens)
          WHERE task_id = ?1 AND n = ?2",
         params![
             id,
@@ -269,6 +273,40 @@ pub fn end_in(tx: &Transaction, id: i64, runner: &str, e: &End) -> Result<()> {
         Some("running"),
         Some(outcome),
         Some(&detail),
+    )?;
+    Ok(())
+}
+
+/// Adds what an agent reported to task `id`'s latest attempt, open or just
+/// ended (a background agent's model at its launch; a response that came
+/// after another event ended the task): only figures the attempt lacks.
+pub fn add_metrics_in(tx: &Transaction, id: i64, m: &Metrics) -> Result<()> {
+    if *m == Metrics::default() {
+        return Ok(());
+    }
+    tx.execute(
+        "UPDATE attempts SET cost_usd = coalesce(cost_usd, ?2),
+             input_tokens = coalesce(input_tokens, ?3),
+             output_tokens = coalesce(output_tokens, ?4),
+             cache_read_tokens = coalesce(cache_read_tokens, ?5),
+             cache_creation_tokens = coalesce(cache_creation_tokens, ?6),
+             turns = coalesce(turns, ?7), model = coalesce(model, ?8),
+             session_id = coalesce(session_id, ?9), duration_ms = coalesce(duration_ms, ?10),
+             total_tokens = coalesce(total_tokens, ?11)
+         WHERE task_id = ?1 AND n = (SELECT max(n) FROM attempts WHERE task_id = ?1)",
+        params![
+            id,
+            m.cost_usd,
+            m.input_tokens,
+            m.output_tokens,
+            m.cache_read_tokens,
+            m.cache_creation_tokens,
+            m.turns,
+            m.model,
+            m.session_id,
+            m.duration_ms,
+            m.total_tokens
+        ],
     )?;
     Ok(())
 }

@@ -384,7 +384,10 @@ fn finish_task_with(
             task::finish_in(tx, id, o)?;
             crate::attempt::end_in(tx, id, SOURCE_TOOL, &end)
         }
-        _ => Ok(()),
+        // Another event ended it first: what this response reports still
+        // belongs to its attempt.
+        Some(_) => crate::attempt::add_metrics_in(tx, id, &metrics),
+        None => Ok(()),
     }
 }
 
@@ -503,14 +506,17 @@ fn tool_event(
                 }
             }
             if let Some(id) = task_id {
+                let metrics = ev
+                    .tool_response
+                    .as_ref()
+                    .map(crate::attempt::Metrics::from_agent_response)
+                    .unwrap_or_default();
                 if launched {
                     start_task(tx, id, call.started_at.unwrap_or(now))?;
+                    // A background agent's launch names its model (and its
+                    // agent id); its tokens never reach a hook.
+                    crate::attempt::add_metrics_in(tx, id, &metrics)?;
                 } else {
-                    let metrics = ev
-                        .tool_response
-                        .as_ref()
-                        .map(crate::attempt::Metrics::from_agent_response)
-                        .unwrap_or_default();
                     finish_task_with(tx, id, completed(&r, now), metrics)?;
                 }
             }
