@@ -277,7 +277,7 @@ fn issue14_status_and_doctor_show_a_lapsed_lease_and_change_nothing() {
     let st = env.ok("orch", &["status"]);
     assert!(
         st.contains(&format!("batch {b}"))
-            && st.contains("LEASE LAPSED: its runner elsewhere:4242:1 held it to"),
+            && st.contains("LEASE LAPSED: its runner elsewhere:4242:1 is gone (lease to "),
         "{st}"
     );
     let j: Value = serde_json::from_str(&env.ok("orch", &["status", "--json"])).unwrap();

@@ -302,7 +302,7 @@ pub fn render(s: &Snapshot) -> String {
             };
             let lease = match &b.lease {
                 Some(l) if l.lapsed => format!(
-                    "  LEASE LAPSED: its runner {} held it to {} (the next orch-batch create takes it over)",
+                    "  LEASE LAPSED: its runner {} is gone (lease to {}); the next orch-batch create takes it over",
                     text::escape(&l.holder, false),
                     l.until
                 ),
