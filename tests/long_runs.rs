@@ -271,26 +271,26 @@ fn issue14_stale_hook_agents_are_reconciled_by_every_batching_tool() {
 }
 
 #[test]
-fn issue14_status_and_doctor_show_a_lapsed_lease_and_change_nothing() {
+fn issue14_status_and_doctor_show_an_expired_lease_and_change_nothing() {
     let env = Env::new();
     let (b, ids) = abandoned_batch(&env);
     let st = env.ok("orch", &["status"]);
     assert!(
         st.contains(&format!("batch {b}"))
-            && st.contains("LEASE LAPSED: its runner elsewhere:4242:1 is gone (lease to "),
+            && st.contains("LEASE EXPIRED: its runner elsewhere:4242:1 stopped renewing it at "),
         "{st}"
     );
     let j: Value = serde_json::from_str(&env.ok("orch", &["status", "--json"])).unwrap();
     let lease = &j["batches"][0]["lease"];
     assert_eq!(lease["holder"], "elsewhere:4242:1", "{j}");
-    assert_eq!(lease["lapsed"], true, "{j}");
+    assert_eq!(lease["expired"], true, "{j}");
     let d = env.cmd("orch").args(["doctor", "--json"]).output().unwrap();
     let checks = json_lines(&stdout(&d));
     let l = checks.iter().find(|c| c["check"] == "limits").unwrap();
     let m = l["message"].as_str().unwrap();
     assert!(
         m.contains(&format!(
-            "batch {b}: the lease of its runner elsewhere:4242:1 lapsed at"
+            "batch {b}: the lease of its runner elsewhere:4242:1 expired at"
         )),
         "{m}"
     );

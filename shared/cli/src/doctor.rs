@@ -809,7 +809,7 @@ pub fn agent_cli() -> Check {
 }
 
 /// What holds runners back: Claude Code's sub-agent cap, this database's
-/// limit, a pause in force, and batches whose runner's lease lapsed.
+/// limit, a pause in force, and batches whose runner's lease expired.
 pub fn limits(flag: Option<&Path>) -> Check {
     let (cap, from) = orch_core::limits::claude_cap();
     let mut msg = format!("Claude Code runs at most {cap} sub-agents at once ({from})");
@@ -823,10 +823,10 @@ pub fn limits(flag: Option<&Path>) -> Check {
                     Ok((
                         orch_core::limits::limit_in(tx)?,
                         orch_core::limits::paused_in(tx, now)?,
-                        orch_core::batch::lapsed_with_tasks_in(tx, now)?,
+                        orch_core::batch::expired_with_tasks_in(tx, now)?,
                     ))
                 });
-                if let Ok((limit, pause, lapsed)) = state {
+                if let Ok((limit, pause, expired)) = state {
                     if let Some(l) = limit {
                         msg.push_str(&format!("; orch-queue limit {l} for every runner"));
                     }
@@ -835,9 +835,9 @@ pub fn limits(flag: Option<&Path>) -> Check {
                         mark = Mark::Warn;
                         fix = Some("wait, or `orch-queue resume` to start tasks again now".into());
                     }
-                    for (b, holder, until) in &lapsed {
+                    for (b, holder, until) in &expired {
                         msg.push_str(&format!(
-                            "; batch {b}: the lease of its runner {holder} lapsed at {}",
+                            "; batch {b}: the lease of its runner {holder} expired at {}",
                             orch_core::time::rfc3339(*until)
                         ));
                         mark = Mark::Warn;

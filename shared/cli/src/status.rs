@@ -75,13 +75,13 @@ pub struct InFlight {
     pub tasks: Vec<TaskLine>,
 }
 
-/// Who holds a batch, until when, and whether that lease lapsed (expired,
-/// or its holder gone from this host): the next batching takes it over.
+/// Who holds a batch, until when, and whether that lease expired: the next
+/// batching takes it over.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeaseLine {
     pub holder: String,
     pub until: String,
-    pub lapsed: bool,
+    pub expired: bool,
 }
 
 /// A verification run and its verdict so far.
@@ -151,7 +151,7 @@ pub fn snapshot_in(
         let last = orch_core::tasklog::last_output_in(tx, &running)?;
         let (_, _, holder, until) = orch_core::batch::lease_in(tx, id)?;
         let lease = holder.zip(until).map(|(h, u)| LeaseLine {
-            lapsed: orch_core::lease::lapsed(Some(&h), Some(u), now),
+            expired: u <= now,
             holder: h,
             until: rfc3339(u),
         });
@@ -301,8 +301,8 @@ pub fn render(s: &Snapshot) -> String {
                 None => "not emitted".to_string(),
             };
             let lease = match &b.lease {
-                Some(l) if l.lapsed => format!(
-                    "  LEASE LAPSED: its runner {} is gone (lease to {}); the next orch-batch create takes it over",
+                Some(l) if l.expired => format!(
+                    "  LEASE EXPIRED: its runner {} stopped renewing it at {}; the next orch-batch create takes it over",
                     text::escape(&l.holder, false),
                     l.until
                 ),

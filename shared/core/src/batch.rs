@@ -75,7 +75,7 @@ pub fn create_in(
     Ok(create_reclaiming_in(tx, req)?.0)
 }
 
-/// [`create_in`], with what it took over first ([`take_over_lapsed_in`]):
+/// [`create_in`], with what it took over first ([`take_over_expired_in`]):
 /// every batching path hands back what dead runners left before it batches.
 #[allow(clippy::type_complexity)]
 pub fn create_reclaiming_in(
@@ -86,7 +86,7 @@ pub fn create_reclaiming_in(
         return Err(Error::invalid("--max must be at least 1"));
     }
     let stale = req.stale_after.map(|d| d.as_millis() as i64);
-    let back = take_over_lapsed_in(tx, stale)?;
+    let back = take_over_expired_in(tx, stale)?;
     Ok((pick_in(tx, req)?, back))
 }
 
@@ -127,12 +127,12 @@ fn insert_in(tx: &Transaction, now: i64, made_by: Option<&str>) -> Result<i64> {
 
 /// Puts exactly the queued tasks `ids` into a new batch (inside a transaction
 /// the caller holds, which must be IMMEDIATE); refused if any of them is not
-/// queued. Batches whose runner's lease lapsed are taken over first.
+/// queued. Batches whose runner's lease expired are taken over first.
 pub fn create_of_in(tx: &Transaction, ids: &[i64]) -> Result<Batch> {
     if ids.is_empty() {
         return Err(Error::invalid("a batch needs at least one task"));
     }
-    take_over_lapsed_in(tx, None)?;
+    take_over_expired_in(tx, None)?;
     insert_of_in(tx, ids, None)
 }
 
@@ -266,26 +266,26 @@ pub fn set_lease_in(
     Ok(())
 }
 
-/// Batches whose runner's lease lapsed by `now` (expired, or its holder gone
-/// from this host): (batch, holder, lease end).
-pub fn lease_lapsed_in(tx: &Transaction, now: i64) -> Result<Vec<(i64, String, i64)>> {
+/// Batches whose runner's lease expired by `now`: (batch, holder, lease end).
+/// Only the expiry counts here, as any host sees it: whether a holder on
+/// this host is gone is for `orch-run` of that batch to judge, not for every
+/// tool that batches (a process hidden from its /proc is not gone).
+pub fn lease_expired_in(tx: &Transaction, now: i64) -> Result<Vec<(i64, String, i64)>> {
     let mut s = tx.prepare(
         "SELECT id, lease_holder, lease_until FROM batches
-         WHERE lease_holder IS NOT NULL AND lease_until IS NOT NULL",
+         WHERE lease_holder IS NOT NULL AND lease_until <= ?1",
     )?;
-    let v: Vec<(i64, String, i64)> = s
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    let v = s
+        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(v.into_iter()
-        .filter(|(_, h, u)| crate::lease::lapsed(Some(h), Some(*u), now))
-        .collect())
+    Ok(v)
 }
 
-/// Batches whose runner's lease lapsed with tasks still batched or running:
+/// Batches whose runner's lease expired with tasks still batched or running:
 /// what the next batching (or `orch-run` of the batch) takes over.
-pub fn lapsed_with_tasks_in(tx: &Transaction, now: i64) -> Result<Vec<(i64, String, i64)>> {
+pub fn expired_with_tasks_in(tx: &Transaction, now: i64) -> Result<Vec<(i64, String, i64)>> {
     let mut v = Vec::new();
-    for l in lease_lapsed_in(tx, now)? {
+    for l in lease_expired_in(tx, now)? {
         if !task::running_in_batch_in(tx, l.0)?.is_empty()
             || !task::batched_in_batch_in(tx, l.0)?.is_empty()
         {
@@ -305,14 +305,14 @@ pub fn made_by_in(tx: &Transaction, id: i64) -> Result<Option<String>> {
         .flatten())
 }
 
-/// Retries of a task lost with a runner whose lease lapsed, for whoever takes
+/// Retries of a task lost with a runner whose lease expired, for whoever takes
 /// its batch over.
 pub const LOST_RETRIES: u32 = 2;
 
-/// What [`take_over_lapsed_in`] handed back.
+/// What [`take_over_expired_in`] handed back.
 #[derive(Debug, Default)]
 pub struct Reclaimed {
-    /// Batches whose runner's lease lapsed, with tasks left.
+    /// Batches whose runner's lease expired, with tasks left.
     pub batches: Vec<i64>,
     /// Tasks back in the queue (never started, or lost and retried).
     pub requeued: Vec<i64>,
@@ -359,19 +359,19 @@ impl Reclaimed {
     }
 }
 
-/// Takes over every batch whose runner's lease lapsed (any orch tool that
+/// Takes over every batch whose runner's lease expired (any orch tool that
 /// batches does, first): tasks it never started go back to the queue;
 /// started ones get a failed attempt of class `lost` and go back to the
 /// queue while [`LOST_RETRIES`] last. With `stale_ms`, agents tracked through
 /// hooks whose end never came within it are reconciled the same way.
-pub fn take_over_lapsed_in(tx: &Transaction, stale_ms: Option<i64>) -> Result<Reclaimed> {
+pub fn take_over_expired_in(tx: &Transaction, stale_ms: Option<i64>) -> Result<Reclaimed> {
     use crate::errclass::Class;
     let now = now_ms();
     let mut r = Reclaimed::default();
     if let Some(ms) = stale_ms {
         r.stale = crate::limits::reconcile_stale_in(tx, now, ms)?;
     }
-    for (id, holder, _) in lease_lapsed_in(tx, now)? {
+    for (id, holder, _) in lease_expired_in(tx, now)? {
         let running = task::running_in_batch_in(tx, id)?;
         let waiting = task::batched_in_batch_in(tx, id)?;
         if running.is_empty() && waiting.is_empty() {
@@ -381,7 +381,7 @@ pub fn take_over_lapsed_in(tx: &Transaction, stale_ms: Option<i64>) -> Result<Re
         }
         let p = crate::lease::pid_of(&holder).unwrap_or(0);
         let error =
-            format!("orch-run (pid {p}) stopped before this task finished (its lease lapsed)");
+            format!("orch-run (pid {p}) stopped before this task finished (its lease expired)");
         for t in running {
             let n = crate::attempt::count_in(tx, t)?;
             let retry = n <= i64::from(LOST_RETRIES);
