@@ -449,3 +449,38 @@ pub fn batch_cost_since_in(tx: &Transaction, batch: i64, since: i64) -> Result<f
         |r| r.get(0),
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_response_gives_what_it_carries_and_nothing_more() {
+        let done = serde_json::json!({
+            "status": "completed", "agentId": "a1", "totalTokens": 10544,
+            "totalDurationMs": 8123, "resolvedModel": "claude-sonnet-4-5",
+            "usage": {"input_tokens": 9321, "output_tokens": 1223,
+                      "cache_read_input_tokens": null, "cache_creation_input_tokens": 0}
+        });
+        let m = Metrics::from_agent_response(&done);
+        assert_eq!(m.total_tokens, Some(10544));
+        assert_eq!(m.input_tokens, Some(9321));
+        assert_eq!(m.cache_read_tokens, None);
+        assert_eq!(m.cache_creation_tokens, Some(0));
+        assert_eq!(m.model.as_deref(), Some("claude-sonnet-4-5"));
+        assert_eq!(m.cost_usd, None);
+        // A background launch: its agent and model, no figures.
+        let launched = serde_json::json!({
+            "status": "async_launched", "agentId": "a2",
+            "modelsUsed": ["claude-haiku-4-5", "claude-sonnet-4-5"]
+        });
+        let m = Metrics::from_agent_response(&launched);
+        assert_eq!(m.total_tokens, None);
+        assert_eq!(m.input_tokens, None);
+        assert_eq!(
+            m.model.as_deref(),
+            Some("claude-haiku-4-5,claude-sonnet-4-5")
+        );
+        assert_eq!(m.session_id.as_deref(), Some("a2"));
+    }
+}
