@@ -482,7 +482,7 @@ fn execute_batch(state: &mut State, a: ExecuteArgs) -> Result<CallResult, String
         ..Default::default()
     };
     let db = state.db()?;
-    // Runners whose lease lapsed are taken over first, as every batching path does.
+    // Runners whose lease expired are taken over first, as every batching path does.
     let (made, back) = db
         .write(|tx| batch::create_reclaiming_in(tx, &req))
         .map_err(|e| e.to_string())?;
