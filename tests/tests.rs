@@ -19,6 +19,7 @@ mod hook;
 mod hostile;
 mod jobs;
 mod land;
+mod long_runs;
 mod mcp;
 mod msg;
 mod queue;

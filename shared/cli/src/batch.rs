@@ -47,6 +47,10 @@ pub enum Cmd {
         /// Print the whole batch as JSON instead of its id.
         #[arg(long)]
         json: bool,
+        /// Agents tracked through orch-hook whose end never came for this long
+        /// are reconciled as lost first (as orch-hook --stale-after).
+        #[arg(long, value_name = "DURATION", env = "ORCH_STALE_AFTER", default_value = "2h", value_parser = orch_core::time::parse_duration)]
+        stale_after: std::time::Duration,
     },
     /// Show the waves the queued tasks would run in; writes nothing.
     #[command(after_help = "Example:\n  orch-batch plan --max 4 --json")]
@@ -107,6 +111,7 @@ impl Tool for Cli {
                 min,
                 role,
                 json,
+                stale_after,
             } => {
                 if let Some(r) = &role {
                     orch_core::task::validate_role(r)?;
@@ -142,23 +147,24 @@ impl Tool for Cli {
                 }
                 crate::check_stdout()?;
                 let db = self.db.open()?;
-                // A runner whose lease expired left tasks behind: they are ready again.
-                let back = db.write(|tx| orch_core::run::reclaim_lapsed_in(tx, 2))?;
-                if !back.batches.is_empty() {
+                // A runner whose lease expired left tasks behind: they are
+                // ready again (the batching itself takes them over).
+                let req = CreateRequest {
+                    max,
+                    min,
+                    role,
+                    stale_after: Some(stale_after),
+                    made_by: None,
+                };
+                let (made, back) = db.write(|tx| batch::create_reclaiming_in(tx, &req))?;
+                let note = back.describe();
+                if !note.is_empty() {
                     eprintln!(
-                        "orch-batch: note: the runner of batch{} {} is gone (its lease expired): {} task{} back in the queue{}",
-                        if back.batches.len() == 1 { "" } else { "es" },
-                        join(&back.batches),
-                        back.requeued.len(),
-                        if back.requeued.len() == 1 { "" } else { "s" },
-                        if back.failed.is_empty() {
-                            String::new()
-                        } else {
-                            format!(", {} failed (retries used up)", join(&back.failed))
-                        }
+                        "orch-batch: note: {}",
+                        orch_core::text::escape(&note, false)
                     );
                 }
-                match batch::create(&db, &CreateRequest { max, min, role })? {
+                match made {
                     Ok(b) => {
                         // The id first, then the human note, also when both go to one terminal.
                         out.answer(
@@ -362,11 +368,4 @@ fn print_plan(out: &mut Out, p: &batch::Plan) -> io::Result<()> {
         out.line(format_args!("blocked: task {}: {}", b.id, b.reason))?;
     }
     Ok(())
-}
-
-fn join(ids: &[i64]) -> String {
-    ids.iter()
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -809,7 +809,7 @@ pub fn agent_cli() -> Check {
 }
 
 /// What holds runners back: Claude Code's sub-agent cap, this database's
-/// limit, and a pause in force.
+/// limit, a pause in force, and batches whose runner's lease expired.
 pub fn limits(flag: Option<&Path>) -> Check {
     let (cap, from) = orch_core::limits::claude_cap();
     let mut msg = format!("Claude Code runs at most {cap} sub-agents at once ({from})");
@@ -819,19 +819,31 @@ pub fn limits(flag: Option<&Path>) -> Check {
         if db::check_file(&loc.path).ok() == Some(db::Found::Data) {
             if let Ok(d) = db::Db::open_existing(&loc) {
                 let state = d.read(|tx| {
+                    let now = orch_core::time::now_ms();
                     Ok((
                         orch_core::limits::limit_in(tx)?,
-                        orch_core::limits::paused_in(tx, orch_core::time::now_ms())?,
+                        orch_core::limits::paused_in(tx, now)?,
+                        orch_core::batch::expired_with_tasks_in(tx, now)?,
                     ))
                 });
-                if let Ok((limit, pause)) = state {
+                if let Ok((limit, pause, expired)) = state {
                     if let Some(l) = limit {
                         msg.push_str(&format!("; orch-queue limit {l} for every runner"));
                     }
                     if let Some(p) = pause {
                         msg.push_str(&format!("; {}", orch_core::limits::describe(&p)));
                         mark = Mark::Warn;
-                        fix = Some("wait, or `orch-queue resume` to start tasks again now");
+                        fix = Some("wait, or `orch-queue resume` to start tasks again now".into());
+                    }
+                    for (b, holder, until) in &expired {
+                        msg.push_str(&format!(
+                            "; batch {b}: the lease of its runner {holder} expired at {}",
+                            orch_core::time::rfc3339(*until)
+                        ));
+                        mark = Mark::Warn;
+                        fix = Some(format!(
+                            "`orch-batch create` takes it over (its tasks back in the queue), or `orch-run {b}` runs what is left"
+                        ));
                     }
                 }
             }

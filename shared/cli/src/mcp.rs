@@ -43,6 +43,10 @@ pub struct Cli {
     /// Uses a temporary database unless --db is given.
     #[arg(long)]
     pub selftest: bool,
+    /// Agents tracked through orch-hook whose end never came for this long are
+    /// reconciled as lost when a batch is made (as orch-hook --stale-after).
+    #[arg(long, value_name = "DURATION", env = "ORCH_STALE_AFTER", default_value = "2h", value_parser = orch_core::time::parse_duration)]
+    pub stale_after: std::time::Duration,
 }
 
 impl Tool for Cli {
@@ -54,15 +58,16 @@ impl Tool for Cli {
         } else if self.selftest {
             selftest(&self.db)
         } else {
-            serve(self.db.db)
+            serve(self.db.db, self.stale_after)
         }
     }
 }
 
 /// The server: one reply line per request line, flushed at once, until stdin ends.
-fn serve(db: Option<PathBuf>) -> anyhow::Result<Exit> {
+fn serve(db: Option<PathBuf>, stale_after: std::time::Duration) -> anyhow::Result<Exit> {
     let cwd = std::env::current_dir().unwrap_or_default();
     let mut state = State::new(DbSource::Resolve(db), cwd);
+    state.stale_after = stale_after;
     state.log = Box::new(|s| {
         eprintln!(
             "{}: {}",

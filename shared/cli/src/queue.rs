@@ -495,7 +495,7 @@ impl Tool for Cli {
                     }
                     out.json(&WithSpend {
                         counts: &s,
-                        spend: (ledger.total.reported > 0).then_some(&ledger),
+                        spend: ledger.total.any().then_some(&ledger),
                     })?;
                 } else {
                     for (name, n) in [
@@ -909,8 +909,14 @@ fn print_attempts(out: &mut Out, list: &[orch_core::attempt::Attempt]) -> io::Re
         if let Some(c) = a.metrics.cost_usd {
             l.push_str(&format!(" ${c:.4}"));
         }
-        if let (Some(i), Some(o)) = (a.metrics.input_tokens, a.metrics.output_tokens) {
-            l.push_str(&format!(" {i} in/{o} out tokens"));
+        let m = &a.metrics;
+        match (m.input_tokens, m.output_tokens, m.total_tokens) {
+            (Some(i), Some(o), Some(t)) => {
+                l.push_str(&format!(" {i} in/{o} out tokens, {t} in all"))
+            }
+            (Some(i), Some(o), None) => l.push_str(&format!(" {i} in/{o} out tokens")),
+            (_, _, Some(t)) => l.push_str(&format!(" {t} tokens in all")),
+            _ => {}
         }
         if let Some(r) = &a.retry_at {
             l.push_str(&format!(", retry at {r}"));
@@ -924,35 +930,68 @@ fn print_attempts(out: &mut Out, list: &[orch_core::attempt::Attempt]) -> io::Re
 }
 
 fn print_ledger(out: &mut Out, l: &orch_core::attempt::Ledger) -> io::Result<()> {
-    if l.total.attempts == 0 {
-        return Ok(());
-    }
-    let t = &l.total;
-    if t.reported == 0 {
-        // Never an invented zero: no agent said what it cost.
-        return Ok(());
-    }
-    out.line(format_args!(
-        "spend      ${:.4} over {} attempts ({} reported a cost); tokens {} in, {} out, {} cache read, {} cache written",
-        t.cost_usd,
-        t.attempts,
-        t.reported,
-        t.input_tokens,
-        t.output_tokens,
-        t.cache_read_tokens,
-        t.cache_creation_tokens
-    ))?;
-    for b in &l.batches {
-        out.line(format_args!(
-            "  batch {:<5} ${:.4}  {} attempts  {} in, {} out tokens",
-            b.batch.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
-            b.spend.cost_usd,
-            b.spend.attempts,
-            b.spend.input_tokens,
-            b.spend.output_tokens
-        ))?;
+    for line in ledger_lines("spend      ", l) {
+        out.line(format_args!("{line}"))?;
     }
     Ok(())
+}
+
+/// The spend and tokens of the attempt ledger, as `orch-queue stats` and
+/// `orch status` show them: the total after `label`, then one line per batch.
+/// Nothing when no agent reported a cost or tokens (never an invented zero).
+pub(crate) fn ledger_lines(label: &str, l: &orch_core::attempt::Ledger) -> Vec<String> {
+    let t = &l.total;
+    if !t.any() {
+        return Vec::new();
+    }
+    let cost = match t.cost_usd {
+        Some(c) => format!(
+            "${c:.4} over {} attempts ({} reported a cost)",
+            t.attempts, t.reported
+        ),
+        None => format!("no cost reported over {} attempts", t.attempts),
+    };
+    let mut lines = vec![format!(
+        "{label}{cost}{}",
+        tokens_text("; tokens ", t, true)
+    )];
+    for b in &l.batches {
+        if !b.spend.any() {
+            continue;
+        }
+        lines.push(format!(
+            "  batch {:<5} {}  {} attempts{}",
+            b.batch.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+            b.spend
+                .cost_usd
+                .map(|c| format!("${c:.4}"))
+                .unwrap_or_else(|| "$-".into()),
+            b.spend.attempts,
+            tokens_text("  tokens ", &b.spend, false)
+        ));
+    }
+    lines
+}
+
+/// "tokens 1200 in, 300 out, …": the figures that were reported, after `lead`.
+fn tokens_text(lead: &str, s: &orch_core::attempt::Spend, cache: bool) -> String {
+    let mut parts = Vec::new();
+    for (n, what, show) in [
+        (s.input_tokens, "in", true),
+        (s.output_tokens, "out", true),
+        (s.cache_read_tokens, "cache read", cache),
+        (s.cache_creation_tokens, "cache written", cache),
+        (s.total_tokens, "in all", true),
+    ] {
+        if let (Some(n), true) = (n, show) {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{lead}{}", parts.join(", "))
+    }
 }
 
 fn print_task(out: &mut Out, t: &Task, attempts: &[orch_core::attempt::Attempt]) -> io::Result<()> {

@@ -69,7 +69,19 @@ pub struct InFlight {
     pub id: i64,
     pub created_at: String,
     pub emitted_at: Option<String>,
+    /// The lease of the runner that holds it (orch-run), if one does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseLine>,
     pub tasks: Vec<TaskLine>,
+}
+
+/// Who holds a batch, until when, and whether that lease expired: the next
+/// batching takes it over.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseLine {
+    pub holder: String,
+    pub until: String,
+    pub expired: bool,
 }
 
 /// A verification run and its verdict so far.
@@ -137,10 +149,17 @@ pub fn snapshot_in(
             .map(|t| t.id)
             .collect();
         let last = orch_core::tasklog::last_output_in(tx, &running)?;
+        let (_, _, holder, until) = orch_core::batch::lease_in(tx, id)?;
+        let lease = holder.zip(until).map(|(h, u)| LeaseLine {
+            expired: u <= now,
+            holder: h,
+            until: rfc3339(u),
+        });
         batches.push(InFlight {
             id: b.id,
             created_at: b.created_at,
             emitted_at: b.emitted_at,
+            lease,
             tasks: b
                 .tasks
                 .into_iter()
@@ -269,13 +288,8 @@ pub fn render(s: &Snapshot) -> String {
     if let Some(p) = &s.paused {
         let _ = writeln!(o, "runners   {}", orch_core::limits::describe(p));
     }
-    let sp = &s.spend.total;
-    if sp.reported > 0 {
-        let _ = writeln!(
-            o,
-            "spend     ${:.4} ({} of {} attempts reported a cost); tokens {} in, {} out",
-            sp.cost_usd, sp.reported, sp.attempts, sp.input_tokens, sp.output_tokens
-        );
+    for l in crate::queue::ledger_lines("spend     ", &s.spend) {
+        let _ = writeln!(o, "{l}");
     }
     if s.batches.is_empty() {
         let _ = writeln!(o, "batches   none in flight");
@@ -286,7 +300,24 @@ pub fn render(s: &Snapshot) -> String {
                 Some(e) => format!("emitted {e}"),
                 None => "not emitted".to_string(),
             };
-            let _ = writeln!(o, "  batch {}  created {}  {emitted}", b.id, b.created_at);
+            let lease = match &b.lease {
+                Some(l) if l.expired => format!(
+                    "  LEASE EXPIRED: its runner {} stopped renewing it at {}; the next orch-batch create takes it over",
+                    text::escape(&l.holder, false),
+                    l.until
+                ),
+                Some(l) => format!(
+                    "  run by {}, lease to {}",
+                    text::escape(&l.holder, false),
+                    l.until
+                ),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                o,
+                "  batch {}  created {}  {emitted}{lease}",
+                b.id, b.created_at
+            );
             for t in &b.tasks {
                 let quiet = match (t.silent_ms, t.stalled) {
                     (Some(ms), true) => format!("  STALLED: silent {}", secs(ms)),

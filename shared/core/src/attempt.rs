@@ -14,6 +14,9 @@ use crate::time::rfc3339;
 /// ran it elsewhere).
 pub const JOB: &str = "job";
 
+/// The runner of an attempt of a task orch-mcp handed out.
+pub const MCP: &str = "mcp";
+
 /// Who ran an attempt.
 pub const RUNNERS: [&str; 5] = ["orch-run", "hook", "mcp", "manual", JOB];
 
@@ -30,6 +33,10 @@ pub struct Metrics {
     pub cache_read_tokens: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_creation_tokens: Option<i64>,
+    /// Every token of the run as the agent counted it (the Agent tool's
+    /// `totalTokens`; `claude -p` reports no such total).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub turns: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -64,20 +71,34 @@ impl Metrics {
                 .and_then(|v| v.as_str())
                 .map(str::to_string),
             duration_ms: int(o.get("duration_ms")),
+            total_tokens: None,
         }
     }
 
-    /// From the Agent tool's PostToolUse response (`totalTokens`, `usage`,
-    /// `totalDurationMs`, `agentId`), as orch-hook sees in-session agents.
+    /// From the Agent tool's PostToolUse response (`AgentOutput` in Claude
+    /// Code's `sdk-tools.d.ts`: `totalTokens`, `usage`, `totalDurationMs`,
+    /// `agentId`, `resolvedModel`/`modelsUsed`), as orch-hook sees in-session agents.
     pub fn from_agent_response(r: &serde_json::Value) -> Metrics {
         let int = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_i64());
         let usage = r.get("usage");
         let u = |k: &str| int(usage.and_then(|u| u.get(k)));
+        let used: Vec<&str> = r
+            .get("modelsUsed")
+            .and_then(|m| m.as_array())
+            .map(|m| m.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        let model = match r.get("resolvedModel").and_then(|v| v.as_str()) {
+            _ if used.len() > 1 => Some(used.join(",")),
+            Some(m) => Some(m.to_string()),
+            None => used.first().map(|m| m.to_string()),
+        };
         Metrics {
             input_tokens: u("input_tokens"),
             output_tokens: u("output_tokens"),
             cache_read_tokens: u("cache_read_input_tokens"),
             cache_creation_tokens: u("cache_creation_input_tokens"),
+            total_tokens: int(r.get("totalTokens")),
+            model,
             duration_ms: int(r.get("totalDurationMs")),
             session_id: r
                 .get("agentId")
@@ -115,7 +136,7 @@ pub struct Attempt {
 
 const COLUMNS: &str = "task_id, n, batch_id, runner, started_at, ended_at, outcome, error_class, \
      error, exit_code, retry_at, cost_usd, input_tokens, output_tokens, cache_read_tokens, \
-     cache_creation_tokens, turns, model, session_id, duration_ms";
+     cache_creation_tokens, turns, model, session_id, duration_ms, total_tokens";
 
 impl Attempt {
     fn from_row(r: &Row) -> rusqlite::Result<Attempt> {
@@ -144,6 +165,7 @@ impl Attempt {
                 model: r.get(17)?,
                 session_id: r.get(18)?,
                 duration_ms: r.get(19)?,
+                total_tokens: r.get(20)?,
             },
             start_ms: start,
             end_ms: end,
@@ -205,9 +227,14 @@ pub fn end_in(tx: &Transaction, id: i64, runner: &str, e: &End) -> Result<()> {
     let m = &e.metrics;
     tx.execute(
         "UPDATE attempts SET ended_at = ?3, outcome = ?4, error_class = ?5, error = ?6,
-             exit_code = ?7, retry_at = ?8, cost_usd = ?9, input_tokens = ?10,
-             output_tokens = ?11, cache_read_tokens = ?12, cache_creation_tokens = ?13,
-             turns = ?14, model = ?15, session_id = ?16, duration_ms = ?17
+             exit_code = ?7, retry_at = ?8, cost_usd = coalesce(?9, cost_usd),
+             input_tokens = coalesce(?10, input_tokens),
+             output_tokens = coalesce(?11, output_tokens),
+             cache_read_tokens = coalesce(?12, cache_read_tokens),
+             cache_creation_tokens = coalesce(?13, cache_creation_tokens),
+             turns = coalesce(?14, turns), model = coalesce(?15, model),
+             session_id = coalesce(?16, session_id), duration_ms = coalesce(?17, duration_ms),
+             total_tokens = coalesce(?18, total_tokens)
          WHERE task_id = ?1 AND n = ?2",
         params![
             id,
@@ -226,7 +253,8 @@ pub fn end_in(tx: &Transaction, id: i64, runner: &str, e: &End) -> Result<()> {
             m.turns,
             m.model,
             m.session_id,
-            m.duration_ms
+            m.duration_ms,
+            m.total_tokens
         ],
     )?;
     let outcome = if e.ok { "done" } else { "failed" };
@@ -245,6 +273,40 @@ pub fn end_in(tx: &Transaction, id: i64, runner: &str, e: &End) -> Result<()> {
         Some("running"),
         Some(outcome),
         Some(&detail),
+    )?;
+    Ok(())
+}
+
+/// Adds what an agent reported to task `id`'s latest attempt, open or just
+/// ended (a background agent's model at its launch; a response that came
+/// after another event ended the task): only figures the attempt lacks.
+pub fn add_metrics_in(tx: &Transaction, id: i64, m: &Metrics) -> Result<()> {
+    if *m == Metrics::default() {
+        return Ok(());
+    }
+    tx.execute(
+        "UPDATE attempts SET cost_usd = coalesce(cost_usd, ?2),
+             input_tokens = coalesce(input_tokens, ?3),
+             output_tokens = coalesce(output_tokens, ?4),
+             cache_read_tokens = coalesce(cache_read_tokens, ?5),
+             cache_creation_tokens = coalesce(cache_creation_tokens, ?6),
+             turns = coalesce(turns, ?7), model = coalesce(model, ?8),
+             session_id = coalesce(session_id, ?9), duration_ms = coalesce(duration_ms, ?10),
+             total_tokens = coalesce(total_tokens, ?11)
+         WHERE task_id = ?1 AND n = (SELECT max(n) FROM attempts WHERE task_id = ?1)",
+        params![
+            id,
+            m.cost_usd,
+            m.input_tokens,
+            m.output_tokens,
+            m.cache_read_tokens,
+            m.cache_creation_tokens,
+            m.turns,
+            m.model,
+            m.session_id,
+            m.duration_ms,
+            m.total_tokens
+        ],
     )?;
     Ok(())
 }
@@ -295,17 +357,36 @@ pub fn retry(db: &Db, ids: &[i64]) -> Result<()> {
     })
 }
 
-/// Spend and tokens, per batch and in total, from every attempt that reported them.
+/// Spend and tokens, per batch and in total, from every attempt that reported
+/// them: a sum over the attempts that reported it, absent when none did (never
+/// an invented zero).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Spend {
     pub attempts: i64,
     /// Attempts that reported a cost.
     pub reported: i64,
-    pub cost_usd: f64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cache_read_tokens: i64,
-    pub cache_creation_tokens: i64,
+    /// Attempts that reported tokens (any of the figures below).
+    pub reported_tokens: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_read_tokens: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_creation_tokens: Option<i64>,
+    /// The agents' own totals (the Agent tool's `totalTokens`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<i64>,
+}
+
+impl Spend {
+    /// Whether any attempt reported a cost or tokens.
+    pub fn any(&self) -> bool {
+        self.reported > 0 || self.reported_tokens > 0
+    }
 }
 
 /// Spend per batch (`None`: tasks run outside a batch) and in total.
@@ -326,16 +407,20 @@ fn spend_row(r: &Row, at: usize) -> rusqlite::Result<Spend> {
     Ok(Spend {
         attempts: r.get(at)?,
         reported: r.get(at + 1)?,
-        cost_usd: r.get::<_, Option<f64>>(at + 2)?.unwrap_or(0.0),
-        input_tokens: r.get::<_, Option<i64>>(at + 3)?.unwrap_or(0),
-        output_tokens: r.get::<_, Option<i64>>(at + 4)?.unwrap_or(0),
-        cache_read_tokens: r.get::<_, Option<i64>>(at + 5)?.unwrap_or(0),
-        cache_creation_tokens: r.get::<_, Option<i64>>(at + 6)?.unwrap_or(0),
+        reported_tokens: r.get(at + 2)?,
+        cost_usd: r.get(at + 3)?,
+        input_tokens: r.get(at + 4)?,
+        output_tokens: r.get(at + 5)?,
+        cache_read_tokens: r.get(at + 6)?,
+        cache_creation_tokens: r.get(at + 7)?,
+        total_tokens: r.get(at + 8)?,
     })
 }
 
-const SUMS: &str = "count(*), count(cost_usd), sum(cost_usd), sum(input_tokens), \
-     sum(output_tokens), sum(cache_read_tokens), sum(cache_creation_tokens)";
+const SUMS: &str = "count(*), count(cost_usd), \
+     count(coalesce(input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, total_tokens)), \
+     sum(cost_usd), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), \
+     sum(cache_creation_tokens), sum(total_tokens)";
 
 /// [`Ledger`] inside a transaction the caller holds.
 pub fn ledger_in(tx: &Transaction) -> Result<Ledger> {
@@ -363,4 +448,39 @@ pub fn batch_cost_since_in(tx: &Transaction, batch: i64, since: i64) -> Result<f
         params![batch, since],
         |r| r.get(0),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_response_gives_what_it_carries_and_nothing_more() {
+        let done = serde_json::json!({
+            "status": "completed", "agentId": "a1", "totalTokens": 10544,
+            "totalDurationMs": 8123, "resolvedModel": "claude-sonnet-4-5",
+            "usage": {"input_tokens": 9321, "output_tokens": 1223,
+                      "cache_read_input_tokens": null, "cache_creation_input_tokens": 0}
+        });
+        let m = Metrics::from_agent_response(&done);
+        assert_eq!(m.total_tokens, Some(10544));
+        assert_eq!(m.input_tokens, Some(9321));
+        assert_eq!(m.cache_read_tokens, None);
+        assert_eq!(m.cache_creation_tokens, Some(0));
+        assert_eq!(m.model.as_deref(), Some("claude-sonnet-4-5"));
+        assert_eq!(m.cost_usd, None);
+        // A background launch: its agent and model, no figures.
+        let launched = serde_json::json!({
+            "status": "async_launched", "agentId": "a2",
+            "modelsUsed": ["claude-haiku-4-5", "claude-sonnet-4-5"]
+        });
+        let m = Metrics::from_agent_response(&launched);
+        assert_eq!(m.total_tokens, None);
+        assert_eq!(m.input_tokens, None);
+        assert_eq!(
+            m.model.as_deref(),
+            Some("claude-haiku-4-5,claude-sonnet-4-5")
+        );
+        assert_eq!(m.session_id.as_deref(), Some("a2"));
+    }
 }

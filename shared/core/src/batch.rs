@@ -34,6 +34,12 @@ pub struct CreateRequest {
     pub max: usize,
     pub min: usize,
     pub role: Option<String>,
+    /// Agents tracked through hooks whose end never came for this long are
+    /// reconciled as lost first (`None`: left alone).
+    pub stale_after: Option<std::time::Duration>,
+    /// The front end that makes the batch, when its tasks' attempts are its
+    /// runner's (`mcp`: orch-mcp hands the batch to Claude Code).
+    pub made_by: Option<&'static str>,
 }
 
 impl Default for CreateRequest {
@@ -42,6 +48,8 @@ impl Default for CreateRequest {
             max: DEFAULT_MAX,
             min: 1,
             role: None,
+            stale_after: Some(crate::limits::DEFAULT_STALE_AFTER),
+            made_by: None,
         }
     }
 }
@@ -64,9 +72,25 @@ pub fn create_in(
     tx: &Transaction,
     req: &CreateRequest,
 ) -> Result<std::result::Result<Batch, TooFew>> {
+    Ok(create_reclaiming_in(tx, req)?.0)
+}
+
+/// [`create_in`], with what it took over first ([`take_over_expired_in`]):
+/// every batching path hands back what dead runners left before it batches.
+#[allow(clippy::type_complexity)]
+pub fn create_reclaiming_in(
+    tx: &Transaction,
+    req: &CreateRequest,
+) -> Result<(std::result::Result<Batch, TooFew>, Reclaimed)> {
     if req.max == 0 {
         return Err(Error::invalid("--max must be at least 1"));
     }
+    let stale = req.stale_after.map(|d| d.as_millis() as i64);
+    let back = take_over_expired_in(tx, stale)?;
+    Ok((pick_in(tx, req)?, back))
+}
+
+fn pick_in(tx: &Transaction, req: &CreateRequest) -> Result<std::result::Result<Batch, TooFew>> {
     let ready = task::count_ready_upto(tx, req.role.as_deref(), req.min.max(1) as i64)?;
     if ready == 0 || (ready as usize) < req.min {
         return Ok(Err(TooFew {
@@ -81,27 +105,40 @@ pub fn create_in(
                 min: req.min.max(1),
             }));
         }
-        return Ok(Ok(create_of_in(tx, &ids)?));
+        return Ok(Ok(insert_of_in(tx, &ids, req.made_by)?));
     }
     let now = now_ms();
-    tx.execute("INSERT INTO batches (created_at) VALUES (?1)", [now])?;
-    let id = tx.last_insert_rowid();
-    event::record(tx, Kind::BatchCreated, About::batch(id), None, None, None)?;
+    let id = insert_in(tx, now, req.made_by)?;
     let claimed = task::batch_ready_in(tx, id, now, req.role.as_deref(), req.max)?;
     debug_assert!(claimed > 0);
     Ok(Ok(get_in(tx, id)?))
 }
 
+/// A new, empty batch row.
+fn insert_in(tx: &Transaction, now: i64, made_by: Option<&str>) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO batches (created_at, made_by) VALUES (?1, ?2)",
+        params![now, made_by],
+    )?;
+    let id = tx.last_insert_rowid();
+    event::record(tx, Kind::BatchCreated, About::batch(id), None, None, None)?;
+    Ok(id)
+}
+
 /// Puts exactly the queued tasks `ids` into a new batch (inside a transaction
-/// the caller holds, which must be IMMEDIATE); refused if any of them is not queued.
+/// the caller holds, which must be IMMEDIATE); refused if any of them is not
+/// queued. Batches whose runner's lease expired are taken over first.
 pub fn create_of_in(tx: &Transaction, ids: &[i64]) -> Result<Batch> {
     if ids.is_empty() {
         return Err(Error::invalid("a batch needs at least one task"));
     }
+    take_over_expired_in(tx, None)?;
+    insert_of_in(tx, ids, None)
+}
+
+fn insert_of_in(tx: &Transaction, ids: &[i64], made_by: Option<&str>) -> Result<Batch> {
     let now = now_ms();
-    tx.execute("INSERT INTO batches (created_at) VALUES (?1)", [now])?;
-    let id = tx.last_insert_rowid();
-    event::record(tx, Kind::BatchCreated, About::batch(id), None, None, None)?;
+    let id = insert_in(tx, now, made_by)?;
     for &t in ids {
         if !task::batch_one_in(tx, id, now, t)? {
             return Err(Error::invalid(format!(
@@ -229,16 +266,166 @@ pub fn set_lease_in(
     Ok(())
 }
 
-/// Batches whose runner's lease ended before `now`: (batch, holder).
-pub fn lease_ended_in(tx: &Transaction, now: i64) -> Result<Vec<(i64, String)>> {
+/// Batches whose runner's lease expired by `now`: (batch, holder, lease end).
+/// Only the expiry counts here, as any host sees it: whether a holder on
+/// this host is gone is for `orch-run` of that batch to judge, not for every
+/// tool that batches (a process hidden from its /proc is not gone).
+pub fn lease_expired_in(tx: &Transaction, now: i64) -> Result<Vec<(i64, String, i64)>> {
     let mut s = tx.prepare(
-        "SELECT id, lease_holder FROM batches
+        "SELECT id, lease_holder, lease_until FROM batches
          WHERE lease_holder IS NOT NULL AND lease_until <= ?1",
     )?;
     let v = s
-        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(v)
+}
+
+/// Batches whose runner's lease expired with tasks still batched or running:
+/// what the next batching (or `orch-run` of the batch) takes over.
+pub fn expired_with_tasks_in(tx: &Transaction, now: i64) -> Result<Vec<(i64, String, i64)>> {
+    let mut v = Vec::new();
+    for l in lease_expired_in(tx, now)? {
+        if !task::running_in_batch_in(tx, l.0)?.is_empty()
+            || !task::batched_in_batch_in(tx, l.0)?.is_empty()
+        {
+            v.push(l);
+        }
+    }
+    Ok(v)
+}
+
+/// Which front end made batch `id` (`mcp`), when one said.
+pub fn made_by_in(tx: &Transaction, id: i64) -> Result<Option<String>> {
+    Ok(tx
+        .query_row("SELECT made_by FROM batches WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .flatten())
+}
+
+/// Retries of a task lost with a runner whose lease expired, for whoever takes
+/// its batch over.
+pub const LOST_RETRIES: u32 = 2;
+
+/// What [`take_over_expired_in`] handed back.
+#[derive(Debug, Default)]
+pub struct Reclaimed {
+    /// Batches whose runner's lease expired, with tasks left.
+    pub batches: Vec<i64>,
+    /// Tasks back in the queue (never started, or lost and retried).
+    pub requeued: Vec<i64>,
+    /// Tasks lost with their retries used up, now failed.
+    pub failed: Vec<i64>,
+    /// Tasks of hook-tracked agents whose end never came, reconciled as lost.
+    pub stale: Vec<i64>,
+}
+
+impl Reclaimed {
+    /// What was taken over, for a note to people (empty when nothing was).
+    pub fn describe(&self) -> String {
+        let ids = |v: &[i64]| {
+            v.iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let s = |n: usize| if n == 1 { "" } else { "s" };
+        let mut parts = Vec::new();
+        if !self.stale.is_empty() {
+            parts.push(format!(
+                "the agent{} of task{} {} never reported an end (tracked by orch-hook): reconciled as lost",
+                s(self.stale.len()),
+                s(self.stale.len()),
+                ids(&self.stale)
+            ));
+        }
+        if !self.batches.is_empty() {
+            parts.push(format!(
+                "the runner of batch{} {} is gone (its lease expired): {} task{} back in the queue{}",
+                if self.batches.len() == 1 { "" } else { "es" },
+                ids(&self.batches),
+                self.requeued.len(),
+                s(self.requeued.len()),
+                if self.failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} failed (retries used up)", ids(&self.failed))
+                }
+            ));
+        }
+        parts.join("; ")
+    }
+}
+
+/// Takes over every batch whose runner's lease expired (any orch tool that
+/// batches does, first): tasks it never started go back to the queue;
+/// started ones get a failed attempt of class `lost` and go back to the
+/// queue while [`LOST_RETRIES`] last. With `stale_ms`, agents tracked through
+/// hooks whose end never came within it are reconciled the same way.
+pub fn take_over_expired_in(tx: &Transaction, stale_ms: Option<i64>) -> Result<Reclaimed> {
+    use crate::errclass::Class;
+    let now = now_ms();
+    let mut r = Reclaimed::default();
+    if let Some(ms) = stale_ms {
+        r.stale = crate::limits::reconcile_stale_in(tx, now, ms)?;
+    }
+    for (id, holder, _) in lease_expired_in(tx, now)? {
+        let running = task::running_in_batch_in(tx, id)?;
+        let waiting = task::batched_in_batch_in(tx, id)?;
+        if running.is_empty() && waiting.is_empty() {
+            // A run that ended: nothing to hand back.
+            end_lease_in(tx, id)?;
+            continue;
+        }
+        let p = crate::lease::pid_of(&holder).unwrap_or(0);
+        let error =
+            format!("orch-run (pid {p}) stopped before this task finished (its lease expired)");
+        for t in running {
+            let n = crate::attempt::count_in(tx, t)?;
+            let retry = n <= i64::from(LOST_RETRIES);
+            crate::attempt::end_in(
+                tx,
+                t,
+                crate::run::SOURCE,
+                &crate::attempt::End {
+                    ok: false,
+                    class: Some(Class::Lost),
+                    error: Some(error.clone()),
+                    retry_at: retry.then_some(now),
+                    at: now,
+                    ..Default::default()
+                },
+            )?;
+            if retry {
+                task::requeue_lost_in(tx, t, &error)?;
+                r.requeued.push(t);
+            } else {
+                task::finish_in(
+                    tx,
+                    t,
+                    task::Outcome {
+                        ok: false,
+                        error: Some(error.clone()),
+                        at: Some(now),
+                        ..Default::default()
+                    },
+                )?;
+                r.failed.push(t);
+            }
+        }
+        for t in waiting {
+            if task::requeue_in(tx, t)? {
+                r.requeued.push(t);
+            }
+        }
+        crate::calls::fail_open(tx, &crate::run::session_id(id), now)?;
+        crate::limits::release_holder_in(tx, &holder)?;
+        end_lease_in(tx, id)?;
+        r.batches.push(id);
+    }
+    Ok(r)
 }
 
 /// Ends batch `id`'s lease (its runner is gone and its tasks were handed back).

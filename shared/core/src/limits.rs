@@ -243,6 +243,10 @@ pub fn renew_holder_in(tx: &Transaction, holder: &str, until: i64) -> Result<()>
     Ok(())
 }
 
+/// How long a hook-tracked agent may go without its end event before it is
+/// reconciled as lost (`orch-hook --stale-after`, `ORCH_STALE_AFTER`).
+pub const DEFAULT_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
+
 /// Retries of a task lost by a hook-tracked agent whose end never came.
 pub const HOOK_RETRIES: i64 = 2;
 

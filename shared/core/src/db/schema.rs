@@ -243,6 +243,17 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX task_logs_by_task ON task_logs(task_id, id);
     "#,
+    // 7: the total tokens an in-session agent reported (the Agent tool's
+    // `totalTokens`), which front end made a batch (`mcp` for orch-mcp's
+    // execute_parallel_batch: its tasks' attempts are the MCP runner's), and
+    // the open agent calls by start (stale ones are reconciled as lost).
+    r#"
+    ALTER TABLE attempts ADD COLUMN total_tokens INTEGER;
+    ALTER TABLE batches ADD COLUMN made_by TEXT;
+    -- Every batching looks for hook-tracked agents whose end never came:
+    -- only the open calls, never the whole history.
+    CREATE INDEX agent_calls_open ON agent_calls(started_at) WHERE finished_at IS NULL;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

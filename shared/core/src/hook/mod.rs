@@ -85,7 +85,7 @@ pub struct Config {
 }
 
 /// The default of `--stale-after`.
-pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(2 * 3600);
+pub const DEFAULT_STALE_AFTER: Duration = crate::limits::DEFAULT_STALE_AFTER;
 /// The lease holder of slots taken by agents in Claude Code sessions.
 pub const SLOT_HOLDER: &str = "hook";
 
@@ -341,11 +341,19 @@ fn task_status(tx: &Transaction, id: i64) -> Result<Option<Status>> {
     task::find_status_in(tx, id)
 }
 
-/// Marks a task running unless it already moved on (repeated events are no-ops).
+/// Marks a task running unless it already moved on (repeated events are
+/// no-ops), opening its attempt: orch-mcp's (runner `mcp`) when orch-mcp
+/// handed its batch out, else the hook's.
 fn start_task(tx: &Transaction, id: i64, at: i64) -> Result<()> {
     if matches!(task_status(tx, id)?, Some(Status::Queued | Status::Batched)) {
+        let runner = match task::get_in(tx, id)?.batch {
+            Some(b) if batch::made_by_in(tx, b)?.as_deref() == Some(crate::attempt::MCP) => {
+                crate::attempt::MCP
+            }
+            _ => SOURCE_TOOL,
+        };
         task::start_in(tx, id, Some(at))?;
-        crate::attempt::begin_in(tx, id, SOURCE_TOOL, at)?;
+        crate::attempt::begin_in(tx, id, runner, at)?;
     }
     Ok(())
 }
@@ -376,7 +384,10 @@ fn finish_task_with(
             task::finish_in(tx, id, o)?;
             crate::attempt::end_in(tx, id, SOURCE_TOOL, &end)
         }
-        _ => Ok(()),
+        // Another event ended it first: what this response reports still
+        // belongs to its attempt.
+        Some(_) => crate::attempt::add_metrics_in(tx, id, &metrics),
+        None => Ok(()),
     }
 }
 
@@ -495,14 +506,17 @@ fn tool_event(
                 }
             }
             if let Some(id) = task_id {
+                let metrics = ev
+                    .tool_response
+                    .as_ref()
+                    .map(crate::attempt::Metrics::from_agent_response)
+                    .unwrap_or_default();
                 if launched {
                     start_task(tx, id, call.started_at.unwrap_or(now))?;
+                    // A background agent's launch names its model (and its
+                    // agent id); its tokens never reach a hook.
+                    crate::attempt::add_metrics_in(tx, id, &metrics)?;
                 } else {
-                    let metrics = ev
-                        .tool_response
-                        .as_ref()
-                        .map(crate::attempt::Metrics::from_agent_response)
-                        .unwrap_or_default();
                     finish_task_with(tx, id, completed(&r, now), metrics)?;
                 }
             }
@@ -650,6 +664,8 @@ pub fn auto_batch(db: &Db, cfg: &Config, cwd: &Path) -> Result<Option<String>> {
         max: cfg.max.max(1).min(crate::limits::claude_cap().0),
         min: cfg.threshold.max(1),
         role: None,
+        stale_after: Some(cfg.stale_after),
+        made_by: None,
     };
     let made = db
         .write(|tx| {

@@ -56,6 +56,9 @@ pub struct State {
     pub initialized: bool,
     /// Where notes for people go (the server sends them to stderr; none by default).
     pub log: Box<dyn FnMut(&str)>,
+    /// Hook-tracked agents whose end never came for this long are reconciled
+    /// as lost when `execute_parallel_batch` batches.
+    pub stale_after: std::time::Duration,
 }
 
 impl State {
@@ -67,6 +70,7 @@ impl State {
             protocol: None,
             initialized: false,
             log: Box::new(|_| {}),
+            stale_after: crate::limits::DEFAULT_STALE_AFTER,
         }
     }
 

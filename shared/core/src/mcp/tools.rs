@@ -474,12 +474,24 @@ fn execute_batch(state: &mut State, a: ExecuteArgs) -> Result<CallResult, String
         ));
     }
     let cwd = state.cwd.clone();
-    let db = state.db()?;
     let req = CreateRequest {
         max: max as usize,
+        stale_after: Some(state.stale_after),
+        // Its tasks' attempts are orch-mcp's (runner `mcp`), recorded as the hook sees them run.
+        made_by: Some(crate::attempt::MCP),
         ..Default::default()
     };
-    let b = match batch::create(db, &req).map_err(|e| e.to_string())? {
+    let db = state.db()?;
+    // Runners whose lease expired are taken over first, as every batching path does.
+    let (made, back) = db
+        .write(|tx| batch::create_reclaiming_in(tx, &req))
+        .map_err(|e| e.to_string())?;
+    let note = back.describe();
+    if !note.is_empty() {
+        state.note(&format!("note: {note}"));
+    }
+    let db = state.db()?;
+    let b = match made {
         Ok(b) => b,
         Err(_) => {
             let s = task::stats(db).map_err(|e| e.to_string())?;
