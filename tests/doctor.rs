@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::{assert_code, bin, json_lines, stdout, Env};
+use crate::common::{assert_code, bin, json_lines, output_of, stdout, Env};
 
 /// `orch doctor --json` as records by check name, and the exit code.
 fn doctor(env: &Env) -> (std::collections::HashMap<String, Value>, i32) {
@@ -289,13 +289,12 @@ fn doctor_reports_missing_and_mismatched_tools() {
         ],
     );
     let run = || {
-        let out = env
-            .command(dir.join("orch"))
-            .args(["doctor", "--json"])
-            .env("PATH", "/usr/bin:/bin")
-            .env("ORCH_DB", &env.db)
-            .output()
-            .unwrap();
+        let out = output_of(
+            env.command(dir.join("orch"))
+                .args(["doctor", "--json"])
+                .env("PATH", "/usr/bin:/bin")
+                .env("ORCH_DB", &env.db),
+        );
         (json_lines(&stdout(&out)), out.status.code().unwrap())
     };
     let (recs, code) = run();

@@ -301,3 +301,18 @@ pub fn committed_ids(stderr: &[u8]) -> Vec<i64> {
     }
     ids
 }
+
+/// Runs `c` to completion. A program written by this test process moments
+/// ago can be refused with ETXTBSY while another test thread's fork still
+/// holds the writing descriptor (until its exec closes it); that is retried.
+pub fn output_of(c: &mut Command) -> Output {
+    for _ in 0..100 {
+        match c.output() {
+            Err(e) if e.raw_os_error() == Some(26) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            r => return r.unwrap(),
+        }
+    }
+    panic!("{c:?}: text file busy for 2 s")
+}
