@@ -149,12 +149,17 @@ fn insert_of_in(tx: &Transaction, ids: &[i64], made_by: Option<&str>) -> Result<
     get_in(tx, id)
 }
 
-/// Returns tasks of a batch that never started to the queue (e.g. when a run is
-/// interrupted before reaching them); returns the ids that went back.
-pub fn requeue_in(tx: &Transaction, ids: &[i64]) -> Result<Vec<i64>> {
+/// Returns tasks of batch `batch` that never started to the queue (e.g. when
+/// a run is interrupted before reaching them), as long as `holder` still
+/// holds the batch's lease: a run whose batch was taken over hands back
+/// nothing (its tasks are another runner's now). Returns the ids that went back.
+pub fn requeue_in(tx: &Transaction, batch: i64, holder: &str, ids: &[i64]) -> Result<Vec<i64>> {
     let mut back = Vec::new();
+    if !holds_lease_in(tx, batch, holder)? {
+        return Ok(back);
+    }
     for &id in ids {
-        if task::requeue_in(tx, id)? {
+        if task::requeue_in(tx, id, batch)? {
             back.push(id);
         }
     }
@@ -416,7 +421,7 @@ pub fn take_over_expired_in(tx: &Transaction, stale_ms: Option<i64>) -> Result<R
             }
         }
         for t in waiting {
-            if task::requeue_in(tx, t)? {
+            if task::requeue_in(tx, t, id)? {
                 r.requeued.push(t);
             }
         }
@@ -449,6 +454,19 @@ pub fn end_lease_in(tx: &Transaction, id: i64) -> Result<()> {
 }
 
 /// Extends `holder`'s lease on batch `id`; false when it no longer holds it.
+/// Whether `holder` holds batch `id`'s lease (expired or not: until another
+/// tool takes it over, it is still this holder's).
+pub fn holds_lease_in(tx: &Transaction, id: i64, holder: &str) -> Result<bool> {
+    Ok(tx
+        .query_row(
+            "SELECT 1 FROM batches WHERE id = ?1 AND lease_holder = ?2",
+            params![id, holder],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
 pub fn renew_lease_in(tx: &Transaction, id: i64, holder: &str, until: i64) -> Result<bool> {
     Ok(tx.execute(
         "UPDATE batches SET lease_until = ?3 WHERE id = ?1 AND lease_holder = ?2",
@@ -506,6 +524,16 @@ pub fn list(db: &Db) -> Result<Vec<BatchSummary>> {
 pub fn release(db: &Db, id: i64) -> Result<Vec<i64>> {
     db.write(|tx| {
         let b = get_in(tx, id)?;
+        let (_, _, holder, until) = lease_in(tx, id)?;
+        if let Some(h) = holder.as_deref() {
+            if !crate::lease::lapsed(Some(h), until, crate::time::now_ms()) {
+                return Err(Error::invalid(format!(
+                    "batch {id} cannot be released: orch-run (pid {}) is running it (its lease runs to {}); stop that run (an interrupted orch-run puts the tasks it did not start back) or wait for its lease to expire",
+                    crate::lease::pid_of(h).unwrap_or(0),
+                    crate::time::rfc3339(until.unwrap_or(0))
+                )));
+            }
+        }
         if let Some(t) = b.tasks.iter().find(|t| !matches!(t.status, Status::Batched | Status::Cancelled)) {
             return Err(Error::invalid(format!(
                 "batch {id} cannot be released: task {} is {} (only a batch that never ran goes back)",

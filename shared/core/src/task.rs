@@ -372,12 +372,13 @@ pub fn started_at_in(tx: &Transaction, id: i64) -> Result<Option<i64>> {
 }
 
 /// Moves task `id` from batched back to queued, out of its batch; false when it was not batched.
-pub fn requeue_in(tx: &Transaction, id: i64) -> Result<bool> {
+pub fn requeue_in(tx: &Transaction, id: i64, batch: i64) -> Result<bool> {
     Ok(tx
         .prepare_cached(
-            "UPDATE tasks SET status = 'queued', batch_id = NULL, batched_at = NULL WHERE id = ?1 AND status = 'batched'",
+            "UPDATE tasks SET status = 'queued', batch_id = NULL, batched_at = NULL
+             WHERE id = ?1 AND batch_id = ?2 AND status = 'batched'",
         )?
-        .execute([id])?
+        .execute([id, batch])?
         == 1
         && event::record(tx, Kind::TaskRequeued, About::task(id), Some("batched"), Some("queued"), None)? > 0)
 }

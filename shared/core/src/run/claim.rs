@@ -214,8 +214,17 @@ pub fn stop_leftovers(batch: i64, db_path: &str) -> Vec<i32> {
     pids
 }
 
-pub(crate) fn record_start(db: &Db, batch: i64, t: &Task, at: i64) -> Result<()> {
+/// Marks task `t` started by this run, in the same transaction as the check
+/// that the run still holds its batch: a batch released or taken over since
+/// the last renewal starts nothing more (its tasks are someone else's now).
+pub(crate) fn record_start(db: &Db, batch: i64, holder: &str, t: &Task, at: i64) -> Result<()> {
     db.write(|tx| {
+        if !batch::holds_lease_in(tx, batch, holder)? {
+            return Err(Error::invalid(format!(
+                "batch {batch} is no longer this run's (released or taken over); task {} not started here",
+                t.id
+            )));
+        }
         task::start_in(tx, t.id, Some(at))?;
         crate::attempt::begin_in(tx, t.id, SOURCE, at)?;
         calls::restart(

@@ -473,6 +473,7 @@ impl Runner {
                 match self.spawn(
                     db,
                     claim.batch,
+                    &claim.holder,
                     &tasks[idx],
                     idx,
                     program,
@@ -619,7 +620,7 @@ impl Runner {
                 .map(|t| t.id)
                 .chain(retry_q.iter().map(|&(_, i)| tasks[i].id))
                 .collect();
-            db.write(|tx| batch::requeue_in(tx, &ids))?
+            db.write(|tx| batch::requeue_in(tx, claim.batch, &claim.holder, &ids))?
         } else {
             Vec::new()
         };
@@ -649,6 +650,7 @@ impl Runner {
         &self,
         db: &Db,
         batch: i64,
+        holder: &str,
         t: &Task,
         idx: usize,
         program: &std::path::Path,
@@ -657,7 +659,7 @@ impl Runner {
         sink: &Option<tasklog::Sink>,
     ) -> Result<std::result::Result<Slot, Record>> {
         let start_ms = now_ms();
-        record_start(db, batch, t, start_ms)?;
+        record_start(db, batch, holder, t, start_ms)?;
         let git = match &opts.worktree {
             Some(setup) => match setup.create(t.id) {
                 Ok(g) => {
