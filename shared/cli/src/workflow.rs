@@ -43,12 +43,12 @@ pub fn emit_plan(cli: &Cli) -> anyhow::Result<Exit> {
             tasks.extend(b.tasks.into_iter().filter(|t| t.status == Status::Batched));
         }
         let first = made.first().copied().unwrap_or_default();
-        let (calls, notes) = emit::agent_calls(&tasks, &agents, &[]);
-        let text = workflow::render(first, &tasks, &calls, cli.worktree)?;
+        let e = emit::prepare(first, tasks, &agents, &[]);
+        let text = workflow::render(first, &e.tasks, &e.calls, cli.worktree)?;
         if cli.install {
             install(first, &text, cli.allow).map_err(|e| Error::invalid(format!("{e:#}")))?;
         }
-        Ok((made, text, notes))
+        Ok((made, text, e.notes))
     })?;
     for n in notes {
         eprintln!("orch-emit: note: {n}");
