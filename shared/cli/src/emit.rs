@@ -75,7 +75,7 @@ impl Tool for Cli {
             anyhow::bail!("--plan, --install and --worktree go with --format workflow");
         }
         if self.plan {
-            return super::workflow::emit_plan(&self);
+            return super::workflow::emit_plan(&self.db, self.worktree, self.install, self.allow);
         }
         let id = id_or_stdin(self.batch, "batch")?;
         if matches!(self.format, Format::GithubActions | Format::K8sJob) {

@@ -315,22 +315,30 @@ pub fn list(db: &Db) -> Result<Vec<BatchSummary>> {
 }
 
 /// Returns a batch that never ran to the queue: its tasks become queued again
-/// and the batch is deleted. Refused once any of its tasks started.
-pub fn release(db: &Db, id: i64) -> Result<Vec<i64>> {
-    db.write(|tx| {
-        let b = get_in(tx, id)?;
-        if let Some(t) = b.tasks.iter().find(|t| !matches!(t.status, Status::Batched | Status::Cancelled)) {
-            return Err(Error::invalid(format!(
-                "batch {id} cannot be released: task {} is {} (only a batch that never ran goes back)",
-                t.id, t.status
-            )));
-        }
-        task::unbatch_all_in(tx, id)?;
-        crate::dispatch::clear_in(tx, id)?;
-        tx.execute("DELETE FROM batches WHERE id = ?1", [id])?;
-        event::record(tx, Kind::BatchReleased, About::batch(id), None, None, None)?;
-        Ok(b.tasks.iter().filter(|t| t.status == Status::Batched).map(|t| t.id).collect())
-    })
+/// and the batch is deleted. Refused once any of its tasks started. Inside
+/// [`crate::dispatch::release`]'s transaction, which first forgets the
+/// batch's dispatch (the only way in: a batch sent out as a bundle is
+/// released too).
+pub(crate) fn release_in(tx: &Transaction, id: i64) -> Result<Vec<i64>> {
+    let b = get_in(tx, id)?;
+    if let Some(t) = b
+        .tasks
+        .iter()
+        .find(|t| !matches!(t.status, Status::Batched | Status::Cancelled))
+    {
+        return Err(Error::invalid(format!(
+            "batch {id} cannot be released: task {} is {} (only a batch that never ran goes back)",
+            t.id, t.status
+        )));
+    }
+    task::unbatch_all_in(tx, id)?;
+    tx.execute("DELETE FROM batches WHERE id = ?1", [id])?;
+    event::record(tx, Kind::BatchReleased, About::batch(id), None, None, None)?;
+    Ok(b.tasks
+        .iter()
+        .filter(|t| t.status == Status::Batched)
+        .map(|t| t.id)
+        .collect())
 }
 
 /// A short view of a task in a plan.

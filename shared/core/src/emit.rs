@@ -45,19 +45,7 @@ pub struct AgentCall {
     pub mode: Option<String>,
 }
 
-/// The last line of every emitted prompt, which hooks read to find the task.
-pub fn task_marker(id: i64) -> String {
-    format!("orch-task: {id}")
-}
-
-/// The task id in a prompt's `orch-task: ID` line, if any (the last one wins).
-pub fn parse_task_marker(prompt: &str) -> Option<i64> {
-    prompt
-        .lines()
-        .rev()
-        .find_map(|l| l.trim().strip_prefix("orch-task:"))
-        .and_then(|v| v.trim().parse().ok())
-}
+pub use crate::task::{parse_task_marker, task_marker};
 
 /// The Agent call for a task, and a note when its role is not a known agent type.
 fn agent_call(t: &Task, agents: &AgentIndex, extra: Option<&str>) -> (AgentCall, Option<String>) {

@@ -4,6 +4,7 @@
 //! (the task's start, end, exit and output, and one `agent_calls` row per task).
 
 mod claim;
+pub mod job;
 mod judge;
 mod template;
 
