@@ -3,6 +3,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use crate::attempt::{self, Again};
 
 /// The `agent_calls.session_id` of a batch's run, so `orch-verify session` can judge it.
 pub fn session_id(batch: i64) -> String {
@@ -88,31 +89,10 @@ pub fn claim_in(
         dead_runner = Some(p);
         let error = format!("orch-run (pid {p}) stopped before this task finished");
         for t in task::running_in_batch_in(tx, id)? {
-            let n = crate::attempt::count_in(tx, t)?;
-            let end = crate::attempt::End {
-                ok: false,
-                class: Some(Class::Lost),
-                error: Some(error.clone()),
-                retry_at: (n <= i64::from(o.retries)).then_some(now),
-                at: now,
-                ..Default::default()
-            };
-            crate::attempt::end_in(tx, t, SOURCE, &end)?;
-            if end.retry_at.is_some() {
-                task::retry_later_in(tx, t, now, Some(&error), None)?;
-                retried.push(t);
-            } else {
-                task::finish_in(
-                    tx,
-                    t,
-                    Outcome {
-                        ok: false,
-                        error: Some(error.clone()),
-                        at: Some(now),
-                        ..Default::default()
-                    },
-                )?;
-                recovered.push(t);
+            let retries = i64::from(o.retries);
+            match attempt::lose_in(tx, t, SOURCE, &error, retries, Again::InItsBatch, now)? {
+                true => retried.push(t),
+                false => recovered.push(t),
             }
         }
         calls::fail_open(tx, &session_id(id), now)?;
@@ -184,36 +164,9 @@ pub fn reclaim_lapsed_in(tx: &Transaction, retries: u32) -> Result<Reclaimed> {
         let error =
             format!("orch-run (pid {p}) stopped before this task finished (its lease expired)");
         for t in running {
-            let n = crate::attempt::count_in(tx, t)?;
-            let retry = n <= i64::from(retries);
-            crate::attempt::end_in(
-                tx,
-                t,
-                SOURCE,
-                &crate::attempt::End {
-                    ok: false,
-                    class: Some(Class::Lost),
-                    error: Some(error.clone()),
-                    retry_at: retry.then_some(now),
-                    at: now,
-                    ..Default::default()
-                },
-            )?;
-            if retry {
-                task::requeue_lost_in(tx, t, &error)?;
-                r.requeued.push(t);
-            } else {
-                task::finish_in(
-                    tx,
-                    t,
-                    Outcome {
-                        ok: false,
-                        error: Some(error.clone()),
-                        at: Some(now),
-                        ..Default::default()
-                    },
-                )?;
-                r.failed.push(t);
+            match attempt::lose_in(tx, t, SOURCE, &error, retries.into(), Again::Queued, now)? {
+                true => r.requeued.push(t),
+                false => r.failed.push(t),
             }
         }
         for t in waiting {
