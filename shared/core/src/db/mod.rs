@@ -855,23 +855,12 @@ mod tests {
         ("task_logs", "core/src/tasklog.rs"),
     ];
 
-    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-        for e in fs::read_dir(dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                sources(&p, out);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                out.push(p);
-            }
-        }
-    }
-
     #[test]
     fn sql_on_each_table_lives_in_its_owner() {
         let shared = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let mut files = Vec::new();
         for d in ["core/src", "cli/src", "../bins"] {
-            sources(&shared.join(d), &mut files);
+            crate::tests::sources(&shared.join(d), &mut files);
         }
         assert!(
             files.len() > 20,
