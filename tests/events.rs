@@ -397,32 +397,6 @@ fn a_stalled_agent_is_flagged_once_after_the_setting() {
     assert!(stalled[0]["detail"].as_str().unwrap().contains("no output"));
 }
 
-/// A finished 12-task batch: task 5 fails, task 1's description is hostile.
-pub fn twelve_task_run(env: &Env) {
-    env.ok(
-        "orch-queue",
-        &[
-            "add",
-            "dev",
-            "--description",
-            "<script>alert(1)</script> & \"quotes\"",
-            "p1",
-        ],
-    );
-    for i in 2..=12 {
-        env.add("dev", &format!("p{i}"));
-    }
-    env.ok("orch-batch", &["create", "--max", "12"]);
-    let script = "case \"$1\" in p5) echo broken >&2; exit 3;; esac; sleep 0.$(( ${1#p} % 4 + 1 )); echo done";
-    let out = env.run(
-        "orch-run",
-        &[
-            "1", "-j", "4", "--", "sh", "-c", script, "agent", "{prompt}",
-        ],
-    );
-    assert_code(&out, 1);
-}
-
 #[test]
 fn the_page_of_a_twelve_task_run_is_self_contained_and_escaped() {
     let env = Env::new();

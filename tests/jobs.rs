@@ -16,22 +16,6 @@ fn fake_claude(env: &Env) -> PathBuf {
     d
 }
 
-/// `n` tasks in one batch, exported to `bundle.jsonl`; the batch id.
-fn exported(env: &Env, prompts: &[String]) -> String {
-    for p in prompts {
-        env.add("dev", p);
-    }
-    let b = env
-        .ok(
-            "orch-batch",
-            &["create", "--max", &prompts.len().to_string()],
-        )
-        .trim()
-        .to_string();
-    env.ok("orch-batch", &["export", &b, "--out", "bundle.jsonl"]);
-    b
-}
-
 /// Runs `orch-run job` for index `i` in `dir` with no database anywhere; its record line.
 fn job(env: &Env, agents: &Path, dir: &Path, bundle: &Path, i: usize) -> String {
     let mut c = env.command(bin("orch-run"));

@@ -8,10 +8,6 @@ use std::process::{Command, Output};
 
 use crate::common::*;
 
-pub fn fake() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake-agent").to_string()
-}
-
 /// A fresh repository `repo` inside the env's directory, on branch `main`,
 /// with one commit; its identity is local so no global config is read.
 pub fn repo(env: &Env) -> PathBuf {
@@ -63,7 +59,7 @@ pub fn batch(env: &Env, prompts: &[&str]) -> (String, Vec<i64>) {
 
 /// `orch-run B --worktree ARGS… -- fake-agent {prompt}` in the repository.
 pub fn run_worktrees(env: &Env, repo: &Path, b: &str, extra: &[&str]) -> Output {
-    let f = fake();
+    let f = fake_agent();
     let mut args = vec![b, "--worktree"];
     args.extend(extra);
     args.extend(["--", f.as_str(), "{prompt}"]);
@@ -197,7 +193,7 @@ fn orch_run_worktree_refuses_bad_git_state_before_claiming_anything() {
     check(run_worktrees(&env, &r, &b, &[]), "uncommitted changes");
     git(&r, &["checkout", "--", "README"]);
     // git missing from PATH.
-    let f = fake();
+    let f = fake_agent();
     let mut c = env.cmd("orch-run");
     c.args([b.as_str(), "--worktree", "--", f.as_str(), "{prompt}"])
         .current_dir(&r)
@@ -369,7 +365,7 @@ fn two_tasks_editing_the_same_lines_land_one_and_stop_at_the_other() {
     assert_eq!(git(&r, &["status", "--porcelain"]), "");
     // The resolving task's own branch lands like any other.
     let rb = env.ok("orch-batch", &["create"]).trim().to_string();
-    let f = fake();
+    let f = fake_agent();
     let mut c = env.cmd("orch-run");
     c.args([
         rb.as_str(),

@@ -8,21 +8,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-fn fake() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake-agent").to_string()
-}
-
-/// Adds one task per prompt and puts them all in one batch; returns the batch and task ids.
-fn batch_of(env: &Env, prompts: &[&str]) -> (String, Vec<i64>) {
-    let ids: Vec<i64> = prompts.iter().map(|p| env.add("dev", p)).collect();
-    let max = prompts.len().to_string();
-    let b = env
-        .ok("orch-batch", &["create", "--max", &max])
-        .trim()
-        .to_string();
-    (b, ids)
-}
-
 /// (start, end) in ms of every task, from the database.
 fn intervals(env: &Env) -> Vec<(i64, i64)> {
     let c = env.sql();
@@ -83,7 +68,7 @@ fn claude_dir(env: &Env) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     let link = dir.join("claude");
     if !link.exists() {
-        symlink(fake(), &link).unwrap();
+        symlink(fake_agent(), &link).unwrap();
     }
     dir
 }
@@ -108,7 +93,7 @@ fn eight_one_second_tasks_overlap_with_j8_and_pair_up_with_j2() {
     let env = Env::new();
     let prompts = ["sleep=1"; 8];
     let (b, _) = batch_of(&env, &prompts);
-    let f = fake();
+    let f = fake_agent();
     let out = env.run("orch-run", &[&b, "-j", "8", "--", &f, "{prompt}"]);
     assert_code(&out, 0);
     // Order, not a stopwatch: every task started before any of them ended.
@@ -154,7 +139,7 @@ fn results_and_exit_codes_land_on_their_tasks() {
             "say=gamma sleep=0.1 err=just-a-warning",
         ],
     );
-    let f = fake();
+    let f = fake_agent();
     // The batch id comes on stdin, as from `orch-batch create | orch-run`.
     let out = env.run_with(
         "orch-run",
@@ -216,7 +201,7 @@ fn a_hostile_prompt_reaches_the_agent_as_one_literal_argument() {
         m = marker.display()
     );
     let (b, ids) = batch_of(&env, &[&prompt]);
-    let f = fake();
+    let f = fake_agent();
     env.ok("orch-run", &[&b, "--", &f, "{prompt}"]);
     assert_eq!(task(&env, ids[0])["result"], format!("[1] {prompt}"));
 
@@ -285,7 +270,7 @@ fn a_timeout_fails_only_the_task_that_overran() {
         &env,
         &["sleep=30", "sleep=0.2 say=quick", "sleep=30 ignoreterm"],
     );
-    let f = fake();
+    let f = fake_agent();
     let (out, wall) = timed(&env, &[&b, "--timeout", "1", "--", &f, "{prompt}"]);
     assert_code(&out, 1);
     // 1 s, plus the 2 s grace before SIGKILL for the one that ignores SIGTERM:
@@ -332,7 +317,7 @@ fn sigint_stops_every_child_and_leaves_no_task_running() {
     let pids = env.path().join("pids");
     std::fs::create_dir_all(&pids).unwrap();
     let (b, ids) = batch_of(&env, &["sleep=30", "sleep=30", "sleep=30", "sleep=30"]);
-    let f = fake();
+    let f = fake_agent();
     let mut c = env.cmd("orch-run");
     c.args([&b, "-j", "2", "--", &f, "{prompt}"])
         .env("FAKE_AGENT_PIDS", &pids)
@@ -435,7 +420,7 @@ fn a_missing_agent_fails_before_anything_changes() {
 fn a_second_run_of_a_running_batch_is_refused() {
     let env = Env::new();
     let (b, ids) = batch_of(&env, &["sleep=2 say=once", "sleep=2 say=once"]);
-    let f = fake();
+    let f = fake_agent();
     let mut c = env.cmd("orch-run");
     c.args([&b, "--", &f, "{prompt}"])
         .stdout(Stdio::null())
@@ -497,7 +482,7 @@ fn stdin_lines_become_a_batch_of_their_own() {
 fn output_beyond_the_cap_keeps_its_end_and_says_so() {
     let env = Env::new();
     let (b, ids) = batch_of(&env, &["spam=5000000"]);
-    let f = fake();
+    let f = fake_agent();
     let out = env.run("orch-run", &[&b, "--json", "--", &f, "{prompt}"]);
     assert_code(&out, 0);
     let rec = &json_lines(&String::from_utf8(out.stdout).unwrap())[0];
@@ -606,7 +591,7 @@ fn orch_verify_exec_judges_orch_run_parallel_and_one_at_a_time() {
 fn item6_run_json_after_a_commit_is_exit_3() {
     let env = Env::new();
     let (b, ids) = batch_of(&env, &["say=one", "say=two"]);
-    let f = fake();
+    let f = fake_agent();
     let args = [b.as_str(), "--json", "--", f.as_str(), "{prompt}"];
     let out = env.run_bad_stdout("orch-run", &args, b"", BadStdout::Closed);
     assert_error(&out, "orch-run");
@@ -726,7 +711,7 @@ fn item13_a_prompt_too_long_for_an_argument_is_refused_before_the_claim() {
     let prompt = "word ".repeat(30_000);
     let (b, id) = batch_of_long(&env, &prompt);
     let before = dump(&env);
-    let f = fake();
+    let f = fake_agent();
     let err = assert_error(
         &env.run("orch-run", &[&b, "--", &f, "{prompt}"]),
         "orch-run",
@@ -882,7 +867,7 @@ fn item16_a_sigkilled_orch_run_takes_its_agents_with_it_and_the_next_run_reports
     let pids = env.path().join("pids");
     std::fs::create_dir_all(&pids).unwrap();
     let (b, ids) = batch_of(&env, &["sleep=30", "sleep=30", "say=later"]);
-    let f = fake();
+    let f = fake_agent();
     let mut c = env.cmd("orch-run");
     c.args([&b, "-j", "2", "--", &f, "{prompt}"])
         .env("FAKE_AGENT_PIDS", &pids)
@@ -969,7 +954,7 @@ fn item16_a_run_whose_tasks_were_all_running_is_recorded_when_taken_over() {
     let pids = env.path().join("pids");
     std::fs::create_dir_all(&pids).unwrap();
     let (b, ids) = batch_of(&env, &["sleep=30"]);
-    let f = fake();
+    let f = fake_agent();
     let mut c = env.cmd("orch-run");
     c.args([&b, "--", &f, "{prompt}"])
         .env("FAKE_AGENT_PIDS", &pids)

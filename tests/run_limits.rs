@@ -9,10 +9,6 @@ use std::process::{Command, Output, Stdio};
 
 use crate::common::*;
 
-fn fake() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake-agent").to_string()
-}
-
 fn fixtures() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -26,7 +22,7 @@ fn orch_run(env: &Env, args: &[&str]) -> Command {
     std::fs::create_dir_all(&dir).unwrap();
     let link = dir.join("claude");
     if !link.exists() {
-        symlink(fake(), &link).unwrap();
+        symlink(fake_agent(), &link).unwrap();
     }
     let state = env.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
@@ -37,16 +33,6 @@ fn orch_run(env: &Env, args: &[&str]) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     c
-}
-
-fn batch_of(env: &Env, prompts: &[&str]) -> (String, Vec<i64>) {
-    let ids: Vec<i64> = prompts.iter().map(|p| env.add("dev", p)).collect();
-    let max = prompts.len().to_string();
-    let b = env
-        .ok("orch-batch", &["create", "--max", &max])
-        .trim()
-        .to_string();
-    (b, ids)
 }
 
 /// `orch-queue attempts ID --json`, parsed.

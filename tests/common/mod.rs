@@ -7,7 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod runs;
 mod store;
+pub use runs::*;
 pub use store::*;
 
 /// The path of a suite binary built by cargo for this test run.

@@ -23,22 +23,6 @@ fn system_path(first: &[&Path]) -> std::ffi::OsString {
     path_with(&dirs)
 }
 
-/// A batch of `prompts` exported to `bundle.jsonl` in the env's directory; the batch id.
-fn exported(env: &Env, prompts: &[String]) -> String {
-    for p in prompts {
-        env.add("dev", p);
-    }
-    let b = env
-        .ok(
-            "orch-batch",
-            &["create", "--max", &prompts.len().to_string()],
-        )
-        .trim()
-        .to_string();
-    env.ok("orch-batch", &["export", &b, "--out", "bundle.jsonl"]);
-    b
-}
-
 fn hostile_prompts() -> Vec<String> {
     vec![
         "${{ github.token }} and ${{ secrets.ANTHROPIC_API_KEY }}".into(),

@@ -199,19 +199,7 @@ fn orch_run_children_leave_other_tasks_alone() {
     let model = Model::start(&env, "obedient", 0.0);
     let out = orch_run(&env, &model, &dir, &[batch.trim(), "--agent", "claude"]);
     assert_code(&out, 0);
-
-    assert_eq!(task_row(&env, mine).0, "done");
-    for id in others {
-        assert_eq!(
-            task_row(&env, id).0,
-            "queued",
-            "task {id} was left for its owner"
-        );
-    }
-    assert!(
-        model.agent_messages().is_empty(),
-        "the child launched no agents"
-    );
+    assert_left_alone(&env, &model, mine, &others);
     assert!(
         model
             .by_role("main")
@@ -249,11 +237,16 @@ fn emit_shell_children_leave_other_tasks_alone() {
     c.arg(&path).current_dir(&dir);
     let out = run_bounded(c, CLAUDE_LIMIT);
     assert_code(&out, 0);
+    assert_left_alone(&env, &model, mine, &others);
+}
 
-    assert_eq!(task_row(&env, mine).0, "done");
-    for id in others {
+/// Task `mine` is done, `others` still queued for their owner, and the child
+/// launched no agents.
+fn assert_left_alone(env: &Env, model: &Model, mine: i64, others: &[i64]) {
+    assert_eq!(task_row(env, mine).0, "done");
+    for &id in others {
         assert_eq!(
-            task_row(&env, id).0,
+            task_row(env, id).0,
             "queued",
             "task {id} was left for its owner"
         );

@@ -311,7 +311,7 @@ impl Tool for Cli {
             Cmd::Release { batch: id } => {
                 let id = id_or_stdin(id, "batch")?;
                 let db = self.db.open_existing()?;
-                let ids = batch::release(&db, id)?;
+                let ids = orch_core::dispatch::release(&db, id)?;
                 eprintln!(
                     "batch {id} released: {} task{} queued again",
                     ids.len(),

@@ -10,61 +10,9 @@ use clap::{Arg, ArgAction};
 pub use clap::{Command, CommandFactory};
 use clap_complete::{Generator, Shell};
 
+pub use crate::suite::{SuiteTool, BUILT_IN, SUITE};
 use crate::Out;
 use orch_core::error::Exit;
-
-/// A tool of the suite: the NAME in `orch-NAME`, and its clap definition.
-pub struct SuiteTool {
-    pub name: &'static str,
-    pub command: fn() -> Command,
-}
-
-/// Every `orch-NAME` binary this build ships, in `orch --help` order.
-pub const SUITE: &[SuiteTool] = &[
-    SuiteTool {
-        name: "queue",
-        command: <crate::queue::Cli as CommandFactory>::command,
-    },
-    SuiteTool {
-        name: "batch",
-        command: <crate::batch::Cli as CommandFactory>::command,
-    },
-    SuiteTool {
-        name: "emit",
-        command: <crate::emit::Cli as CommandFactory>::command,
-    },
-    SuiteTool {
-        name: "verify",
-        command: <crate::verify::Cli as CommandFactory>::command,
-    },
-    SuiteTool {
-        name: "hook",
-        command: <crate::hook::Cli as CommandFactory>::command,
-    },
-    SuiteTool {
-        name: "msg",
-        command: <crate::msg::Cli as CommandFactory>::command,
-    },
-    SuiteTool {
-        name: "mcp",
-        command: <crate::mcp::Cli as CommandFactory>::command,
-    },
-    SuiteTool {
-        name: "run",
-        command: <crate::run::Cli as CommandFactory>::command,
-    },
-    SuiteTool {
-        name: "events",
-        command: <crate::events::Cli as CommandFactory>::command,
-    },
-    SuiteTool {
-        name: "land",
-        command: <crate::land::Cli as CommandFactory>::command,
-    },
-];
-
-/// Names `orch` answers itself; an `orch-NAME` with one of these names is never run.
-pub const BUILT_IN: &[&str] = &["doctor", "status", "completions", "man", "help"];
 
 /// `orch completions SHELL [--dir DIR]`.
 #[derive(Debug, clap::Args)]
@@ -94,10 +42,10 @@ pub struct ManArgs {
 
 pub const MAN_EXAMPLES: &str = "Example:\n  orch man ~/.local/share/man/man1";
 
-/// The `orch` command with every tool of the suite (and every third-party
-/// `orch-NAME` found) as a subcommand.
-pub fn orch_command() -> Command {
-    let mut cmd = crate::orch::Cli::command();
+/// The `orch` command (`front`: its own verbs) with every tool of the suite
+/// (and every third-party `orch-NAME` found) as a subcommand.
+pub fn orch_command(front: fn() -> Command) -> Command {
+    let mut cmd = front();
     for t in SUITE {
         cmd = cmd.subcommand(
             tool_command(t)
@@ -135,8 +83,8 @@ pub fn tool_command(t: &SuiteTool) -> Command {
 }
 
 /// Every binary and its command: `orch`, then each `orch-NAME` of the suite.
-pub fn binaries() -> Vec<(String, Command)> {
-    let mut all = vec![("orch".to_string(), orch_command())];
+pub fn binaries(front: fn() -> Command) -> Vec<(String, Command)> {
+    let mut all = vec![("orch".to_string(), orch_command(front))];
     all.extend(
         SUITE
             .iter()
@@ -165,25 +113,25 @@ pub fn script(shell: Shell, bin: &str, mut cmd: Command) -> Vec<u8> {
     buf
 }
 
-/// `orch completions`.
-pub fn run(args: Args) -> anyhow::Result<Exit> {
+/// `orch completions`; `front` is the `orch` command's own definition.
+pub fn run(args: Args, front: fn() -> Command) -> anyhow::Result<Exit> {
     match &args.dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            for (bin, cmd) in binaries() {
+            for (bin, cmd) in binaries(front) {
                 let path = dir.join(args.shell.file_name(&bin));
                 write_file(&path, &script(args.shell, &bin, cmd))?;
             }
             eprintln!(
                 "wrote {} {} completion files into {}",
-                binaries().len(),
+                binaries(front).len(),
                 args.shell,
                 dir.display()
             );
         }
         None => {
             let mut out = Out::new();
-            for (bin, cmd) in binaries() {
+            for (bin, cmd) in binaries(front) {
                 out.text(&String::from_utf8_lossy(&script(args.shell, &bin, cmd)))?;
             }
             out.flush()?;
@@ -192,14 +140,15 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// `orch man DIR`: a page per binary and per verb, like git's.
-pub fn man(args: ManArgs) -> anyhow::Result<Exit> {
+/// `orch man DIR`: a page per binary and per verb, like git's; `front` is
+/// the `orch` command's own definition.
+pub fn man(args: ManArgs, front: fn() -> Command) -> anyhow::Result<Exit> {
     let dir = &args.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     // The front's own verbs (orch-doctor.1, ...), then orch.1 listing every tool.
-    man_pages(without_help_verb(crate::orch::Cli::command()), dir)
+    man_pages(without_help_verb(front()), dir)
         .with_context(|| format!("writing man pages into {}", dir.display()))?;
-    let mut full = without_help_verb(orch_command());
+    let mut full = without_help_verb(orch_command(front));
     full.build();
     write_file(&dir.join("orch.1"), &man_page(full)?)?;
     for t in SUITE {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::completions::SUITE;
+use crate::suite::SUITE;
 use crate::{color_ok, DbArg, Out};
 use orch_core::db::{self, schema};
 use orch_core::error::Exit;
@@ -465,7 +465,7 @@ pub fn database(flag: Option<&Path>) -> Check {
         )
         .path(path);
     }
-    match db::peek(path) {
+    match orch_core::task::peek(path) {
         Ok((version, tasks)) if version <= schema::current_version() => {
             let upgrade = if version < schema::current_version() {
                 " (upgraded on next use)"

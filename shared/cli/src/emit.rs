@@ -5,13 +5,10 @@ use anyhow::Context;
 use clap::Parser;
 
 use crate::{id_or_stdin, DbArg, Out, Tool};
-use orch_core::batch;
 use orch_core::claude::agents::AgentIndex;
 use orch_core::clipboard;
-use orch_core::db::Source;
 use orch_core::emit;
 use orch_core::error::Exit;
-use orch_core::task::Status;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -78,7 +75,7 @@ impl Tool for Cli {
             anyhow::bail!("--plan, --install and --worktree go with --format workflow");
         }
         if self.plan {
-            return super::workflow::emit_plan(&self);
+            return super::workflow::emit_plan(&self.db, self.worktree, self.install, self.allow);
         }
         let id = id_or_stdin(self.batch, "batch")?;
         if matches!(self.format, Format::GithubActions | Format::K8sJob) {
@@ -92,61 +89,39 @@ impl Tool for Cli {
         crate::check_stdout()?;
         let loc = orch_core::db::resolve(self.db.path())?;
         let db = orch_core::db::Db::open_existing(&loc)?;
-        let b = batch::get(&db, id)?;
-        if let Some(at) = &b.emitted_at {
-            eprintln!("orch-emit: note: batch {id} was already emitted at {at}; launching it twice runs its tasks twice");
-        }
-        let tasks: Vec<_> = b
-            .tasks
-            .into_iter()
-            .filter(|t| t.status == Status::Batched)
-            .collect();
-        if tasks.is_empty() {
-            anyhow::bail!("batch {id} has no task waiting to launch (its tasks already started, finished or were cancelled)");
-        }
-        let cwd = std::env::current_dir().unwrap_or_default();
-        let agents = AgentIndex::discover(&cwd);
-        let mailboxes = match self.with_mailbox {
-            true => {
-                // The agents' shells may not see this --db or ORCH_DB: name the file.
-                let db_flag = matches!(loc.source, Source::Flag | Source::Env)
-                    .then(|| std::path::absolute(&loc.path).unwrap_or(loc.path.clone()));
-                emit::mailbox_lines(&tasks, db_flag.as_deref())
-            }
-            false => Vec::new(),
-        };
-        let (calls, notes) = emit::agent_calls(&tasks, &agents, &mailboxes);
-        for n in notes {
-            eprintln!("orch-emit: note: {n}");
-        }
-        let text = match self.format {
-            Format::Claude => emit::render_claude(&calls),
-            Format::Json => emit::render_json(id, &tasks, &calls),
-            Format::Markdown => emit::render_markdown(id, &tasks, &calls),
-            Format::GithubActions | Format::K8sJob => unreachable!("handled above"),
-            Format::Shell => {
-                let abs = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
-                emit::render_shell(id, &abs, &tasks, &calls)
-            }
-            Format::Workflow => {
-                let text = orch_core::workflow::render(id, &tasks, &calls, self.worktree)?;
-                if self.install {
-                    super::workflow::install(id, &text, self.allow)?;
+        let agents = AgentIndex::discover(&std::env::current_dir().unwrap_or_default());
+        let mailbox = self.with_mailbox.then_some(&loc);
+        let note = |n: &str| eprintln!("orch-emit: note: {n}");
+        emit::emit(&db, id, &agents, mailbox, note, |e| {
+            let text = match self.format {
+                Format::Claude => e.render(emit::Format::Claude),
+                Format::Json => e.render(emit::Format::Json),
+                Format::Markdown => e.render(emit::Format::Markdown),
+                Format::GithubActions | Format::K8sJob => unreachable!("handled above"),
+                Format::Shell => {
+                    let abs = std::path::absolute(&loc.path).unwrap_or(loc.path.clone());
+                    e.render(emit::Format::Shell(&abs))
                 }
-                text
+                Format::Workflow => {
+                    let text = orch_core::workflow::render(id, &e.tasks, &e.calls, self.worktree)?;
+                    if self.install {
+                        super::workflow::install(id, &text, self.allow)?;
+                    }
+                    text
+                }
+            };
+            // Printed (and copied) first, marked emitted after: a message that
+            // could not be delivered leaves the batch unemitted, and nothing was
+            // written (exit 2).
+            let mut out = Out::new();
+            out.text(&text).and_then(|_| out.flush()).with_context(|| {
+                format!("printing batch {id}'s message; the batch is not marked emitted")
+            })?;
+            if let Some(c) = &clip {
+                c.copy(&text)?;
             }
-        };
-        // Printed (and copied) first, marked emitted after: a message that
-        // could not be delivered leaves the batch unemitted, and nothing was
-        // written (exit 2).
-        let mut out = Out::new();
-        out.text(&text).and_then(|_| out.flush()).with_context(|| {
-            format!("printing batch {id}'s message; the batch is not marked emitted")
+            anyhow::Ok(())
         })?;
-        if let Some(c) = &clip {
-            c.copy(&text)?;
-        }
-        batch::mark_emitted(&db, id)?;
         drop(db);
         if let Some(c) = clip {
             eprintln!("orch-emit: copied to the clipboard ({})", c.program);

@@ -27,7 +27,7 @@ pub fn export(
     let db = db.open_existing()?;
     let cwd = std::env::current_dir().unwrap_or_default();
     let agents = AgentIndex::discover(&cwd);
-    let base = job::git_head(&cwd);
+    let base = orch_core::run::job::git_head(&cwd);
     let (bundle, fresh) = dispatch::export(
         &db,
         id,
@@ -110,14 +110,14 @@ pub struct JobArgs {
     #[arg(long, value_name = "ID")]
     pub task: Option<i64>,
     /// Stop the agent after this long (seconds, or 90s, 10m, 1h); the task fails with class timeout.
-    #[arg(long, value_name = "SECS", value_parser = crate::run::parse_timeout)]
+    #[arg(long, value_name = "SECS", value_parser = crate::parse_timeout)]
     pub timeout: Option<Duration>,
     /// Push the branch orch/task-ID to origin after committing to it.
     #[arg(long)]
     pub push: bool,
     /// The agent CLI [default: claude].
     #[arg(long, value_enum, conflicts_with = "command")]
-    pub agent: Option<crate::run::PresetArg>,
+    pub agent: Option<crate::PresetArg>,
     /// The agent command, a template as for orch-run.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -145,7 +145,8 @@ pub fn run_job(a: JobArgs) -> anyhow::Result<Exit> {
     crate::check_stdout()?;
     let cwd = std::env::current_dir().context("the working directory")?;
     // Nothing on stderr: `kubectl logs` merges it into the records.
-    let rec = job::run_one(&bundle, &t, &program, &template, &cwd, a.push, a.timeout)?;
+    let rec =
+        orch_core::run::job::run_one(&bundle, &t, &program, &template, &cwd, a.push, a.timeout)?;
     let mut out = Out::new();
     if let Err(source) = out.json(&rec).and_then(|_| out.flush()) {
         return Err(crate::NotPrinted {

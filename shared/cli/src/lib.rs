@@ -388,6 +388,42 @@ pub fn one_line(e: &anyhow::Error) -> String {
     msg.replace(['\n', '\r'], " ")
 }
 
+/// `--timeout` of `orch-run` and `orch-run job`: a span of more than 0.
+pub fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    orch_core::time::parse_span(s).and_then(|d| {
+        if d.is_zero() {
+            Err("the timeout must be more than 0".into())
+        } else {
+            Ok(d)
+        }
+    })
+}
+
+/// The agent CLIs orch-run knows how to call (`--agent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PresetArg {
+    /// `claude -p --output-format json` with the prompt on stdin and the role as an appended system prompt
+    Claude,
+    /// The same with `--output-format stream-json --verbose`: `orch-queue logs` shows its steps
+    ClaudeStream,
+    /// `codex exec -- PROMPT`
+    Codex,
+    /// `gemini --prompt=PROMPT`
+    Gemini,
+}
+
+impl From<PresetArg> for orch_core::run::Preset {
+    fn from(p: PresetArg) -> orch_core::run::Preset {
+        use orch_core::run::Preset;
+        match p {
+            PresetArg::Claude => Preset::Claude,
+            PresetArg::ClaudeStream => Preset::ClaudeStream,
+            PresetArg::Codex => Preset::Codex,
+            PresetArg::Gemini => Preset::Gemini,
+        }
+    }
+}
+
 /// `--db PATH`, taken by every binary.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct DbArg {

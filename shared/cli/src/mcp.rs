@@ -246,7 +246,7 @@ fn selftest(db: &DbArg) -> anyhow::Result<Exit> {
         // Leave the user's database as it was, but for three cancelled tasks.
         let db = db::Db::open(&path)?;
         if let Some(b) = batch_id {
-            let _ = orch_core::batch::release(&db, b);
+            let _ = orch_core::dispatch::release(&db, b);
         }
         if !queued.is_empty() {
             orch_core::task::cancel(&db, &queued)?;

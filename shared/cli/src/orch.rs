@@ -76,8 +76,12 @@ impl Tool for Cli {
         match self.cmd {
             Some(Cmd::Doctor(args)) => crate::doctor::run(args),
             Some(Cmd::Status(args)) => crate::status::run(args),
-            Some(Cmd::Completions(args)) => crate::completions::run(args),
-            Some(Cmd::Man(args)) => crate::completions::man(args),
+            Some(Cmd::Completions(args)) => {
+                crate::completions::run(args, <Cli as clap::CommandFactory>::command)
+            }
+            Some(Cmd::Man(args)) => {
+                crate::completions::man(args, <Cli as clap::CommandFactory>::command)
+            }
             Some(Cmd::External(args)) => external(args),
             None => anyhow::bail!("no command given (try orch --list)"),
         }
@@ -110,7 +114,7 @@ fn external(mut args: Vec<OsString>) -> anyhow::Result<Exit> {
 mod tests {
     #[test]
     fn help_names_every_tool_of_the_suite() {
-        for t in crate::completions::SUITE {
+        for t in crate::suite::SUITE {
             assert!(
                 super::EXAMPLES.contains(&format!("\n  {:<9}", t.name)),
                 "orch --help does not list {}",

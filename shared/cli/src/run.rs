@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use crate::{id_or_stdin, DbArg, Out, Tool};
+use crate::{id_or_stdin, parse_timeout, DbArg, Out, PresetArg, Tool};
 use orch_core::error::Exit;
 use orch_core::run::{self, Options, Preset, Record, RunEvent, RunSummary, Runner, Template};
 use orch_core::task::{self, Status};
@@ -106,16 +106,6 @@ fn parse_budget(s: &str) -> Result<f64, String> {
         Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
         _ => Err(format!("'{s}' is not an amount of US dollars (like 2.50)")),
     }
-}
-
-pub(crate) fn parse_timeout(s: &str) -> Result<Duration, String> {
-    orch_core::time::parse_span(s).and_then(|d| {
-        if d.is_zero() {
-            Err("the timeout must be more than 0".into())
-        } else {
-            Ok(d)
-        }
-    })
 }
 
 /// Reads stdin's lines (blank ones skipped), for --stdin-lines.
@@ -540,29 +530,5 @@ fn finished_line(r: &Record, done: &mut usize, failed: &mut usize) -> String {
             r.id,
             orch_core::text::first_line(r.error.as_deref().unwrap_or("failed"), 200)
         )
-    }
-}
-
-/// The agent CLIs orch-run knows how to call (`--agent`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PresetArg {
-    /// `claude -p --output-format json` with the prompt on stdin and the role as an appended system prompt
-    Claude,
-    /// The same with `--output-format stream-json --verbose`: `orch-queue logs` shows its steps
-    ClaudeStream,
-    /// `codex exec -- PROMPT`
-    Codex,
-    /// `gemini --prompt=PROMPT`
-    Gemini,
-}
-
-impl From<PresetArg> for Preset {
-    fn from(p: PresetArg) -> Preset {
-        match p {
-            PresetArg::Claude => Preset::Claude,
-            PresetArg::ClaudeStream => Preset::ClaudeStream,
-            PresetArg::Codex => Preset::Codex,
-            PresetArg::Gemini => Preset::Gemini,
-        }
     }
 }

@@ -6,6 +6,61 @@ use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use clap::{Command, CommandFactory};
+
+/// A tool of the suite: the NAME in `orch-NAME`, and its clap definition.
+pub struct SuiteTool {
+    pub name: &'static str,
+    pub command: fn() -> Command,
+}
+
+/// Every `orch-NAME` binary this build ships, in `orch --help` order.
+pub const SUITE: &[SuiteTool] = &[
+    SuiteTool {
+        name: "queue",
+        command: <crate::queue::Cli as CommandFactory>::command,
+    },
+    SuiteTool {
+        name: "batch",
+        command: <crate::batch::Cli as CommandFactory>::command,
+    },
+    SuiteTool {
+        name: "emit",
+        command: <crate::emit::Cli as CommandFactory>::command,
+    },
+    SuiteTool {
+        name: "verify",
+        command: <crate::verify::Cli as CommandFactory>::command,
+    },
+    SuiteTool {
+        name: "hook",
+        command: <crate::hook::Cli as CommandFactory>::command,
+    },
+    SuiteTool {
+        name: "msg",
+        command: <crate::msg::Cli as CommandFactory>::command,
+    },
+    SuiteTool {
+        name: "mcp",
+        command: <crate::mcp::Cli as CommandFactory>::command,
+    },
+    SuiteTool {
+        name: "run",
+        command: <crate::run::Cli as CommandFactory>::command,
+    },
+    SuiteTool {
+        name: "events",
+        command: <crate::events::Cli as CommandFactory>::command,
+    },
+    SuiteTool {
+        name: "land",
+        command: <crate::land::Cli as CommandFactory>::command,
+    },
+];
+
+/// Names `orch` answers itself; an `orch-NAME` with one of these names is never run.
+pub const BUILT_IN: &[&str] = &["doctor", "status", "completions", "man", "help"];
+
 /// Every `orch-NAME` tool found, by NAME, sorted; the first of each name wins.
 pub fn discover() -> BTreeMap<String, PathBuf> {
     let mut found = BTreeMap::new();

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::emit::Cli;
-use crate::Out;
+use crate::{DbArg, Out};
 use orch_core::batch;
 use orch_core::claude::agents::AgentIndex;
 use orch_core::emit;
@@ -18,9 +17,10 @@ use orch_core::workflow;
 /// `--plan`: puts every plannable queued task into a new batch per wave and
 /// prints their workflow; the batch is made, the script rendered (and installed) in one
 /// transaction, so a script refused as too large leaves the queue as it was.
-pub fn emit_plan(cli: &Cli) -> anyhow::Result<Exit> {
+/// `worktree`, `install` and `allow` are `orch-emit`'s flags.
+pub fn emit_plan(db: &DbArg, worktree: bool, install: bool, allow: bool) -> anyhow::Result<Exit> {
     crate::check_stdout()?;
-    let loc = orch_core::db::resolve(cli.db.path())?;
+    let loc = orch_core::db::resolve(db.path())?;
     let db = orch_core::db::Db::open_existing(&loc)?;
     let cwd = std::env::current_dir().unwrap_or_default();
     let agents = AgentIndex::discover(&cwd);
@@ -43,12 +43,12 @@ pub fn emit_plan(cli: &Cli) -> anyhow::Result<Exit> {
             tasks.extend(b.tasks.into_iter().filter(|t| t.status == Status::Batched));
         }
         let first = made.first().copied().unwrap_or_default();
-        let (calls, notes) = emit::agent_calls(&tasks, &agents, &[]);
-        let text = workflow::render(first, &tasks, &calls, cli.worktree)?;
-        if cli.install {
-            install(first, &text, cli.allow).map_err(|e| Error::invalid(format!("{e:#}")))?;
+        let e = emit::prepare(first, tasks, &agents, &[]);
+        let text = workflow::render(first, &e.tasks, &e.calls, worktree)?;
+        if install {
+            self::install(first, &text, allow).map_err(|e| Error::invalid(format!("{e:#}")))?;
         }
-        Ok((made, text, notes))
+        Ok((made, text, e.notes))
     })?;
     for n in notes {
         eprintln!("orch-emit: note: {n}");

@@ -47,6 +47,15 @@ fn one_of(what: &str, value: &Option<String>, allowed: &[&str]) -> Result<()> {
     }
 }
 
+/// Whether `s` is 1-64 of `A-Za-z0-9_.-`, not starting with `.` or `-`: a
+/// task's role, and a name that SendMessage can address.
+pub fn is_name(s: &str) -> bool {
+    let ok_chars = s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+    !s.is_empty() && s.len() <= 64 && ok_chars && !s.starts_with(['.', '-'])
+}
+
 impl AgentOptions {
     /// Checks every option against the Agent tool's enums; a name is 1-64 of
     /// `A-Za-z0-9_.-` (what SendMessage can address).
@@ -55,12 +64,12 @@ impl AgentOptions {
         one_of("isolation", &self.isolation, ISOLATIONS)?;
         one_of("mode", &self.mode, MODES)?;
         if let Some(n) = &self.name {
-            crate::task::validate_role(n).map_err(|_| {
-                Error::invalid(format!(
+            if !is_name(n) {
+                return Err(Error::invalid(format!(
                     "bad name {:?}: use 1-64 of A-Z a-z 0-9 _ . - (not starting with . or -)",
                     crate::text::clip(n, 40)
-                ))
-            })?;
+                )));
+            }
         }
         Ok(())
     }

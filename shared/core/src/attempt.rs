@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::db::Db;
 use crate::errclass::Class;
 use crate::error::Result;
+use crate::task;
 use crate::time::rfc3339;
 
 /// The runner of an attempt ingested from a result record (`orch-run job`
@@ -17,8 +18,11 @@ pub const JOB: &str = "job";
 /// The runner of an attempt of a task orch-mcp handed out.
 pub const MCP: &str = "mcp";
 
+/// The runner of an attempt orch-run started.
+pub const ORCH_RUN: &str = "orch-run";
+
 /// Who ran an attempt.
-pub const RUNNERS: [&str; 5] = ["orch-run", "hook", "mcp", "manual", JOB];
+pub const RUNNERS: [&str; 5] = [ORCH_RUN, "hook", MCP, "manual", JOB];
 
 /// What an agent reported about one run; `None` where it said nothing (never an invented zero).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -208,6 +212,54 @@ pub struct End {
     pub retry_at: Option<i64>,
     pub metrics: Metrics,
     pub at: i64,
+}
+
+/// Where a lost task waits for its next attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Again {
+    /// Batched again in its batch, whose runner starts it again.
+    InItsBatch,
+    /// Back in the queue.
+    Queued,
+}
+
+/// Ends running task `id`'s attempt as lost (its runner or agent is gone;
+/// `error` says how): retried (`again`) while it has had at most `retries`
+/// attempts, else failed. Whether it is retried.
+pub fn lose_in(
+    tx: &Transaction,
+    id: i64,
+    runner: &str,
+    error: &str,
+    retries: i64,
+    again: Again,
+    now: i64,
+) -> Result<bool> {
+    let retry = count_in(tx, id)? <= retries;
+    let end = End {
+        ok: false,
+        class: Some(Class::Lost),
+        error: Some(error.to_string()),
+        retry_at: retry.then_some(now),
+        at: now,
+        ..Default::default()
+    };
+    end_in(tx, id, runner, &end)?;
+    match (retry, again) {
+        (true, Again::InItsBatch) => task::retry_later_in(tx, id, now, Some(error), None)?,
+        (true, Again::Queued) => task::requeue_lost_in(tx, id, error)?,
+        (false, _) => task::finish_in(
+            tx,
+            id,
+            task::Outcome {
+                ok: false,
+                error: Some(error.to_string()),
+                at: Some(now),
+                ..Default::default()
+            },
+        )?,
+    }
+    Ok(retry)
 }
 
 /// Closes task `id`'s open attempt (or records a closed one when none is

@@ -370,7 +370,6 @@ impl Reclaimed {
 /// queue while [`LOST_RETRIES`] last. With `stale_ms`, agents tracked through
 /// hooks whose end never came within it are reconciled the same way.
 pub fn take_over_expired_in(tx: &Transaction, stale_ms: Option<i64>) -> Result<Reclaimed> {
-    use crate::errclass::Class;
     let now = now_ms();
     let mut r = Reclaimed::default();
     if let Some(ms) = stale_ms {
@@ -388,36 +387,18 @@ pub fn take_over_expired_in(tx: &Transaction, stale_ms: Option<i64>) -> Result<R
         let error =
             format!("orch-run (pid {p}) stopped before this task finished (its lease expired)");
         for t in running {
-            let n = crate::attempt::count_in(tx, t)?;
-            let retry = n <= i64::from(LOST_RETRIES);
-            crate::attempt::end_in(
+            let again = crate::attempt::Again::Queued;
+            match crate::attempt::lose_in(
                 tx,
                 t,
-                crate::run::SOURCE,
-                &crate::attempt::End {
-                    ok: false,
-                    class: Some(Class::Lost),
-                    error: Some(error.clone()),
-                    retry_at: retry.then_some(now),
-                    at: now,
-                    ..Default::default()
-                },
-            )?;
-            if retry {
-                task::requeue_lost_in(tx, t, &error)?;
-                r.requeued.push(t);
-            } else {
-                task::finish_in(
-                    tx,
-                    t,
-                    task::Outcome {
-                        ok: false,
-                        error: Some(error.clone()),
-                        at: Some(now),
-                        ..Default::default()
-                    },
-                )?;
-                r.failed.push(t);
+                crate::attempt::ORCH_RUN,
+                &error,
+                LOST_RETRIES.into(),
+                again,
+                now,
+            )? {
+                true => r.requeued.push(t),
+                false => r.failed.push(t),
             }
         }
         for t in waiting {
@@ -425,7 +406,7 @@ pub fn take_over_expired_in(tx: &Transaction, stale_ms: Option<i64>) -> Result<R
                 r.requeued.push(t);
             }
         }
-        crate::calls::fail_open(tx, &crate::run::session_id(id), now)?;
+        crate::calls::fail_open(tx, &crate::calls::run_session(id), now)?;
         crate::limits::release_holder_in(tx, &holder)?;
         end_lease_in(tx, id)?;
         r.batches.push(id);
@@ -520,32 +501,40 @@ pub fn list(db: &Db) -> Result<Vec<BatchSummary>> {
 }
 
 /// Returns a batch that never ran to the queue: its tasks become queued again
-/// and the batch is deleted. Refused once any of its tasks started.
-pub fn release(db: &Db, id: i64) -> Result<Vec<i64>> {
-    db.write(|tx| {
-        let b = get_in(tx, id)?;
-        let (_, _, holder, until) = lease_in(tx, id)?;
-        if let Some(h) = holder.as_deref() {
-            if !crate::lease::lapsed(Some(h), until, crate::time::now_ms()) {
-                return Err(Error::invalid(format!(
-                    "batch {id} cannot be released: orch-run (pid {}) is running it (its lease runs to {}); stop that run (an interrupted orch-run puts the tasks it did not start back) or wait for its lease to expire",
-                    crate::lease::pid_of(h).unwrap_or(0),
-                    crate::time::rfc3339(until.unwrap_or(0))
-                )));
-            }
-        }
-        if let Some(t) = b.tasks.iter().find(|t| !matches!(t.status, Status::Batched | Status::Cancelled)) {
+/// and the batch is deleted. Refused once any of its tasks started. Inside
+/// [`crate::dispatch::release`]'s transaction, which first forgets the
+/// batch's dispatch (the only way in: a batch sent out as a bundle is
+/// released too).
+pub(crate) fn release_in(tx: &Transaction, id: i64) -> Result<Vec<i64>> {
+    let b = get_in(tx, id)?;
+    let (_, _, holder, until) = lease_in(tx, id)?;
+    if let Some(h) = holder.as_deref() {
+        if !crate::lease::lapsed(Some(h), until, crate::time::now_ms()) {
             return Err(Error::invalid(format!(
-                "batch {id} cannot be released: task {} is {} (only a batch that never ran goes back)",
-                t.id, t.status
+                "batch {id} cannot be released: orch-run (pid {}) is running it (its lease runs to {}); stop that run (an interrupted orch-run puts the tasks it did not start back) or wait for its lease to expire",
+                crate::lease::pid_of(h).unwrap_or(0),
+                crate::time::rfc3339(until.unwrap_or(0))
             )));
         }
-        task::unbatch_all_in(tx, id)?;
-        crate::dispatch::clear_in(tx, id)?;
-        tx.execute("DELETE FROM batches WHERE id = ?1", [id])?;
-        event::record(tx, Kind::BatchReleased, About::batch(id), None, None, None)?;
-        Ok(b.tasks.iter().filter(|t| t.status == Status::Batched).map(|t| t.id).collect())
-    })
+    }
+    if let Some(t) = b
+        .tasks
+        .iter()
+        .find(|t| !matches!(t.status, Status::Batched | Status::Cancelled))
+    {
+        return Err(Error::invalid(format!(
+            "batch {id} cannot be released: task {} is {} (only a batch that never ran goes back)",
+            t.id, t.status
+        )));
+    }
+    task::unbatch_all_in(tx, id)?;
+    tx.execute("DELETE FROM batches WHERE id = ?1", [id])?;
+    event::record(tx, Kind::BatchReleased, About::batch(id), None, None, None)?;
+    Ok(b.tasks
+        .iter()
+        .filter(|t| t.status == Status::Batched)
+        .map(|t| t.id)
+        .collect())
 }
 
 /// A short view of a task in a plan.

@@ -303,3 +303,9 @@ pub fn recent(tx: &Transaction, limit: usize) -> Result<Vec<Call>> {
     v.reverse();
     Ok(v)
 }
+
+/// The `agent_calls.session_id` of orch-run's run of a batch, so
+/// `orch-verify session` can judge it.
+pub fn run_session(batch: i64) -> String {
+    format!("orch-run:{batch}")
+}

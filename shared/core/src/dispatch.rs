@@ -130,10 +130,21 @@ pub fn refuse_if_dispatched_in(tx: &Transaction, id: i64) -> Result<()> {
     }
 }
 
-/// Forgets batch `id`'s dispatch, inside `batch::release`'s transaction.
-pub fn clear_in(tx: &Transaction, id: i64) -> Result<()> {
+/// Forgets batch `id`'s dispatch.
+fn clear_in(tx: &Transaction, id: i64) -> Result<()> {
     tx.execute("DELETE FROM dispatches WHERE batch_id = ?1", [id])?;
     Ok(())
+}
+
+/// Returns a batch that never ran to the queue (`orch-batch release`): its
+/// dispatch, if it was sent out as a bundle, forgotten, its tasks queued
+/// again and the batch deleted ([`batch::release_in`]). Refused once any of
+/// its tasks started. The ids of the tasks queued again.
+pub fn release(db: &Db, id: i64) -> Result<Vec<i64>> {
+    db.write(|tx| {
+        clear_in(tx, id)?;
+        batch::release_in(tx, id)
+    })
 }
 
 /// A batch out as a bundle, as `orch status` shows it.

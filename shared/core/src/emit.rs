@@ -4,10 +4,14 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use rusqlite::Transaction;
 use serde::Serialize;
 
+use crate::batch::{self, Batch};
 use crate::claude::agents::AgentIndex;
-use crate::task::Task;
+use crate::db::{Db, Location, Source};
+use crate::error::{Error, Result};
+use crate::task::{Status, Task};
 use crate::text::escape;
 
 /// The name of Claude Code's sub-agent tool (`Task` is its legacy alias).
@@ -41,26 +45,10 @@ pub struct AgentCall {
     pub mode: Option<String>,
 }
 
-/// The last line of every emitted prompt, which hooks read to find the task.
-pub fn task_marker(id: i64) -> String {
-    format!("orch-task: {id}")
-}
-
-/// The task id in a prompt's `orch-task: ID` line, if any (the last one wins).
-pub fn parse_task_marker(prompt: &str) -> Option<i64> {
-    prompt
-        .lines()
-        .rev()
-        .find_map(|l| l.trim().strip_prefix("orch-task:"))
-        .and_then(|v| v.trim().parse().ok())
-}
+pub use crate::task::{parse_task_marker, task_marker};
 
 /// The Agent call for a task, and a note when its role is not a known agent type.
-pub fn agent_call(
-    t: &Task,
-    agents: &AgentIndex,
-    extra: Option<&str>,
-) -> (AgentCall, Option<String>) {
+fn agent_call(t: &Task, agents: &AgentIndex, extra: Option<&str>) -> (AgentCall, Option<String>) {
     let subagent_type = agents.subagent_type(&t.role);
     let mut prompt = String::with_capacity(t.prompt.len() + 64);
     let note = if subagent_type.is_none() {
@@ -96,19 +84,68 @@ pub fn agent_call(
     )
 }
 
-/// The Agent calls for `tasks`, in order, and one note per role that is not a
-/// known agent type (naming the tasks it affects).
-/// `extras[i]`, when present, is appended to the i-th prompt (see [`agent_call`]).
-pub fn agent_calls(
-    tasks: &[Task],
-    agents: &AgentIndex,
-    extras: &[String],
-) -> (Vec<AgentCall>, Vec<String>) {
+/// A batch on its way to Claude Code: the tasks that wait to launch, their
+/// Agent calls, and what to tell whoever launches them. Every front end that
+/// emits a batch (`orch-emit`, `orch-mcp`, `orch-hook`) gets one from
+/// [`prepare`], through [`emit`] or [`launch_in`], and only renders it.
+#[derive(Debug, Clone)]
+pub struct Emission {
+    pub batch: i64,
+    /// The tasks to launch (those still `batched`), in order.
+    pub tasks: Vec<Task>,
+    /// Their Agent calls, in the same order.
+    pub calls: Vec<AgentCall>,
+    /// One note per task whose role is not a known agent type, in task order.
+    pub task_notes: Vec<String>,
+    /// The notes a command prints: that the batch was emitted before, one
+    /// per role that is not a known agent type (naming its tasks), and what
+    /// a task's `name` does.
+    pub notes: Vec<String>,
+}
+
+/// The rendered forms of a batch that need nothing but the batch (the
+/// workflow script is [`crate::workflow::render`]'s).
+#[derive(Debug, Clone, Copy)]
+pub enum Format<'a> {
+    Claude,
+    Json,
+    Markdown,
+    /// A script recording results in the database at this path.
+    Shell(&'a Path),
+}
+
+impl Emission {
+    /// The batch in `format`.
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Claude => render_claude(&self.calls),
+            Format::Json => render_json(self.batch, &self.tasks, &self.calls),
+            Format::Markdown => render_markdown(self.batch, &self.tasks, &self.calls),
+            Format::Shell(db) => render_shell(self.batch, db, &self.tasks, &self.calls),
+        }
+    }
+
+    /// SPEC §7's JSON object of the batch.
+    pub fn json(&self) -> JsonBatch<'_> {
+        JsonBatch {
+            batch: self.batch,
+            tool: AGENT_TOOL,
+            tasks: self.tasks.iter().map(|t| t.id).collect(),
+            calls: &self.calls,
+        }
+    }
+}
+
+/// The Agent calls for batch `batch`'s `tasks`, in order, and their notes
+/// (see [`Emission`]). `extras[i]`, when present, is appended to the i-th prompt.
+pub fn prepare(batch: i64, tasks: Vec<Task>, agents: &AgentIndex, extras: &[String]) -> Emission {
     let mut calls = Vec::with_capacity(tasks.len());
+    let mut task_notes = Vec::new();
     let mut unknown: Vec<(&str, Vec<i64>)> = Vec::new();
     for (i, t) in tasks.iter().enumerate() {
         let (call, note) = agent_call(t, agents, extras.get(i).map(String::as_str));
-        if note.is_some() {
+        if let Some(note) = note {
+            task_notes.push(note);
             match unknown.iter_mut().find(|(r, _)| *r == t.role) {
                 Some((_, ids)) => ids.push(t.id),
                 None => unknown.push((&t.role, vec![t.id])),
@@ -142,7 +179,66 @@ pub fn agent_calls(
             if named.len() == 1 { "s" } else { "" },
         ));
     }
-    (calls, notes)
+    Emission {
+        batch,
+        tasks,
+        calls,
+        task_notes,
+        notes,
+    }
+}
+
+/// Emits batch `id`, which exists already (`orch-emit`): its waiting tasks
+/// prepared, every note given to `note` (before any error), the emission
+/// given to `deliver`, and the batch marked emitted only once `deliver`
+/// succeeded, so a message that could not be delivered leaves it unemitted.
+/// With `mailbox`, each prompt tells its agent its mailbox (SPEC §7), naming
+/// the database file when the agents' shells may not find it alone.
+pub fn emit<T, E: From<Error>>(
+    db: &Db,
+    id: i64,
+    agents: &AgentIndex,
+    mailbox: Option<&Location>,
+    mut note: impl FnMut(&str),
+    deliver: impl FnOnce(&Emission) -> Result<T, E>,
+) -> Result<T, E> {
+    let b = batch::get(db, id)?;
+    if let Some(at) = &b.emitted_at {
+        note(&format!(
+            "batch {id} was already emitted at {at}; launching it twice runs its tasks twice"
+        ));
+    }
+    let tasks: Vec<Task> = b
+        .tasks
+        .into_iter()
+        .filter(|t| t.status == Status::Batched)
+        .collect();
+    if tasks.is_empty() {
+        return Err(Error::invalid(format!("batch {id} has no task waiting to launch (its tasks already started, finished or were cancelled)")).into());
+    }
+    let extras = match mailbox {
+        Some(loc) => {
+            // The agents' shells may not see this --db or ORCH_DB: name the file.
+            let named = matches!(loc.source, Source::Flag | Source::Env)
+                .then(|| std::path::absolute(&loc.path).unwrap_or(loc.path.clone()));
+            mailbox_lines(&tasks, named.as_deref())
+        }
+        None => Vec::new(),
+    };
+    let e = prepare(id, tasks, agents, &extras);
+    for n in &e.notes {
+        note(n);
+    }
+    let done = deliver(&e)?;
+    batch::mark_emitted(db, id)?;
+    Ok(done)
+}
+
+/// Emits batch `b`, made in the caller's transaction (`orch-mcp`,
+/// `orch-hook`): marked emitted in it, and its calls and notes prepared.
+pub fn launch_in(tx: &Transaction, b: Batch, agents: &AgentIndex) -> Result<Emission> {
+    batch::mark_emitted_in(tx, b.id)?;
+    Ok(prepare(b.id, b.tasks, agents, &[]))
 }
 
 /// For `orch-emit --with-mailbox`: the mailbox line of each task's prompt, in

@@ -38,3 +38,6 @@ pub mod workflow;
 pub mod worktree;
 
 pub use error::{Error, Exit, Result};
+
+#[cfg(test)]
+mod tests;

@@ -266,35 +266,8 @@ pub fn reconcile_stale_in(tx: &Transaction, now: i64, stale_ms: i64) -> Result<V
     }
     let error = "its agent's end was never reported (reconciled as lost)".to_string();
     for &id in &ids {
-        let n = crate::attempt::count_in(tx, id)?;
-        let retry = n <= HOOK_RETRIES;
-        crate::attempt::end_in(
-            tx,
-            id,
-            "hook",
-            &crate::attempt::End {
-                ok: false,
-                class: Some(crate::errclass::Class::Lost),
-                error: Some(error.clone()),
-                retry_at: retry.then_some(now),
-                at: now,
-                ..Default::default()
-            },
-        )?;
-        if retry {
-            crate::task::requeue_lost_in(tx, id, &error)?;
-        } else {
-            crate::task::finish_in(
-                tx,
-                id,
-                crate::task::Outcome {
-                    ok: false,
-                    error: Some(error.clone()),
-                    at: Some(now),
-                    ..Default::default()
-                },
-            )?;
-        }
+        let again = crate::attempt::Again::Queued;
+        crate::attempt::lose_in(tx, id, "hook", &error, HOOK_RETRIES, again, now)?;
     }
     tx.execute("DELETE FROM slots WHERE expires_at <= ?1", [now])?;
     Ok(ids)

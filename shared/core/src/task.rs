@@ -11,7 +11,27 @@ use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::event::{self, About, Kind};
 use crate::time::{now_ms, rfc3339};
-use crate::worktree::GitRecord;
+
+/// What a task records of its git work.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitRecord {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub worktree: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub branch: Option<String>,
+    /// The commit its branch started from.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub base: Option<String>,
+    /// Its branch's last commit when it ended (the base when it changed nothing).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub head: Option<String>,
+    /// The commit on the target that landed it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub landed_commit: Option<String>,
+    /// The conflict that stopped its landing: `{"into", "files", "resolved_by"?}`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub conflict: Option<serde_json::Value>,
+}
 
 /// The longest prompt orch stores, in bytes.
 pub const MAX_PROMPT: usize = 1 << 20;
@@ -380,7 +400,14 @@ pub fn requeue_in(tx: &Transaction, id: i64, batch: i64) -> Result<bool> {
         )?
         .execute([id, batch])?
         == 1
-        && event::record(tx, Kind::TaskRequeued, About::task(id), Some("batched"), Some("queued"), None)? > 0)
+        && event::record(
+            tx,
+            Kind::TaskRequeued,
+            About::task(id),
+            Some("batched"),
+            Some("queued"),
+            None,
+        )? > 0)
 }
 
 /// Takes every task out of batch `batch` (being deleted): batched ones go back to the queue.
@@ -422,9 +449,12 @@ pub fn unqueued_deps_in(tx: &Transaction) -> Result<HashMap<i64, String>> {
     Ok(statuses)
 }
 
-/// The number of tasks, through a bare connection (`db::peek`'s read-only one).
-pub(crate) fn count_raw(c: &rusqlite::Connection) -> rusqlite::Result<i64> {
-    c.query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+/// The schema version and task count of the database file at `path`, read
+/// without writing anything (`orch doctor`); the error is one line for people.
+pub fn peek(path: &std::path::Path) -> std::result::Result<(i64, i64), String> {
+    crate::db::peek(path, |c| {
+        c.query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+    })
 }
 
 #[cfg(test)]
@@ -515,16 +545,27 @@ pub struct ValidTask {
 
 /// Checks a role: 1–64 of `A-Za-z0-9_.-`, not starting with `.` or `-`.
 pub fn validate_role(role: &str) -> Result<()> {
-    let ok_chars = role
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
-    if role.is_empty() || role.len() > 64 || !ok_chars || role.starts_with(['.', '-']) {
+    if !crate::agent_options::is_name(role) {
         return Err(Error::invalid(format!(
             "bad role {:?}: use 1-64 of A-Z a-z 0-9 _ . - (not starting with . or -)",
             crate::text::clip(role, 40)
         )));
     }
     Ok(())
+}
+
+/// The last line of every emitted prompt, which hooks read to find the task.
+pub fn task_marker(id: i64) -> String {
+    format!("orch-task: {id}")
+}
+
+/// The task id in a prompt's `orch-task: ID` line, if any (the last one wins).
+pub fn parse_task_marker(prompt: &str) -> Option<i64> {
+    prompt
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("orch-task:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Checks a prompt: non-empty UTF-8 without NUL, at most 1 MiB.

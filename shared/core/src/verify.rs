@@ -484,7 +484,7 @@ pub fn probe_command(program: &str, run: i64, idx: i64, db: Option<&Path>) -> St
 }
 
 /// The Agent calls of a run: probe I's prompt tells the agent to run its command.
-pub fn agent_calls(r: &Run, db: Option<&Path>) -> Vec<AgentCall> {
+fn agent_calls(r: &Run, db: Option<&Path>) -> Vec<AgentCall> {
     (1..=r.n)
         .map(|i| {
             let cmd = probe_command("orch-verify", r.id, i, db);
@@ -512,9 +512,19 @@ pub fn agent_calls(r: &Run, db: Option<&Path>) -> Vec<AgentCall> {
         .collect()
 }
 
-/// The one message that launches every probe of `r` at once.
-pub fn message(r: &Run, db: Option<&Path>) -> String {
-    emit::render_claude(&agent_calls(r, db))
+/// A run on its way to Claude Code: its probes' Agent calls and the one
+/// message that launches them all at once (`orch-verify new`, the walkthrough).
+#[derive(Debug, Clone)]
+pub struct ProbeCalls {
+    pub calls: Vec<AgentCall>,
+    pub message: String,
+}
+
+/// The calls and message of run `r`; `db` is the file probes must name, if any.
+pub fn probe_calls(r: &Run, db: Option<&Path>) -> ProbeCalls {
+    let calls = agent_calls(r, db);
+    let message = emit::render_claude(&calls);
+    ProbeCalls { calls, message }
 }
 
 /// Where Claude Code keeps a project's personal settings, under `dir`.
@@ -684,10 +694,9 @@ mod tests {
             created_at: 0,
             label: None,
         };
-        let m = message(&r, None);
+        let ProbeCalls { calls, message: m } = probe_calls(&r, None);
         assert!(m.starts_with("Launch 2 agents in parallel"));
         assert!(m.contains("orch-verify probe 3 2"));
-        let calls = agent_calls(&r, None);
         assert!(calls.iter().all(|c| c.description.split(' ').count() <= 5));
     }
 }

@@ -5,32 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::git::Git;
 use crate::task::Task;
 
-/// What a task records of its git work.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GitRecord {
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub worktree: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub branch: Option<String>,
-    /// The commit its branch started from.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub base: Option<String>,
-    /// Its branch's last commit when it ended (the base when it changed nothing).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub head: Option<String>,
-    /// The commit on the target that landed it.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub landed_commit: Option<String>,
-    /// The conflict that stopped its landing: `{"into", "files", "resolved_by"?}`.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub conflict: Option<serde_json::Value>,
-}
+pub use crate::task::GitRecord;
 
 /// The branch of a task.
 pub fn branch_name(id: i64) -> String {

@@ -123,7 +123,7 @@ for your answers one by one. This Claude Code setting allows the probe command:\
 
     // Step 2: the message.
     let run = verify::create(&db, shape.n, shape.sleep, Some("guided"))?;
-    let message = verify::message(&run, probe_db.as_deref());
+    let message = verify::probe_calls(&run, probe_db.as_deref()).message;
     let saved = save_message(run.id, &message);
     writeln!(
         w,

@@ -220,8 +220,7 @@ fn new(arg: &DbArg, shape: Shape, json: bool, out: &mut Out) -> anyhow::Result<E
     crate::check_stdout()?;
     let (db, _, probe_db) = open_for_probes(arg)?;
     let run = verify::create(&db, shape.n, shape.sleep, None)?;
-    let calls = verify::agent_calls(&run, probe_db.as_deref());
-    let message = orch_core::emit::render_claude(&calls);
+    let verify::ProbeCalls { calls, message } = verify::probe_calls(&run, probe_db.as_deref());
     let what = || format!("run {}", run.id);
     if json {
         let commands = (1..=run.n)

@@ -36,7 +36,6 @@ use serde_json::{Map, Value};
 use super::settings::wrong;
 pub use super::settings::{read, render, write_atomic};
 use crate::error::{Error, Result};
-use crate::hook::event::Kind;
 
 /// The binary name that marks a hook command as orch's.
 pub const PROGRAM: &str = "orch-hook";
@@ -58,6 +57,65 @@ pub enum Scope {
 }
 
 use super::home;
+
+/// The events orch handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    PreToolUse,
+    PostToolUse,
+    PostToolUseFailure,
+    PostToolBatch,
+    SubagentStart,
+    SubagentStop,
+    UserPromptSubmit,
+    Stop,
+    TaskCreated,
+    TaskCompleted,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::PreToolUse,
+        Kind::PostToolUse,
+        Kind::PostToolUseFailure,
+        Kind::PostToolBatch,
+        Kind::SubagentStart,
+        Kind::SubagentStop,
+        Kind::UserPromptSubmit,
+        Kind::Stop,
+        Kind::TaskCreated,
+        Kind::TaskCompleted,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::PreToolUse => "PreToolUse",
+            Kind::PostToolUse => "PostToolUse",
+            Kind::PostToolUseFailure => "PostToolUseFailure",
+            Kind::PostToolBatch => "PostToolBatch",
+            Kind::SubagentStart => "SubagentStart",
+            Kind::SubagentStop => "SubagentStop",
+            Kind::UserPromptSubmit => "UserPromptSubmit",
+            Kind::Stop => "Stop",
+            Kind::TaskCreated => "TaskCreated",
+            Kind::TaskCompleted => "TaskCompleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// The settings `matcher` for this event: the Agent tool (and its alias)
+    /// for tool events, none (every occurrence) for the others.
+    pub fn matcher(self) -> Option<&'static str> {
+        match self {
+            Kind::PreToolUse | Kind::PostToolUse | Kind::PostToolUseFailure => Some("Agent|Task"),
+            _ => None,
+        }
+    }
+}
+
 pub use super::{project_dir, CONFIG_DIR_ENV};
 
 /// Where one scope's settings and slash commands live.
@@ -129,11 +187,11 @@ pub fn is_ours(command: &str) -> bool {
 pub fn hook_command(exe: &Path, threshold: usize, db: Option<&Path>) -> String {
     let mut c = format!(
         "{} --threshold {threshold}",
-        crate::emit::sh_word(&exe.to_string_lossy())
+        crate::text::sh_word(&exe.to_string_lossy())
     );
     if let Some(db) = db {
         c.push_str(" --db ");
-        c.push_str(&crate::emit::sh_word(&db.to_string_lossy()));
+        c.push_str(&crate::text::sh_word(&db.to_string_lossy()));
     }
     c
 }
@@ -313,12 +371,12 @@ pub fn installed(settings: &Value) -> Vec<(String, String)> {
 /// prompt reaches Claude and asks Claude to follow the message it printed.
 pub fn slash_command(bin_dir: Option<&Path>, db: Option<&Path>) -> String {
     let tool = |name: &str| match bin_dir.map(|d| d.join(name)).filter(|p| p.is_file()) {
-        Some(p) => crate::emit::sh_word(&p.to_string_lossy()),
+        Some(p) => crate::text::sh_word(&p.to_string_lossy()),
         None => name.to_string(),
     };
     let (batch, emit) = (tool("orch-batch"), tool("orch-emit"));
     let db_arg = db
-        .map(|d| format!(" --db {}", crate::emit::sh_word(&d.to_string_lossy())))
+        .map(|d| format!(" --db {}", crate::text::sh_word(&d.to_string_lossy())))
         .unwrap_or_default();
     format!(
         "---\n\

@@ -20,9 +20,9 @@ use rusqlite::Transaction;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::emit::{parse_task_marker, task_marker};
 use crate::error::{Error, Result};
 use crate::task::{self, Outcome, Status, Task};
+use crate::task::{parse_task_marker, task_marker};
 
 /// How many times the lock is tried, and the backoff between tries (Claude
 /// Code's: 30 retries, 5 ms doubling to 100 ms).

@@ -746,10 +746,13 @@ fn why_unwritable(path: &Path) -> Option<&'static str> {
     None
 }
 
-/// The schema version and task count of the file at `path`, read through a
-/// read-only connection that writes nothing (not even a WAL): what `orch
-/// doctor` reports. The error is one line for people.
-pub fn peek(path: &Path) -> std::result::Result<(i64, i64), String> {
+/// The schema version of the file at `path` and what `count` reads from it,
+/// through a read-only connection that writes nothing (not even a WAL): what
+/// `orch doctor` reports ([`crate::task::peek`]). The error is one line for people.
+pub(crate) fn peek(
+    path: &Path,
+    count: impl FnOnce(&Connection) -> rusqlite::Result<i64>,
+) -> std::result::Result<(i64, i64), String> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let c = Connection::open_with_flags(path, flags).map_err(|e| format!("cannot open: {e}"))?;
     c.busy_timeout(std::time::Duration::from_secs(5))
@@ -765,7 +768,7 @@ pub fn peek(path: &Path) -> std::result::Result<(i64, i64), String> {
             "not an orch database (SQLite application id {app:#x})"
         ));
     }
-    Ok((version, crate::task::count_raw(&c).unwrap_or(0)))
+    Ok((version, count(&c).unwrap_or(0)))
 }
 
 #[cfg(test)]
@@ -932,23 +935,12 @@ mod tests {
         ("task_logs", "core/src/tasklog.rs"),
     ];
 
-    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-        for e in fs::read_dir(dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                sources(&p, out);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                out.push(p);
-            }
-        }
-    }
-
     #[test]
     fn sql_on_each_table_lives_in_its_owner() {
         let shared = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let mut files = Vec::new();
         for d in ["core/src", "cli/src", "../bins"] {
-            sources(&shared.join(d), &mut files);
+            crate::tests::sources(&shared.join(d), &mut files);
         }
         assert!(
             files.len() > 20,

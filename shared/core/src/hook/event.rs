@@ -11,63 +11,7 @@ use serde_json::Value;
 /// The tool name of Claude Code's sub-agent tool, and its legacy alias.
 pub const AGENT_TOOLS: [&str; 2] = ["Agent", "Task"];
 
-/// The events orch handles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    PreToolUse,
-    PostToolUse,
-    PostToolUseFailure,
-    PostToolBatch,
-    SubagentStart,
-    SubagentStop,
-    UserPromptSubmit,
-    Stop,
-    TaskCreated,
-    TaskCompleted,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 10] = [
-        Kind::PreToolUse,
-        Kind::PostToolUse,
-        Kind::PostToolUseFailure,
-        Kind::PostToolBatch,
-        Kind::SubagentStart,
-        Kind::SubagentStop,
-        Kind::UserPromptSubmit,
-        Kind::Stop,
-        Kind::TaskCreated,
-        Kind::TaskCompleted,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::PreToolUse => "PreToolUse",
-            Kind::PostToolUse => "PostToolUse",
-            Kind::PostToolUseFailure => "PostToolUseFailure",
-            Kind::PostToolBatch => "PostToolBatch",
-            Kind::SubagentStart => "SubagentStart",
-            Kind::SubagentStop => "SubagentStop",
-            Kind::UserPromptSubmit => "UserPromptSubmit",
-            Kind::Stop => "Stop",
-            Kind::TaskCreated => "TaskCreated",
-            Kind::TaskCompleted => "TaskCompleted",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.name() == s)
-    }
-
-    /// The settings `matcher` for this event: the Agent tool (and its alias)
-    /// for tool events, none (every occurrence) for the others.
-    pub fn matcher(self) -> Option<&'static str> {
-        match self {
-            Kind::PreToolUse | Kind::PostToolUse | Kind::PostToolUseFailure => Some("Agent|Task"),
-            _ => None,
-        }
-    }
-}
+pub use crate::claude::hooks::Kind;
 
 /// The fields every event carries that orch reads.
 #[derive(Debug, Clone, Deserialize)]

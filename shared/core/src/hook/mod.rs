@@ -569,19 +569,17 @@ fn next_wave(tx: &Transaction, ended: &[i64], cwd: &Option<String>) -> Result<Op
         return Ok(None);
     }
     let b = batch::create_of_in(tx, &ready)?;
-    batch::mark_emitted_in(tx, b.id)?;
     let dir = cwd
         .as_deref()
         .map(PathBuf::from)
         .filter(|p| p.is_dir())
         .or_else(|| std::env::current_dir().ok())
         .unwrap_or_default();
-    let agents = AgentIndex::discover(&dir);
-    let (calls, _) = emit::agent_calls(&b.tasks, &agents, &[]);
+    let e = emit::launch_in(tx, b, &AgentIndex::discover(&dir))?;
     Ok(Some(format!(
         "orch: the tasks that waited on the agents that just ended are ready and were put in batch {}. Launch them now, in parallel, as described below.\n\n{}",
-        b.id,
-        emit::render_claude(&calls)
+        e.batch,
+        e.render(emit::Format::Claude)
     )))
 }
 
@@ -668,21 +666,16 @@ pub fn auto_batch(db: &Db, cfg: &Config, cwd: &Path) -> Result<Option<String>> {
         made_by: None,
     };
     let made = db
-        .write(|tx| {
-            let b = match batch::create_in(tx, &req)? {
-                Ok(b) => b,
-                Err(_) => return Ok(None),
-            };
-            batch::mark_emitted_in(tx, b.id)?;
-            Ok(Some(b))
+        .write(|tx| match batch::create_in(tx, &req)? {
+            Ok(b) => emit::launch_in(tx, b, &agents).map(Some),
+            Err(_) => Ok(None),
         })
         .map_err(busy)?;
-    let Some(b) = made else { return Ok(None) };
-    let (calls, _) = emit::agent_calls(&b.tasks, &agents, &[]);
-    let n = calls.len();
+    let Some(e) = made else { return Ok(None) };
+    let n = e.calls.len();
     Ok(Some(format!(
         "orch: {n} queued tasks are ready and were put in batch {}. Launch them now, in parallel, as described below.\n\n{}",
-        b.id,
-        emit::render_claude(&calls)
+        e.batch,
+        e.render(emit::Format::Claude)
     )))
 }

@@ -10,7 +10,7 @@ use super::protocol::{RpcResult, INTERNAL_ERROR, INVALID_PARAMS};
 use super::{State, MAX_RESULT_CHARS};
 use crate::batch::{self, CreateRequest, DEFAULT_MAX};
 use crate::claude::agents::AgentIndex;
-use crate::emit::{self, JsonBatch, AGENT_TOOL};
+use crate::emit::{self, JsonBatch};
 use crate::task::{self, Dep, NewTask, Status};
 
 /// A tool as `tools/list` describes it.
@@ -481,57 +481,44 @@ fn execute_batch(state: &mut State, a: ExecuteArgs) -> Result<CallResult, String
         made_by: Some(crate::attempt::MCP),
         ..Default::default()
     };
+    let agents = AgentIndex::discover(&cwd);
     let db = state.db()?;
     // Runners whose lease expired are taken over first, as every batching path does.
     let (made, back) = db
-        .write(|tx| batch::create_reclaiming_in(tx, &req))
+        .write(|tx| {
+            let (made, back) = batch::create_reclaiming_in(tx, &req)?;
+            let launched = match made {
+                Ok(b) => Some(emit::launch_in(tx, b, &agents)?),
+                Err(_) => None,
+            };
+            Ok((launched, back))
+        })
         .map_err(|e| e.to_string())?;
     let note = back.describe();
     if !note.is_empty() {
         state.note(&format!("note: {note}"));
     }
     let db = state.db()?;
-    let b = match made {
-        Ok(b) => b,
-        Err(_) => {
-            let s = task::stats(db).map_err(|e| e.to_string())?;
-            return Err(if s.queued > 0 {
-                format!(
-                    "Nothing to launch: no task is ready ({} wait for tasks that are not done yet).",
-                    plural(s.queued, "queued task")
-                )
-            } else {
-                format!(
-                    "Nothing to launch: no task is queued. Queue tasks with {QUEUE_TOOL} first."
-                )
-            });
-        }
+    let Some(e) = made else {
+        let s = task::stats(db).map_err(|e| e.to_string())?;
+        return Err(if s.queued > 0 {
+            format!(
+                "Nothing to launch: no task is ready ({} wait for tasks that are not done yet).",
+                plural(s.queued, "queued task")
+            )
+        } else {
+            format!("Nothing to launch: no task is queued. Queue tasks with {QUEUE_TOOL} first.")
+        });
     };
-    let agents = AgentIndex::discover(&cwd);
-    // One note per task (README shows them): not emit::agent_calls' one per role.
-    let mut calls: Vec<emit::AgentCall> = Vec::with_capacity(b.tasks.len());
-    let mut notes = Vec::new();
-    for t in &b.tasks {
-        let (c, note) = emit::agent_call(t, &agents, None);
-        notes.extend(note);
-        calls.push(c);
-    }
-    let ids: Vec<i64> = b.tasks.iter().map(|t| t.id).collect();
-    batch::mark_emitted(db, b.id).map_err(|e| e.to_string())?;
-    for n in notes {
+    // One note per task (README shows them), not one per role.
+    for n in &e.task_notes {
         state.note(&format!("note: {n}"));
     }
-    let text = emit::render_claude(&calls);
     CallResult::ok(
-        text,
+        e.render(emit::Format::Claude),
         Launch {
-            instruction: emit::launch_instruction(calls.len()),
-            batch: JsonBatch {
-                batch: b.id,
-                tool: AGENT_TOOL,
-                tasks: ids,
-                calls: &calls,
-            },
+            instruction: emit::launch_instruction(e.calls.len()),
+            batch: e.json(),
         },
     )
 }

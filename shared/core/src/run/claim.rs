@@ -3,11 +3,9 @@
 
 #[allow(unused_imports)]
 use super::*;
+use crate::attempt::{self, Again};
 
-/// The `agent_calls.session_id` of a batch's run, so `orch-verify session` can judge it.
-pub fn session_id(batch: i64) -> String {
-    format!("orch-run:{batch}")
-}
+pub use crate::calls::run_session as session_id;
 
 /// A batch claimed for running, with the tasks this run will start.
 #[derive(Debug)]
@@ -88,31 +86,10 @@ pub fn claim_in(
         dead_runner = Some(p);
         let error = format!("orch-run (pid {p}) stopped before this task finished");
         for t in task::running_in_batch_in(tx, id)? {
-            let n = crate::attempt::count_in(tx, t)?;
-            let end = crate::attempt::End {
-                ok: false,
-                class: Some(Class::Lost),
-                error: Some(error.clone()),
-                retry_at: (n <= i64::from(o.retries)).then_some(now),
-                at: now,
-                ..Default::default()
-            };
-            crate::attempt::end_in(tx, t, SOURCE, &end)?;
-            if end.retry_at.is_some() {
-                task::retry_later_in(tx, t, now, Some(&error), None)?;
-                retried.push(t);
-            } else {
-                task::finish_in(
-                    tx,
-                    t,
-                    Outcome {
-                        ok: false,
-                        error: Some(error.clone()),
-                        at: Some(now),
-                        ..Default::default()
-                    },
-                )?;
-                recovered.push(t);
+            let retries = i64::from(o.retries);
+            match attempt::lose_in(tx, t, SOURCE, &error, retries, Again::InItsBatch, now)? {
+                true => retried.push(t),
+                false => recovered.push(t),
             }
         }
         calls::fail_open(tx, &session_id(id), now)?;

@@ -63,19 +63,7 @@ pub(crate) struct ClaudeResult {
 }
 
 pub(crate) fn parse_claude(stdout: &str) -> Option<ClaudeResult> {
-    let object = |s: &str| serde_json::from_str::<JsonObject>(s.trim()).ok();
-    let o = object(stdout)
-        .or_else(|| {
-            stdout
-                .lines()
-                .rev()
-                .filter(|l| !l.trim().is_empty())
-                .find_map(object)
-        })
-        .filter(|o| {
-            o.get("type").and_then(|t| t.as_str()) == Some("result")
-                || o.get("is_error").is_some_and(|e| e.is_boolean())
-        })?;
+    let o = crate::errclass::result_object(stdout)?;
     let text = |k: &str| o.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let kept: JsonObject = CLAUDE_FIELDS
         .iter()

@@ -4,6 +4,7 @@
 //! (the task's start, end, exit and output, and one `agent_calls` row per task).
 
 mod claim;
+pub mod job;
 mod judge;
 mod template;
 
@@ -41,7 +42,7 @@ pub const GRACE: Duration = Duration::from_secs(2);
 /// How long output is awaited after a task's process group is gone.
 const DRAIN: Duration = Duration::from_secs(2);
 /// The `agent_calls.source` of rows orch-run writes.
-pub const SOURCE: &str = "orch-run";
+pub const SOURCE: &str = crate::attempt::ORCH_RUN;
 
 pub use claim::*;
 pub use judge::*;

@@ -240,7 +240,7 @@ impl Template {
         for a in &self.args {
             s.push(' ');
             if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"\\$`".contains(c)) {
-                s.push_str(&crate::emit::sh_quote(a));
+                s.push_str(&crate::text::sh_quote(a));
             } else {
                 s.push_str(a);
             }
