@@ -271,6 +271,14 @@ fn list_show_release() {
     assert_eq!(status(&env, a), "queued");
     assert_eq!(status(&env, b), "queued");
     assert!(json_lines(&env.ok("orch-batch", &["list", "--json"])).is_empty());
+    // An emitted batch goes back too, with a word that its agents may have run.
+    let bid = create(&env, &[]).unwrap();
+    env.ok("orch-emit", &[&bid.to_string()]);
+    let out = env.run("orch-batch", &["release", &bid.to_string()]);
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("was emitted at") && err.contains("run again"), "{err}");
+    assert_eq!(status(&env, a), "queued");
     // ...but not once a task started
     let bid = create(&env, &[]).unwrap();
     env.ok("orch-queue", &["start", &a.to_string()]);

@@ -750,3 +750,63 @@ fn issue14_a_finished_run_with_an_expired_lease_is_left_alone() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("is gone"), "{err}");
 }
+
+/// A batch an orch-run holds (here: waiting out a pause, nothing started)
+/// cannot be released under it, so no second batch can take its tasks and no
+/// task runs twice; once the runner is gone and its lease expired, release
+/// works again.
+#[test]
+fn a_batch_an_orch_run_holds_cannot_be_released_under_it() {
+    let env = Env::new();
+    let (b, ids) = batch_of(&env, &["say=one", "say=two"]);
+    env.ok("orch-queue", &["pause"]);
+    let mut run = orch_run(&env, &[&b, "--agent", "claude", "--lease", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The run holds the batch once its lease is recorded.
+    let wait_held = |b: &str| {
+        let held = || -> bool {
+            env.sql()
+                .query_row(
+                    "SELECT lease_holder IS NOT NULL FROM batches WHERE id = ?1",
+                    [b.parse::<i64>().unwrap()],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        for _ in 0..400 {
+            if held() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("orch-run never claimed batch {b}");
+    };
+    wait_held(&b);
+    let before = dump(&env.db);
+    let err = assert_error(&env.run("orch-batch", &["release", &b]), "orch-batch");
+    assert!(err.contains("is running it"), "{err}");
+    assert_eq!(dump(&env.db), before, "nothing changed");
+    env.ok("orch-queue", &["resume"]);
+    assert!(run.wait().unwrap().success());
+    for id in &ids {
+        assert_eq!(status(&env, *id), "done");
+        assert_eq!(attempts(&env, *id).len(), 1, "task {id} ran once");
+    }
+    // A runner killed while it waits: once its lease expired, release works.
+    let (b, ids) = batch_of(&env, &["say=three"]);
+    env.ok("orch-queue", &["pause"]);
+    let mut run = orch_run(&env, &[&b, "--agent", "claude", "--lease", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_held(&b);
+    run.kill().unwrap();
+    run.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    env.ok("orch-batch", &["release", &b]);
+    assert_eq!(status(&env, ids[0]), "queued");
+}

@@ -311,12 +311,19 @@ impl Tool for Cli {
             Cmd::Release { batch: id } => {
                 let id = id_or_stdin(id, "batch")?;
                 let db = self.db.open_existing()?;
+                let emitted = batch::get(&db, id).ok().and_then(|b| b.emitted_at);
                 let ids = orch_core::dispatch::release(&db, id)?;
                 eprintln!(
                     "batch {id} released: {} task{} queued again",
                     ids.len(),
                     if ids.len() == 1 { "" } else { "s" }
                 );
+                if let (Some(at), false) = (emitted, ids.is_empty()) {
+                    // Without hooks nothing says whether Claude Code started them.
+                    eprintln!(
+                        "note: batch {id} was emitted at {at}; if its agents were launched, the tasks run again when batched again (`orch-queue cancel` the ones that ran)"
+                    );
+                }
             }
         }
         out.flush()?;
