@@ -277,7 +277,10 @@ fn list_show_release() {
     let out = env.run("orch-batch", &["release", &bid.to_string()]);
     assert_code(&out, 0);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("was emitted at") && err.contains("run again"), "{err}");
+    assert!(
+        err.contains("was emitted at") && err.contains("run again"),
+        "{err}"
+    );
     assert_eq!(status(&env, a), "queued");
     // ...but not once a task started
     let bid = create(&env, &[]).unwrap();

@@ -604,8 +604,8 @@ fn item12_with_mailbox_names_are_unique_in_a_batch() {
 }
 
 /// Item 5: a reader that stops reading cannot hold the claim's write lock for
-/// long: `recv` gives up after 10 s, claims nothing, and a writer waiting
-/// behind it goes on.
+/// long: `recv` gives up after 2 s, claims nothing, and writers waiting
+/// behind it go on, orch-hook (which waits the shortest, 3 s) included.
 #[test]
 fn item5_a_stalled_reader_claims_nothing_and_blocks_no_one_for_long() {
     let env = Env::new();
@@ -623,6 +623,12 @@ fn item5_a_stalled_reader_claims_nothing_and_blocks_no_one_for_long() {
     drop(recv);
     // The pipe fills and nobody reads it; a writer queues behind the lock.
     std::thread::sleep(Duration::from_millis(500));
+    let hook = env.run_with(
+        "orch-hook",
+        &["PreToolUse"],
+        br#"{"hook_event_name":"PreToolUse","session_id":"s","tool_name":"Agent","tool_use_id":"toolu_1","tool_input":{"description":"d","prompt":"p","subagent_type":"general-purpose"}}"#,
+    );
+    assert_code(&hook, 0);
     let add = env.run("orch-queue", &["add", "dev", "waits its turn"]);
     assert_code(&add, 0);
     let out = child.wait_with_output().unwrap();
@@ -630,6 +636,7 @@ fn item5_a_stalled_reader_claims_nothing_and_blocks_no_one_for_long() {
     assert_error(&out, "orch-msg");
     assert!(took < Duration::from_secs(25), "{took:?}");
     assert_eq!(count(&env, "deliveries"), 0);
+    assert_eq!(count(&env, "agent_calls"), 1, "the hook's event was kept");
     drop(read_end);
     let got = json_lines(&env.ok("orch-msg", &["recv", "--as", "b", "--json"]));
     assert_eq!(got.len(), 2);

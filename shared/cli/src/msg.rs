@@ -251,8 +251,9 @@ fn read_jsonl(d: &Defaults) -> anyhow::Result<Vec<ValidMessage>> {
 }
 
 /// How long `recv` lets stdout take the messages while it holds the write
-/// lock: well under the 30 s other writers wait for it.
-const RECV_WRITE_LIMIT: Duration = Duration::from_secs(10);
+/// lock: under the shortest wait of any writer (orch-hook's 3 s, so a hook
+/// event is never lost to a slow reader), far under the others' 30 s.
+const RECV_WRITE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Receives: the messages are written and flushed to stdout first and the
 /// claim commits after, so a stdout that fails claims nothing (exit 2).
