@@ -593,13 +593,35 @@ impl Db {
                     supported: target,
                 });
             }
+            // A file whose tables are not what its version says (made by a
+            // build whose migrations differed) is refused whole, by name,
+            // rather than failing later on a missing table.
+            let misshapen = |why: String| {
+                Error::invalid(format!(
+                    "{}: schema version {version} but {why}: it was not made by a released orch (a development build?); nothing in it was changed: move it away and orch makes a new one",
+                    self.path.display()
+                ))
+            };
             for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
-                tx.execute_batch(sql)?;
+                tx.execute_batch(sql)
+                    .map_err(|e| misshapen(format!("migration {} fails on it ({e})", i + 1)))?;
                 tx.execute_batch(&format!(
                     "PRAGMA user_version = {}; PRAGMA application_id = {};",
                     i + 1,
                     schema::APPLICATION_ID
                 ))?;
+            }
+            let mut stmt = tx.prepare_cached("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+            let have: Vec<String> = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let missing: Vec<&str> = schema::TABLES
+                .iter()
+                .copied()
+                .filter(|t| !have.iter().any(|h| h == t))
+                .collect();
+            if !missing.is_empty() {
+                return Err(misshapen(format!("it lacks the table(s) {}", missing.join(", "))));
             }
             Ok(())
         })
@@ -822,6 +844,53 @@ mod tests {
             assert_eq!(schema_of(&a), schema_of(&b), "migrated from version {at}");
             assert_eq!(version(&b), schema::current_version());
         }
+    }
+
+    #[test]
+    fn the_tables_every_open_checks_are_the_fresh_schemas() {
+        let db = Db::open_in_memory().unwrap();
+        let mut tables: Vec<String> = db
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        tables.retain(|t| !t.starts_with("sqlite_"));
+        let mut want: Vec<&str> = schema::TABLES.to_vec();
+        want.sort_unstable();
+        assert_eq!(tables, want);
+    }
+
+    #[test]
+    fn a_file_whose_tables_its_version_does_not_explain_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        // Version 3 as no release made it: the landing columns, no attempts.
+        let path = dir.path().join("dev.db");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        c.execute_batch(&format!(
+            "PRAGMA user_version = 3; PRAGMA application_id = {};",
+            schema::APPLICATION_ID
+        ))
+        .unwrap();
+        drop(c);
+        let err = Db::open(&path).err().unwrap().to_string();
+        assert!(err.contains("schema version 3 but"), "{err}");
+        assert!(err.contains("move it away"), "{err}");
+        // The failed migration was rolled back whole.
+        let c = Connection::open(&path).unwrap();
+        assert_eq!(version(&c), 3);
+        let attempts: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'attempts'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(attempts, 0);
+        drop(c);
     }
 
     #[test]

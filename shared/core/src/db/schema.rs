@@ -256,6 +256,25 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// The tables of the current schema: every open checks they are there.
+pub const TABLES: &[&str] = &[
+    "agent_calls",
+    "attempts",
+    "batches",
+    "deliveries",
+    "dispatches",
+    "events",
+    "job_results",
+    "messages",
+    "settings",
+    "slots",
+    "task_deps",
+    "task_logs",
+    "tasks",
+    "verify_probes",
+    "verify_runs",
+];
+
 /// The schema version this build writes and understands.
 pub fn current_version() -> i64 {
     MIGRATIONS.len() as i64
