@@ -656,3 +656,38 @@ fn issue17_8_a_named_task_is_emitted_with_a_note_on_stderr() {
     );
     assert!(!err.contains("task 2 sets"), "{err}");
 }
+
+/// The shell script records whatever the agent printed: an error whose last
+/// 2000 bytes start inside a character (`tail -c` cuts bytes) and a result
+/// that is not UTF-8 are kept with U+FFFD, never leaving the task running.
+#[test]
+fn shell_format_records_agent_output_that_is_not_utf8() {
+    let env = Env::new();
+    let ids = queue_prompts(&env, "general-purpose", &["please FAIL", "binary please"]);
+    let b = create(&env);
+    let script = env.ok("orch-emit", &[&b.to_string(), "--format", "shell"]);
+    // é (2 bytes) then 1996 x then € (3 bytes): the last 2000 bytes begin
+    // with é's second byte.
+    let fake = "#!/bin/sh\n\
+         if grep -q FAIL; then printf '\\303\\251'; head -c 1996 /dev/zero | tr '\\0' x; printf '\\342\\202\\254' ; exit 3; fi >&2\n\
+         printf 'ok \\377\\376 bytes'\n";
+    let bin = fake_bin(&env, &[("claude", fake)]);
+    let work = env.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("run.sh"), &script).unwrap();
+    let out = env
+        .command("sh")
+        .arg("run.sh")
+        .current_dir(&work)
+        .env("PATH", path_with(&[&bin, &bin_dir()]))
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let failed = json(&env.ok("orch-queue", &["show", &ids[0].to_string(), "--json"]));
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let err = failed["error"].as_str().unwrap();
+    assert!(err.contains('\u{fffd}') && err.ends_with("x€"), "{err}");
+    let done = json(&env.ok("orch-queue", &["show", &ids[1].to_string(), "--json"]));
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(done["result"], "ok \u{fffd}\u{fffd} bytes");
+}

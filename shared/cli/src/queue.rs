@@ -120,14 +120,14 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
     Done {
         id: i64,
         #[arg(long, value_name = "TEXT|-")]
-        result: Option<String>,
+        result: Option<std::ffi::OsString>,
     },
     /// Mark a task failed, with the reason.
     #[command(after_help = "Example:\n  orch-queue fail 12 --error 'timed out'")]
     Fail {
         id: i64,
         #[arg(long, value_name = "TEXT|-")]
-        error: Option<String>,
+        error: Option<std::ffi::OsString>,
         /// The agent's exit status.
         #[arg(long)]
         exit_code: Option<i64>,
@@ -603,11 +603,33 @@ fn is_option(b: &[u8]) -> bool {
     }
 }
 
-fn text_or_stdin(v: Option<String>, what: &str) -> anyhow::Result<Option<String>> {
-    match v.as_deref() {
-        Some("-") => Ok(Some(crate::read_stdin_text(16 * task::MAX_PROMPT, what)?)),
-        _ => Ok(v),
+/// An agent's result or error, from the argument or (`-`) stdin. It is the
+/// agent's output, not the user's: bytes that are not UTF-8 are replaced
+/// (U+FFFD) and text past the limit is cut with a marker, so a script that
+/// records whatever the agent printed never leaves its task running.
+fn text_or_stdin(v: Option<std::ffi::OsString>, what: &str) -> anyhow::Result<Option<String>> {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
+    let limit = 16 * task::MAX_PROMPT;
+    let bytes = match v.as_deref() {
+        None => return Ok(None),
+        Some(a) if a == "-" => {
+            let mut buf = Vec::new();
+            io::stdin()
+                .lock()
+                .take(limit as u64 + 1)
+                .read_to_end(&mut buf)
+                .with_context(|| format!("reading {what} from stdin"))?;
+            buf
+        }
+        Some(a) => a.as_bytes().to_vec(),
+    };
+    let cut = bytes.len() > limit;
+    let mut text = String::from_utf8_lossy(&bytes[..bytes.len().min(limit)]).into_owned();
+    if cut {
+        text.push_str("\n[orch: cut at 16 MiB]");
     }
+    Ok(Some(text))
 }
 
 fn add(db: &DbArg, a: AddArgs, out: &mut Out) -> anyhow::Result<Exit> {
