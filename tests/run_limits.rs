@@ -760,7 +760,9 @@ fn a_batch_an_orch_run_holds_cannot_be_released_under_it() {
     let env = Env::new();
     let (b, ids) = batch_of(&env, &["say=one", "say=two"]);
     env.ok("orch-queue", &["pause"]);
-    let mut run = orch_run(&env, &[&b, "--agent", "claude", "--lease", "1s"])
+    // Emitted first: orch-run says the tasks may run twice.
+    env.ok("orch-emit", &[&b]);
+    let run = orch_run(&env, &[&b, "--agent", "claude", "--lease", "1s"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -789,8 +791,16 @@ fn a_batch_an_orch_run_holds_cannot_be_released_under_it() {
     let err = assert_error(&env.run("orch-batch", &["release", &b]), "orch-batch");
     assert!(err.contains("is running it"), "{err}");
     assert_eq!(dump(&env.db), before, "nothing changed");
+    // Emitting it for Claude Code now says an orch-run has it.
+    let out = env.run("orch-emit", &[&b]);
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is being run by orch-run"), "{err}");
     env.ok("orch-queue", &["resume"]);
-    assert!(run.wait().unwrap().success());
+    let out = run.wait_with_output().unwrap();
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("was emitted at"), "{err}");
     for id in &ids {
         assert_eq!(status(&env, *id), "done");
         assert_eq!(attempts(&env, *id).len(), 1, "task {id} ran once");

@@ -230,6 +230,16 @@ impl Tool for Cli {
         if let Some(pid) = claim.dead_runner {
             report_takeover(&claim, pid, &run::stop_leftovers(claim.batch, &db_env));
         }
+        if let (Some(id), true) = (batch, lines.is_none()) {
+            if let Some(at) = orch_core::batch::get(&db, id)
+                .ok()
+                .and_then(|b| b.emitted_at)
+            {
+                eprintln!(
+                    "orch-run: note: batch {id} was emitted at {at}; if Claude Code launched it, its tasks run twice"
+                );
+            }
+        }
         let n = claim.tasks.len();
         if n == 0 {
             eprintln!("orch-run: batch {}: no task left to run", claim.batch);

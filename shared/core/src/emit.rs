@@ -208,6 +208,15 @@ pub fn emit<T, E: From<Error>>(
             "batch {id} was already emitted at {at}; launching it twice runs its tasks twice"
         ));
     }
+    let (_, _, holder, until) = db.read(|tx| batch::lease_in(tx, id))?;
+    if let Some(h) = holder.as_deref() {
+        if !crate::lease::lapsed(Some(h), until, crate::time::now_ms()) {
+            note(&format!(
+                "batch {id} is being run by orch-run (pid {}); launching it in Claude Code too runs its tasks twice",
+                crate::lease::pid_of(h).unwrap_or(0)
+            ));
+        }
+    }
     let tasks: Vec<Task> = b
         .tasks
         .into_iter()
