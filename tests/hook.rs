@@ -1183,12 +1183,75 @@ fn issue14_stale_hook_tasks_are_reconciled_not_left_running() {
     let a = env.ok("orch-queue", &["attempts", &ids[0].to_string(), "--json"]);
     let a: Value = serde_json::from_str(a.lines().next().unwrap()).unwrap();
     assert_eq!(a["error_class"], "lost");
-    // The fresh one is left alone; a shorter --stale-after is honoured.
+    // The fresh one is left alone by the default (2 h)...
     assert_eq!(task(&env, ids[1])["status"], "running");
+    // ...and reconciled by a shorter --stale-after once it is older than that.
+    env.sql()
+        .execute(
+            "UPDATE agent_calls SET started_at = started_at - 90 * 60 * 1000 WHERE call_id = 'toolu_new';
+             ",
+            [],
+        )
+        .unwrap();
+    env.sql()
+        .execute(
+            "UPDATE tasks SET started_at = started_at - 90 * 60 * 1000 WHERE id = ?1",
+            [ids[1]],
+        )
+        .unwrap();
+    hook(
+        &env,
+        &["--stale-after", "3h"],
+        &agent_event("pre_tool_use_agent.json", "toolu_x", ids[2]),
+    );
+    assert_eq!(task(&env, ids[1])["status"], "running", "90 min < 3 h");
     hook(
         &env,
         &["--stale-after", "1h"],
-        &agent_event("pre_tool_use_agent.json", "toolu_x", ids[2]),
+        &agent_event("pre_tool_use_agent.json", "toolu_y", ids[0]),
     );
+    assert_eq!(task(&env, ids[1])["status"], "queued", "90 min > 1 h");
+}
+
+/// A hook-tracked agent reconciled as lost gives back its slot of
+/// `orch-queue limit`: the next launches are not denied for a lost agent.
+#[test]
+fn issue14_a_reconciled_agent_frees_its_slot() {
+    let env = Env::new();
+    let ids = three_batched_tasks(&env);
+    env.ok("orch-queue", &["limit", "1"]);
+    hook(
+        &env,
+        &[],
+        &agent_event("pre_tool_use_agent.json", "toolu_old", ids[0]),
+    );
+    // At the limit: the next launch is denied.
+    let denied = hook(
+        &env,
+        &[],
+        &agent_event("pre_tool_use_agent.json", "toolu_next", ids[1]),
+    );
+    assert!(denied.contains("\"deny\""), "{denied}");
+    // The first agent's end never comes; 90 minutes pass.
+    env.sql()
+        .execute(
+            "UPDATE agent_calls SET started_at = started_at - 90 * 60 * 1000",
+            [],
+        )
+        .unwrap();
+    env.sql()
+        .execute(
+            "UPDATE tasks SET started_at = started_at - 90 * 60 * 1000",
+            [],
+        )
+        .unwrap();
+    let allowed = hook(
+        &env,
+        &["--stale-after", "1h"],
+        &agent_event("pre_tool_use_agent.json", "toolu_next", ids[1]),
+    );
+    assert!(!allowed.contains("\"deny\""), "{allowed}");
+    assert_eq!(task(&env, ids[0])["status"], "queued");
     assert_eq!(task(&env, ids[1])["status"], "running");
+    assert!(env.ok("orch-queue", &["limit"]).contains("1 running"));
 }

@@ -78,7 +78,8 @@ pub struct Cli {
     #[arg(long, value_name = "NAME <EMAIL>", requires = "worktree")]
     pub author: Option<String>,
     /// Retry a task this many times after a retryable failure (rate limited,
-    /// overloaded, usage limit, timeout), with exponential backoff and full jitter.
+    /// overloaded, usage limit, lost runner; not a timeout), with exponential
+    /// backoff and full jitter.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub retries: u32,
     /// The first retry's backoff ceiling; it doubles per retry (up to 5 minutes).

@@ -101,24 +101,33 @@ pub fn fail_open(tx: &Transaction, session: &str, at: i64) -> Result<()> {
 
 /// Ends, as failed, the hook-tracked calls started before `cutoff` whose end
 /// never came; returns their tasks.
-pub fn fail_stale_hooks(tx: &Transaction, cutoff: i64, at: i64) -> Result<Vec<i64>> {
-    let ids: Vec<i64> = {
+pub fn fail_stale_hooks(tx: &Transaction, cutoff: i64, at: i64) -> Result<Vec<StaleCall>> {
+    let stale: Vec<StaleCall> = {
         let mut s = tx.prepare(
-            "SELECT DISTINCT task_id FROM agent_calls
-             WHERE source IN ('hook', 'subagent') AND finished_at IS NULL
-               AND started_at < ?1 AND task_id IS NOT NULL",
+            "UPDATE agent_calls SET finished_at = ?2, status = 'failed'
+             WHERE source IN ('hook', 'subagent') AND finished_at IS NULL AND started_at < ?1
+             RETURNING session_id, call_id, task_id",
         )?;
         let v = s
-            .query_map([cutoff], |r| r.get(0))?
+            .query_map(params![cutoff, at], |r| {
+                Ok(StaleCall {
+                    session: r.get(0)?,
+                    call: r.get(1)?,
+                    task: r.get(2)?,
+                })
+            })?
             .collect::<rusqlite::Result<_>>()?;
         v
     };
-    tx.execute(
-        "UPDATE agent_calls SET finished_at = ?2, status = 'failed'
-         WHERE source IN ('hook', 'subagent') AND finished_at IS NULL AND started_at < ?1",
-        params![cutoff, at],
-    )?;
-    Ok(ids)
+    Ok(stale)
+}
+
+/// A hook-tracked call whose end never came, ended by [`fail_stale_hooks`].
+#[derive(Debug, Clone)]
+pub struct StaleCall {
+    pub session: String,
+    pub call: String,
+    pub task: Option<i64>,
 }
 
 /// Whether sub-agent `agent` of `session` (of `source`) has ended.

@@ -243,6 +243,10 @@ pub fn renew_holder_in(tx: &Transaction, holder: &str, until: i64) -> Result<()>
     Ok(())
 }
 
+/// The holder of the slots taken by orch-hook for Agent calls in Claude
+/// Code (keyed `SESSION/CALL`).
+pub const HOOK_SLOT_HOLDER: &str = "hook";
+
 /// How long a hook-tracked agent may go without its end event before it is
 /// reconciled as lost (`orch-hook --stale-after`, `ORCH_STALE_AFTER`).
 pub const DEFAULT_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
@@ -258,9 +262,15 @@ pub const HOOK_RETRIES: i64 = 2;
 pub fn reconcile_stale_in(tx: &Transaction, now: i64, stale_ms: i64) -> Result<Vec<i64>> {
     let cutoff = now - stale_ms;
     let mut ids = Vec::new();
-    for id in crate::calls::fail_stale_hooks(tx, cutoff, now)? {
+    for c in crate::calls::fail_stale_hooks(tx, cutoff, now)? {
+        // Its slot goes with it, or the limit would count a lost agent.
+        release_in(tx, HOOK_SLOT_HOLDER, &format!("{}/{}", c.session, c.call))?;
+        let Some(id) = c.task else { continue };
         let running = crate::task::find_status_in(tx, id)? == Some(crate::task::Status::Running);
-        if running && crate::task::started_at_in(tx, id)?.is_some_and(|s| s < cutoff) {
+        if running
+            && !ids.contains(&id)
+            && crate::task::started_at_in(tx, id)?.is_some_and(|s| s < cutoff)
+        {
             ids.push(id);
         }
     }

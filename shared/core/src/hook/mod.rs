@@ -87,7 +87,7 @@ pub struct Config {
 /// The default of `--stale-after`.
 pub const DEFAULT_STALE_AFTER: Duration = crate::limits::DEFAULT_STALE_AFTER;
 /// The lease holder of slots taken by agents in Claude Code sessions.
-pub const SLOT_HOLDER: &str = "hook";
+pub const SLOT_HOLDER: &str = crate::limits::HOOK_SLOT_HOLDER;
 
 impl Default for Config {
     fn default() -> Self {
