@@ -71,6 +71,23 @@ pub fn run_worktrees(env: &Env, repo: &Path, b: &str, extra: &[&str]) -> Output 
 }
 
 #[test]
+fn worktree_gitignore_never_writes_through_a_dangling_symlink() {
+    let env = Env::new();
+    let r = repo(&env);
+    let away = env.path().join("planted");
+    std::fs::create_dir_all(r.join(".orch/worktrees")).unwrap();
+    std::os::unix::fs::symlink(&away, r.join(".orch/worktrees/.gitignore")).unwrap();
+    let (b, _) = batch(&env, &["write=a.txt=alpha"]);
+    let out = run_worktrees(&env, &r, &b, &[]);
+    assert_code(&out, 0);
+    assert!(!away.exists(), "the symlink's target was created");
+    assert_eq!(
+        std::fs::read_to_string(r.join(".orch/worktrees/.gitignore")).unwrap(),
+        "*\n"
+    );
+}
+
+#[test]
 fn each_task_runs_in_its_own_worktree_and_its_leftovers_are_committed() {
     let env = Env::new();
     let r = repo(&env);
