@@ -152,7 +152,7 @@ impl Tool for Cli {
                 Exit::Ok
             }
             Cmd::Purge { older_than } => {
-                let before = now_ms().saturating_sub(older_than.as_millis() as i64);
+                let before = orch_core::time::before(now_ms(), older_than);
                 crate::check_stdout()?;
                 let db = self.db.open_existing()?;
                 let n = msg::purge(&db, before)?;

@@ -168,7 +168,7 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
     )]
     Pause {
         /// A duration from now (90s, 30m, 2h) or an RFC 3339 time.
-        #[arg(long, value_name = "TIME", value_parser = parse_until)]
+        #[arg(long, value_name = "TIME", value_parser = orch_core::time::parse_until)]
         until: Option<i64>,
     },
     /// End a pause (set by hand or by a usage limit).
@@ -185,15 +185,6 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
         #[arg(long)]
         clear: bool,
     },
-}
-
-/// `--until`: a duration from now or an RFC 3339 time, as ms since the epoch.
-fn parse_until(s: &str) -> Result<i64, String> {
-    if let Ok(d) = orch_core::time::parse_duration(s) {
-        return Ok(orch_core::time::now_ms() + d.as_millis() as i64);
-    }
-    orch_core::time::parse_since(s)
-        .map_err(|_| format!("'{s}' is neither a duration (90s, 30m, 2h) nor an RFC 3339 time"))
 }
 
 #[derive(Debug, clap::Args)]

@@ -384,7 +384,7 @@ pub fn render(s: &Snapshot) -> String {
 
 /// `orch status`.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    let stalled_ms = args.stalled_after.as_millis() as i64;
+    let stalled_ms = orch_core::time::ms(args.stalled_after);
     let loc = db::resolve(args.db.path())?;
     let watch = args.watch && std::io::stdout().is_terminal();
     if !watch {
