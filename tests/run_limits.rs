@@ -167,6 +167,33 @@ fn issue14_retries_run_out_and_the_task_fails() {
 }
 
 #[test]
+fn agent_text_that_once_panicked_the_classifier_fails_the_task_cleanly() {
+    let env = Env::new();
+    for text in [
+        "İİİİİİİİ usage limit reached, resets 5pm",
+        "Claude AI usage limit reached|9999999999999999",
+        "Claude AI usage limit reached|253402300800",
+    ] {
+        let id = env.add("dev", "x");
+        let b = env.ok("orch-batch", &["create"]).trim().to_string();
+        let script = format!("echo '{text}'; exit 1");
+        let out = env.run(
+            "orch-run",
+            &[&b, "--retries", "0", "--", "sh", "-c", &script],
+        );
+        assert_code(&out, 1);
+        let a = attempts(&env, id);
+        assert_eq!(a.len(), 1, "{text}");
+        assert_eq!(a[0]["error_class"], "usage_limit", "{text}");
+        assert_eq!(status(&env, id), "failed", "{text}");
+        // The pause it set shows in the status; then it is lifted for the next.
+        let st = env.ok("orch", &["status"]);
+        assert!(st.contains("(usage limit)"), "{st}");
+        env.ok("orch-queue", &["resume"]);
+    }
+}
+
+#[test]
 fn issue14_every_fixture_class_is_classified_right() {
     let env = Env::new();
     let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures())
