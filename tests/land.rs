@@ -580,6 +580,63 @@ fn orch_land_bad_input_is_one_line_exit_2_and_changes_nothing() {
 }
 
 #[test]
+fn touches_globs_with_many_double_stars_are_decided_quickly_and_long_ones_refused() {
+    let env = Env::new();
+    let stars = format!("{}x", "**/".repeat(18));
+    let deep = format!("{}y", "a/".repeat(18));
+    env.ok("orch-queue", &["add", "dev", "one", "--touches", &stars]);
+    env.ok("orch-queue", &["add", "dev", "two", "--touches", &deep]);
+    env.ok("orch-queue", &["add", "dev", "three", "--touches", &stars]);
+    let mut c = env.cmd("orch-batch");
+    c.args(["create", "--max", "10"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut finished = false;
+    for _ in 0..200 {
+        if child.try_wait().unwrap().is_some() {
+            finished = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if !finished {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(finished, "orch-batch create did not finish in 10 s");
+    assert_code(&out, 0);
+    // One and two cannot name the same path; one and three can.
+    let batched: Vec<i64> = env
+        .sql()
+        .prepare("SELECT id FROM tasks WHERE batch_id IS NOT NULL ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(batched, [1, 2]);
+    // Longer globs are refused when queued, with the limit named.
+    let long = format!("{}x", "a/".repeat(64));
+    let out = env.run("orch-queue", &["add", "dev", "four", "--touches", &long]);
+    let err = assert_error(&out, "orch-queue");
+    assert!(err.contains("at most 64 components"), "{err}");
+    let many: Vec<String> = (0..65).map(|i| format!("\"f{i}\"")).collect();
+    let line = format!(
+        "{{\"role\":\"dev\",\"prompt\":\"five\",\"touches\":[{}]}}\n",
+        many.join(",")
+    );
+    let out = env.run_with("orch-queue", &["add", "--stdin"], line.as_bytes());
+    let err = assert_error(&out, "orch-queue");
+    assert!(err.contains("at most 64"), "{err}");
+    let n: i64 = env
+        .sql()
+        .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 3);
+}
+
+#[test]
 fn tasks_touching_overlapping_globs_never_share_a_batch() {
     let env = Env::new();
     let add = |prompt: &str, globs: &[&str]| -> i64 {

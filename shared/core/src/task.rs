@@ -648,9 +648,7 @@ impl NewTask {
             mode: self.mode,
         };
         agent.validate()?;
-        for g in &self.touches {
-            crate::touches::validate(g)?;
-        }
+        crate::touches::validate_all(&self.touches)?;
         Ok(ValidTask {
             role,
             description,
