@@ -177,6 +177,56 @@ fn a_failing_stdout_commits_exactly_what_stderr_says() {
     }
 }
 
+/// A stdout on /dev/null opened for reading and writing (Python's
+/// `subprocess.DEVNULL`, Node's `'ignore'`, systemd's `StandardOutput=null`)
+/// is /dev/null like `>/dev/null`: the command works, the answer is dropped.
+/// So is `>&-`, which Rust's runtime turns into the same thing.
+#[test]
+fn a_stdout_on_dev_null_opened_read_write_is_fine() {
+    let env = Env::new();
+    let devnull = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .unwrap()
+    };
+    let run = |bin: &str, args: &[&str]| {
+        let mut c = env.cmd(bin);
+        c.args(args)
+            .stdout(std::process::Stdio::from(devnull()))
+            .stderr(std::process::Stdio::piped());
+        c.output().unwrap()
+    };
+    for _ in 0..2 {
+        assert_code(&run("orch-queue", &["add", "dev", "x"]), 0);
+    }
+    assert_eq!(ids_above(&env.db, "tasks", 0), [1, 2]);
+    assert_code(&run("orch-batch", &["create", "--max", "1"]), 0);
+    assert_eq!(ids_above(&env.db, "batches", 0), [1]);
+    assert_code(
+        &run("orch-msg", &["send", "--from", "a", "--to", "b", "hi"]),
+        0,
+    );
+    assert_eq!(ids_above(&env.db, "messages", 0), [1]);
+    // Python's DEVNULL itself.
+    let py = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode)",
+        ])
+        .arg(bin("orch-queue"))
+        .args(["add", "dev", "from python"])
+        .env("ORCH_DB", &env.db)
+        .output()
+        .unwrap();
+    assert_code(&py, 0);
+    assert_eq!(ids_above(&env.db, "tasks", 0), [1, 2, 3]);
+    let out = env.run_bad_stdout("orch-queue", &["add", "dev", "y"], b"", BadStdout::Closed);
+    assert_code(&out, 0);
+    assert_eq!(ids_above(&env.db, "tasks", 0).len(), 4);
+}
+
 /// A stderr that cannot be written (`2>/dev/full`) loses the message, not the
 /// exit code: a usage error is still 2 and a runtime error still 2, never a
 /// panic's 101.

@@ -535,7 +535,7 @@ fn emit_with_mailbox_names_no_database_for_a_project_database() {
 }
 
 /// Item 5: `recv` writes and flushes the messages before it claims them; a
-/// stdout that fails (`> /dev/full`, `>&-`, a pipe nobody reads) claims nothing.
+/// stdout that fails (`> /dev/full`, a pipe nobody reads) claims nothing.
 #[test]
 fn item5_recv_to_a_failing_stdout_claims_nothing() {
     let env = Env::new();

@@ -335,26 +335,17 @@ pub fn ids_text(noun: &str, ids: impl IntoIterator<Item = i64>) -> String {
 }
 
 /// Refuses, before anything is written, a stdout that cannot take an answer:
-/// a closed one (`>&-`; Rust's runtime puts /dev/null, open for reading and
-/// writing, in its place) or a pipe whose reader is gone. What cannot be seen
-/// in advance (a full disk, `/dev/full`) fails when written.
+/// a pipe whose reader is gone. What cannot be seen in advance (a full disk,
+/// `/dev/full`) fails when written. A stdout on /dev/null is fine however it
+/// was opened: Python's `DEVNULL`, Node's `'ignore'` and systemd's `null`
+/// open it for reading and writing, and so does Rust's runtime in place of a
+/// closed descriptor (`>&-`), which therefore cannot be told apart from them
+/// and discards the answer as `>/dev/null` does.
 pub fn check_stdout() -> anyhow::Result<()> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    use rustix::fs::OFlags;
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let stdout = io::stdout();
-    let Ok(flags) = rustix::fs::fcntl_getfl(&stdout) else {
+    if rustix::fs::fcntl_getfl(&stdout).is_err() {
         anyhow::bail!("stdout is closed: nothing was written (the answer would be lost)");
-    };
-    if flags & OFlags::ACCMODE == OFlags::RDWR {
-        let null = std::fs::metadata("/dev/null").ok();
-        let st = rustix::fs::fstat(&stdout).ok();
-        let is_null = null.is_some_and(|n| {
-            n.file_type().is_char_device() && st.is_some_and(|st| st.st_rdev == n.rdev())
-        });
-        if is_null {
-            anyhow::bail!("stdout is closed: nothing was written (the answer would be lost; send it to /dev/null with >/dev/null)");
-        }
     }
     let mut p = [PollFd::new(&stdout, PollFlags::OUT)];
     let now = Timespec {
