@@ -393,24 +393,43 @@ impl Tool for Cli {
                 note_blocked(&db, Some(&[id]), None);
             }
             Cmd::Clean { dry_run, json } => {
+                if !dry_run {
+                    crate::check_stdout()?;
+                }
                 let db = self.db.open_existing()?;
                 let gone = orch_core::worktree::clean(&db, dry_run)?;
-                for c in &gone {
-                    if json {
-                        out.json(c)?;
-                    } else {
-                        out.line(format_args!(
-                            "{} {} (task {}, {}){}",
-                            if dry_run { "would remove" } else { "removed" },
-                            text::escape(&c.worktree, false),
-                            c.task,
-                            c.status,
-                            c.branch_deleted
-                                .as_ref()
-                                .map(|b| format!(" and branch {}", text::escape(b, false)))
-                                .unwrap_or_default()
-                        ))?;
+                let print = |out: &mut Out| -> std::io::Result<()> {
+                    for c in &gone {
+                        if json {
+                            out.json(c)?;
+                        } else {
+                            out.line(format_args!(
+                                "{} {} (task {}, {}){}",
+                                if dry_run { "would remove" } else { "removed" },
+                                text::escape(&c.worktree, false),
+                                c.task,
+                                c.status,
+                                c.branch_deleted
+                                    .as_ref()
+                                    .map(|b| format!(" and branch {}", text::escape(b, false)))
+                                    .unwrap_or_default()
+                            ))?;
+                        }
                     }
+                    Ok(())
+                };
+                if dry_run {
+                    print(&mut out)?;
+                } else {
+                    out.answer(
+                        || {
+                            crate::ids_text(
+                                "the removal of the worktrees of task",
+                                gone.iter().map(|c| c.task),
+                            )
+                        },
+                        print,
+                    )?;
                 }
             }
             Cmd::Attempts { id, json } => {
@@ -451,7 +470,9 @@ impl Tool for Cli {
                 }
             }
             Cmd::Limit { n, clear } => {
-                if n.is_some() || clear {
+                let set = n.is_some() || clear;
+                if set {
+                    crate::check_stdout()?;
                     let db = self.db.open()?;
                     orch_core::limits::set_limit(&db, n)?;
                 }
@@ -462,9 +483,18 @@ impl Tool for Cli {
                         orch_core::limits::slots_in_use_in(tx, orch_core::time::now_ms())?,
                     ))
                 })?;
-                match limit {
-                    Some(l) => out.line(format_args!("limit {l} ({used} running)"))?,
-                    None => out.line("no limit")?,
+                let print = |out: &mut Out| match limit {
+                    Some(l) => out.line(format_args!("limit {l} ({used} running)")),
+                    None => out.line("no limit"),
+                };
+                if set {
+                    let what = || match n {
+                        Some(n) => format!("the limit of {n}"),
+                        None => "clearing the limit".to_string(),
+                    };
+                    out.answer(what, print)?;
+                } else {
+                    print(&mut out)?;
                 }
             }
             Cmd::Stats { json } => {
