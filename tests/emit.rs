@@ -656,3 +656,46 @@ fn issue17_8_a_named_task_is_emitted_with_a_note_on_stderr() {
     );
     assert!(!err.contains("task 2 sets"), "{err}");
 }
+
+/// Agent file names and names from their front matter reach the terminal in
+/// orch-emit's note escaped, as does orch-hook status's hook command.
+#[test]
+fn escapes_in_agent_files_and_hook_commands_never_reach_the_terminal() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path().join(".git")).unwrap();
+    let agents = env.path().join(".claude/agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    // No description: Claude Code skips it, and the note names the file.
+    std::fs::write(
+        agents.join("evil\u{1b}]52;c;cHduZWQ=\u{7}\u{202e}.md"),
+        "---\nname: tester\n---\n",
+    )
+    .unwrap();
+    env.add("tester", "Test it");
+    let b = create(&env).to_string();
+    let mut c = env.cmd("orch-emit");
+    c.arg(&b).current_dir(env.path());
+    let out = c.output().unwrap();
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("evil^[]52;c;cHduZWQ=^G<U+202E>.md"), "{err}");
+    assert!(
+        !err.contains('\u{1b}') && !err.contains('\u{202e}'),
+        "{err:?}"
+    );
+
+    std::fs::write(
+        env.path().join(".claude/settings.json"),
+        "{\"hooks\":{\"Stop\":[{\"hooks\":[{\"type\":\"command\",\"command\":\"orch-hook --threshold 3 \\u001b[2J\\u001b]0;owned\\u0007\"}]}]}}\n",
+    )
+    .unwrap();
+    let mut c = env.cmd("orch-hook");
+    c.arg("status").current_dir(env.path());
+    let out = c.output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("^[[2J^[]0;owned^G"), "{shown}");
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
+        "{shown:?}"
+    );
+}
