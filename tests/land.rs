@@ -88,6 +88,44 @@ fn worktree_gitignore_never_writes_through_a_dangling_symlink() {
 }
 
 #[test]
+fn landed_tasks_are_listed_counted_and_reported_everywhere() {
+    let env = Env::new();
+    let r = repo(&env);
+    let (b, ids) = batch(&env, &["write=a.txt=alpha", "write=b.txt=beta"]);
+    assert_code(&run_worktrees(&env, &r, &b, &["-j", "2"]), 0);
+    env.add("dev", "still queued");
+    assert_code(&land(&env, &r, &["--all"]), 0);
+    // orch-queue list --status takes every status there is.
+    let listed = json_lines(&env.ok("orch-queue", &["list", "--status", "landed", "--json"]));
+    let got: Vec<i64> = listed.iter().map(|t| t["id"].as_i64().unwrap()).collect();
+    assert_eq!(got, ids);
+    let stats = env.ok("orch-queue", &["stats"]);
+    assert!(stats.contains("landed     2"), "{stats}");
+    let st = env.ok("orch", &["status"]);
+    assert!(st.contains("0 cancelled, 2 landed"), "{st}");
+    // The MCP queue_status text counts them as orch status does.
+    let mut c = env.cmd("orch-mcp");
+    c.stderr(std::process::Stdio::null());
+    let mut mcp =
+        orch_core::mcp::client::Client::start(&mut c, std::time::Duration::from_secs(30)).unwrap();
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    mcp.send(&init).unwrap();
+    mcp.recv().unwrap();
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "queue_status", "arguments": {}}});
+    mcp.send(&call).unwrap();
+    let reply = mcp.recv().unwrap();
+    let text = reply["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.starts_with("3 tasks: 1 queued (1 ready), 0 batched, 0 running, 0 done, 0 failed, 0 cancelled, 2 landed."),
+        "{text}"
+    );
+    assert!(mcp.wait().unwrap().success());
+}
+
+#[test]
 fn each_task_runs_in_its_own_worktree_and_its_leftovers_are_committed() {
     let env = Env::new();
     let r = repo(&env);

@@ -70,8 +70,8 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
         after_help = "Examples:\n  orch-queue list --status queued\n  orch-queue list --batch 3 --json | jq .result"
     )]
     List {
-        #[arg(long, value_enum)]
-        status: Option<StatusArg>,
+        #[arg(long, value_parser = status_arg())]
+        status: Option<Status>,
         #[arg(long)]
         role: Option<String>,
         #[arg(long)]
@@ -308,7 +308,7 @@ impl Tool for Cli {
                 let tasks = task::list(
                     &db,
                     &task::TaskFilter {
-                        status: status.map(Status::from),
+                        status,
                         role,
                         batch,
                         ready,
@@ -514,22 +514,17 @@ impl Tool for Cli {
                         spend: (ledger.total.reported > 0).then_some(&ledger),
                     })?;
                 } else {
-                    for (name, n) in [
-                        ("queued", s.queued),
-                        ("  ready", s.ready),
-                        ("batched", s.batched),
-                        ("running", s.running),
-                        ("done", s.done),
-                        ("failed", s.failed),
-                        ("cancelled", s.cancelled),
-                        ("landed", s.landed),
-                        ("total", s.total),
-                    ] {
-                        if name == "landed" && n == 0 {
+                    for st in Status::ALL {
+                        let n = s.of(st);
+                        if st == Status::Landed && n == 0 {
                             continue;
                         }
-                        out.line(format_args!("{name:<10} {n}"))?;
+                        out.line(format_args!("{:<10} {n}", st.as_str()))?;
+                        if st == Status::Queued {
+                            out.line(format_args!("{:<10} {}", "  ready", s.ready))?;
+                        }
                     }
+                    out.line(format_args!("{:<10} {}", "total", s.total))?;
                     print_ledger(&mut out, &ledger)?;
                 }
             }
@@ -1116,28 +1111,11 @@ fn print_claude(out: &mut Out, c: &serde_json::Map<String, serde_json::Value>) -
     Ok(())
 }
 
-/// A task status as `--status` takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StatusArg {
-    Queued,
-    Batched,
-    Running,
-    Done,
-    Failed,
-    Cancelled,
-}
-
-impl From<StatusArg> for Status {
-    fn from(s: StatusArg) -> Status {
-        match s {
-            StatusArg::Queued => Status::Queued,
-            StatusArg::Batched => Status::Batched,
-            StatusArg::Running => Status::Running,
-            StatusArg::Done => Status::Done,
-            StatusArg::Failed => Status::Failed,
-            StatusArg::Cancelled => Status::Cancelled,
-        }
-    }
+/// `--status`: one of [`Status::ALL`], its possible values listed by clap.
+fn status_arg() -> impl clap::builder::TypedValueParser<Value = Status> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Status::ALL.map(Status::as_str))
+        .try_map(|s: String| Status::parse(&s).ok_or_else(|| format!("'{s}' is not a task status")))
 }
 
 /// `orch-queue logs`: the task's log, then (with `follow`) new lines as they
