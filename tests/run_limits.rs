@@ -633,10 +633,20 @@ fn issue14_batches_never_exceed_claude_codes_cap_and_doctor_shows_it() {
     assert_code(&out, 0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("refuses the rest; a batch of more is for orch-run"),
+        err.contains("refuses the rest; a batch of 5 is for orch-run"),
         "{err}"
     );
     assert_eq!(size(stdout(&out).trim()), 5);
+    // A huge --max that makes a batch within the cap says nothing about it.
+    let out = create(&["--max", "18446744073709551615", "--role", "small"]);
+    assert_code(&out, 1);
+    env.add("small", "one");
+    env.add("small", "two");
+    let out = create(&["--max", "18446744073709551615", "--role", "small"]);
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("Claude Code runs at most"), "{err}");
+    assert_eq!(size(stdout(&out).trim()), 2);
     // orch-hook's batches (launched inside Claude Code) never exceed it.
     let mut c = env.cmd("orch-hook");
     c.args(["--threshold", "1"])
@@ -790,4 +800,17 @@ fn issue14_a_finished_run_with_an_expired_lease_is_left_alone() {
     assert_code(&out, 0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("is gone"), "{err}");
+}
+
+#[test]
+fn a_zero_span_names_the_flag_it_was_given_to() {
+    let env = Env::new();
+    env.add("dev", "x");
+    for flag in ["--backoff", "--lease", "--timeout"] {
+        let out = env.run("orch-run", &["1", flag, "0", "--", "true"]);
+        let err = assert_error(&out, "orch-run");
+        assert!(err.contains(&format!("'{flag} ")), "{flag}: {err}");
+        assert!(err.contains("must be more than 0"), "{flag}: {err}");
+        assert!(flag == "--timeout" || !err.contains("timeout"), "{flag}: {err}");
+    }
 }

@@ -98,7 +98,7 @@ pub struct JobArgs {
     #[arg(long, value_name = "ID")]
     pub task: Option<i64>,
     /// Stop the agent after this long (seconds, or 90s, 10m, 1h); the task fails with class timeout.
-    #[arg(long, value_name = "SECS", value_parser = crate::run::parse_timeout)]
+    #[arg(long, value_name = "SECS", value_parser = crate::run::positive_span)]
     pub timeout: Option<Duration>,
     /// Push the branch orch/task-ID to origin after committing to it.
     #[arg(long)]

@@ -79,13 +79,26 @@ pub fn main<T: Tool>() -> ExitCode {
 }
 
 /// Prints help and version as clap does; any other parse error as one line
-/// naming `help` (the command whose `--help` answers it), exit `code`.
+/// naming `help` (the command whose `--help` answers it), exit `code`. Help
+/// or version that cannot be printed (`>/dev/full`) is exit `code` too; a
+/// reader that closed the pipe early (`| head -1`) is not a failure.
 fn usage_error(help: &str, e: clap::Error, code: Exit) -> ExitCode {
     use clap::error::ErrorKind;
+    let name = help.split(' ').next().unwrap_or(help);
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            let _ = e.print();
-            ExitCode::SUCCESS
+            use std::io::Write;
+            match e.print().and_then(|_| io::stdout().flush()) {
+                Err(err) if err.kind() != io::ErrorKind::BrokenPipe => {
+                    let what = match e.kind() {
+                        ErrorKind::DisplayVersion => "the version",
+                        _ => "the help",
+                    };
+                    eprintln!("{name}: error: {what} could not be printed: {err}");
+                    code.into()
+                }
+                _ => ExitCode::SUCCESS,
+            }
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = e.print();
@@ -98,7 +111,6 @@ fn usage_error(help: &str, e: clap::Error, code: Exit) -> ExitCode {
             } else {
                 orch_core::text::escape(&msg, false)
             };
-            let name = help.split(' ').next().unwrap_or(help);
             eprintln!("{name}: error: {msg} (see {help} --help)");
             code.into()
         }

@@ -49,7 +49,7 @@ pub struct Cli {
     #[arg(long, value_enum, conflicts_with = "command")]
     pub agent: Option<PresetArg>,
     /// Stop a task that runs longer than this (seconds, or 90s, 10m, 1h) and mark it failed.
-    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    #[arg(long, value_name = "SECS", value_parser = positive_span)]
     pub timeout: Option<Duration>,
     /// Bytes kept of each task's log (`orch-queue logs ID`); the oldest lines go first.
     #[arg(long, value_name = "BYTES", env = "ORCH_LOG_CAP", default_value_t = orch_core::tasklog::DEFAULT_CAP)]
@@ -82,7 +82,7 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub retries: u32,
     /// The first retry's backoff ceiling; it doubles per retry (up to 5 minutes).
-    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_timeout)]
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = positive_span)]
     pub backoff: Duration,
     /// While the database is paused (a usage limit, `orch-queue pause`), exit 1
     /// instead of waiting for the pause to end.
@@ -94,7 +94,7 @@ pub struct Cli {
     pub budget_usd: Option<f64>,
     /// The lease on the batch, renewed while this run lives; another runner
     /// takes the batch over once it lapses (60s, 2m, …).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_span)]
     pub lease: Duration,
     /// The agent command, a template: {prompt} {prompt_file} {role} {id} {description}.
     #[arg(last = true, value_name = "CMD")]
@@ -108,10 +108,12 @@ fn parse_budget(s: &str) -> Result<f64, String> {
     }
 }
 
-pub(crate) fn parse_timeout(s: &str) -> Result<Duration, String> {
+/// A span that must be more than 0 (`--timeout`, `--backoff`, `--lease`):
+/// clap names the flag in front of the message.
+pub(crate) fn positive_span(s: &str) -> Result<Duration, String> {
     orch_core::time::parse_span(s).and_then(|d| {
         if d.is_zero() {
-            Err("the timeout must be more than 0".into())
+            Err("must be more than 0 (e.g. 30, 0.5, 5m)".into())
         } else {
             Ok(d)
         }
