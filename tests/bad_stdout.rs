@@ -40,6 +40,10 @@ enum Committed {
     Init,
     /// Prints nothing on stdout: exit 0, and the write happened.
     Silent,
+    /// `queue limit 3`: the limit is 3.
+    Limit,
+    /// `export --claude-tasks`: the task list holds task 1.
+    ClaudeTasks,
 }
 
 struct Writer {
@@ -60,6 +64,8 @@ fn a_failing_stdout_commits_exactly_what_stderr_says() {
     const BATCH: (&str, &[&str]) = ("orch-batch", &["create"]);
     const SEND: (&str, &[&str]) = ("orch-msg", &["send", "--from", "a", "--to", "b", "hi"]);
     const RUN: (&str, &[&str]) = ("orch-verify", &["new", "-n", "2", "--sleep", "1"]);
+    const PAUSE: (&str, &[&str]) = ("orch-queue", &["pause"]);
+    const FAIL: (&str, &[&str]) = ("orch-queue", &["fail", "1", "--error", "no"]);
     let writers = [
         Writer { bin: "orch-queue", args: &["add", "dev", "x"], stdin: "", setup: &[], committed: NewIds("tasks") },
         Writer {
@@ -91,6 +97,11 @@ fn a_failing_stdout_commits_exactly_what_stderr_says() {
         Writer { bin: "orch-msg", args: &["purge", "--older-than", "0s"], stdin: "", setup: &[SEND], committed: Purge },
         Writer { bin: "orch-verify", args: &["new", "-n", "2"], stdin: "", setup: &[], committed: NewIds("verify_runs") },
         Writer { bin: "orch-verify", args: &["probe", "1", "1"], stdin: "", setup: &[RUN], committed: Probe },
+        Writer { bin: "orch-queue", args: &["limit", "3"], stdin: "", setup: &[], committed: Limit },
+        Writer { bin: "orch-queue", args: &["pause"], stdin: "", setup: &[], committed: Silent },
+        Writer { bin: "orch-queue", args: &["resume"], stdin: "", setup: &[PAUSE], committed: Silent },
+        Writer { bin: "orch-queue", args: &["retry", "1"], stdin: "", setup: &[TASK, FAIL], committed: Silent },
+        Writer { bin: "orch-queue", args: &["export", "--claude-tasks", "l"], stdin: "", setup: &[TASK], committed: ClaudeTasks },
     ];
     for w in &writers {
         for how in BadStdout::ALL {
@@ -167,6 +178,23 @@ fn a_failing_stdout_commits_exactly_what_stderr_says() {
                             );
                         }
                         Init => assert!(env.path().join(".orch/orch.db").is_file(), "{ctx}"),
+                        Limit => {
+                            assert!(err.contains("error: the limit of 3 committed"), "{ctx}");
+                            let limit: String = env
+                                .sql()
+                                .query_row(
+                                    "SELECT value FROM settings WHERE key = 'limit'",
+                                    [],
+                                    |r| r.get(0),
+                                )
+                                .unwrap();
+                            assert_eq!(limit, "3", "{ctx}");
+                        }
+                        ClaudeTasks => {
+                            assert!(err.contains("1 tasks were exported"), "{ctx}");
+                            let file = env.home().join(".claude/tasks/l/1.json");
+                            assert!(file.is_file(), "{ctx}");
+                        }
                         Silent => panic!("{ctx}: exit 3 from a command that prints nothing"),
                     }
                 }
@@ -175,6 +203,56 @@ fn a_failing_stdout_commits_exactly_what_stderr_says() {
             integrity_ok(&env.db);
         }
     }
+}
+
+/// A stdout on /dev/null opened for reading and writing (Python's
+/// `subprocess.DEVNULL`, Node's `'ignore'`, systemd's `StandardOutput=null`)
+/// is /dev/null like `>/dev/null`: the command works, the answer is dropped.
+/// So is `>&-`, which Rust's runtime turns into the same thing.
+#[test]
+fn a_stdout_on_dev_null_opened_read_write_is_fine() {
+    let env = Env::new();
+    let devnull = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .unwrap()
+    };
+    let run = |bin: &str, args: &[&str]| {
+        let mut c = env.cmd(bin);
+        c.args(args)
+            .stdout(std::process::Stdio::from(devnull()))
+            .stderr(std::process::Stdio::piped());
+        c.output().unwrap()
+    };
+    for _ in 0..2 {
+        assert_code(&run("orch-queue", &["add", "dev", "x"]), 0);
+    }
+    assert_eq!(ids_above(&env.db, "tasks", 0), [1, 2]);
+    assert_code(&run("orch-batch", &["create", "--max", "1"]), 0);
+    assert_eq!(ids_above(&env.db, "batches", 0), [1]);
+    assert_code(
+        &run("orch-msg", &["send", "--from", "a", "--to", "b", "hi"]),
+        0,
+    );
+    assert_eq!(ids_above(&env.db, "messages", 0), [1]);
+    // Python's DEVNULL itself.
+    let py = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode)",
+        ])
+        .arg(bin("orch-queue"))
+        .args(["add", "dev", "from python"])
+        .env("ORCH_DB", &env.db)
+        .output()
+        .unwrap();
+    assert_code(&py, 0);
+    assert_eq!(ids_above(&env.db, "tasks", 0), [1, 2, 3]);
+    let out = env.run_bad_stdout("orch-queue", &["add", "dev", "y"], b"", BadStdout::Closed);
+    assert_code(&out, 0);
+    assert_eq!(ids_above(&env.db, "tasks", 0).len(), 4);
 }
 
 /// A stderr that cannot be written (`2>/dev/full`) loses the message, not the

@@ -259,3 +259,24 @@ fn claude_tasks_a_held_lock_refuses_and_a_stale_one_is_taken_over() {
     assert_eq!(files_named(&dir), ["1.json"]);
     assert!(!dir.join(".lock.lock").exists());
 }
+
+#[test]
+fn claude_tasks_export_writes_private_files_and_never_through_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.add("dev", "a secret prompt");
+    let dir = list_dir(&env);
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = env.path().join("bashrc");
+    std::fs::write(&victim, "# the user's\n").unwrap();
+    for tmp in ["1.json.orch-tmp", "1.orch-tmp", ".1.json.orch-tmp"] {
+        std::os::unix::fs::symlink(&victim, dir.join(tmp)).unwrap();
+    }
+    let out = run(&env, &["export", "--claude-tasks", "feature/x"]);
+    assert_code(&out, 0);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "# the user's\n");
+    let file = dir.join("1.json");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "a task file holds a prompt");
+    assert_eq!(files(&dir).len(), 1);
+}

@@ -313,6 +313,15 @@ fn item_8_a_broken_orch_directory_is_an_error_naming_it() {
     check("dangling .orch", "which does not exist");
     std::fs::remove_file(&dot).unwrap();
 
+    // .orch a regular file, or a symlink to one: not a directory, refused.
+    std::fs::write(&dot, "something else's\n").unwrap();
+    check(".orch file", "it is a file, not a directory");
+    std::fs::remove_file(&dot).unwrap();
+    std::fs::write(project.join("elsewhere"), "").unwrap();
+    std::os::unix::fs::symlink(project.join("elsewhere"), &dot).unwrap();
+    check(".orch symlink to a file", "which is not a directory");
+    std::fs::remove_file(&dot).unwrap();
+
     // The fix the message gives: `orch-queue init` in the project.
     std::fs::create_dir(&dot).unwrap();
     let out = env

@@ -657,11 +657,12 @@ fn issue17_8_a_named_task_is_emitted_with_a_note_on_stderr() {
     assert!(!err.contains("task 2 sets"), "{err}");
 }
 
-/// The shell script records whatever the agent printed: an error whose last
-/// 2000 bytes start inside a character (`tail -c` cuts bytes) and a result
-/// that is not UTF-8 are kept with U+FFFD, never leaving the task running.
+/// The shell script never leaves a task running when orch-queue refuses what
+/// the agent printed: an error whose last 2000 bytes start inside a
+/// character (`tail -c` cuts bytes) still fails the task, and a result that
+/// is not UTF-8 still finishes it, each with a line saying what was lost.
 #[test]
-fn shell_format_records_agent_output_that_is_not_utf8() {
+fn shell_format_never_leaves_a_task_running_on_output_orch_refuses() {
     let env = Env::new();
     let ids = queue_prompts(&env, "general-purpose", &["please FAIL", "binary please"]);
     let b = create(&env);
@@ -685,9 +686,55 @@ fn shell_format_records_agent_output_that_is_not_utf8() {
     assert_code(&out, 0);
     let failed = json(&env.ok("orch-queue", &["show", &ids[0].to_string(), "--json"]));
     assert_eq!(failed["status"], "failed", "{failed}");
-    let err = failed["error"].as_str().unwrap();
-    assert!(err.contains('\u{fffd}') && err.ends_with("x€"), "{err}");
+    assert_eq!(failed["error"], "agent exited with status 3");
+    assert_eq!(failed["exit_code"], 3);
     let done = json(&env.ok("orch-queue", &["show", &ids[1].to_string(), "--json"]));
     assert_eq!(done["status"], "done", "{done}");
-    assert_eq!(done["result"], "ok \u{fffd}\u{fffd} bytes");
+    assert!(
+        done["result"].as_str().unwrap().contains("not UTF-8"),
+        "{done}"
+    );
+}
+
+/// Agent file names and names from their front matter reach the terminal in
+/// orch-emit's note escaped, as does orch-hook status's hook command.
+#[test]
+fn escapes_in_agent_files_and_hook_commands_never_reach_the_terminal() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path().join(".git")).unwrap();
+    let agents = env.path().join(".claude/agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    // No description: Claude Code skips it, and the note names the file.
+    std::fs::write(
+        agents.join("evil\u{1b}]52;c;cHduZWQ=\u{7}\u{202e}.md"),
+        "---\nname: tester\n---\n",
+    )
+    .unwrap();
+    env.add("tester", "Test it");
+    let b = create(&env).to_string();
+    let mut c = env.cmd("orch-emit");
+    c.arg(&b).current_dir(env.path());
+    let out = c.output().unwrap();
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("evil^[]52;c;cHduZWQ=^G<U+202E>.md"), "{err}");
+    assert!(
+        !err.contains('\u{1b}') && !err.contains('\u{202e}'),
+        "{err:?}"
+    );
+
+    std::fs::write(
+        env.path().join(".claude/settings.json"),
+        "{\"hooks\":{\"Stop\":[{\"hooks\":[{\"type\":\"command\",\"command\":\"orch-hook --threshold 3 \\u001b[2J\\u001b]0;owned\\u0007\"}]}]}}\n",
+    )
+    .unwrap();
+    let mut c = env.cmd("orch-hook");
+    c.arg("status").current_dir(env.path());
+    let out = c.output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("^[[2J^[]0;owned^G"), "{shown}");
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
+        "{shown:?}"
+    );
 }

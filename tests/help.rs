@@ -2,7 +2,7 @@
 //! one table: each tool and each of its verbs has a one-line summary first
 //! and an example, and `--version` names the tool.
 
-use crate::common::Env;
+use crate::common::*;
 
 /// A tool, its verbs, and what its own `--help` must say beyond an example.
 struct Tool {
@@ -65,7 +65,12 @@ const TOOLS: &[Tool] = &[
     Tool {
         name: "orch-land",
         verbs: &[],
-        help_says: &["merge-tree", "orch-land --all"],
+        // The exit codes say what orch-land does: no done task to land is 1.
+        help_says: &[
+            "merge-tree",
+            "orch-land --all",
+            "1 stopped at a conflict, or no done task to land",
+        ],
     },
     Tool {
         name: "orch-events",
@@ -113,4 +118,30 @@ fn every_tool_and_verb_has_help_with_an_example_and_a_version() {
             tool.name
         );
     }
+}
+
+/// Help and version to a stdout that fails (`>/dev/full`) are an error like
+/// any answer that cannot be printed; a pipe closed early is not.
+#[test]
+fn help_and_version_to_a_full_stdout_fail() {
+    let env = Env::new();
+    for tool in TOOLS {
+        for (flag, what) in [("--help", "the help"), ("--version", "the version")] {
+            let out = env.run_bad_stdout(tool.name, &[flag], b"", BadStdout::Full);
+            // orch-hook, a hook, never exits 2 (Claude Code takes 2 as a block).
+            assert_code(&out, if tool.name == "orch-hook" { 1 } else { 2 });
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(
+                err.starts_with(&format!(
+                    "{}: error: {what} could not be printed",
+                    tool.name
+                )),
+                "{err}"
+            );
+        }
+    }
+    // Exit 0 when the reader is gone (`| head -1` that already exited).
+    let out = env.run_bad_stdout("orch-queue", &["--help"], b"", BadStdout::NoReader);
+    assert_code(&out, 0);
 }

@@ -208,6 +208,27 @@ fn ingest_is_all_or_nothing_under_a_corrupted_7th_record() {
 }
 
 #[test]
+fn ingest_refuses_times_orch_cannot_show_and_writes_nothing() {
+    let env = Env::new();
+    exported(&env, &["say=a".to_string()]);
+    let records = all_records(&env, 1);
+    for end in ["253402300800000", "9223372036854775807"] {
+        let mut r = json(records.lines().next().unwrap());
+        r["end_ms"] = serde_json::Value::Number(end.parse().unwrap());
+        std::fs::write(env.path().join("r.jsonl"), format!("{r}\n")).unwrap();
+        let out = env.run("orch-run", &["ingest", "r.jsonl"]);
+        let err = assert_error(&out, "orch-run");
+        assert!(err.contains("out of range"), "{err}");
+        assert!(statuses(&env).iter().all(|s| s == "batched"));
+    }
+    let attempts: i64 = env
+        .sql()
+        .query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(attempts, 0);
+}
+
+#[test]
 fn a_duplicate_ingest_is_a_no_op() {
     let env = Env::new();
     exported(&env, &["say=a".into(), "say=b".into()]);

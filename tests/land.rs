@@ -67,6 +67,61 @@ pub fn run_worktrees(env: &Env, repo: &Path, b: &str, extra: &[&str]) -> Output 
 }
 
 #[test]
+fn worktree_gitignore_never_writes_through_a_dangling_symlink() {
+    let env = Env::new();
+    let r = repo(&env);
+    let away = env.path().join("planted");
+    std::fs::create_dir_all(r.join(".orch/worktrees")).unwrap();
+    std::os::unix::fs::symlink(&away, r.join(".orch/worktrees/.gitignore")).unwrap();
+    let (b, _) = batch(&env, &["write=a.txt=alpha"]);
+    let out = run_worktrees(&env, &r, &b, &[]);
+    assert_code(&out, 0);
+    assert!(!away.exists(), "the symlink's target was created");
+    assert_eq!(
+        std::fs::read_to_string(r.join(".orch/worktrees/.gitignore")).unwrap(),
+        "*\n"
+    );
+}
+
+#[test]
+fn landed_tasks_are_listed_counted_and_reported_everywhere() {
+    let env = Env::new();
+    let r = repo(&env);
+    let (b, ids) = batch(&env, &["write=a.txt=alpha", "write=b.txt=beta"]);
+    assert_code(&run_worktrees(&env, &r, &b, &["-j", "2"]), 0);
+    env.add("dev", "still queued");
+    assert_code(&land(&env, &r, &["--all"]), 0);
+    // orch-queue list --status takes every status there is.
+    let listed = json_lines(&env.ok("orch-queue", &["list", "--status", "landed", "--json"]));
+    let got: Vec<i64> = listed.iter().map(|t| t["id"].as_i64().unwrap()).collect();
+    assert_eq!(got, ids);
+    let stats = env.ok("orch-queue", &["stats"]);
+    assert!(stats.contains("landed     2"), "{stats}");
+    let st = env.ok("orch", &["status"]);
+    assert!(st.contains("0 cancelled, 2 landed"), "{st}");
+    // The MCP queue_status text counts them as orch status does.
+    let mut c = env.cmd("orch-mcp");
+    c.stderr(std::process::Stdio::null());
+    let mut mcp =
+        orch_core::mcp::client::Client::start(&mut c, std::time::Duration::from_secs(30)).unwrap();
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    mcp.send(&init).unwrap();
+    mcp.recv().unwrap();
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "queue_status", "arguments": {}}});
+    mcp.send(&call).unwrap();
+    let reply = mcp.recv().unwrap();
+    let text = reply["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.starts_with("3 tasks: 1 queued (1 ready), 0 batched, 0 running, 0 done, 0 failed, 0 cancelled, 2 landed."),
+        "{text}"
+    );
+    assert!(mcp.wait().unwrap().success());
+}
+
+#[test]
 fn each_task_runs_in_its_own_worktree_and_its_leftovers_are_committed() {
     let env = Env::new();
     let r = repo(&env);
@@ -556,6 +611,63 @@ fn orch_land_bad_input_is_one_line_exit_2_and_changes_nothing() {
     check(c.output().unwrap(), "needs git 2.38 or later");
     // The same request, fixed, lands.
     assert_code(&land(&env, &r, &["--all"]), 0);
+}
+
+#[test]
+fn touches_globs_with_many_double_stars_are_decided_quickly_and_long_ones_refused() {
+    let env = Env::new();
+    let stars = format!("{}x", "**/".repeat(18));
+    let deep = format!("{}y", "a/".repeat(18));
+    env.ok("orch-queue", &["add", "dev", "one", "--touches", &stars]);
+    env.ok("orch-queue", &["add", "dev", "two", "--touches", &deep]);
+    env.ok("orch-queue", &["add", "dev", "three", "--touches", &stars]);
+    let mut c = env.cmd("orch-batch");
+    c.args(["create", "--max", "10"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut finished = false;
+    for _ in 0..200 {
+        if child.try_wait().unwrap().is_some() {
+            finished = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if !finished {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(finished, "orch-batch create did not finish in 10 s");
+    assert_code(&out, 0);
+    // One and two cannot name the same path; one and three can.
+    let batched: Vec<i64> = env
+        .sql()
+        .prepare("SELECT id FROM tasks WHERE batch_id IS NOT NULL ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(batched, [1, 2]);
+    // Longer globs are refused when queued, with the limit named.
+    let long = format!("{}x", "a/".repeat(64));
+    let out = env.run("orch-queue", &["add", "dev", "four", "--touches", &long]);
+    let err = assert_error(&out, "orch-queue");
+    assert!(err.contains("at most 64 components"), "{err}");
+    let many: Vec<String> = (0..65).map(|i| format!("\"f{i}\"")).collect();
+    let line = format!(
+        "{{\"role\":\"dev\",\"prompt\":\"five\",\"touches\":[{}]}}\n",
+        many.join(",")
+    );
+    let out = env.run_with("orch-queue", &["add", "--stdin"], line.as_bytes());
+    let err = assert_error(&out, "orch-queue");
+    assert!(err.contains("at most 64"), "{err}");
+    let n: i64 = env
+        .sql()
+        .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 3);
 }
 
 #[test]

@@ -535,7 +535,8 @@ fn emit_with_mailbox_names_no_database_for_a_project_database() {
 }
 
 /// Item 5: `recv` writes and flushes the messages before it claims them; a
-/// stdout that fails (`> /dev/full`, `>&-`, a pipe nobody reads) claims nothing.
+/// stdout that fails (`> /dev/full`, a pipe nobody reads) or is closed
+/// (`>&-`) claims nothing.
 #[test]
 fn item5_recv_to_a_failing_stdout_claims_nothing() {
     let env = Env::new();
@@ -545,7 +546,7 @@ fn item5_recv_to_a_failing_stdout_claims_nothing() {
         .parse()
         .unwrap();
     env.ok("orch-msg", &["send", "--from", "a", "--to", "*", "second"]);
-    for how in BadStdout::ALL {
+    for how in [BadStdout::Full, BadStdout::NoReader, BadStdout::Closed] {
         for args in [
             &["recv", "--as", "b"][..],
             &["recv", "--as", "b", "--json", "--max", "1"],

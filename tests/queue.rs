@@ -816,13 +816,12 @@ fn item6_add_after_a_commit_is_exit_3_with_the_ids() {
     assert_eq!(committed_ids(&out.stderr), vec![2, 3]);
     assert_eq!(task_ids(&env), vec![1, 2, 3]);
 
-    // Closed, or a pipe with no reader: refused before anything is written.
-    for how in [BadStdout::Closed, BadStdout::NoReader] {
-        let out = env.run_bad_stdout("orch-queue", &["add", "dev", "two"], b"", how);
-        assert_error(&out, "orch-queue");
-        let out = env.run_bad_stdout("orch-queue", &["add", "--stdin"], lines.as_bytes(), how);
-        assert_error(&out, "orch-queue");
-    }
+    // A pipe with no reader: refused before anything is written.
+    let how = BadStdout::NoReader;
+    let out = env.run_bad_stdout("orch-queue", &["add", "dev", "two"], b"", how);
+    assert_error(&out, "orch-queue");
+    let out = env.run_bad_stdout("orch-queue", &["add", "--stdin"], lines.as_bytes(), how);
+    assert_error(&out, "orch-queue");
     assert_eq!(task_ids(&env), vec![1, 2, 3]);
 }
 
@@ -960,4 +959,53 @@ fn item15_a_json_array_line_is_told_a_line_must_be_an_object() {
         .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
         .unwrap_or(0);
     assert_eq!(n, 0, "nothing written");
+}
+
+#[test]
+fn spans_over_a_hundred_years_are_refused_and_nothing_is_lost() {
+    let env = Env::new();
+    let id = env.add("dev", "x").to_string();
+    env.ok(
+        "orch-msg",
+        &["send", "--from", "lead", "--to", "worker", "keep me"],
+    );
+    let cases: &[(&str, &[&str])] = &[
+        ("orch-queue", &["pause", "--until", "9223372036854775s"]),
+        ("orch-queue", &["pause", "--until", "18446744073709551s"]),
+        ("orch-queue", &["pause", "--until", "8000y"]),
+        ("orch-events", &["--since", "9223372036854776s"]),
+        ("orch-queue", &["logs", &id, "--since", "9223372036854776s"]),
+        ("orch-verify", &["session", "--since", "9223372036854776s"]),
+        ("orch-msg", &["purge", "--older-than", "18446744073709551s"]),
+        ("orch-batch", &["export", "--lease", "18446744073709551s"]),
+        (
+            "orch-run",
+            &["1", "--timeout", "18446744073709551s", "--", "true"],
+        ),
+        (
+            "orch-msg",
+            &["recv", "--as", "worker", "--wait", "9223372036854775s"],
+        ),
+    ];
+    for (bin, args) in cases {
+        let out = env.run(bin, args);
+        let err = assert_error(&out, bin);
+        assert!(err.contains("100 years"), "{bin} {args:?}: {err}");
+    }
+    // Nothing paused, nothing purged, nothing dispatched.
+    let st = env.ok("orch", &["status"]);
+    assert!(!st.contains("paused"), "{st}");
+    let left: i64 = env
+        .sql()
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 1);
+    let batches: i64 = env
+        .sql()
+        .query_row("SELECT count(*) FROM batches", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(batches, 0);
+    // 100 years is still a span.
+    env.ok("orch-queue", &["pause", "--until", "100y"]);
+    assert!(env.ok("orch", &["status"]).contains("paused"));
 }

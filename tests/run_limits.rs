@@ -153,6 +153,33 @@ fn issue14_retries_run_out_and_the_task_fails() {
 }
 
 #[test]
+fn agent_text_that_once_panicked_the_classifier_fails_the_task_cleanly() {
+    let env = Env::new();
+    for text in [
+        "İİİİİİİİ usage limit reached, resets 5pm",
+        "Claude AI usage limit reached|9999999999999999",
+        "Claude AI usage limit reached|253402300800",
+    ] {
+        let id = env.add("dev", "x");
+        let b = env.ok("orch-batch", &["create"]).trim().to_string();
+        let script = format!("echo '{text}'; exit 1");
+        let out = env.run(
+            "orch-run",
+            &[&b, "--retries", "0", "--", "sh", "-c", &script],
+        );
+        assert_code(&out, 1);
+        let a = attempts(&env, id);
+        assert_eq!(a.len(), 1, "{text}");
+        assert_eq!(a[0]["error_class"], "usage_limit", "{text}");
+        assert_eq!(status(&env, id), "failed", "{text}");
+        // The pause it set shows in the status; then it is lifted for the next.
+        let st = env.ok("orch", &["status"]);
+        assert!(st.contains("(usage limit)"), "{st}");
+        env.ok("orch-queue", &["resume"]);
+    }
+}
+
+#[test]
 fn issue14_every_fixture_class_is_classified_right() {
     let env = Env::new();
     let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures())
@@ -592,10 +619,20 @@ fn issue14_batches_never_exceed_claude_codes_cap_and_doctor_shows_it() {
     assert_code(&out, 0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("refuses the rest; a batch of more is for orch-run"),
+        err.contains("refuses the rest; a batch of 5 is for orch-run"),
         "{err}"
     );
     assert_eq!(size(stdout(&out).trim()), 5);
+    // A huge --max that makes a batch within the cap says nothing about it.
+    let out = create(&["--max", "18446744073709551615", "--role", "small"]);
+    assert_code(&out, 1);
+    env.add("small", "one");
+    env.add("small", "two");
+    let out = create(&["--max", "18446744073709551615", "--role", "small"]);
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("Claude Code runs at most"), "{err}");
+    assert_eq!(size(stdout(&out).trim()), 2);
     // orch-hook's batches (launched inside Claude Code) never exceed it.
     let mut c = env.cmd("orch-hook");
     c.args(["--threshold", "1"])
@@ -819,4 +856,20 @@ fn a_batch_an_orch_run_holds_cannot_be_released_under_it() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     env.ok("orch-batch", &["release", &b]);
     assert_eq!(status(&env, ids[0]), "queued");
+}
+
+#[test]
+fn a_zero_span_names_the_flag_it_was_given_to() {
+    let env = Env::new();
+    env.add("dev", "x");
+    for flag in ["--backoff", "--lease", "--timeout"] {
+        let out = env.run("orch-run", &["1", flag, "0", "--", "true"]);
+        let err = assert_error(&out, "orch-run");
+        assert!(err.contains(&format!("'{flag} ")), "{flag}: {err}");
+        assert!(err.contains("must be more than 0"), "{flag}: {err}");
+        assert!(
+            flag == "--timeout" || !err.contains("timeout"),
+            "{flag}: {err}"
+        );
+    }
 }

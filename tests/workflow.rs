@@ -253,6 +253,42 @@ fn workflow_install_writes_the_named_workflow_and_asks_for_the_rule() {
     );
 }
 
+/// Every temporary name a previous orch used, and a few more a repository
+/// could commit as symlinks: each points at `victim`.
+fn plant_symlinks(dir: &std::path::Path, name: &str, victim: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap_or(name);
+    for tmp in [
+        format!("{name}.orch-tmp"),
+        format!("{stem}.orch-tmp"),
+        format!(".{name}.orch-tmp"),
+    ] {
+        std::os::unix::fs::symlink(victim, dir.join(tmp)).unwrap();
+    }
+}
+
+#[test]
+fn workflow_install_never_writes_through_a_symlink_at_a_temporary_name() {
+    let env = Env::new();
+    diamond(&env);
+    let victim = env.path().join("bashrc");
+    std::fs::write(&victim, "# the user's\n").unwrap();
+    plant_symlinks(
+        &env.path().join(".claude/workflows"),
+        "orch-batch-1.js",
+        &victim,
+    );
+    let out = env.run(
+        "orch-emit",
+        &["--format", "workflow", "--plan", "--install"],
+    );
+    assert_code(&out, 0);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "# the user's\n");
+    let installed =
+        std::fs::read_to_string(env.path().join(".claude/workflows/orch-batch-1.js")).unwrap();
+    assert_eq!(installed.as_bytes(), out.stdout.as_slice());
+}
+
 #[test]
 fn workflow_flags_need_the_workflow_format() {
     let env = Env::new();

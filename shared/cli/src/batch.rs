@@ -131,14 +131,8 @@ impl Tool for Cli {
                         cap
                     }
                     None => DEFAULT_MAX,
-                    Some(m) => {
-                        if m > cap {
-                            eprintln!(
-                                "orch-batch: note: Claude Code runs at most {cap} sub-agents at once ({from}) and refuses the rest; a batch of more is for orch-run"
-                            );
-                        }
-                        m
-                    }
+                    // Warned about below, only when the batch made is larger than the cap.
+                    Some(m) => m,
                 };
                 if min > max {
                     anyhow::bail!(
@@ -183,6 +177,12 @@ impl Tool for Cli {
                             b.tasks.len(),
                             if b.tasks.len() == 1 { "" } else { "s" }
                         );
+                        if b.tasks.len() > cap {
+                            eprintln!(
+                                "orch-batch: note: Claude Code runs at most {cap} sub-agents at once ({from}) and refuses the rest; a batch of {} is for orch-run",
+                                b.tasks.len()
+                            );
+                        }
                     }
                     Err(few) => {
                         if few.ready == 0 {

@@ -17,6 +17,7 @@ pub struct Args {
 }
 
 pub fn export(db: &DbArg, a: Args, out: &mut Out) -> anyhow::Result<Exit> {
+    crate::check_stdout()?;
     let dir = claude_tasks::list_dir(&claude_tasks::config_dir()?, &a.claude_tasks)?;
     let loc = orch_core::db::resolve(db.path())?;
     let db = orch_core::db::Db::open_existing(&loc)?;
@@ -61,6 +62,7 @@ pub fn export(db: &DbArg, a: Args, out: &mut Out) -> anyhow::Result<Exit> {
 }
 
 pub fn import(db: &DbArg, a: Args, out: &mut Out) -> anyhow::Result<Exit> {
+    crate::check_stdout()?;
     let dir = claude_tasks::list_dir(&claude_tasks::config_dir()?, &a.claude_tasks)?;
     if !dir.is_dir() {
         anyhow::bail!("no task list at {}", dir.display());

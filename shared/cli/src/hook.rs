@@ -398,9 +398,16 @@ fn status(json: bool) -> anyhow::Result<Exit> {
                 s.command.as_deref().unwrap_or("")
             )
         };
-        out.line(format!("{name:<8} {}: {what}", s.settings.display()))?;
+        // The path, the command and an error's text come from files anyone
+        // may have written: escaped for the terminal.
+        let esc = |t: &str| orch_core::text::escape(t, false).into_owned();
+        out.line(format!(
+            "{name:<8} {}: {}",
+            esc(&s.settings.display().to_string()),
+            esc(&what)
+        ))?;
         if let (Some(note), false) = (&note, s.events.is_empty()) {
-            out.line(format!("{:<8} not run here: {note}", ""))?;
+            out.line(format!("{:<8} not run here: {}", "", esc(note)))?;
         }
         if s.slash_command {
             out.line(format!("{:<8} /orch command installed", ""))?;

@@ -38,7 +38,10 @@ pub fn export(
     let text = bundle.render();
     match out_file {
         Some(p) => {
-            if let Err(e) = write_atomic(p, &text) {
+            // A reader never sees half a bundle; it holds prompts, so it is the owner's only.
+            if let Err(e) =
+                orch_core::atomic::write(p, text.as_bytes(), orch_core::atomic::Access::Private)
+            {
                 if fresh {
                     dispatch::undo(&db, id)?;
                 }
@@ -77,21 +80,6 @@ pub fn export(
     Ok(Exit::Ok)
 }
 
-/// Writes `text` to `path` through a temporary file beside it, so a reader
-/// never sees half a bundle.
-fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut f = tempfile::NamedTempFile::new_in(dir)?;
-    f.write_all(text.as_bytes())?;
-    f.as_file().sync_all()?;
-    f.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
 /// Arguments of `orch-run job`.
 #[derive(Debug, clap::Args)]
 pub struct JobArgs {
@@ -110,7 +98,7 @@ pub struct JobArgs {
     #[arg(long, value_name = "ID")]
     pub task: Option<i64>,
     /// Stop the agent after this long (seconds, or 90s, 10m, 1h); the task fails with class timeout.
-    #[arg(long, value_name = "SECS", value_parser = crate::parse_timeout)]
+    #[arg(long, value_name = "SECS", value_parser = crate::positive_span)]
     pub timeout: Option<Duration>,
     /// Push the branch orch/task-ID to origin after committing to it.
     #[arg(long)]

@@ -20,9 +20,11 @@ Examples:
 Each task's branch (orch-run --worktree) is merged in memory first (git
 merge-tree); a clean merge is committed and the branch moves to it, then the
 task is marked landed. A conflict stops at that task, leaving the branch and
-the working tree as they were. Exit: 0 landed (or nothing left to land),
-1 stopped at a conflict or nothing to land, 2 nothing done (bad usage, not a
-repository, unknown branch, dirty tree, a task without a branch).";
+the working tree as they were. Exit: 0 every task was taken in turn (landed,
+its branch held nothing new, skipped, or its conflict queued with
+--on-conflict queue), 1 stopped at a conflict, or no done task to land,
+2 nothing done (bad usage, not a repository, unknown branch, dirty tree, a
+task without a branch).";
 
 /// Land the branches of done tasks in dependency order, then priority, then id.
 #[derive(Debug, Parser)]

@@ -79,13 +79,26 @@ pub fn main<T: Tool>() -> ExitCode {
 }
 
 /// Prints help and version as clap does; any other parse error as one line
-/// naming `help` (the command whose `--help` answers it), exit `code`.
+/// naming `help` (the command whose `--help` answers it), exit `code`. Help
+/// or version that cannot be printed (`>/dev/full`) is exit `code` too; a
+/// reader that closed the pipe early (`| head -1`) is not a failure.
 fn usage_error(help: &str, e: clap::Error, code: Exit) -> ExitCode {
     use clap::error::ErrorKind;
+    let name = help.split(' ').next().unwrap_or(help);
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            let _ = e.print();
-            ExitCode::SUCCESS
+            use std::io::Write;
+            match e.print().and_then(|_| io::stdout().flush()) {
+                Err(err) if err.kind() != io::ErrorKind::BrokenPipe => {
+                    let what = match e.kind() {
+                        ErrorKind::DisplayVersion => "the version",
+                        _ => "the help",
+                    };
+                    eprintln!("{name}: error: {what} could not be printed: {err}");
+                    code.into()
+                }
+                _ => ExitCode::SUCCESS,
+            }
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = e.print();
@@ -98,7 +111,6 @@ fn usage_error(help: &str, e: clap::Error, code: Exit) -> ExitCode {
             } else {
                 orch_core::text::escape(&msg, false)
             };
-            let name = help.split(' ').next().unwrap_or(help);
             eprintln!("{name}: error: {msg} (see {help} --help)");
             code.into()
         }
@@ -335,26 +347,17 @@ pub fn ids_text(noun: &str, ids: impl IntoIterator<Item = i64>) -> String {
 }
 
 /// Refuses, before anything is written, a stdout that cannot take an answer:
-/// a closed one (`>&-`; Rust's runtime puts /dev/null, open for reading and
-/// writing, in its place) or a pipe whose reader is gone. What cannot be seen
-/// in advance (a full disk, `/dev/full`) fails when written.
+/// a pipe whose reader is gone. What cannot be seen in advance (a full disk,
+/// `/dev/full`) fails when written. A stdout on /dev/null is fine however it
+/// was opened: Python's `DEVNULL`, Node's `'ignore'` and systemd's `null`
+/// open it for reading and writing, and so does Rust's runtime in place of a
+/// closed descriptor (`>&-`), which therefore cannot be told apart from them
+/// and discards the answer as `>/dev/null` does.
 pub fn check_stdout() -> anyhow::Result<()> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    use rustix::fs::OFlags;
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let stdout = io::stdout();
-    let Ok(flags) = rustix::fs::fcntl_getfl(&stdout) else {
+    if rustix::fs::fcntl_getfl(&stdout).is_err() {
         anyhow::bail!("stdout is closed: nothing was written (the answer would be lost)");
-    };
-    if flags & OFlags::ACCMODE == OFlags::RDWR {
-        let null = std::fs::metadata("/dev/null").ok();
-        let st = rustix::fs::fstat(&stdout).ok();
-        let is_null = null.is_some_and(|n| {
-            n.file_type().is_char_device() && st.is_some_and(|st| st.st_rdev == n.rdev())
-        });
-        if is_null {
-            anyhow::bail!("stdout is closed: nothing was written (the answer would be lost; send it to /dev/null with >/dev/null)");
-        }
     }
     let mut p = [PollFd::new(&stdout, PollFlags::OUT)];
     let now = Timespec {
@@ -367,6 +370,29 @@ pub fn check_stdout() -> anyhow::Result<()> {
         anyhow::bail!(
             "stdout is a pipe that nobody reads: nothing was written (the answer would be lost)"
         );
+    }
+    Ok(())
+}
+
+/// [`check_stdout`] for a command whose answer is the data it consumes
+/// (`orch-msg recv` claims the messages it prints): also refuses /dev/null
+/// open for reading and writing, which is what a closed stdout (`>&-`)
+/// becomes, so a claim is never made into the void by accident. Discarding on
+/// purpose stays possible with `>/dev/null`, which opens it write-only.
+pub fn check_stdout_keeps_data() -> anyhow::Result<()> {
+    use rustix::fs::OFlags;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    check_stdout()?;
+    let stdout = io::stdout();
+    let flags = rustix::fs::fcntl_getfl(&stdout)?;
+    if flags & OFlags::ACCMODE == OFlags::RDWR {
+        let null = std::fs::metadata("/dev/null").ok();
+        let st = rustix::fs::fstat(&stdout).ok();
+        if null.is_some_and(|n| {
+            n.file_type().is_char_device() && st.is_some_and(|st| st.st_rdev == n.rdev())
+        }) {
+            anyhow::bail!("stdout is closed or /dev/null opened for reading and writing: nothing was claimed (what this prints would be lost; to throw it away on purpose, use >/dev/null)");
+        }
     }
     Ok(())
 }
@@ -388,11 +414,12 @@ pub fn one_line(e: &anyhow::Error) -> String {
     msg.replace(['\n', '\r'], " ")
 }
 
-/// `--timeout` of `orch-run` and `orch-run job`: a span of more than 0.
-pub fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+/// A span that must be more than 0 (`--timeout`, `--backoff`, `--lease`):
+/// clap names the flag in front of the message.
+pub fn positive_span(s: &str) -> Result<std::time::Duration, String> {
     orch_core::time::parse_span(s).and_then(|d| {
         if d.is_zero() {
-            Err("the timeout must be more than 0".into())
+            Err("must be more than 0 (e.g. 30, 0.5, 5m)".into())
         } else {
             Ok(d)
         }

@@ -152,7 +152,7 @@ impl Tool for Cli {
                 Exit::Ok
             }
             Cmd::Purge { older_than } => {
-                let before = now_ms().saturating_sub(older_than.as_millis() as i64);
+                let before = orch_core::time::before(now_ms(), older_than);
                 crate::check_stdout()?;
                 let db = self.db.open_existing()?;
                 let n = msg::purge(&db, before)?;
@@ -259,7 +259,11 @@ const RECV_WRITE_LIMIT: Duration = Duration::from_secs(2);
 /// claim commits after, so a stdout that fails claims nothing (exit 2).
 fn recv(db: &crate::DbArg, a: RecvArgs) -> anyhow::Result<Exit> {
     msg::validate_name("--as", &a.reader)?;
-    crate::check_stdout()?;
+    if a.peek {
+        crate::check_stdout()?;
+    } else {
+        crate::check_stdout_keeps_data()?;
+    }
     let db = db.open()?;
     let r = Recv {
         max: a.max.map(|n| n as usize),

@@ -94,6 +94,7 @@ fn colour(outcome: &str) -> &'static str {
         "failed" => "#c62828",
         "running" => "#1565c0",
         "cancelled" => "#757575",
+        "landed" => "#6a1b9a",
         _ => "#9e9e9e",
     }
 }

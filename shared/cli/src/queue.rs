@@ -70,8 +70,8 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
         after_help = "Examples:\n  orch-queue list --status queued\n  orch-queue list --batch 3 --json | jq .result"
     )]
     List {
-        #[arg(long, value_enum)]
-        status: Option<StatusArg>,
+        #[arg(long, value_parser = status_arg())]
+        status: Option<Status>,
         #[arg(long)]
         role: Option<String>,
         #[arg(long)]
@@ -120,14 +120,14 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
     Done {
         id: i64,
         #[arg(long, value_name = "TEXT|-")]
-        result: Option<std::ffi::OsString>,
+        result: Option<String>,
     },
     /// Mark a task failed, with the reason.
     #[command(after_help = "Example:\n  orch-queue fail 12 --error 'timed out'")]
     Fail {
         id: i64,
         #[arg(long, value_name = "TEXT|-")]
-        error: Option<std::ffi::OsString>,
+        error: Option<String>,
         /// The agent's exit status.
         #[arg(long)]
         exit_code: Option<i64>,
@@ -168,7 +168,7 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
     )]
     Pause {
         /// A duration from now (90s, 30m, 2h) or an RFC 3339 time.
-        #[arg(long, value_name = "TIME", value_parser = parse_until)]
+        #[arg(long, value_name = "TIME", value_parser = orch_core::time::parse_until)]
         until: Option<i64>,
     },
     /// End a pause (set by hand or by a usage limit).
@@ -185,15 +185,6 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
         #[arg(long)]
         clear: bool,
     },
-}
-
-/// `--until`: a duration from now or an RFC 3339 time, as ms since the epoch.
-fn parse_until(s: &str) -> Result<i64, String> {
-    if let Ok(d) = orch_core::time::parse_duration(s) {
-        return Ok(orch_core::time::now_ms() + d.as_millis() as i64);
-    }
-    orch_core::time::parse_since(s)
-        .map_err(|_| format!("'{s}' is neither a duration (90s, 30m, 2h) nor an RFC 3339 time"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -322,7 +313,7 @@ impl Tool for Cli {
                 let tasks = task::list(
                     &db,
                     &task::TaskFilter {
-                        status: status.map(Status::from),
+                        status,
                         role,
                         batch,
                         ready,
@@ -407,24 +398,43 @@ impl Tool for Cli {
                 note_blocked(&db, Some(&[id]), None);
             }
             Cmd::Clean { dry_run, json } => {
+                if !dry_run {
+                    crate::check_stdout()?;
+                }
                 let db = self.db.open_existing()?;
                 let gone = orch_core::worktree::clean(&db, dry_run)?;
-                for c in &gone {
-                    if json {
-                        out.json(c)?;
-                    } else {
-                        out.line(format_args!(
-                            "{} {} (task {}, {}){}",
-                            if dry_run { "would remove" } else { "removed" },
-                            text::escape(&c.worktree, false),
-                            c.task,
-                            c.status,
-                            c.branch_deleted
-                                .as_ref()
-                                .map(|b| format!(" and branch {}", text::escape(b, false)))
-                                .unwrap_or_default()
-                        ))?;
+                let print = |out: &mut Out| -> std::io::Result<()> {
+                    for c in &gone {
+                        if json {
+                            out.json(c)?;
+                        } else {
+                            out.line(format_args!(
+                                "{} {} (task {}, {}){}",
+                                if dry_run { "would remove" } else { "removed" },
+                                text::escape(&c.worktree, false),
+                                c.task,
+                                c.status,
+                                c.branch_deleted
+                                    .as_ref()
+                                    .map(|b| format!(" and branch {}", text::escape(b, false)))
+                                    .unwrap_or_default()
+                            ))?;
+                        }
                     }
+                    Ok(())
+                };
+                if dry_run {
+                    print(&mut out)?;
+                } else {
+                    out.answer(
+                        || {
+                            crate::ids_text(
+                                "the removal of the worktrees of task",
+                                gone.iter().map(|c| c.task),
+                            )
+                        },
+                        print,
+                    )?;
                 }
             }
             Cmd::Attempts { id, json } => {
@@ -465,7 +475,9 @@ impl Tool for Cli {
                 }
             }
             Cmd::Limit { n, clear } => {
-                if n.is_some() || clear {
+                let set = n.is_some() || clear;
+                if set {
+                    crate::check_stdout()?;
                     let db = self.db.open()?;
                     orch_core::limits::set_limit(&db, n)?;
                 }
@@ -476,9 +488,18 @@ impl Tool for Cli {
                         orch_core::limits::slots_in_use_in(tx, orch_core::time::now_ms())?,
                     ))
                 })?;
-                match limit {
-                    Some(l) => out.line(format_args!("limit {l} ({used} running)"))?,
-                    None => out.line("no limit")?,
+                let print = |out: &mut Out| match limit {
+                    Some(l) => out.line(format_args!("limit {l} ({used} running)")),
+                    None => out.line("no limit"),
+                };
+                if set {
+                    let what = || match n {
+                        Some(n) => format!("the limit of {n}"),
+                        None => "clearing the limit".to_string(),
+                    };
+                    out.answer(what, print)?;
+                } else {
+                    print(&mut out)?;
                 }
             }
             Cmd::Stats { json } => {
@@ -498,22 +519,17 @@ impl Tool for Cli {
                         spend: ledger.total.any().then_some(&ledger),
                     })?;
                 } else {
-                    for (name, n) in [
-                        ("queued", s.queued),
-                        ("  ready", s.ready),
-                        ("batched", s.batched),
-                        ("running", s.running),
-                        ("done", s.done),
-                        ("failed", s.failed),
-                        ("cancelled", s.cancelled),
-                        ("landed", s.landed),
-                        ("total", s.total),
-                    ] {
-                        if name == "landed" && n == 0 {
+                    for st in Status::ALL {
+                        let n = s.of(st);
+                        if st == Status::Landed && n == 0 {
                             continue;
                         }
-                        out.line(format_args!("{name:<10} {n}"))?;
+                        out.line(format_args!("{:<10} {n}", st.as_str()))?;
+                        if st == Status::Queued {
+                            out.line(format_args!("{:<10} {}", "  ready", s.ready))?;
+                        }
                     }
+                    out.line(format_args!("{:<10} {}", "total", s.total))?;
                     print_ledger(&mut out, &ledger)?;
                 }
             }
@@ -603,33 +619,11 @@ fn is_option(b: &[u8]) -> bool {
     }
 }
 
-/// An agent's result or error, from the argument or (`-`) stdin. It is the
-/// agent's output, not the user's: bytes that are not UTF-8 are replaced
-/// (U+FFFD) and text past the limit is cut with a marker, so a script that
-/// records whatever the agent printed never leaves its task running.
-fn text_or_stdin(v: Option<std::ffi::OsString>, what: &str) -> anyhow::Result<Option<String>> {
-    use std::io::Read;
-    use std::os::unix::ffi::OsStrExt;
-    let limit = 16 * task::MAX_PROMPT;
-    let bytes = match v.as_deref() {
-        None => return Ok(None),
-        Some(a) if a == "-" => {
-            let mut buf = Vec::new();
-            io::stdin()
-                .lock()
-                .take(limit as u64 + 1)
-                .read_to_end(&mut buf)
-                .with_context(|| format!("reading {what} from stdin"))?;
-            buf
-        }
-        Some(a) => a.as_bytes().to_vec(),
-    };
-    let cut = bytes.len() > limit;
-    let mut text = String::from_utf8_lossy(&bytes[..bytes.len().min(limit)]).into_owned();
-    if cut {
-        text.push_str("\n[orch: cut at 16 MiB]");
+fn text_or_stdin(v: Option<String>, what: &str) -> anyhow::Result<Option<String>> {
+    match v.as_deref() {
+        Some("-") => Ok(Some(crate::read_stdin_text(16 * task::MAX_PROMPT, what)?)),
+        _ => Ok(v),
     }
-    Ok(Some(text))
 }
 
 fn add(db: &DbArg, a: AddArgs, out: &mut Out) -> anyhow::Result<Exit> {
@@ -1161,28 +1155,11 @@ fn print_claude(out: &mut Out, c: &serde_json::Map<String, serde_json::Value>) -
     Ok(())
 }
 
-/// A task status as `--status` takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StatusArg {
-    Queued,
-    Batched,
-    Running,
-    Done,
-    Failed,
-    Cancelled,
-}
-
-impl From<StatusArg> for Status {
-    fn from(s: StatusArg) -> Status {
-        match s {
-            StatusArg::Queued => Status::Queued,
-            StatusArg::Batched => Status::Batched,
-            StatusArg::Running => Status::Running,
-            StatusArg::Done => Status::Done,
-            StatusArg::Failed => Status::Failed,
-            StatusArg::Cancelled => Status::Cancelled,
-        }
-    }
+/// `--status`: one of [`Status::ALL`], its possible values listed by clap.
+fn status_arg() -> impl clap::builder::TypedValueParser<Value = Status> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Status::ALL.map(Status::as_str))
+        .try_map(|s: String| Status::parse(&s).ok_or_else(|| format!("'{s}' is not a task status")))
 }
 
 /// `orch-queue logs`: the task's log, then (with `follow`) new lines as they

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use crate::{id_or_stdin, parse_timeout, DbArg, Out, PresetArg, Tool};
+use crate::{id_or_stdin, positive_span, DbArg, Out, PresetArg, Tool};
 use orch_core::error::Exit;
 use orch_core::run::{self, Options, Preset, Record, RunEvent, RunSummary, Runner, Template};
 use orch_core::task::{self, Status};
@@ -49,7 +49,7 @@ pub struct Cli {
     #[arg(long, value_enum, conflicts_with = "command")]
     pub agent: Option<PresetArg>,
     /// Stop a task that runs longer than this (seconds, or 90s, 10m, 1h) and mark it failed.
-    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    #[arg(long, value_name = "SECS", value_parser = positive_span)]
     pub timeout: Option<Duration>,
     /// Bytes kept of each task's log (`orch-queue logs ID`); the oldest lines go first.
     #[arg(long, value_name = "BYTES", env = "ORCH_LOG_CAP", default_value_t = orch_core::tasklog::DEFAULT_CAP)]
@@ -83,7 +83,7 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub retries: u32,
     /// The first retry's backoff ceiling; it doubles per retry (up to 5 minutes).
-    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_timeout)]
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = positive_span)]
     pub backoff: Duration,
     /// While the database is paused (a usage limit, `orch-queue pause`), exit 1
     /// instead of waiting for the pause to end.
@@ -95,7 +95,7 @@ pub struct Cli {
     pub budget_usd: Option<f64>,
     /// The lease on the batch, renewed while this run lives; another runner
     /// takes the batch over once it lapses (60s, 2m, …).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_span)]
     pub lease: Duration,
     /// The agent command, a template: {prompt} {prompt_file} {role} {id} {description}.
     #[arg(last = true, value_name = "CMD")]

@@ -175,7 +175,7 @@ pub fn command(db: &DbArg, args: SessionArgs, out: &mut Out) -> anyhow::Result<E
     let gap = parse_duration(&args.gap).map_err(Error::Invalid)?;
     let db = db.open_existing()?;
     let calls = load(&db, args.session.as_deref(), since)?;
-    let groups = groups(calls, gap.as_millis() as i64);
+    let groups = groups(calls, orch_core::time::ms(gap));
     let Some(latest) = groups.last() else {
         eprintln!("orch-verify: no agent calls recorded{}; install the hooks with `orch-hook install` and let Claude Code launch agents", match (&args.session, &args.since) {
             (Some(s), _) => format!(" for session {}", orch_core::text::escape(s, false)),

@@ -272,19 +272,7 @@ pub fn render(s: &Snapshot) -> String {
         return o;
     }
     let t = &s.tasks;
-    let blocked = match t.blocked {
-        0 => String::new(),
-        n => format!(", {n} blocked"),
-    };
-    let landed = match t.landed {
-        0 => String::new(),
-        n => format!(", {n} landed"),
-    };
-    let _ = writeln!(
-        o,
-        "tasks     {} queued ({} ready{blocked}), {} batched, {} running, {} done, {} failed, {} cancelled{landed}",
-        t.queued, t.ready, t.batched, t.running, t.done, t.failed, t.cancelled
-    );
+    let _ = writeln!(o, "tasks     {}", t.summary());
     if let Some(p) = &s.paused {
         let _ = writeln!(o, "runners   {}", orch_core::limits::describe(p));
     }
@@ -415,7 +403,7 @@ pub fn render(s: &Snapshot) -> String {
 
 /// `orch status`.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    let stalled_ms = args.stalled_after.as_millis() as i64;
+    let stalled_ms = orch_core::time::ms(args.stalled_after);
     let loc = db::resolve(args.db.path())?;
     let watch = args.watch && std::io::stdout().is_terminal();
     if !watch {

@@ -53,7 +53,7 @@ pub fn export(
             )));
         }
         let now = now_ms();
-        let expires = now.saturating_add(lease.as_millis() as i64);
+        let expires = crate::time::after(now, lease);
         let old: Option<String> = tx
             .query_row(
                 "SELECT token FROM dispatches WHERE batch_id = ?1",

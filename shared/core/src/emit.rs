@@ -426,10 +426,13 @@ run_task() {
   id=$1
   "$ORCH_QUEUE" start "$id" || return 1
   if printf '%s' "$2" | ORCH_TASK_ID=$id ORCH_BATCH_ID=$batch "$CLAUDE" -p >"$out/$id.out" 2>"$out/$id.err"; then
-    "$ORCH_QUEUE" done "$id" --result - <"$out/$id.out"
+    "$ORCH_QUEUE" done "$id" --result - <"$out/$id.out" ||
+      "$ORCH_QUEUE" done "$id" --result "(orch: the agent's output was not UTF-8 text or was over 16 MiB, so it was not kept)"
   else
     code=$?
-    "$ORCH_QUEUE" fail "$id" --exit-code "$code" --error "agent exited with status $code: $(tail -c 2000 "$out/$id.err")"
+    # tail -c may cut a character in two: without the text, the task still fails.
+    "$ORCH_QUEUE" fail "$id" --exit-code "$code" --error "agent exited with status $code: $(tail -c 2000 "$out/$id.err")" ||
+      "$ORCH_QUEUE" fail "$id" --exit-code "$code" --error "agent exited with status $code"
   fi
 }
 

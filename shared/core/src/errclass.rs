@@ -238,7 +238,13 @@ fn usage_limit(text: &str, now: i64) -> Option<Option<i64>> {
                 .chars()
                 .take_while(|c| c.is_ascii_digit())
                 .collect();
-            return Some(n.parse::<i64>().ok().map(|s| s * 1000));
+            // A reset orch cannot store or show is no reset time.
+            return Some(
+                n.parse::<i64>()
+                    .ok()
+                    .and_then(|s| s.checked_mul(1000))
+                    .filter(|&ms| crate::time::in_range(ms)),
+            );
         }
         // 1.0.x prose: `Claude usage limit reached. Your limit will reset at 5pm (Europe/Warsaw).`
         if let Some(i) = l.find("will reset at ") {
@@ -267,13 +273,22 @@ fn usage_limit(text: &str, now: i64) -> Option<Option<i64>> {
             || lower.starts_with("you're out of extra usage")
             || lower.starts_with("your org is out of usage")
         {
-            let reset = lower
-                .find("resets ")
+            let reset = find_ascii_nocase(l, "resets ")
                 .and_then(|i| human_time(&l[i + "resets ".len()..], now));
             return Some(reset);
         }
     }
     None
+}
+
+/// The byte offset in `hay` of ASCII `needle`, ignoring ASCII case. The
+/// offset is one of `hay` itself (lowercasing can change lengths: `İ` is 2
+/// bytes, its lowercase 3), so it always slices `hay` on a char boundary.
+fn find_ascii_nocase(hay: &str, needle: &str) -> Option<usize> {
+    let n = needle.as_bytes();
+    hay.as_bytes()
+        .windows(n.len())
+        .position(|w| w.eq_ignore_ascii_case(n))
 }
 
 const MONTHS: [&str; 12] = [
@@ -433,6 +448,30 @@ mod tests {
         );
         assert_eq!(at("nonsense"), None);
         assert_eq!(at("13pm (UTC)"), None);
+    }
+
+    #[test]
+    fn agent_text_never_panics_the_classifier() {
+        for text in [
+            "İİİİİİİİ usage limit reached, resets 5pm",
+            "ẞİİ USAGE LIMIT REACHED, RESETS 2:34am (UTC)",
+            "Claude AI usage limit reached|9999999999999999",
+            "Claude AI usage limit reached|253402300800",
+            "Claude AI usage limit reached|99999999999999999999999",
+        ] {
+            let c = classify_text(text, None, "", NOW);
+            assert_eq!(c.class, Class::UsageLimit, "{text}");
+            if let Some(r) = c.reset_at {
+                assert!(crate::time::in_range(r), "{text}: {r}");
+            }
+        }
+        let c = classify_text(
+            "İİİİİİİİ usage limit reached, resets 11:30pm (UTC)",
+            None,
+            "",
+            NOW,
+        );
+        assert_eq!(c.reset_at, Some(NOW + 1_800_000));
     }
 
     #[test]

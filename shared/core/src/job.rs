@@ -194,6 +194,12 @@ impl ResultRecord {
                 self.outcome
             ));
         }
+        if !crate::time::in_range(self.start_ms) || !crate::time::in_range(self.end_ms) {
+            return Err(format!(
+                "its times are out of range (start_ms {}, end_ms {}; orch keeps 1970 to 9999)",
+                self.start_ms, self.end_ms
+            ));
+        }
         if self.end_ms < self.start_ms || self.start_ms <= 0 {
             return Err("its times are impossible (it ends before it starts)".into());
         }

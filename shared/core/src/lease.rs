@@ -74,7 +74,7 @@ pub fn lapsed(holder: Option<&str>, until: Option<i64>, now: i64) -> bool {
 
 /// When a lease taken now ends.
 pub fn until(lease: Duration) -> i64 {
-    now_ms() + lease.as_millis() as i64
+    crate::time::after(now_ms(), lease)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! Nothing here parses flags or prints for people; `orch-cli` does that.
 
 pub mod agent_options;
+pub mod atomic;
 pub mod attempt;
 pub mod batch;
 pub mod calls;

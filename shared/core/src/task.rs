@@ -690,9 +690,7 @@ impl NewTask {
             mode: self.mode,
         };
         agent.validate()?;
-        for g in &self.touches {
-            crate::touches::validate(g)?;
-        }
+        crate::touches::validate_all(&self.touches)?;
         Ok(ValidTask {
             role,
             description,
@@ -1499,6 +1497,56 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
+impl Stats {
+    /// How many tasks have `status`.
+    pub fn of(&self, status: Status) -> i64 {
+        match status {
+            Status::Queued => self.queued,
+            Status::Batched => self.batched,
+            Status::Running => self.running,
+            Status::Done => self.done,
+            Status::Failed => self.failed,
+            Status::Cancelled => self.cancelled,
+            Status::Landed => self.landed,
+        }
+    }
+
+    fn count_mut(&mut self, status: Status) -> &mut i64 {
+        match status {
+            Status::Queued => &mut self.queued,
+            Status::Batched => &mut self.batched,
+            Status::Running => &mut self.running,
+            Status::Done => &mut self.done,
+            Status::Failed => &mut self.failed,
+            Status::Cancelled => &mut self.cancelled,
+            Status::Landed => &mut self.landed,
+        }
+    }
+
+    /// The counts for people, every status in [`Status::ALL`]'s order:
+    /// `3 queued (2 ready, 1 blocked), 0 batched, …, 0 cancelled, 4 landed`;
+    /// blocked and landed only when there are some. `orch status`, `orch-queue
+    /// stats` and the MCP `queue_status` text all say it this way.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        for s in Status::ALL {
+            let n = self.of(s);
+            match s {
+                Status::Queued => {
+                    let blocked = match self.blocked {
+                        0 => String::new(),
+                        b => format!(", {b} blocked"),
+                    };
+                    parts.push(format!("{n} queued ({} ready{blocked})", self.ready));
+                }
+                Status::Landed if n == 0 => {}
+                _ => parts.push(format!("{n} {s}")),
+            }
+        }
+        parts.join(", ")
+    }
+}
+
 /// Counts tasks by status.
 pub fn stats(db: &Db) -> Result<Stats> {
     db.read(stats_in)
@@ -1511,15 +1559,8 @@ pub fn stats_in(tx: &Transaction) -> Result<Stats> {
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     for row in rows {
         let (status, n) = row?;
-        match Status::parse(&status) {
-            Some(Status::Queued) => s.queued = n,
-            Some(Status::Batched) => s.batched = n,
-            Some(Status::Running) => s.running = n,
-            Some(Status::Done) => s.done = n,
-            Some(Status::Failed) => s.failed = n,
-            Some(Status::Cancelled) => s.cancelled = n,
-            Some(Status::Landed) => s.landed = n,
-            None => {}
+        if let Some(st) = Status::parse(&status) {
+            *s.count_mut(st) = n;
         }
         s.total += n;
     }

@@ -11,22 +11,28 @@ use std::borrow::Cow;
 /// ESC becomes `^[`, other C0 characters `^@`…`^_`, DEL `^?`, and a C1
 /// character (U+0080–U+009F) `M-^@`…`M-^_`. With `multi_line`, newlines and
 /// tabs stay as they are (for views that print a prompt or a message body
-/// line by line); otherwise they are escaped too (`^J`, `^I`).
+/// line by line); otherwise they are escaped too (`^J`, `^I`). The
+/// bidirectional controls ([`is_bidi`]) are shown as `<U+202E>`.
 ///
 /// Every human view goes through here; machine formats (`--json`, `--format
 /// json|claude|shell`) never do, so they keep the bytes exact.
 pub fn escape(s: &str, multi_line: bool) -> Cow<'_, str> {
     let keep = |c: char| multi_line && (c == '\n' || c == '\t');
-    if !s.chars().any(|c| c.is_control() && !keep(c)) {
+    let plain = |c: char| !(c.is_control() || is_bidi(c)) || keep(c);
+    if s.chars().all(plain) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if !c.is_control() || keep(c) {
+        if plain(c) {
             out.push(c);
             continue;
         }
         let n = c as u32;
+        if is_bidi(c) {
+            out.push_str(&format!("<U+{n:04X}>"));
+            continue;
+        }
         if n >= 0x80 {
             out.push_str("M-");
         }
@@ -40,6 +46,14 @@ pub fn escape(s: &str, multi_line: bool) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// The bidirectional embeddings, overrides and isolates (U+202A–U+202E,
+/// U+2066–U+2069): they reorder what a terminal shows after them (a name that
+/// reads `txt.exe` may be `exe.txt`), so views for people show them as
+/// `<U+202E>`.
+pub fn is_bidi(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Whether `s` holds a control character (C0, DEL or C1): what a one-line
@@ -113,6 +127,23 @@ mod tests {
             let shown = escape(&c.to_string(), false).into_owned();
             assert!(!shown.chars().any(char::is_control), "{c:?} -> {shown:?}");
         }
+    }
+
+    #[test]
+    fn bidi_controls_are_shown_by_code_point() {
+        assert_eq!(
+            escape("invoice\u{202E}fdp.exe", false),
+            "invoice<U+202E>fdp.exe"
+        );
+        assert_eq!(
+            escape("a\u{2066}b\u{2069}\u{202A}\u{202C}", true),
+            "a<U+2066>b<U+2069><U+202A><U+202C>"
+        );
+        for c in ('\u{202A}'..='\u{202E}').chain('\u{2066}'..='\u{2069}') {
+            assert!(!escape(&c.to_string(), true).contains(c), "{c:?}");
+        }
+        // Right-to-left text itself is not a control.
+        assert_eq!(escape("עברית العربية", false), "עברית العربية");
     }
 
     #[test]

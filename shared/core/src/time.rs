@@ -2,49 +2,101 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The last moment orch stores or shows: 9999-12-31T23:59:59.999Z (RFC 3339
+/// has four-digit years). Times past it in input are refused.
+pub const MAX_MS: i64 = 253_402_300_799_999;
+
+/// The longest span any flag takes: 100 years (of 365.25 days, as `100y` reads). Longer ones are refused with
+/// [`parse_span`]'s message rather than overflowing a time.
+pub const MAX_SPAN: Duration = Duration::from_secs(3_155_760_000);
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(ms)
         .unwrap_or(0)
 }
 
-/// RFC 3339 with milliseconds, UTC: `2026-11-28T08:36:44.123Z`.
+/// A duration in milliseconds, saturating at `i64::MAX` (never wraps negative).
+pub fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `at` plus `d`, saturating: a deadline that can only be later than `at`.
+pub fn after(at: i64, d: Duration) -> i64 {
+    at.saturating_add(ms(d))
+}
+
+/// `at` less `d`, saturating: a moment that can only be earlier than `at`.
+pub fn before(at: i64, d: Duration) -> i64 {
+    at.saturating_sub(ms(d))
+}
+
+/// Whether `ms` is a time orch can store and show (the epoch to [`MAX_MS`]).
+pub fn in_range(ms: i64) -> bool {
+    (0..=MAX_MS).contains(&ms)
+}
+
+/// RFC 3339 with milliseconds, UTC: `2026-11-28T08:36:44.123Z`. Total: times
+/// before the epoch show as the epoch, times after [`MAX_MS`] as `MAX_MS`.
 pub fn rfc3339(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let t = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, MAX_MS) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// Parses a point in time: RFC 3339, or a duration meaning "that long ago" (`10m`, `2h`).
 pub fn parse_since(s: &str) -> Result<i64, String> {
     if let Ok(t) = humantime::parse_rfc3339_weak(s) {
-        return Ok(t
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0));
+        return Ok(t.duration_since(UNIX_EPOCH).map(ms).unwrap_or(0));
     }
     match humantime::parse_duration(s) {
-        Ok(d) => Ok(now_ms() - d.as_millis() as i64),
+        Ok(d) => Ok(before(now_ms(), bounded(s, d)?)),
         Err(_) => Err(format!(
             "'{s}' is neither a time (2026-01-31T12:00:00Z) nor a duration (10m, 2h)"
         )),
     }
 }
 
-/// Parses a duration such as `30s`, `10m`, `7d`.
+/// Parses a point in time ahead: a duration from now (`90s`, `2h`) or an RFC 3339 time.
+pub fn parse_until(s: &str) -> Result<i64, String> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(after(now_ms(), bounded(s, d)?));
+    }
+    match humantime::parse_rfc3339_weak(s) {
+        Ok(t) => Ok(t.duration_since(UNIX_EPOCH).map(ms).unwrap_or(0)),
+        Err(_) => Err(format!(
+            "'{s}' is neither a duration (90s, 30m, 2h) nor an RFC 3339 time"
+        )),
+    }
+}
+
+/// `d` when it is at most [`MAX_SPAN`]; else the message saying so.
+fn bounded(s: &str, d: Duration) -> Result<Duration, String> {
+    if d <= MAX_SPAN {
+        Ok(d)
+    } else {
+        Err(format!(
+            "'{s}' is longer than 100 years, the longest span orch takes"
+        ))
+    }
+}
+
+/// Parses a duration such as `30s`, `10m`, `7d` (at most 100 years).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("'{s}' is not a duration ({e}); try 30s, 10m, 7d"))
+        .and_then(|d| bounded(s, d))
 }
 
 /// A span given as seconds (`30`, `0.5`) or as a duration (`90s`, `5m`,
 /// `2h`): the one reading every `--wait`/`--timeout` flag shares. Negative,
-/// infinite or absurd numbers are refused; callers add their own bounds.
+/// infinite or absurd numbers, and spans over 100 years, are refused; callers
+/// add their own bounds.
 pub fn parse_span(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     match t.parse::<f64>() {
-        Ok(x) if x.is_finite() && (0.0..1e9).contains(&x) => Ok(Duration::from_secs_f64(x)),
+        Ok(x) if x.is_finite() && x >= 0.0 => bounded(s, Duration::from_secs_f64(x.min(1e12))),
         Ok(_) => Err(format!(
             "'{s}' is not a number of seconds from 0 (e.g. 30, 0.5, 5m)"
         )),
@@ -101,6 +153,40 @@ mod tests {
     fn formats_utc_millis() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(super::rfc3339(1_500), "1970-01-01T00:00:01.500Z");
+    }
+
+    #[test]
+    fn rfc3339_is_total_out_of_range_times_are_clamped() {
+        use super::rfc3339;
+        assert_eq!(rfc3339(i64::MIN), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(super::MAX_MS), "9999-12-31T23:59:59.999Z");
+        for ms in [253_402_300_800_000, i64::MAX] {
+            assert_eq!(rfc3339(ms), "9999-12-31T23:59:59.999Z");
+        }
+    }
+
+    #[test]
+    fn spans_over_a_hundred_years_are_refused_not_wrapped() {
+        use super::*;
+        for s in [
+            "9223372036854775s",
+            "18446744073709551s",
+            "8000y",
+            "101y",
+            "1e300",
+        ] {
+            let e = parse_span(s).unwrap_err();
+            assert!(e.contains("100 years"), "{s}: {e}");
+            assert!(parse_until(s).is_err() || s == "1e300", "{s}");
+        }
+        for s in ["9223372036854776s", "8000y"] {
+            assert!(parse_since(s).unwrap_err().contains("100 years"));
+            assert!(parse_duration(s).is_err());
+        }
+        assert!(parse_span("100y").is_ok());
+        assert_eq!(ms(Duration::MAX), i64::MAX);
+        assert_eq!(after(i64::MAX - 1, Duration::from_secs(1)), i64::MAX);
+        assert_eq!(before(i64::MIN + 1, Duration::from_secs(1)), i64::MIN);
     }
 
     #[test]

@@ -8,7 +8,26 @@
 
 use crate::error::{Error, Result};
 
-/// Checks one glob: non-empty, relative, no `..`, no control characters, ≤ 1024 bytes.
+/// The most bytes in one glob.
+pub const MAX_GLOB_BYTES: usize = 1024;
+/// The most components (`a/b/c` is three) in one glob.
+pub const MAX_GLOB_PARTS: usize = 64;
+/// The most globs one task gives.
+pub const MAX_GLOBS: usize = 64;
+
+/// Checks a task's globs: at most [`MAX_GLOBS`], each valid (see [`validate`]).
+pub fn validate_all(globs: &[String]) -> Result<()> {
+    if globs.len() > MAX_GLOBS {
+        return Err(Error::invalid(format!(
+            "{} touches globs; a task gives at most {MAX_GLOBS}",
+            globs.len()
+        )));
+    }
+    globs.iter().try_for_each(|g| validate(g))
+}
+
+/// Checks one glob: non-empty, relative, no `..`, no control characters,
+/// at most [`MAX_GLOB_BYTES`] bytes and [`MAX_GLOB_PARTS`] components.
 pub fn validate(glob: &str) -> Result<()> {
     let bad = |why: &str| {
         Error::invalid(format!(
@@ -16,8 +35,11 @@ pub fn validate(glob: &str) -> Result<()> {
             crate::text::clip(glob, 40)
         ))
     };
-    if glob.is_empty() || glob.len() > 1024 {
+    if glob.is_empty() || glob.len() > MAX_GLOB_BYTES {
         return Err(bad("a glob is 1-1024 bytes"));
+    }
+    if glob.split('/').count() > MAX_GLOB_PARTS {
+        return Err(bad("a glob has at most 64 components"));
     }
     if glob.chars().any(|c| c.is_control()) {
         return Err(bad("it holds a control character"));
@@ -31,25 +53,32 @@ pub fn validate(glob: &str) -> Result<()> {
     Ok(())
 }
 
-/// Whether some path can match both globs.
+/// Whether some path can match both globs. Polynomial in the components of
+/// both: every (i, j) pair of positions is decided once.
 pub fn overlap(a: &str, b: &str) -> bool {
     let a: Vec<&str> = a.split('/').collect();
     let b: Vec<&str> = b.split('/').collect();
-    parts_overlap(&a, &b)
-}
-
-fn parts_overlap(a: &[&str], b: &[&str]) -> bool {
-    match (a.first(), b.first()) {
-        (None, None) => true,
-        (Some(&"**"), _) => {
-            parts_overlap(&a[1..], b) || (!b.is_empty() && parts_overlap(a, &b[1..]))
+    // can[i][j]: some path matches both a[i..] and b[j..]; filled from the ends.
+    let (n, m) = (a.len(), b.len());
+    let mut can = vec![vec![false; m + 1]; n + 1];
+    can[n][m] = true;
+    for i in (0..=n).rev() {
+        for j in (0..=m).rev() {
+            if i == n && j == m {
+                continue;
+            }
+            can[i][j] = match (a.get(i), b.get(j)) {
+                // `**` matches no component, or one more of the other side's.
+                (Some(&"**"), _) => can[i + 1][j] || (j < m && can[i][j + 1]),
+                (_, Some(&"**")) => can[i][j + 1] || (i < n && can[i + 1][j]),
+                (Some(x), Some(y)) => {
+                    can[i + 1][j + 1] && component_overlap(x.as_bytes(), y.as_bytes())
+                }
+                _ => false,
+            };
         }
-        (_, Some(&"**")) => parts_overlap(b, a),
-        (Some(x), Some(y)) => {
-            component_overlap(x.as_bytes(), y.as_bytes()) && parts_overlap(&a[1..], &b[1..])
-        }
-        _ => false,
     }
+    can[0][0]
 }
 
 /// Whether some string matches both component patterns (`*`, `?`, literals).
@@ -123,5 +152,19 @@ mod tests {
         assert!(!overlap("src/*.rs", "src/*.md"));
         assert!(!overlap("src/db/*", "src/db/x/y"));
         assert!(!overlap("a.txt", "b.txt"));
+        assert!(overlap("**", "a/b"));
+        assert!(overlap("a/**/b", "**/b"));
+        assert!(overlap("**/x/**", "a/**/y/x"));
+        assert!(!overlap("**/x", "**/y"));
+        assert!(!overlap("a/**", "b/**"));
+    }
+
+    #[test]
+    fn many_double_stars_are_decided_at_once() {
+        let a = format!("{}x", "**/".repeat(63));
+        let b = format!("{}y", "a/".repeat(63));
+        assert!(!overlap(&a, &b));
+        let c = format!("{}x", "a/".repeat(63));
+        assert!(overlap(&a, &c));
     }
 }

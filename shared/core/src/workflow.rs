@@ -245,12 +245,7 @@ pub fn install(path: &Path, script: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io("create the directory of"))?;
     }
-    let tmp = path.with_extension("js.orch-tmp");
-    std::fs::write(&tmp, script).map_err(io("write"))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io("replace")(e)
-    })
+    crate::atomic::write(path, script.as_bytes(), crate::atomic::Access::Keep)
 }
 
 fn has_rule(v: &serde_json::Value, rule: &str) -> bool {

@@ -90,7 +90,7 @@ impl Setup {
         // Keep the worktrees out of the user's `git status`.
         let ignore = root.join(".gitignore");
         if !ignore.exists() {
-            let _ = std::fs::write(&ignore, "*\n");
+            let _ = crate::atomic::write(&ignore, b"*\n", crate::atomic::Access::Keep);
         }
         let path = root.join(format!("task-{id}"));
         let branch = branch_name(id);

@@ -170,17 +170,24 @@ impl AgentIndex {
     /// that names it but that Claude Code skips.
     pub fn why_missing(&self, role: &str) -> String {
         let want = normalize(role);
-        let close: Vec<&str> = self.names().filter(|n| normalize(n) == want).collect();
+        // Names and paths come from files anyone may commit: escaped, as
+        // this goes to a terminal.
+        let close: Vec<String> = self
+            .names()
+            .filter(|n| normalize(n) == want)
+            .map(|n| crate::text::escape(n, false).into_owned())
+            .collect();
         if close.len() > 1 {
             return format!(
-                "'{role}' matches {} (ignoring case, spaces, dashes and underscores)",
+                "'{}' matches {} (ignoring case, spaces, dashes and underscores)",
+                crate::text::escape(role, false),
                 close.join(" and ")
             );
         }
         if let Some(s) = self.skipped.iter().find(|s| normalize(&s.name) == want) {
             return format!(
                 "{} has no `description:` in its front matter, so Claude Code skips it",
-                s.path.display()
+                crate::text::escape(&s.path.display().to_string(), false)
             );
         }
         "no file in the project's or the user's .claude/agents names it, and it is not built in"

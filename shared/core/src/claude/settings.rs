@@ -4,9 +4,8 @@
 //! Claude Code writes them, and replacing them atomically.
 
 use std::fs;
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::io::ErrorKind;
+use std::path::Path;
 
 use serde_json::{Map, Value};
 
@@ -59,48 +58,15 @@ pub fn render(v: &Value) -> String {
     s
 }
 
-/// Writes `text` to `path` through a temporary file in the same directory and a
-/// rename, keeping the mode of the file it replaces (a symlink's target is written).
+/// Writes settings atomically, keeping the mode of the file replaced (a
+/// symlink's target is written) and making its directory: see [`crate::atomic::write`].
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let io = |what: &'static str, p: &Path| {
-        let p = p.to_path_buf();
-        move |source| Error::Io {
-            path: p,
-            what,
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            what: "create directory",
             source,
-        }
-    };
-    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
-    let mode = fs::metadata(&path)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o7777);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.orch-{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode.unwrap_or(0o666))
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
-        f.write_all(text.as_bytes()).map_err(io("write", &tmp))?;
-        if let Some(m) = mode {
-            f.set_permissions(fs::Permissions::from_mode(m))
-                .map_err(io("set the mode of", &tmp))?;
-        }
-        f.sync_all().map_err(io("write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io("replace", &path))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        })?;
     }
-    result
+    crate::atomic::write(path, text.as_bytes(), crate::atomic::Access::Keep)
 }

@@ -216,12 +216,8 @@ fn high_water(dir: &Path) -> Result<u64> {
 }
 
 fn write_file(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("json.orch-tmp");
-    std::fs::write(&tmp, text).map_err(io(&tmp, "write"))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(path, "replace")(e)
-    })
+    // The task's text is a prompt: the owner's only, as the database is.
+    crate::atomic::write(path, text.as_bytes(), crate::atomic::Access::Private)
 }
 
 fn render(t: &ClaudeTask) -> String {

@@ -90,8 +90,8 @@ pub fn resolve(flag: Option<&Path>) -> Result<Location> {
 /// The database of the project whose root is `dir`: `dir/.orch/orch.db` when
 /// `dir/.orch/` exists. A `.orch/` that is there but broken (no `orch.db` in
 /// it, a dangling symlink, unreadable) is an error naming it and the fix,
-/// never a silent fall back to the per-user database. A `.orch` that is a
-/// plain file belongs to some other program and is passed over.
+/// never a silent fall back to the per-user database; so is a `.orch` that
+/// is not a directory (a file, or a symlink to one).
 fn project_db(dir: &Path) -> Result<Option<PathBuf>> {
     let dot = dir.join(".orch");
     let broken = |why: String| {
@@ -113,10 +113,15 @@ fn project_db(dir: &Path) -> Result<Option<PathBuf>> {
                 )))
             }
             Err(e) => return Err(broken(format!("cannot read it ({e})"))),
-            Ok(t) if !t.is_dir() => return Ok(None),
+            Ok(t) if !t.is_dir() => {
+                return Err(broken(format!(
+                    "it is a symlink to {}, which is not a directory",
+                    link_target(&dot)
+                )))
+            }
             Ok(_) => {}
         },
-        Ok(m) if !m.is_dir() => return Ok(None),
+        Ok(m) if !m.is_dir() => return Err(broken("it is a file, not a directory".into())),
         Ok(_) => {}
     }
     let db = dot.join("orch.db");

@@ -161,7 +161,7 @@ pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> 
             let Some(db) = open(cfg)? else {
                 return Ok(Reply::Silent);
             };
-            let stale = cfg.stale_after.as_millis() as i64;
+            let stale = crate::time::ms(cfg.stale_after);
             let denied = db
                 .write(|tx| {
                     if kind == Kind::PreToolUse {
@@ -436,7 +436,7 @@ fn tool_event(
         }
         Kind::PostToolUseFailure => {
             free_slot(tx, &ev.session_id, &ev.tool_use_id, None)?;
-            let duration = ev.duration_ms.map(|d| d as i64);
+            let duration = ev.duration_ms.map(|d| i64::try_from(d).unwrap_or(i64::MAX));
             call.started_at = duration.map(|d| now - d);
             call.finished_at = Some(now);
             call.status = Some("failed");
@@ -477,7 +477,10 @@ fn tool_event(
             } else {
                 free_slot(tx, &ev.session_id, &ev.tool_use_id, r.agent_id.as_deref())?;
             }
-            let duration = ev.duration_ms.or(r.total_duration_ms).map(|d| d as i64);
+            let duration = ev
+                .duration_ms
+                .or(r.total_duration_ms)
+                .map(|d| i64::try_from(d).unwrap_or(i64::MAX));
             call.started_at = duration.map(|d| now - d).or(Some(now));
             call.status = Some(launch.call_status());
             if !launched {

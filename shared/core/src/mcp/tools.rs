@@ -183,7 +183,7 @@ Returns an error result when no task is ready.",
             name: QUEUE_STATUS_TOOL,
             title: "Queue status",
             description: "Read-only. Count the tasks by status (queued, ready, batched, running, done, failed, \
-cancelled) and list the ready ones: what execute_parallel_batch would take next. Changes nothing.",
+cancelled, landed) and list the ready ones: what execute_parallel_batch would take next. Changes nothing.",
             input_schema: schema::<Input<NoArgs>>(),
             output_schema: schema::<Output<QueueStatus>>(),
             annotations: Annotations::reads("Queue status"),
@@ -192,7 +192,7 @@ cancelled) and list the ready ones: what execute_parallel_batch would take next.
             name: BATCH_STATUS_TOOL,
             title: "Batch status",
             description: "Read-only. Show one batch: each task's status (batched, running, done, failed, \
-cancelled), start and end time, and its result or error (clipped to 4000 characters), as recorded by orch's \
+cancelled, landed), start and end time, and its result or error (clipped to 4000 characters), as recorded by orch's \
 hooks or orch-queue. Changes nothing.",
             input_schema: schema::<Input<BatchArgs>>(),
             output_schema: schema::<Output<BatchStatus>>(),
@@ -559,17 +559,7 @@ fn queue_status(state: &mut State, _: NoArgs) -> Result<CallResult, String> {
             Ok((stats, task::list_in(tx, &f)?))
         })
         .map_err(|e| e.to_string())?;
-    let mut text = format!(
-        "{}: {} queued ({} ready), {} batched, {} running, {} done, {} failed, {} cancelled.",
-        plural(stats.total, "task"),
-        stats.queued,
-        stats.ready,
-        stats.batched,
-        stats.running,
-        stats.done,
-        stats.failed,
-        stats.cancelled
-    );
+    let mut text = format!("{}: {}.", plural(stats.total, "task"), stats.summary());
     for t in &ready {
         text.push_str(&format!(
             "\nready: task {} ({}, priority {}): {}",

@@ -571,7 +571,7 @@ impl Runner {
                         s.stop(now);
                     }
                     let silent = now_ms() - s.last_output.load(Ordering::Relaxed);
-                    if !s.stalled && silent > opts.stalled_after.as_millis() as i64 {
+                    if !s.stalled && silent > crate::time::ms(opts.stalled_after) {
                         s.stalled = true;
                         let id = tasks[s.idx].id;
                         let detail = format!("no output for {} s", silent / 1000);
@@ -924,7 +924,7 @@ impl Runner {
                         BACKOFF_CAP,
                         c.retry_after,
                     );
-                    end_ms + d.as_millis() as i64
+                    crate::time::after(end_ms, d)
                 }
             })
         };
