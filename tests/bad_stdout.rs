@@ -205,56 +205,6 @@ fn a_failing_stdout_commits_exactly_what_stderr_says() {
     }
 }
 
-/// A stdout on /dev/null opened for reading and writing (Python's
-/// `subprocess.DEVNULL`, Node's `'ignore'`, systemd's `StandardOutput=null`)
-/// is /dev/null like `>/dev/null`: the command works, the answer is dropped.
-/// So is `>&-`, which Rust's runtime turns into the same thing.
-#[test]
-fn a_stdout_on_dev_null_opened_read_write_is_fine() {
-    let env = Env::new();
-    let devnull = || {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .unwrap()
-    };
-    let run = |bin: &str, args: &[&str]| {
-        let mut c = env.cmd(bin);
-        c.args(args)
-            .stdout(std::process::Stdio::from(devnull()))
-            .stderr(std::process::Stdio::piped());
-        c.output().unwrap()
-    };
-    for _ in 0..2 {
-        assert_code(&run("orch-queue", &["add", "dev", "x"]), 0);
-    }
-    assert_eq!(ids_above(&env.db, "tasks", 0), [1, 2]);
-    assert_code(&run("orch-batch", &["create", "--max", "1"]), 0);
-    assert_eq!(ids_above(&env.db, "batches", 0), [1]);
-    assert_code(
-        &run("orch-msg", &["send", "--from", "a", "--to", "b", "hi"]),
-        0,
-    );
-    assert_eq!(ids_above(&env.db, "messages", 0), [1]);
-    // Python's DEVNULL itself.
-    let py = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode)",
-        ])
-        .arg(bin("orch-queue"))
-        .args(["add", "dev", "from python"])
-        .env("ORCH_DB", &env.db)
-        .output()
-        .unwrap();
-    assert_code(&py, 0);
-    assert_eq!(ids_above(&env.db, "tasks", 0), [1, 2, 3]);
-    let out = env.run_bad_stdout("orch-queue", &["add", "dev", "y"], b"", BadStdout::Closed);
-    assert_code(&out, 0);
-    assert_eq!(ids_above(&env.db, "tasks", 0).len(), 4);
-}
-
 /// A stderr that cannot be written (`2>/dev/full`) loses the message, not the
 /// exit code: a usage error is still 2 and a runtime error still 2, never a
 /// panic's 101.
@@ -301,4 +251,41 @@ fn a_full_stderr_keeps_the_exit_code() {
         let out = env.cmd(bin).args(args).stderr(full()).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{bin} {args:?}");
     }
+}
+
+/// /dev/null opened for reading and writing is what a closed stdout (`>&-`)
+/// becomes, and Python's `DEVNULL` opens it the same way: refused before
+/// anything is written, with the way to discard on purpose; /dev/null opened
+/// for writing (`>/dev/null`) takes the answer and drops it.
+#[test]
+fn dev_null_read_write_is_refused_like_a_closed_stdout_and_write_only_works() {
+    let env = Env::new();
+    let run = |bin: &str, args: &[&str], read: bool| {
+        let null = std::fs::OpenOptions::new()
+            .read(read)
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        let mut c = env.cmd(bin);
+        c.args(args)
+            .stdout(std::process::Stdio::from(null))
+            .stderr(std::process::Stdio::piped());
+        c.output().unwrap()
+    };
+    env.add("dev", "seed");
+    let before = dump(&env.db);
+    for (bin, args) in [
+        ("orch-queue", &["add", "dev", "x"][..]),
+        ("orch-batch", &["create"]),
+        ("orch-msg", &["send", "--from", "a", "--to", "b", "hi"]),
+    ] {
+        let err = assert_error(&run(bin, args, true), bin);
+        assert!(
+            err.contains("stdout is closed") && err.contains(">/dev/null"),
+            "{err}"
+        );
+    }
+    assert_eq!(dump(&env.db), before, "nothing written");
+    assert_code(&run("orch-queue", &["add", "dev", "x"], false), 0);
+    assert_eq!(ids_above(&env.db, "tasks", 0), [1, 2]);
 }

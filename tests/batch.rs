@@ -414,9 +414,14 @@ fn item6_create_after_a_commit_is_exit_3_with_the_ids() {
     for i in 0..3 {
         env.add("dev", &format!("task {i}"));
     }
-    let out = env.run_bad_stdout("orch-batch", &["create"], b"", BadStdout::NoReader);
-    assert_error(&out, "orch-batch");
-    assert!(env.ok("orch-batch", &["list", "--json"]).is_empty());
+    for how in [BadStdout::Closed, BadStdout::NoReader] {
+        let out = env.run_bad_stdout("orch-batch", &["create"], b"", how);
+        assert_error(&out, "orch-batch");
+        assert!(
+            env.ok("orch-batch", &["list", "--json"]).is_empty(),
+            "{how:?}"
+        );
+    }
     let out = env.run_bad_stdout(
         "orch-batch",
         &["create", "--max", "2"],

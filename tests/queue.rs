@@ -816,12 +816,13 @@ fn item6_add_after_a_commit_is_exit_3_with_the_ids() {
     assert_eq!(committed_ids(&out.stderr), vec![2, 3]);
     assert_eq!(task_ids(&env), vec![1, 2, 3]);
 
-    // A pipe with no reader: refused before anything is written.
-    let how = BadStdout::NoReader;
-    let out = env.run_bad_stdout("orch-queue", &["add", "dev", "two"], b"", how);
-    assert_error(&out, "orch-queue");
-    let out = env.run_bad_stdout("orch-queue", &["add", "--stdin"], lines.as_bytes(), how);
-    assert_error(&out, "orch-queue");
+    // Closed, or a pipe with no reader: refused before anything is written.
+    for how in [BadStdout::Closed, BadStdout::NoReader] {
+        let out = env.run_bad_stdout("orch-queue", &["add", "dev", "two"], b"", how);
+        assert_error(&out, "orch-queue");
+        let out = env.run_bad_stdout("orch-queue", &["add", "--stdin"], lines.as_bytes(), how);
+        assert_error(&out, "orch-queue");
+    }
     assert_eq!(task_ids(&env), vec![1, 2, 3]);
 }
 

@@ -585,7 +585,7 @@ fn orch_verify_exec_judges_orch_run_parallel_and_one_at_a_time() {
 }
 
 /// Item 6: `orch-run --json` whose records cannot be printed has still run
-/// and recorded the batch: exit 3 naming it, never 2; a pipe nobody reads is
+/// and recorded the batch: exit 3 naming it, never 2; a closed stdout is
 /// refused before the batch is claimed.
 #[test]
 fn item6_run_json_after_a_commit_is_exit_3() {
@@ -593,7 +593,7 @@ fn item6_run_json_after_a_commit_is_exit_3() {
     let (b, ids) = batch_of(&env, &["say=one", "say=two"]);
     let f = fake_agent();
     let args = [b.as_str(), "--json", "--", f.as_str(), "{prompt}"];
-    let out = env.run_bad_stdout("orch-run", &args, b"", BadStdout::NoReader);
+    let out = env.run_bad_stdout("orch-run", &args, b"", BadStdout::Closed);
     assert_error(&out, "orch-run");
     assert_eq!(task(&env, ids[0])["status"], "batched");
     let out = env.run_bad_stdout("orch-run", &args, b"", BadStdout::Full);

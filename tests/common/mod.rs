@@ -220,17 +220,14 @@ pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
 pub enum BadStdout {
     /// `> /dev/full`: every write fails with "no space left".
     Full,
-    /// `>&-`: descriptor 1 closed before the program starts. Rust's runtime
-    /// puts /dev/null in its place, so this is a stdout that discards, not
-    /// one that fails: it is not among [`BadStdout::ALL`].
+    /// `>&-`: descriptor 1 closed before the program starts.
     Closed,
     /// A pipe whose reading end is closed (`| true` that already exited).
     NoReader,
 }
 
 impl BadStdout {
-    /// Every stdout that fails.
-    pub const ALL: [BadStdout; 2] = [BadStdout::Full, BadStdout::NoReader];
+    pub const ALL: [BadStdout; 3] = [BadStdout::Full, BadStdout::Closed, BadStdout::NoReader];
 }
 
 impl Env {

@@ -347,17 +347,28 @@ pub fn ids_text(noun: &str, ids: impl IntoIterator<Item = i64>) -> String {
 }
 
 /// Refuses, before anything is written, a stdout that cannot take an answer:
-/// a pipe whose reader is gone. What cannot be seen in advance (a full disk,
-/// `/dev/full`) fails when written. A stdout on /dev/null is fine however it
-/// was opened: Python's `DEVNULL`, Node's `'ignore'` and systemd's `null`
-/// open it for reading and writing, and so does Rust's runtime in place of a
-/// closed descriptor (`>&-`), which therefore cannot be told apart from them
-/// and discards the answer as `>/dev/null` does.
+/// a closed one (`>&-`; Rust's runtime puts /dev/null, open for reading and
+/// writing, in its place) or a pipe whose reader is gone. What cannot be seen
+/// in advance (a full disk, `/dev/full`) fails when written. Python's
+/// `DEVNULL` (and Node's `'ignore'`) open /dev/null the same way and cannot be
+/// told apart from a closed stdout, so the message says how to discard.
 pub fn check_stdout() -> anyhow::Result<()> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use rustix::fs::OFlags;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let stdout = io::stdout();
-    if rustix::fs::fcntl_getfl(&stdout).is_err() {
+    let Ok(flags) = rustix::fs::fcntl_getfl(&stdout) else {
         anyhow::bail!("stdout is closed: nothing was written (the answer would be lost)");
+    };
+    if flags & OFlags::ACCMODE == OFlags::RDWR {
+        let null = std::fs::metadata("/dev/null").ok();
+        let st = rustix::fs::fstat(&stdout).ok();
+        let is_null = null.is_some_and(|n| {
+            n.file_type().is_char_device() && st.is_some_and(|st| st.st_rdev == n.rdev())
+        });
+        if is_null {
+            anyhow::bail!("stdout is closed (or /dev/null opened for reading and writing, as Python's DEVNULL does): nothing was written, the answer would be lost; to throw it away, open /dev/null for writing (>/dev/null)");
+        }
     }
     let mut p = [PollFd::new(&stdout, PollFlags::OUT)];
     let now = Timespec {
@@ -370,29 +381,6 @@ pub fn check_stdout() -> anyhow::Result<()> {
         anyhow::bail!(
             "stdout is a pipe that nobody reads: nothing was written (the answer would be lost)"
         );
-    }
-    Ok(())
-}
-
-/// [`check_stdout`] for a command whose answer is the data it consumes
-/// (`orch-msg recv` claims the messages it prints): also refuses /dev/null
-/// open for reading and writing, which is what a closed stdout (`>&-`)
-/// becomes, so a claim is never made into the void by accident. Discarding on
-/// purpose stays possible with `>/dev/null`, which opens it write-only.
-pub fn check_stdout_keeps_data() -> anyhow::Result<()> {
-    use rustix::fs::OFlags;
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    check_stdout()?;
-    let stdout = io::stdout();
-    let flags = rustix::fs::fcntl_getfl(&stdout)?;
-    if flags & OFlags::ACCMODE == OFlags::RDWR {
-        let null = std::fs::metadata("/dev/null").ok();
-        let st = rustix::fs::fstat(&stdout).ok();
-        if null.is_some_and(|n| {
-            n.file_type().is_char_device() && st.is_some_and(|st| st.st_rdev == n.rdev())
-        }) {
-            anyhow::bail!("stdout is closed or /dev/null opened for reading and writing: nothing was claimed (what this prints would be lost; to throw it away on purpose, use >/dev/null)");
-        }
     }
     Ok(())
 }

@@ -259,11 +259,7 @@ const RECV_WRITE_LIMIT: Duration = Duration::from_secs(2);
 /// claim commits after, so a stdout that fails claims nothing (exit 2).
 fn recv(db: &crate::DbArg, a: RecvArgs) -> anyhow::Result<Exit> {
     msg::validate_name("--as", &a.reader)?;
-    if a.peek {
-        crate::check_stdout()?;
-    } else {
-        crate::check_stdout_keeps_data()?;
-    }
+    crate::check_stdout()?;
     let db = db.open()?;
     let r = Recv {
         max: a.max.map(|n| n as usize),
