@@ -34,11 +34,7 @@ impl Git {
     /// The repository that holds `dir`: its top-level directory. Refuses a
     /// directory outside any repository.
     pub fn open(dir: &Path) -> Result<Git> {
-        let g = Git {
-            program: program()?,
-            dir: dir.to_path_buf(),
-            env: Vec::new(),
-        };
+        let g = Git::in_dir(dir)?;
         let o = g.output(&["rev-parse", "--show-toplevel"])?;
         if !o.ok {
             return Err(Error::invalid(format!(
@@ -49,6 +45,15 @@ impl Git {
         Ok(Git {
             dir: PathBuf::from(o.stdout.trim_end_matches('\n')),
             ..g
+        })
+    }
+
+    /// Git run in `dir` as it is, without finding the repository first.
+    pub fn in_dir(dir: &Path) -> Result<Git> {
+        Ok(Git {
+            program: program()?,
+            dir: dir.to_path_buf(),
+            env: Vec::new(),
         })
     }
 

@@ -194,22 +194,9 @@ fn tracked_by_git(root: &Path) -> bool {
     if !root.ancestors().any(|d| d.join(".git").exists()) {
         return false;
     }
-    let Ok(git) = which::which("git") else {
-        return false;
-    };
-    duct::cmd(git, ["ls-files", "-z", "--cached", "--", ".orch/"].iter())
-        .dir(root)
-        .env("LC_ALL", "C")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
-        .stdin_null()
-        .stderr_null()
-        .stdout_capture()
-        .unchecked()
-        .run()
-        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
+    crate::git::Git::in_dir(root)
+        .and_then(|g| g.output(&["ls-files", "-z", "--cached", "--", ".orch/"]))
+        .is_ok_and(|o| o.ok && !o.stdout.is_empty())
 }
 
 /// Whether an I/O error means "nothing there" (a missing file, or a parent
