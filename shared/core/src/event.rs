@@ -39,6 +39,7 @@ pub enum Kind {
     PauseCleared,
     LimitSet,
     LimitCleared,
+    RetentionSet,
 }
 
 impl Kind {
@@ -67,6 +68,7 @@ impl Kind {
         Kind::PauseCleared,
         Kind::LimitSet,
         Kind::LimitCleared,
+        Kind::RetentionSet,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +97,7 @@ impl Kind {
             Kind::PauseCleared => "pause.cleared",
             Kind::LimitSet => "limit.set",
             Kind::LimitCleared => "limit.cleared",
+            Kind::RetentionSet => "retention.set",
         }
     }
 }
@@ -143,26 +146,19 @@ impl About {
 }
 
 /// How much of the journal is kept: events younger than `days` and among the
-/// newest `max`. `ORCH_EVENTS_KEEP_DAYS` and `ORCH_EVENTS_KEEP` override the
-/// defaults (30 days, 1 000 000 events).
-#[derive(Debug, Clone, Copy)]
+/// newest `max`. A setting of the database (`orch-queue retention`, kept by
+/// [`crate::limits::retention_in`]); by default 30 days, 1 000 000 events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Retention {
     pub days: i64,
     pub max: i64,
 }
 
-impl Retention {
-    pub fn from_env() -> Retention {
-        let num = |k: &str, d: i64| {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .filter(|n| *n > 0)
-                .unwrap_or(d)
-        };
+impl Default for Retention {
+    fn default() -> Retention {
         Retention {
-            days: num("ORCH_EVENTS_KEEP_DAYS", 30),
-            max: num("ORCH_EVENTS_KEEP", 1_000_000),
+            days: 30,
+            max: 1_000_000,
         }
     }
 }
@@ -201,7 +197,7 @@ pub fn record(
     ])?;
     let id = tx.last_insert_rowid();
     if id % PRUNE_EVERY == 0 {
-        prune_in(tx, id, Retention::from_env())?;
+        prune_in(tx, id, crate::limits::retention_in(tx)?)?;
     }
     Ok(id)
 }

@@ -206,6 +206,51 @@ pub fn set_limit(db: &Db, n: Option<i64>) -> Result<()> {
     })
 }
 
+/// How much of the event journal this database keeps (`orch-queue
+/// retention`); the defaults where unset.
+pub fn retention_in(tx: &Transaction) -> Result<crate::event::Retention> {
+    let d = crate::event::Retention::default();
+    let num = |k: &str, d: i64| -> Result<i64> {
+        Ok(get_in(tx, k)?
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(d))
+    };
+    Ok(crate::event::Retention {
+        days: num("events_keep_days", d.days)?,
+        max: num("events_keep", d.max)?,
+    })
+}
+
+/// Sets how much of the journal is kept (what is `None` stays as it was),
+/// journals it, and prunes to it at once. Returns the retention now in force.
+pub fn set_retention(
+    db: &Db,
+    days: Option<i64>,
+    max: Option<i64>,
+) -> Result<crate::event::Retention> {
+    db.write(|tx| {
+        if let Some(d) = days {
+            set_in(tx, "events_keep_days", &d.to_string())?;
+        }
+        if let Some(m) = max {
+            set_in(tx, "events_keep", &m.to_string())?;
+        }
+        let r = retention_in(tx)?;
+        let detail = format!("keep {} days or {} events", r.days, r.max);
+        let id = crate::event::record(
+            tx,
+            crate::event::Kind::RetentionSet,
+            crate::event::About::default(),
+            None,
+            None,
+            Some(&detail),
+        )?;
+        crate::event::prune_in(tx, id, r)?;
+        Ok(r)
+    })
+}
+
 /// Slots held now (expired ones do not count).
 pub fn slots_in_use_in(tx: &Transaction, now: i64) -> Result<i64> {
     Ok(tx.query_row(
