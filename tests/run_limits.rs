@@ -266,6 +266,67 @@ fn issue14_usage_limit_reset_times_pause_every_runner() {
     assert_ne!(o.status.code(), Some(0));
 }
 
+/// A reset time with a named zone is read in that zone, whatever the
+/// machine's own (TZ here); one without a zone in the machine's zone.
+#[test]
+fn issue14_a_usage_limit_reset_is_read_in_the_zone_it_names() {
+    for (fixture, tz, zone, hour, minute) in [
+        (
+            "usage_limit--zone-warsaw.json",
+            "Asia/Tokyo",
+            "Europe/Warsaw",
+            15,
+            0,
+        ),
+        (
+            "usage_limit--zone-new-york.json",
+            "Asia/Tokyo",
+            "America/New_York",
+            11,
+            0,
+        ),
+        (
+            "usage_limit--no-zone.json",
+            "America/Los_Angeles",
+            "America/Los_Angeles",
+            15,
+            0,
+        ),
+        (
+            "usage_limit--no-zone.json",
+            "Asia/Kolkata",
+            "Asia/Kolkata",
+            15,
+            0,
+        ),
+    ] {
+        let env = Env::new();
+        let file = fixtures().join(fixture);
+        let (b, ids) = batch_of(&env, &[&format!("replay={}", file.display())]);
+        let out = out_of(
+            orch_run(
+                &env,
+                &[&b, "--agent", "claude", "--retries", "1", "--no-wait"],
+            )
+            .env("TZ", tz),
+        );
+        assert_code(&out, 1);
+        let t = times(&env, ids[0]);
+        let end = t[0].1.unwrap();
+        // The next HOUR:MINUTE in ZONE after the attempt ended, plus the 1 s margin.
+        let z = jiff::tz::TimeZone::get(zone).unwrap();
+        let local = jiff::Timestamp::from_millisecond(end)
+            .unwrap()
+            .to_zoned(z.clone());
+        let mut reset = local.date().at(hour, minute, 0, 0).to_zoned(z).unwrap();
+        if reset.timestamp().as_millisecond() <= end {
+            reset = reset.tomorrow().unwrap();
+        }
+        let want = reset.timestamp().as_millisecond() / 1000 * 1000 + 1000;
+        assert_eq!(t[0].2, Some(want), "{fixture} with TZ={tz}");
+    }
+}
+
 #[test]
 fn issue14_usage_limit_stops_starts_across_two_runners_until_reset() {
     let env = Env::new();
