@@ -523,10 +523,10 @@ impl Tool for Cli {
                 let r = if set {
                     crate::check_stdout()?;
                     let db = self.db.open()?;
-                    orch_core::limits::set_retention(&db, days, max)?
+                    orch_core::event::set_retention(&db, days, max)?
                 } else {
                     let db = self.db.open_existing()?;
-                    db.read(orch_core::limits::retention_in)?
+                    db.read(orch_core::event::retention_in)?
                 };
                 let print = |out: &mut Out| match json {
                     true => out.json(&r),

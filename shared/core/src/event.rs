@@ -146,8 +146,8 @@ impl About {
 }
 
 /// How much of the journal is kept: events younger than `days` and among the
-/// newest `max`. A setting of the database (`orch-queue retention`, kept by
-/// [`crate::limits::retention_in`]); by default 30 days, 1 000 000 events.
+/// newest `max`. A setting of the database (`orch-queue retention`, read by
+/// [`retention_in`]), the same for every writer; by default 30 days, 1 000 000 events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Retention {
     pub days: i64,
@@ -161,6 +161,47 @@ impl Default for Retention {
             max: 1_000_000,
         }
     }
+}
+
+/// How much of the event journal this database keeps (`orch-queue
+/// retention`); the defaults where unset.
+pub fn retention_in(tx: &Transaction) -> Result<Retention> {
+    let d = Retention::default();
+    let num = |k: &str, d: i64| -> Result<i64> {
+        Ok(crate::settings::get_in(tx, k)?
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(d))
+    };
+    Ok(Retention {
+        days: num("events_keep_days", d.days)?,
+        max: num("events_keep", d.max)?,
+    })
+}
+
+/// Sets how much of the journal is kept (what is `None` stays as it was),
+/// journals it, and prunes to it at once. Returns the retention now in force.
+pub fn set_retention(db: &Db, days: Option<i64>, max: Option<i64>) -> Result<Retention> {
+    db.write(|tx| {
+        if let Some(d) = days {
+            crate::settings::set_in(tx, "events_keep_days", &d.to_string())?;
+        }
+        if let Some(m) = max {
+            crate::settings::set_in(tx, "events_keep", &m.to_string())?;
+        }
+        let r = retention_in(tx)?;
+        let detail = format!("keep {} days or {} events", r.days, r.max);
+        let id = record(
+            tx,
+            Kind::RetentionSet,
+            About::default(),
+            None,
+            None,
+            Some(&detail),
+        )?;
+        prune_in(tx, id, r)?;
+        Ok(r)
+    })
 }
 
 /// The journal is pruned when an event id is a multiple of this: the cost of
@@ -197,7 +238,7 @@ pub fn record(
     ])?;
     let id = tx.last_insert_rowid();
     if id % PRUNE_EVERY == 0 {
-        prune_in(tx, id, crate::limits::retention_in(tx)?)?;
+        prune_in(tx, id, retention_in(tx)?)?;
     }
     Ok(id)
 }

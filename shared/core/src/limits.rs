@@ -1,11 +1,12 @@
 //! What holds every runner on a database back: a pause (after a usage limit,
 //! or by hand) and the most agents running at once.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Transaction};
 use serde::Serialize;
 
 use crate::db::Db;
 use crate::error::Result;
+use crate::settings::{clear_in, get_in, set_in};
 use crate::time::now_ms;
 
 /// Added to a usage limit's reset time before anything starts again.
@@ -21,23 +22,6 @@ pub struct Pause {
     pub until_ms: Option<i64>,
     pub until: Option<String>,
     pub reason: String,
-}
-
-fn get_in(tx: &Transaction, key: &str) -> Result<Option<String>> {
-    Ok(tx
-        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
-        .optional()?)
-}
-
-fn set_in(tx: &Transaction, key: &str, value: &str) -> Result<()> {
-    tx.execute(
-        "INSERT INTO settings (key, value) VALUES (?1, ?2)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![key, value],
-    )?;
-    Ok(())
 }
 
 /// Pauses every runner until `until` (ms; `None` until resumed). An earlier
@@ -80,10 +64,7 @@ pub fn pause(db: &Db, until: Option<i64>, reason: &str) -> Result<()> {
 pub fn resume(db: &Db) -> Result<bool> {
     db.write(|tx| {
         let was = pause_in_force_in(tx, now_ms())?.is_some();
-        tx.execute(
-            "DELETE FROM settings WHERE key IN ('pause_until', 'pause_reason')",
-            [],
-        )?;
+        clear_in(tx, &["pause_until", "pause_reason"])?;
         if was {
             crate::event::record(
                 tx,
@@ -110,10 +91,7 @@ pub fn clear_ran_out_in(tx: &Transaction, now: i64) -> Result<bool> {
     if !ran_out {
         return Ok(false);
     }
-    tx.execute(
-        "DELETE FROM settings WHERE key IN ('pause_until', 'pause_reason')",
-        [],
-    )?;
+    clear_in(tx, &["pause_until", "pause_reason"])?;
     crate::event::record(
         tx,
         crate::event::Kind::PauseCleared,
@@ -190,7 +168,7 @@ pub fn set_limit(db: &Db, n: Option<i64>) -> Result<()> {
                 )
             }
             None => {
-                tx.execute("DELETE FROM settings WHERE key = 'limit'", [])?;
+                clear_in(tx, &["limit"])?;
                 (crate::event::Kind::LimitCleared, None)
             }
         };
@@ -203,51 +181,6 @@ pub fn set_limit(db: &Db, n: Option<i64>) -> Result<()> {
             detail.as_deref(),
         )?;
         Ok(())
-    })
-}
-
-/// How much of the event journal this database keeps (`orch-queue
-/// retention`); the defaults where unset.
-pub fn retention_in(tx: &Transaction) -> Result<crate::event::Retention> {
-    let d = crate::event::Retention::default();
-    let num = |k: &str, d: i64| -> Result<i64> {
-        Ok(get_in(tx, k)?
-            .and_then(|v| v.parse::<i64>().ok())
-            .filter(|n| *n > 0)
-            .unwrap_or(d))
-    };
-    Ok(crate::event::Retention {
-        days: num("events_keep_days", d.days)?,
-        max: num("events_keep", d.max)?,
-    })
-}
-
-/// Sets how much of the journal is kept (what is `None` stays as it was),
-/// journals it, and prunes to it at once. Returns the retention now in force.
-pub fn set_retention(
-    db: &Db,
-    days: Option<i64>,
-    max: Option<i64>,
-) -> Result<crate::event::Retention> {
-    db.write(|tx| {
-        if let Some(d) = days {
-            set_in(tx, "events_keep_days", &d.to_string())?;
-        }
-        if let Some(m) = max {
-            set_in(tx, "events_keep", &m.to_string())?;
-        }
-        let r = retention_in(tx)?;
-        let detail = format!("keep {} days or {} events", r.days, r.max);
-        let id = crate::event::record(
-            tx,
-            crate::event::Kind::RetentionSet,
-            crate::event::About::default(),
-            None,
-            None,
-            Some(&detail),
-        )?;
-        crate::event::prune_in(tx, id, r)?;
-        Ok(r)
     })
 }
 
