@@ -9,7 +9,7 @@
 #   - `orch-batch plan` over 100 000 independent tasks and over a 100 000-step chain;
 #   - peak memory (max RSS) of each binary on these workloads;
 #   - how soon `orch-events --follow` sees a commit (scripts/bench-events.sh);
-# then scripts/bench-limits.sh (slot claim + release; the batcher with 1 000
+# then scripts/bench-limits.sh (slot claim + release through orch-hook; the batcher with 1 000
 # tasks waiting for a retry), scripts/bench-run.sh and scripts/bench-land.sh
 # (landing 50 branches, worktree cost per task) when they exist. Prints one table with the targets.
 #

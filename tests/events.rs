@@ -462,16 +462,41 @@ fn emit_release_and_verification_runs_are_journaled_once() {
     assert_eq!(judged[1]["to"], "SEQUENTIAL");
 }
 
+/// Retention is a setting of the database, the same for every writer
+/// (whatever its environment): set, shown, journaled, and enforced at once
+/// and then once per 1 000 events.
 #[test]
-fn retention_keeps_the_newest_events_and_prunes_once_per_thousand() {
+fn issue15_retention_is_a_database_setting_that_keeps_the_newest_events() {
     let env = Env::new();
+    for i in 0..5 {
+        env.add("dev", &format!("early {i}"));
+    }
+    assert_eq!(
+        env.ok("orch-queue", &["retention"]).trim(),
+        "keep 30 days or 1000000 events, whichever is less"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok("orch-queue", &["retention", "--json"])).unwrap();
+    assert_eq!(v, serde_json::json!({"days": 30, "max": 1_000_000}));
+    // Setting it journals the change and prunes to it at once: the newest 3 stay.
+    assert_eq!(
+        env.ok("orch-queue", &["retention", "--max", "3"]).trim(),
+        "keep 30 days or 3 events, whichever is less"
+    );
+    let left = all_events(&env);
+    assert_eq!(ids(&left), [4, 5, 6]);
+    assert_eq!(left[2]["kind"], "retention.set");
+    assert_eq!(left[2]["detail"], "keep 30 days or 3 events");
+    let out = env.ok("orch-queue", &["retention", "--max", "100"]);
+    assert!(out.contains("100 events"), "{out}");
     let input: String = (0..1500)
         .map(|i| format!("{{\"role\":\"dev\",\"prompt\":\"task {i}\"}}\n"))
         .collect();
     let out = {
         let mut c = env.cmd("orch-queue");
         c.args(["add", "--stdin"])
-            .env("ORCH_EVENTS_KEEP", "100")
+            // Not a setting any more: the database's own retention holds.
+            .env("ORCH_EVENTS_KEEP", "1000000")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -487,8 +512,24 @@ fn retention_keeps_the_newest_events_and_prunes_once_per_thousand() {
     };
     assert_code(&out, 0);
     let left = ids(&all_events(&env));
-    // Pruned at event 1000 down to the newest 100; 500 more since.
-    assert_eq!(left, (901..=1500).collect::<Vec<_>>());
+    // Events 8..=1507 were added; pruned at event 1000 down to the newest
+    // 100, then 507 more since.
+    assert_eq!(left, (901..=1507).collect::<Vec<_>>());
+    // The days and the count are set apart; bad values change nothing.
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok("orch-queue", &["retention", "--days", "7", "--json"]))
+            .unwrap();
+    assert_eq!(v, serde_json::json!({"days": 7, "max": 100}));
+    for bad in [&["--days", "0"][..], &["--max", "-1"], &["--max", "many"]] {
+        let mut a = vec!["retention"];
+        a.extend_from_slice(bad);
+        let o = env.run("orch-queue", &a);
+        assert_code(&o, 2);
+    }
+    assert_eq!(
+        env.ok("orch-queue", &["retention"]).trim(),
+        "keep 7 days or 100 events, whichever is less"
+    );
 }
 
 /// A task rate-limited once, then done: its row has a bar per attempt, the

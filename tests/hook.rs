@@ -1255,3 +1255,61 @@ fn issue14_a_reconciled_agent_frees_its_slot() {
     assert_eq!(task(&env, ids[1])["status"], "running");
     assert!(env.ok("orch-queue", &["limit"]).contains("1 running"));
 }
+
+/// A pause whose time has passed is cleared by the first write that looks at
+/// it, journaled once as `pause.cleared` ("ran out") however many processes
+/// race to notice; reads before it change nothing.
+#[test]
+fn issue15_a_pause_that_runs_out_is_journaled_once_by_the_first_write() {
+    let env = Env::new();
+    let ids: Vec<i64> = (1..=8)
+        .map(|i| env.add("dev", &format!("part {i}")))
+        .collect();
+    env.ok("orch-batch", &["create"]);
+    env.ok("orch-queue", &["pause", "--until", "1s"]);
+    let cleared = || -> Vec<Value> {
+        env.ok("orch-events", &["--kind", "pause.cleared", "--json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let pause_rows = || -> i64 {
+        env.sql()
+            .query_row(
+                "SELECT count(*) FROM settings WHERE key IN ('pause_until', 'pause_reason')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert!(cleared().is_empty());
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    // Readers see no pause in force, and write nothing.
+    assert!(!env.ok("orch", &["status"]).contains("paused"));
+    env.ok("orch-queue", &["limit"]);
+    env.ok("orch", &["doctor"]);
+    assert!(cleared().is_empty());
+    assert_eq!(pause_rows(), 2);
+    // Eight launches at once: each looks at the pause inside its write.
+    std::thread::scope(|s| {
+        for (i, id) in ids.iter().enumerate() {
+            let env = &env;
+            s.spawn(move || {
+                hook(
+                    env,
+                    &[],
+                    &agent_event("pre_tool_use_agent.json", &format!("toolu_{i}"), *id),
+                )
+            });
+        }
+    });
+    let c = cleared();
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0]["detail"], "ran out");
+    assert_eq!(pause_rows(), 0);
+    // Nothing left to resume, and nothing more journaled.
+    let out = env.run("orch-queue", &["resume"]);
+    assert_code(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not paused"));
+    assert_eq!(cleared().len(), 1);
+}

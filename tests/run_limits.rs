@@ -266,6 +266,67 @@ fn issue14_usage_limit_reset_times_pause_every_runner() {
     assert_ne!(o.status.code(), Some(0));
 }
 
+/// A reset time with a named zone is read in that zone, whatever the
+/// machine's own (TZ here); one without a zone in the machine's zone.
+#[test]
+fn issue14_a_usage_limit_reset_is_read_in_the_zone_it_names() {
+    for (fixture, tz, zone, hour, minute) in [
+        (
+            "usage_limit--zone-warsaw.json",
+            "Asia/Tokyo",
+            "Europe/Warsaw",
+            15,
+            0,
+        ),
+        (
+            "usage_limit--zone-new-york.json",
+            "Asia/Tokyo",
+            "America/New_York",
+            11,
+            0,
+        ),
+        (
+            "usage_limit--no-zone.json",
+            "America/Los_Angeles",
+            "America/Los_Angeles",
+            15,
+            0,
+        ),
+        (
+            "usage_limit--no-zone.json",
+            "Asia/Kolkata",
+            "Asia/Kolkata",
+            15,
+            0,
+        ),
+    ] {
+        let env = Env::new();
+        let file = fixtures().join(fixture);
+        let (b, ids) = batch_of(&env, &[&format!("replay={}", file.display())]);
+        let out = out_of(
+            orch_run(
+                &env,
+                &[&b, "--agent", "claude", "--retries", "1", "--no-wait"],
+            )
+            .env("TZ", tz),
+        );
+        assert_code(&out, 1);
+        let t = times(&env, ids[0]);
+        let end = t[0].1.unwrap();
+        // The next HOUR:MINUTE in ZONE after the attempt ended, plus the 1 s margin.
+        let z = jiff::tz::TimeZone::get(zone).unwrap();
+        let local = jiff::Timestamp::from_millisecond(end)
+            .unwrap()
+            .to_zoned(z.clone());
+        let mut reset = local.date().at(hour, minute, 0, 0).to_zoned(z).unwrap();
+        if reset.timestamp().as_millisecond() <= end {
+            reset = reset.tomorrow().unwrap();
+        }
+        let want = reset.timestamp().as_millisecond() / 1000 * 1000 + 1000;
+        assert_eq!(t[0].2, Some(want), "{fixture} with TZ={tz}");
+    }
+}
+
 #[test]
 fn issue14_usage_limit_stops_starts_across_two_runners_until_reset() {
     let env = Env::new();
@@ -524,6 +585,34 @@ fn issue14_a_reused_pid_does_not_keep_the_batch_locked_and_a_live_lease_does() {
     assert_eq!(status(&env, ids[0]), "done");
 }
 
+/// The most spans `[start, end)` open at one moment, and that moment. At
+/// equal times an end comes before a start (a slot given back, then taken).
+fn most_at_once(spans: &[(i64, i64)]) -> (usize, i64) {
+    let mut edges: Vec<(i64, i32)> = spans
+        .iter()
+        .flat_map(|&(s, e)| {
+            assert!(s <= e, "an attempt ended before it started: {s}..{e}");
+            [(s, 1), (e, -1)]
+        })
+        .collect();
+    edges.sort();
+    let (mut open, mut most, mut at) = (0i32, 0i32, 0);
+    for (t, d) in edges {
+        open += d;
+        if open > most {
+            (most, at) = (open, t);
+        }
+    }
+    (most as usize, at)
+}
+
+#[test]
+fn most_at_once_counts_overlaps_not_touches() {
+    assert_eq!(most_at_once(&[(0, 10), (10, 20), (20, 30)]).0, 1);
+    assert_eq!(most_at_once(&[(0, 10), (5, 20), (6, 7), (19, 30)]), (3, 6));
+    assert_eq!(most_at_once(&[]).0, 0);
+}
+
 #[test]
 fn issue14_limit_4_caps_three_runners_measured_from_the_agents_timestamps() {
     let env = Env::new();
@@ -577,6 +666,22 @@ fn issue14_limit_4_caps_three_runners_measured_from_the_agents_timestamps() {
     );
     // 24 one-second probes, 4 at a time: at least 6 s.
     assert!(r["wall_ms"].as_i64().unwrap() >= 6000, "{r}");
+    // And the cap is used, not just kept: from the attempts' own start and
+    // end times, 4 ran at once at some moment, and never more.
+    let spans: Vec<(i64, i64)> = env
+        .sql()
+        .prepare("SELECT started_at, ended_at FROM attempts")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(spans.len(), 24, "one attempt per probe: {spans:?}");
+    let (most, _) = most_at_once(&spans);
+    assert_eq!(
+        most, 4,
+        "at most {most} ran at once under a limit of 4: {spans:?}"
+    );
     // Every slot was given back.
     assert_eq!(
         env.ok("orch-queue", &["limit"]).trim(),

@@ -28,7 +28,7 @@ pub const POLL: Duration = Duration::from_millis(20);
 ///
 /// Events have increasing ids in commit order; `--since ID` resumes after a
 /// restart with nothing lost or repeated. The journal keeps 30 days or
-/// 1 000 000 events (ORCH_EVENTS_KEEP_DAYS, ORCH_EVENTS_KEEP).
+/// 1 000 000 events (`orch-queue retention` changes it).
 #[derive(Debug, Parser)]
 #[command(name = "orch-events", version, after_help = EXAMPLES)]
 pub struct Cli {

@@ -185,6 +185,22 @@ JSON Lines keys: role, prompt, description?, priority?, after? (ids or keys), ke
         #[arg(long)]
         clear: bool,
     },
+    /// How much of the event journal this database keeps (the older of the
+    /// two goes); with no option, print it.
+    #[command(
+        after_help = "Examples:\n  orch-queue retention\n  orch-queue retention --days 7 --max 100000\n  orch-queue retention --json"
+    )]
+    Retention {
+        /// Keep events younger than N days [default: 30].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..=36_500))]
+        days: Option<i64>,
+        /// Keep at most the newest N events [default: 1000000].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..=1_000_000_000))]
+        max: Option<i64>,
+        /// One JSON object: {"days":N,"max":N}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -498,6 +514,29 @@ impl Tool for Cli {
                         None => "clearing the limit".to_string(),
                     };
                     out.answer(what, print)?;
+                } else {
+                    print(&mut out)?;
+                }
+            }
+            Cmd::Retention { days, max, json } => {
+                let set = days.is_some() || max.is_some();
+                let r = if set {
+                    crate::check_stdout()?;
+                    let db = self.db.open()?;
+                    orch_core::event::set_retention(&db, days, max)?
+                } else {
+                    let db = self.db.open_existing()?;
+                    db.read(orch_core::event::retention_in)?
+                };
+                let print = |out: &mut Out| match json {
+                    true => out.json(&r),
+                    false => out.line(format_args!(
+                        "keep {} days or {} events, whichever is less",
+                        r.days, r.max
+                    )),
+                };
+                if set {
+                    out.answer(|| "the new retention".to_string(), print)?;
                 } else {
                     print(&mut out)?;
                 }

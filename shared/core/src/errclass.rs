@@ -295,9 +295,11 @@ const MONTHS: [&str; 12] = [
     "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
 ];
 
-/// Parses `2:34am (UTC)`, `3pm`, `Dec 3, 2:34am (UTC)`, `Oct 6, 6pm.` as the
-/// next such moment after `now`. A zone in parentheses other than UTC/GMT is
-/// taken as this machine's local zone (Claude Code prints the zone it runs in).
+/// Parses `2:34am (UTC)`, `3pm (Europe/Warsaw)`, `11:00 (America/New_York)`,
+/// `Dec 3, 2:34am (UTC)`, `Oct 6, 6pm.` as the next such moment after `now`,
+/// in the zone named in parentheses (looked up in the system's time zone
+/// database). Without a zone, or with one the database does not know, the
+/// time is read in this machine's local zone.
 pub fn human_time(s: &str, now: i64) -> Option<i64> {
     let s = s.trim().trim_end_matches('.');
     let (body, zone) = match s.find('(') {
@@ -307,7 +309,7 @@ pub fn human_time(s: &str, now: i64) -> Option<i64> {
         ),
         None => (s, ""),
     };
-    let utc = matches!(zone, "UTC" | "GMT" | "Etc/UTC" | "Z");
+    let tz = zone_named(zone);
     let body = body.trim().trim_end_matches('.').to_lowercase();
     let body = body.strip_prefix("at ").unwrap_or(&body).to_string();
     // An optional `Mon D[, YYYY],` date before the clock time.
@@ -347,8 +349,8 @@ pub fn human_time(s: &str, now: i64) -> Option<i64> {
         return None;
     }
     let now_s = now / 1000;
-    let today = civil(now_s, utc);
-    let candidate = |y: i32, mo: u32, d: u32| to_epoch(y, mo, d, h, m, utc);
+    let today = civil(now_s, &tz);
+    let candidate = |y: i32, mo: u32, d: u32| to_epoch(y, mo, d, h, m, &tz);
     let at = match date {
         Some((year, mo, d)) => {
             let y = year.unwrap_or(today.0);
@@ -371,26 +373,41 @@ pub fn human_time(s: &str, now: i64) -> Option<i64> {
     Some(at * 1000)
 }
 
-/// The zone civil times are read in: UTC, or this machine's local zone.
-fn zone(utc: bool) -> jiff::tz::TimeZone {
-    if utc {
-        jiff::tz::TimeZone::UTC
-    } else {
-        jiff::tz::TimeZone::system()
+/// The zone a reset time names: UTC, an IANA name the system's time zone
+/// database knows (`Europe/Warsaw`), else this machine's local zone.
+fn zone_named(name: &str) -> jiff::tz::TimeZone {
+    if matches!(name, "UTC" | "GMT" | "Etc/UTC" | "Z") {
+        return jiff::tz::TimeZone::UTC;
     }
+    // Only names shaped like the database's (`Area/City`, `EST5EDT`) are looked up.
+    let shaped = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('/')
+        && !name
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
+    if shaped {
+        if let Ok(tz) = jiff::tz::TimeZone::get(name) {
+            return tz;
+        }
+    }
+    jiff::tz::TimeZone::system()
 }
 
-/// (year, month, day) of epoch second `s`, in UTC or local time.
-fn civil(s: i64, utc: bool) -> (i32, u32, u32) {
+/// (year, month, day) of epoch second `s` in zone `tz`.
+fn civil(s: i64, tz: &jiff::tz::TimeZone) -> (i32, u32, u32) {
     let Ok(t) = jiff::Timestamp::from_second(s) else {
         return (1970, 1, 1);
     };
-    let d = t.to_zoned(zone(utc)).date();
+    let d = t.to_zoned(tz.clone()).date();
     (i32::from(d.year()), d.month() as u32, d.day() as u32)
 }
 
-/// Epoch seconds of a civil time, in UTC or local time.
-fn to_epoch(y: i32, mo: u32, d: u32, h: u32, m: u32, utc: bool) -> Option<i64> {
+/// Epoch seconds of a civil time in zone `tz`.
+fn to_epoch(y: i32, mo: u32, d: u32, h: u32, m: u32, tz: &jiff::tz::TimeZone) -> Option<i64> {
     let date = jiff::civil::Date::new(
         i16::try_from(y).ok()?,
         i8::try_from(mo).ok()?,
@@ -398,7 +415,7 @@ fn to_epoch(y: i32, mo: u32, d: u32, h: u32, m: u32, utc: bool) -> Option<i64> {
     )
     .ok()?;
     let dt = date.at(i8::try_from(h).ok()?, i8::try_from(m).ok()?, 0, 0);
-    let z = dt.to_zoned(zone(utc)).ok()?;
+    let z = dt.to_zoned(tz.clone()).ok()?;
     Some(z.timestamp().as_second())
 }
 
@@ -448,6 +465,64 @@ mod tests {
         );
         assert_eq!(at("nonsense"), None);
         assert_eq!(at("13pm (UTC)"), None);
+    }
+
+    #[test]
+    fn a_named_zone_is_read_in_that_zone() {
+        let at = |s| human_time(s, NOW);
+        // November: Warsaw is UTC+1, New York UTC-5.
+        assert_eq!(at("3pm (Europe/Warsaw)"), Some(NOW + 15 * 3_600_000));
+        assert_eq!(
+            at("at 11:00 (America/New_York)"),
+            Some(NOW + 17 * 3_600_000)
+        );
+        assert_eq!(
+            at("Dec 3, 2:34am (America/New_York)"),
+            Some(NOW + (3 * 86_400 + 8 * 3600 + 34 * 60) * 1000)
+        );
+        // July: summer time, Warsaw UTC+2. 2026-07-01T10:00:00Z.
+        let july = 1_782_900_000_000;
+        assert_eq!(
+            human_time("3pm (Europe/Warsaw)", july),
+            Some(july + 3 * 3_600_000)
+        );
+        // The whole messages, as Claude Code prints them.
+        let c = classify_text(
+            "You've hit your 5-hour limit · resets 3pm (Europe/Warsaw)",
+            None,
+            "",
+            NOW,
+        );
+        assert_eq!(c.reset_at, Some(NOW + 15 * 3_600_000));
+        let c = classify_text(
+            "Claude usage limit reached. Your limit will reset at 11:00 (America/New_York).",
+            None,
+            "",
+            NOW,
+        );
+        assert_eq!(c.reset_at, Some(NOW + 17 * 3_600_000));
+    }
+
+    #[test]
+    fn no_zone_or_an_unknown_one_is_the_local_zone() {
+        // The next 3pm of this machine's zone, whatever it is.
+        let local = jiff::Timestamp::from_millisecond(NOW)
+            .unwrap()
+            .to_zoned(jiff::tz::TimeZone::system());
+        let mut want = local
+            .date()
+            .at(15, 0, 0, 0)
+            .to_zoned(local.time_zone().clone())
+            .unwrap();
+        if want.timestamp().as_millisecond() <= NOW {
+            want = want.tomorrow().unwrap();
+        }
+        let want = Some(want.timestamp().as_millisecond());
+        assert_eq!(human_time("3pm", NOW), want);
+        assert_eq!(human_time("3pm (Mars/Olympus_Mons)", NOW), want);
+        assert_eq!(human_time("3pm (../../etc/passwd)", NOW), want);
+        let c = classify_text("You've hit your 5-hour limit · resets 3pm", None, "", NOW);
+        assert_eq!(c.reset_at, want);
     }
 
     #[test]

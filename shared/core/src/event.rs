@@ -39,6 +39,7 @@ pub enum Kind {
     PauseCleared,
     LimitSet,
     LimitCleared,
+    RetentionSet,
 }
 
 impl Kind {
@@ -67,6 +68,7 @@ impl Kind {
         Kind::PauseCleared,
         Kind::LimitSet,
         Kind::LimitCleared,
+        Kind::RetentionSet,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +97,7 @@ impl Kind {
             Kind::PauseCleared => "pause.cleared",
             Kind::LimitSet => "limit.set",
             Kind::LimitCleared => "limit.cleared",
+            Kind::RetentionSet => "retention.set",
         }
     }
 }
@@ -143,28 +146,62 @@ impl About {
 }
 
 /// How much of the journal is kept: events younger than `days` and among the
-/// newest `max`. `ORCH_EVENTS_KEEP_DAYS` and `ORCH_EVENTS_KEEP` override the
-/// defaults (30 days, 1 000 000 events).
-#[derive(Debug, Clone, Copy)]
+/// newest `max`. A setting of the database (`orch-queue retention`, read by
+/// [`retention_in`]), the same for every writer; by default 30 days, 1 000 000 events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Retention {
     pub days: i64,
     pub max: i64,
 }
 
-impl Retention {
-    pub fn from_env() -> Retention {
-        let num = |k: &str, d: i64| {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .filter(|n| *n > 0)
-                .unwrap_or(d)
-        };
+impl Default for Retention {
+    fn default() -> Retention {
         Retention {
-            days: num("ORCH_EVENTS_KEEP_DAYS", 30),
-            max: num("ORCH_EVENTS_KEEP", 1_000_000),
+            days: 30,
+            max: 1_000_000,
         }
     }
+}
+
+/// How much of the event journal this database keeps (`orch-queue
+/// retention`); the defaults where unset.
+pub fn retention_in(tx: &Transaction) -> Result<Retention> {
+    let d = Retention::default();
+    let num = |k: &str, d: i64| -> Result<i64> {
+        Ok(crate::settings::get_in(tx, k)?
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(d))
+    };
+    Ok(Retention {
+        days: num("events_keep_days", d.days)?,
+        max: num("events_keep", d.max)?,
+    })
+}
+
+/// Sets how much of the journal is kept (what is `None` stays as it was),
+/// journals it, and prunes to it at once. Returns the retention now in force.
+pub fn set_retention(db: &Db, days: Option<i64>, max: Option<i64>) -> Result<Retention> {
+    db.write(|tx| {
+        if let Some(d) = days {
+            crate::settings::set_in(tx, "events_keep_days", &d.to_string())?;
+        }
+        if let Some(m) = max {
+            crate::settings::set_in(tx, "events_keep", &m.to_string())?;
+        }
+        let r = retention_in(tx)?;
+        let detail = format!("keep {} days or {} events", r.days, r.max);
+        let id = record(
+            tx,
+            Kind::RetentionSet,
+            About::default(),
+            None,
+            None,
+            Some(&detail),
+        )?;
+        prune_in(tx, id, r)?;
+        Ok(r)
+    })
 }
 
 /// The journal is pruned when an event id is a multiple of this: the cost of
@@ -201,7 +238,7 @@ pub fn record(
     ])?;
     let id = tx.last_insert_rowid();
     if id % PRUNE_EVERY == 0 {
-        prune_in(tx, id, Retention::from_env())?;
+        prune_in(tx, id, retention_in(tx)?)?;
     }
     Ok(id)
 }

@@ -29,6 +29,7 @@ pub mod limits;
 pub mod mcp;
 pub mod msg;
 pub mod run;
+pub mod settings;
 pub mod task;
 pub mod tasklog;
 pub mod text;

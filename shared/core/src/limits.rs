@@ -1,11 +1,12 @@
 //! What holds every runner on a database back: a pause (after a usage limit,
 //! or by hand) and the most agents running at once.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Transaction};
 use serde::Serialize;
 
 use crate::db::Db;
 use crate::error::Result;
+use crate::settings::{clear_in, get_in, set_in};
 use crate::time::now_ms;
 
 /// Added to a usage limit's reset time before anything starts again.
@@ -23,27 +24,10 @@ pub struct Pause {
     pub reason: String,
 }
 
-fn get_in(tx: &Transaction, key: &str) -> Result<Option<String>> {
-    Ok(tx
-        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
-        .optional()?)
-}
-
-fn set_in(tx: &Transaction, key: &str, value: &str) -> Result<()> {
-    tx.execute(
-        "INSERT INTO settings (key, value) VALUES (?1, ?2)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![key, value],
-    )?;
-    Ok(())
-}
-
 /// Pauses every runner until `until` (ms; `None` until resumed). An earlier
 /// end never shortens a pause already in force.
 pub fn pause_in(tx: &Transaction, until: Option<i64>, reason: &str) -> Result<()> {
-    if let Some(p) = paused_in(tx, now_ms())? {
+    if let Some(p) = pause_in_force_in(tx, now_ms())? {
         match (p.until_ms, until) {
             (None, _) => return Ok(()),
             (Some(a), Some(b)) if a >= b => return Ok(()),
@@ -79,11 +63,8 @@ pub fn pause(db: &Db, until: Option<i64>, reason: &str) -> Result<()> {
 /// Ends the pause.
 pub fn resume(db: &Db) -> Result<bool> {
     db.write(|tx| {
-        let was = paused_in(tx, now_ms())?.is_some();
-        tx.execute(
-            "DELETE FROM settings WHERE key IN ('pause_until', 'pause_reason')",
-            [],
-        )?;
+        let was = pause_in_force_in(tx, now_ms())?.is_some();
+        clear_in(tx, &["pause_until", "pause_reason"])?;
         if was {
             crate::event::record(
                 tx,
@@ -98,7 +79,39 @@ pub fn resume(db: &Db) -> Result<bool> {
     })
 }
 
-/// The pause in force at `now`, if any.
+/// Clears a pause whose time has passed and journals it (`pause.cleared`,
+/// "ran out"). The first write transaction that looks at the pause after its
+/// end does it, once: writes are serialised, and the next one finds nothing
+/// left to clear. Call inside a write transaction only (readers use
+/// [`paused_in`], which never writes). True when it cleared one.
+pub fn clear_ran_out_in(tx: &Transaction, now: i64) -> Result<bool> {
+    let ran_out = get_in(tx, "pause_until")?
+        .and_then(|u| u.parse::<i64>().ok())
+        .is_some_and(|u| u <= now);
+    if !ran_out {
+        return Ok(false);
+    }
+    clear_in(tx, &["pause_until", "pause_reason"])?;
+    crate::event::record(
+        tx,
+        crate::event::Kind::PauseCleared,
+        crate::event::About::default(),
+        None,
+        None,
+        Some("ran out"),
+    )?;
+    Ok(true)
+}
+
+/// The pause in force at `now`, inside a write transaction: one that has run
+/// out is cleared and journaled first ([`clear_ran_out_in`]).
+pub fn pause_in_force_in(tx: &Transaction, now: i64) -> Result<Option<Pause>> {
+    clear_ran_out_in(tx, now)?;
+    paused_in(tx, now)
+}
+
+/// The pause in force at `now`, if any. Reads only: a pause that has run out
+/// is not in force, but stays to be cleared by the next write.
 pub fn paused_in(tx: &Transaction, now: i64) -> Result<Option<Pause>> {
     let Some(until) = get_in(tx, "pause_until")? else {
         return Ok(None);
@@ -155,7 +168,7 @@ pub fn set_limit(db: &Db, n: Option<i64>) -> Result<()> {
                 )
             }
             None => {
-                tx.execute("DELETE FROM settings WHERE key = 'limit'", [])?;
+                clear_in(tx, &["limit"])?;
                 (crate::event::Kind::LimitCleared, None)
             }
         };
@@ -181,13 +194,15 @@ pub fn slots_in_use_in(tx: &Transaction, now: i64) -> Result<i64> {
 }
 
 /// Takes a slot for `holder`/`key` when the limit allows (always without a
-/// limit, taking nothing). Expired slots (a runner whose lease lapsed, a hook
+/// limit, taking nothing), clearing a pause that ran out. Expired slots (a runner whose lease lapsed, a hook
 /// agent whose end never came) are freed first. Call inside a write transaction.
 pub fn take_slot_in(tx: &Transaction, holder: &str, key: &str, expires_at: i64) -> Result<bool> {
+    let now = now_ms();
+    // Every start goes through here: a pause that ran out is cleared now.
+    clear_ran_out_in(tx, now)?;
     let Some(limit) = limit_in(tx)? else {
         return Ok(true);
     };
-    let now = now_ms();
     tx.execute("DELETE FROM slots WHERE expires_at <= ?1", [now])?;
     if slots_in_use_in(tx, now)? >= limit {
         return Ok(false);

@@ -991,7 +991,7 @@ mod tests {
         ("job_results", "core/src/dispatch.rs"),
         ("attempts", "core/src/attempt.rs"),
         ("slots", "core/src/limits.rs"),
-        ("settings", "core/src/limits.rs"),
+        ("settings", "core/src/settings.rs"),
         ("events", "core/src/event.rs"),
         ("task_logs", "core/src/tasklog.rs"),
     ];
