@@ -1313,3 +1313,38 @@ fn issue15_a_pause_that_runs_out_is_journaled_once_by_the_first_write() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not paused"));
     assert_eq!(cleared().len(), 1);
 }
+
+/// A pause stops new starts in Claude Code too: while `orch-queue pause` (or
+/// a usage limit) holds, orch-hook denies an Agent launch with a reason that
+/// says when to send it again, records nothing for it and holds no slot;
+/// after `resume` the same call goes through.
+#[test]
+fn issue14_a_launch_during_a_pause_is_denied_until_resume() {
+    let env = Env::new();
+    let ids = three_batched_tasks(&env);
+    env.ok("orch-queue", &["limit", "3"]);
+    env.ok("orch-queue", &["pause"]);
+    let out = hook(
+        &env,
+        &[],
+        &agent_event("pre_tool_use_agent.json", "toolu_p", ids[0]),
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let h = &v["hookSpecificOutput"];
+    assert_eq!(h["permissionDecision"], "deny", "{v}");
+    let reason = h["permissionDecisionReason"].as_str().unwrap();
+    assert!(
+        reason.contains("paused") && reason.contains("again"),
+        "{reason}"
+    );
+    assert_eq!(task(&env, ids[0])["status"], "batched");
+    assert!(env.ok("orch-queue", &["limit"]).contains("0 running"));
+    env.ok("orch-queue", &["resume"]);
+    let out = hook(
+        &env,
+        &[],
+        &agent_event("pre_tool_use_agent.json", "toolu_p", ids[0]),
+    );
+    assert!(!out.contains("deny"), "{out}");
+    assert_eq!(task(&env, ids[0])["status"], "running");
+}

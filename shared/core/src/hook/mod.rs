@@ -170,17 +170,25 @@ pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> 
                         let key = format!("{}/{}", ev.session_id, ev.tool_use_id);
                         if !crate::limits::take_slot_in(tx, SLOT_HOLDER, &key, now + stale)? {
                             let limit = crate::limits::limit_in(tx)?.unwrap_or(0);
-                            return Ok(Some(limit));
+                            return Ok(Some(format!(
+                                "orch: {limit} agents are already running on this project (orch-queue limit {limit}). This call was not run: wait for a running agent to finish, then send this same Agent call again."
+                            )));
+                        }
+                        // A pause (a usage limit, or `orch-queue pause`) starts nothing new.
+                        if let Some(p) = crate::limits::paused_in(tx, now)? {
+                            crate::limits::release_in(tx, SLOT_HOLDER, &key)?;
+                            return Ok(Some(format!(
+                                "orch: agents on this project are {}. This call was not run: send this same Agent call again after that (`orch-queue resume` ends the pause by hand).",
+                                crate::limits::describe(&p)
+                            )));
                         }
                     }
                     tool_event(tx, kind, &ev, &input, response.as_ref(), now)?;
                     Ok(None)
                 })
                 .map_err(busy)?;
-            if let Some(limit) = denied {
-                return Ok(Reply::Print(Output::deny(format!(
-                    "orch: {limit} agents are already running on this project (orch-queue limit {limit}). This call was not run: wait for a running agent to finish, then send this same Agent call again."
-                ))));
+            if let Some(reason) = denied {
+                return Ok(Reply::Print(Output::deny(reason)));
             }
             Ok(Reply::Silent)
         }
