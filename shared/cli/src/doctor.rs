@@ -616,26 +616,21 @@ fn orch_hook_events(settings: &serde_json::Value) -> Vec<String> {
     events
 }
 
-/// orch hooks in the Claude Code settings that a session started here reads:
-/// `./.claude/settings.json` (project settings are read from the launch
-/// directory only), `settings.local.json` here or at the repository root, and
-/// the user's settings (`$CLAUDE_CONFIG_DIR`, default `~/.claude`). orch hooks
-/// in a parent's `settings.json` are reported as not run here.
+/// orch hooks in the Claude Code settings that a session started here reads,
+/// judged from the list `orch-hook status` uses
+/// ([`orch_core::claude::hooks::settings_files`]): `./.claude/settings.json`
+/// (project settings are read from the launch directory only),
+/// `settings.local.json` here or at the repository root, and the user's
+/// settings (`$CLAUDE_CONFIG_DIR`, default `~/.claude`). orch hooks in a
+/// parent's `settings.json` are reported as not run here.
 pub fn hooks() -> Check {
-    let cwd = std::env::current_dir().ok();
-    let git_root = project_dirs().into_iter().find(|d| d.join(".git").exists());
-    let mut files = Vec::new();
-    for d in project_dirs() {
-        let here = Some(&d) == cwd.as_ref();
-        files.push((d.join(".claude/settings.json"), here));
-        files.push((
-            d.join(".claude/settings.local.json"),
-            here || Some(&d) == git_root.as_ref(),
-        ));
-    }
-    if let Ok(user) = orch_core::claude::hooks::target(orch_core::claude::hooks::Scope::User) {
-        files.push((user.settings, true));
-    }
+    let files: Vec<(PathBuf, bool)> = match std::env::current_dir() {
+        Ok(cwd) => orch_core::claude::hooks::settings_files(&cwd)
+            .into_iter()
+            .map(|f| (f.path, f.read_here))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     let mut found = Vec::new();
     let mut elsewhere = Vec::new();
     let mut broken = Vec::new();

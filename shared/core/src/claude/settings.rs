@@ -5,11 +5,42 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+
+/// The settings file Claude Code shares with a project's team, in `.claude/`.
+pub const SHARED: &str = "settings.json";
+/// The project's personal settings file, in `.claude/`.
+pub const LOCAL: &str = "settings.local.json";
+
+/// A project's shared settings under the project directory `dir`:
+/// `dir/.claude/settings.json`.
+pub fn shared_path(dir: &Path) -> PathBuf {
+    dir.join(".claude").join(SHARED)
+}
+
+/// A project's personal settings under the project directory `dir`:
+/// `dir/.claude/settings.local.json`.
+pub fn local_path(dir: &Path) -> PathBuf {
+    dir.join(".claude").join(LOCAL)
+}
+
+/// The user's settings: `settings.json` in [`super::user_dir`]
+/// (`$CLAUDE_CONFIG_DIR`, default `~/.claude`).
+pub fn user_path() -> Option<PathBuf> {
+    super::user_dir().map(|d| d.join(SHARED))
+}
+
+/// The settings files, most specific first, that Claude Code started in
+/// `dir` reads permission rules from: local, project, user.
+pub fn permission_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = vec![local_path(dir), shared_path(dir)];
+    files.extend(user_path());
+    files
+}
 
 /// The error for a settings file orch will not change, with the way out.
 pub fn wrong(path: &Path, what: &str) -> Error {
