@@ -255,6 +255,25 @@ fn doctor_finds_hooks_and_mcp_where_claude_code_reads_them() {
         .as_str()
         .unwrap()
         .contains("user scope (tasks)"));
+
+    // With CLAUDE_CONFIG_DIR set, Claude Code's .claude.json is in it.
+    let config = env.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    let mcp_in = |config: &Path| {
+        let mut c = env.cmd("orch");
+        c.args(["doctor", "--json"])
+            .env("CLAUDE_CONFIG_DIR", config);
+        let recs = json_lines(&stdout(&output_of(&mut c)));
+        recs.into_iter().find(|r| r["check"] == "mcp").unwrap()
+    };
+    assert_eq!(mcp_in(&config)["status"], "warn");
+    std::fs::rename(env.home().join(".claude.json"), config.join(".claude.json")).unwrap();
+    let check = mcp_in(&config);
+    assert_eq!(check["status"], "ok", "{check}");
+    assert!(check["message"]
+        .as_str()
+        .unwrap()
+        .contains("config/.claude.json, user scope (tasks)"));
 }
 
 const ORCH_HOOKS: &str =

@@ -2,13 +2,13 @@
 //! and `--install` (the named workflow, and the allow rule offered).
 
 use std::io::{self, IsTerminal, Write};
-use std::path::PathBuf;
 
 use anyhow::Context;
 
 use crate::{DbArg, Out};
 use orch_core::batch;
 use orch_core::claude::agents::AgentIndex;
+use orch_core::claude::settings;
 use orch_core::emit;
 use orch_core::error::Exit;
 use orch_core::task::Status;
@@ -112,11 +112,8 @@ fn announce(path: &std::path::Path, id: i64) {
 
 fn offer_rule(id: i64, cwd: &std::path::Path, allow: bool) -> anyhow::Result<()> {
     let rule = workflow::allow_rule(id);
-    let local = orch_core::verify::local_settings(cwd);
-    let mut files = vec![local.clone(), cwd.join(".claude").join("settings.json")];
-    if let Some(home) = std::env::var_os("HOME") {
-        files.push(PathBuf::from(home).join(".claude").join("settings.json"));
-    }
+    let local = settings::local_path(cwd);
+    let files = settings::permission_files(cwd);
     if let Some(found) = workflow::find_rule(&files, &rule) {
         eprintln!(
             "orch-emit: {rule} is already allowed in {}",

@@ -527,11 +527,6 @@ pub fn probe_calls(r: &Run, db: Option<&Path>) -> ProbeCalls {
     ProbeCalls { calls, message }
 }
 
-/// Where Claude Code keeps a project's personal settings, under `dir`.
-pub fn local_settings(dir: &Path) -> PathBuf {
-    dir.join(".claude").join("settings.local.json")
-}
-
 /// The settings snippet that allows every probe.
 pub fn permission_snippet() -> String {
     let v = serde_json::json!({ "permissions": { "allow": [PERMISSION_RULE] } });
@@ -548,27 +543,9 @@ const COVERING_RULES: &[&str] = &[
     "Bash",
 ];
 
-fn allows_probe(v: &serde_json::Value) -> bool {
-    v.pointer("/permissions/allow")
-        .and_then(|a| a.as_array())
-        .is_some_and(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str())
-                .any(|x| COVERING_RULES.contains(&x.trim()))
-        })
-}
-
 /// The first settings file among `files` whose rules already allow the probe command.
 pub fn find_permission(files: &[PathBuf]) -> Option<PathBuf> {
-    files
-        .iter()
-        .find(|f| {
-            std::fs::read_to_string(f)
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .is_some_and(|v| allows_probe(&v))
-        })
-        .cloned()
+    crate::claude::settings::find_allowed(files, COVERING_RULES)
 }
 
 /// What [`add_permission`] did.
@@ -583,27 +560,13 @@ pub enum Added {
 /// JSON object (or whose `permissions`/`allow` have the wrong shape) is refused
 /// and left untouched. The new file replaces the old one atomically.
 pub fn add_permission(path: &Path) -> Result<Added> {
-    use crate::claude::settings::{self as settings_file, wrong};
-    let mut v = settings_file::read(path)?.unwrap_or_else(|| serde_json::json!({}));
-    if allows_probe(&v) {
-        return Ok(Added::AlreadyThere);
-    }
-    let root = v
-        .as_object_mut()
-        .ok_or_else(|| wrong(path, "not a JSON object"))?;
-    let perms = root
-        .entry("permissions")
-        .or_insert_with(|| serde_json::json!({}))
-        .as_object_mut()
-        .ok_or_else(|| wrong(path, "\"permissions\" is not an object"))?;
-    let allow = perms
-        .entry("allow")
-        .or_insert_with(|| serde_json::json!([]))
-        .as_array_mut()
-        .ok_or_else(|| wrong(path, "\"permissions.allow\" is not an array"))?;
-    allow.push(serde_json::Value::String(PERMISSION_RULE.into()));
-    settings_file::write_atomic(path, &settings_file::render(&v))?;
-    Ok(Added::Added)
+    Ok(
+        if crate::claude::settings::allow(path, PERMISSION_RULE, COVERING_RULES)? {
+            Added::Added
+        } else {
+            Added::AlreadyThere
+        },
+    )
 }
 
 #[cfg(test)]
@@ -657,7 +620,7 @@ mod tests {
     #[test]
     fn permission_merges_and_refuses_bad_json() {
         let dir = tempfile::tempdir().unwrap();
-        let p = local_settings(dir.path());
+        let p = crate::claude::settings::local_path(dir.path());
         assert_eq!(add_permission(&p).unwrap(), Added::Added);
         assert_eq!(add_permission(&p).unwrap(), Added::AlreadyThere);
         std::fs::write(

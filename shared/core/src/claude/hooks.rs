@@ -143,9 +143,9 @@ pub fn target(scope: Scope) -> Result<Target> {
     let claude = match scope {
         Scope::User => super::user_dir()
             .ok_or_else(|| Error::invalid("HOME is not set: cannot find ~/.claude"))?,
-        Scope::Here => current_dir()?.join(".claude"),
+        Scope::Here => super::project_claude_dir(&current_dir()?),
         Scope::Project | Scope::Local => {
-            project_dir(&current_dir()?, home().as_deref()).join(".claude")
+            super::project_claude_dir(&project_dir(&current_dir()?, home().as_deref()))
         }
     };
     let file = if scope == Scope::Local {

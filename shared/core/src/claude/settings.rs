@@ -19,13 +19,13 @@ pub const LOCAL: &str = "settings.local.json";
 /// A project's shared settings under the project directory `dir`:
 /// `dir/.claude/settings.json`.
 pub fn shared_path(dir: &Path) -> PathBuf {
-    dir.join(".claude").join(SHARED)
+    super::project_claude_dir(dir).join(SHARED)
 }
 
 /// A project's personal settings under the project directory `dir`:
 /// `dir/.claude/settings.local.json`.
 pub fn local_path(dir: &Path) -> PathBuf {
-    dir.join(".claude").join(LOCAL)
+    super::project_claude_dir(dir).join(LOCAL)
 }
 
 /// The user's settings: `settings.json` in [`super::user_dir`]
@@ -100,4 +100,50 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
         })?;
     }
     crate::atomic::write(path, text.as_bytes(), crate::atomic::Access::Keep)
+}
+
+/// Whether settings `v` hold one of `rules` in `permissions.allow`.
+pub fn allows(v: &Value, rules: &[&str]) -> bool {
+    v.pointer("/permissions/allow")
+        .and_then(|a| a.as_array())
+        .is_some_and(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .any(|x| rules.contains(&x.trim()))
+        })
+}
+
+/// The first settings file among `files` whose `permissions.allow` holds one
+/// of `rules`; a file that is missing or unreadable allows nothing.
+pub fn find_allowed(files: &[PathBuf], rules: &[&str]) -> Option<PathBuf> {
+    files
+        .iter()
+        .find(|f| read(f).ok().flatten().is_some_and(|v| allows(&v, rules)))
+        .cloned()
+}
+
+/// Adds `rule` to `permissions.allow` in the settings file `path` (made
+/// when missing, every other key kept) unless one of `covering` (which
+/// should name `rule` itself) is already there: `false` then. A file of the
+/// wrong shape (not an object, `permissions` or `allow` of another type) is
+/// refused and left untouched; the new file replaces the old atomically.
+pub fn allow(path: &Path, rule: &str, covering: &[&str]) -> Result<bool> {
+    let mut v = read(path)?.unwrap_or_else(|| Value::Object(Map::new()));
+    if allows(&v, covering) || allows(&v, &[rule]) {
+        return Ok(false);
+    }
+    let allow = v
+        .as_object_mut()
+        .ok_or_else(|| wrong(path, "not a JSON object"))?
+        .entry("permissions")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .ok_or_else(|| wrong(path, "\"permissions\" is not an object"))?
+        .entry("allow")
+        .or_insert_with(|| Value::Array(Vec::new()))
+        .as_array_mut()
+        .ok_or_else(|| wrong(path, "\"permissions.allow\" is not an array"))?;
+    allow.push(Value::String(rule.into()));
+    write_atomic(path, &render(&v))?;
+    Ok(true)
 }
