@@ -204,7 +204,10 @@ pub fn output_within(program: &Path, args: &[&str], timeout: Duration) -> Result
             Ok(None) => {
                 orch_core::child::kill_group(group, libc::SIGKILL);
                 let _ = child.wait();
-                return Err(format!("no answer within {} s", timeout.as_secs()));
+                return Err(format!(
+                    "no answer within {}",
+                    orch_core::time::whole_secs(orch_core::time::ms(timeout))
+                ));
             }
             Err(e) => return Err(e.to_string()),
         }

@@ -39,7 +39,7 @@ pub struct Cli {
     #[arg(long, default_value_t = orch_core::batch::DEFAULT_MAX as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max: u64,
     /// Reconcile agents whose end event never came after this long (2h, 30m, …).
-    #[arg(long, value_name = "DURATION", env = "ORCH_STALE_AFTER", default_value = "2h", value_parser = orch_core::time::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "ORCH_STALE_AFTER", default_value = "2h", value_parser = orch_core::time::parse_span)]
     pub stale_after: std::time::Duration,
     #[command(subcommand)]
     pub cmd: Option<Cmd>,

@@ -32,7 +32,7 @@ use crate::{DbArg, Out};
 use orch_core::db::Db;
 use orch_core::error::{Error, Exit, Result};
 use orch_core::intervals::{self, Analysis, Interval, Verdict};
-use orch_core::time::{parse_duration, parse_since, rfc3339};
+use orch_core::time::{parse_since, parse_span, rfc3339};
 
 /// `orch-verify session` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -172,7 +172,7 @@ pub fn command(db: &DbArg, args: SessionArgs, out: &mut Out) -> anyhow::Result<E
         .map(parse_since)
         .transpose()
         .map_err(Error::Invalid)?;
-    let gap = parse_duration(&args.gap).map_err(Error::Invalid)?;
+    let gap = parse_span(&args.gap).map_err(Error::Invalid)?;
     let db = db.open_existing()?;
     let calls = load(&db, args.session.as_deref(), since)?;
     let groups = groups(calls, orch_core::time::ms(gap));

@@ -70,24 +70,11 @@ pub fn validate_n(n: i64) -> Result<()> {
     }
 }
 
-/// Parses `--sleep`: seconds, fractions allowed (`8`, `0.5`), or a duration (`500ms`, `2m`).
+/// Parses `--sleep`: a span ([`crate::time::parse_span`]: seconds, fractions
+/// allowed, `8`, `0.5`, or a duration, `500ms`, `2m`), within a probe's bounds.
 pub fn parse_sleep(s: &str) -> Result<i64> {
-    let t = s.trim();
-    let ms = if let Ok(secs) = t.parse::<f64>() {
-        if !secs.is_finite() {
-            return Err(Error::invalid(format!("{s:?} is not a number of seconds")));
-        }
-        (secs * 1000.0).round()
-    } else {
-        match humantime::parse_duration(t) {
-            Ok(d) => d.as_millis().min(i64::MAX as u128) as f64,
-            Err(_) => {
-                return Err(Error::invalid(format!(
-                    "{s:?} is not a number of seconds (try 8, 0.5 or 500ms)"
-                )))
-            }
-        }
-    };
+    let d = crate::time::parse_span(s).map_err(Error::invalid)?;
+    let ms = (d.as_secs_f64() * 1000.0).round();
     if ms < MIN_SLEEP_MS as f64 || ms > MAX_SLEEP_MS as f64 {
         return Err(Error::invalid(format!(
             "a probe sleeps between {} and {} seconds",
