@@ -160,7 +160,7 @@ pub fn render(g: &Group, color: bool) -> String {
     );
     let intervals: Vec<Interval> = g.calls.iter().map(Call::interval).collect();
     let labels: Vec<String> = g.calls.iter().map(Call::label).collect();
-    s.push_str(&intervals::render(a, &intervals, &labels, color, 80));
+    s.push_str(&crate::timeline::render(a, &intervals, &labels, color, 80));
     s
 }
 

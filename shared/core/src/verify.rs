@@ -391,48 +391,6 @@ pub fn labels(probes: &[Probe]) -> Vec<String> {
         .collect()
 }
 
-/// The human report of a run: a title, the figures, the timeline, and advice
-/// when the verdict is not PARALLEL.
-pub fn render_human(r: &Run, probes: &[Probe], color: bool) -> String {
-    let mut s = render_figures(r, probes, color);
-    let intervals: Vec<Interval> = probes.iter().map(Probe::interval).collect();
-    if let Some(adv) = advice(intervals::analyse(&intervals).verdict) {
-        s.push('\n');
-        s.push_str(adv);
-        s.push('\n');
-    }
-    s
-}
-
-/// The verdict, figures and timeline of a run, without advice on what to do
-/// (for `selftest`, where SEQUENTIAL is the answer it wants).
-pub fn render_figures(r: &Run, probes: &[Probe], color: bool) -> String {
-    let intervals: Vec<Interval> = probes.iter().map(Probe::interval).collect();
-    let a = intervals::analyse(&intervals);
-    let mut s = String::new();
-    let what = r
-        .label
-        .as_deref()
-        .map(|l| format!(" ({})", crate::text::escape(l, false)))
-        .unwrap_or_default();
-    let _ = writeln!(
-        s,
-        "run {}{what}: {} probe{} of {} each\n",
-        r.id,
-        r.n,
-        if r.n == 1 { "" } else { "s" },
-        crate::time::secs_short(r.sleep_ms)
-    );
-    s.push_str(&intervals::render(
-        &a,
-        &intervals,
-        &labels(probes),
-        color,
-        80,
-    ));
-    s
-}
-
 /// What to do about a verdict other than PARALLEL.
 pub fn advice(v: Verdict) -> Option<&'static str> {
     match v {

@@ -197,7 +197,7 @@ for your answers one by one. This Claude Code setting allows the probe command:\
     }
     let (r, probes) = verify::load(&db, run.id)?;
     writeln!(w, "\n{}", bold("Result"))?;
-    w.write_all(verify::render_human(&r, &probes, color).as_bytes())?;
+    w.write_all(super::render_human(&r, &probes, color).as_bytes())?;
     let v = verify::report(&r, &probes).analysis.verdict;
     if v == Verdict::Parallel {
         writeln!(w, "\nYour Claude Code runs agents in parallel.")?;

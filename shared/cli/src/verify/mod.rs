@@ -13,6 +13,9 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 mod guide;
+mod render;
+
+pub use render::{render_figures, render_human};
 
 use crate::{color_ok, id_or_stdin, DbArg, Out, Tool};
 use orch_core::db::{self, Db, Location, Source};
@@ -427,7 +430,7 @@ fn report(
         out.json(&rep)?;
     } else {
         let color = color_ok(io::stdout().is_terminal());
-        out.text(&verify::render_human(&r, &probes, color))?;
+        out.text(&render_human(&r, &probes, color))?;
     }
     out.flush()?;
     Ok(exit_for(rep.analysis.verdict))
@@ -516,7 +519,7 @@ fn selftest(
             out.line(format_args!(
                 "selftest, probes {phase} (expect {expected}):"
             ))?;
-            out.text(&verify::render_figures(&r, &probes, color))?;
+            out.text(&render_figures(&r, &probes, color))?;
             for p in &problems {
                 out.line(format_args!("  FAILED: {p}"))?;
             }
