@@ -1,6 +1,7 @@
 //! Real terminals: the guided check of orch-verify and `orch-emit --install`'s
 //! question driven in tmux, and `orch status --watch` on a pty from `script`
-//! (util-linux), both installed by scripts/test-deps.sh; the completion scripts checked by zsh and fish.
+//! (util-linux), both installed by scripts/test-deps.sh; the completion
+//! scripts checked by zsh and fish.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
