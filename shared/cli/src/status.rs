@@ -352,7 +352,7 @@ pub fn render(s: &Snapshot) -> String {
             let a = &r.analysis;
             let _ = writeln!(
                 o,
-                "  run {}  {}  {}/{} probes reported  {}  peak {}  speedup {:.1}x  wall {:.1}s{}",
+                "  run {}  {}  {}/{} probes reported  {}  peak {}  speedup {:.1}x  wall {}{}",
                 r.id,
                 r.created_at,
                 r.reported,
@@ -360,7 +360,7 @@ pub fn render(s: &Snapshot) -> String {
                 a.verdict,
                 a.peak,
                 a.speedup,
-                a.wall_ms as f64 / 1000.0,
+                orch_core::time::secs1_tight(a.wall_ms),
                 r.label
                     .as_ref()
                     .map(|l| format!("  ({})", text::escape(l, false)))

@@ -82,12 +82,8 @@ pub fn timeline(intervals: &[Interval], labels: &[String], width: usize, color: 
             paint("2", row.trim_end())
         ));
     }
-    let total = (t1 - t0) as f64 / 1000.0;
-    let axis = format!(
-        "0s{:>w$}",
-        format!("{total:.1}s"),
-        w = bar_w.saturating_sub(2)
-    );
+    let total = orch_core::time::secs1_tight(t1 - t0);
+    let axis = format!("0s{:>w$}", total, w = bar_w.saturating_sub(2));
     s.push_str(&format!("{:>label_w$} └{}\n", "", "─".repeat(bar_w)));
     s.push_str(&format!("{:>label_w$}  {axis}\n", ""));
     s

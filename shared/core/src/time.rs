@@ -126,6 +126,12 @@ pub fn secs1(ms: i64) -> String {
     secs_f(ms as f64 / 1000.0, 1)
 }
 
+/// Milliseconds as seconds for people where space is short (a timeline's
+/// axis, a one-line summary), one place and no space: `1.5s`.
+pub fn secs1_tight(ms: i64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
 /// Milliseconds as whole seconds for people, rounded down: `600 s`.
 pub fn whole_secs(ms: i64) -> String {
     format!("{} s", ms / 1000)
@@ -160,6 +166,7 @@ mod tests {
         assert_eq!(secs_f(2.25, 1), "2.2 s");
         assert_eq!(super::secs1(1250), "1.2 s");
         assert_eq!(super::whole_secs(600_999), "600 s");
+        assert_eq!(super::secs1_tight(1500), "1.5s");
         assert_eq!(super::age(119_999), "119 s");
         assert_eq!(super::age(720_000), "12 min");
     }
