@@ -255,6 +255,117 @@ fn doctor_finds_hooks_and_mcp_where_claude_code_reads_them() {
         .as_str()
         .unwrap()
         .contains("user scope (tasks)"));
+
+    // With CLAUDE_CONFIG_DIR set, Claude Code's .claude.json is in it.
+    let config = env.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    let mcp_in = |config: &Path| {
+        let mut c = env.cmd("orch");
+        c.args(["doctor", "--json"])
+            .env("CLAUDE_CONFIG_DIR", config);
+        let recs = json_lines(&stdout(&output_of(&mut c)));
+        recs.into_iter().find(|r| r["check"] == "mcp").unwrap()
+    };
+    assert_eq!(mcp_in(&config)["status"], "warn");
+    std::fs::rename(env.home().join(".claude.json"), config.join(".claude.json")).unwrap();
+    let check = mcp_in(&config);
+    assert_eq!(check["status"], "ok", "{check}");
+    assert!(check["message"]
+        .as_str()
+        .unwrap()
+        .contains("config/.claude.json, user scope (tasks)"));
+}
+
+const ORCH_HOOKS: &str =
+    r#"{"hooks": {"SubagentStart": [{"hooks": [{"type": "command", "command": "orch-hook"}]}]}}"#;
+
+/// `orch doctor`'s hooks check and `orch-hook status`, run in `dir` with
+/// `vars`: they must agree on whether orch's hooks run there, and on which
+/// file. Returns the file both name, if any.
+fn hooks_agree(env: &Env, dir: &Path, vars: &[(&str, &Path)]) -> Option<String> {
+    let run = |args: &[&str]| {
+        let mut c = env.cmd(args[0]);
+        c.args(&args[1..]).current_dir(dir);
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        output_of(&mut c)
+    };
+    let doctor = json_lines(&stdout(&run(&["orch", "doctor", "--json"])));
+    let check = doctor.iter().find(|r| r["check"] == "hooks").unwrap();
+    let status = run(&["orch-hook", "status", "--json"]);
+    let scopes = json_lines(&stdout(&status));
+    let running: Vec<&Value> = scopes
+        .iter()
+        .filter(|s| s["read_here"] == true && !s["events"].as_array().unwrap().is_empty())
+        .collect();
+    let message = check["message"].as_str().unwrap();
+    assert_eq!(
+        check["status"] == "ok",
+        !running.is_empty(),
+        "doctor: {message}; orch-hook status: {scopes:?}"
+    );
+    assert_eq!(
+        status.status.code(),
+        Some(if running.is_empty() { 1 } else { 0 })
+    );
+    let file = running.first()?["settings"].as_str().unwrap().to_string();
+    let name = Path::new(&file).file_name().unwrap().to_string_lossy();
+    assert!(
+        message.contains(&*name),
+        "doctor: {message}; status: {file}"
+    );
+    Some(file)
+}
+
+#[test]
+fn doctor_and_hook_status_agree_on_every_scope() {
+    let env = Env::new();
+    env.add("dev", "x");
+    let root = env.path();
+    std::fs::create_dir(root.join(".git")).unwrap();
+    std::fs::create_dir_all(root.join(".claude")).unwrap();
+    let sub = root.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    assert_eq!(hooks_agree(&env, root, &[]), None);
+
+    // Project scope: read where Claude Code starts, not from a subdirectory.
+    let project = root.join(".claude/settings.json");
+    std::fs::write(&project, ORCH_HOOKS).unwrap();
+    let found = hooks_agree(&env, root, &[]).unwrap();
+    assert!(found.ends_with(".claude/settings.json"), "{found}");
+    assert_eq!(hooks_agree(&env, &sub, &[]), None);
+    std::fs::remove_file(&project).unwrap();
+
+    // Local scope: here, and at the repository root from a subdirectory.
+    let local = root.join(".claude/settings.local.json");
+    std::fs::write(&local, ORCH_HOOKS).unwrap();
+    let found = hooks_agree(&env, root, &[]).unwrap();
+    assert!(found.ends_with(".claude/settings.local.json"), "{found}");
+    let status = stdout(&env.run("orch-hook", &["status"]));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("local ") && l.contains("installed for 1 events")),
+        "{status}"
+    );
+    let found = hooks_agree(&env, &sub, &[]).unwrap();
+    assert!(found.ends_with(".claude/settings.local.json"), "{found}");
+    std::fs::remove_file(&local).unwrap();
+
+    // User scope: ~/.claude, or $CLAUDE_CONFIG_DIR where that is set.
+    std::fs::create_dir_all(env.home().join(".claude")).unwrap();
+    let user = env.home().join(".claude/settings.json");
+    std::fs::write(&user, ORCH_HOOKS).unwrap();
+    let found = hooks_agree(&env, root, &[]).unwrap();
+    assert_eq!(Path::new(&found), user);
+    let config = env.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    let vars: &[(&str, &Path)] = &[("CLAUDE_CONFIG_DIR", &config)];
+    assert_eq!(hooks_agree(&env, root, vars), None);
+    std::fs::write(config.join("settings.json"), ORCH_HOOKS).unwrap();
+    let found = hooks_agree(&env, &sub, vars).unwrap();
+    assert_eq!(Path::new(&found), config.join("settings.json"));
 }
 
 /// A directory holding a copy of `orch` and the given tools (links to the

@@ -1,10 +1,14 @@
 //! `--help`, `--version` and the examples of every tool of the suite, from
 //! one table: each tool and each of its verbs has a one-line summary first
-//! and an example, and `--version` names the tool.
+//! and an example, and `--version` names the tool. The verbs are read from
+//! each tool's own `--help` (its `Commands:` list, and theirs in turn), so a
+//! new verb without an example fails here; the table's `verbs` are checked
+//! against that list, so neither can drift.
 
 use crate::common::*;
 
-/// A tool, its verbs, and what its own `--help` must say beyond an example.
+/// A tool, its verbs (every one its `--help` lists, nested ones as
+/// `job ingest`), and what its own `--help` must say beyond an example.
 struct Tool {
     name: &'static str,
     verbs: &'static [&'static str],
@@ -20,14 +24,16 @@ const TOOLS: &[Tool] = &[
     Tool {
         name: "orch-queue",
         verbs: &[
-            "init", "where", "add", "list", "show", "cancel", "start", "done", "fail", "stats",
-            "clean",
+            "init", "export", "import", "where", "add", "list", "show", "logs", "cancel", "start",
+            "done", "fail", "stats", "clean", "attempts", "retry", "pause", "resume", "limit",
         ],
         help_says: &[],
     },
     Tool {
         name: "orch-batch",
-        verbs: &["create", "plan", "list", "show", "release"],
+        verbs: &[
+            "create", "plan", "list", "show", "report", "release", "export",
+        ],
         help_says: &[],
     },
     Tool {
@@ -59,7 +65,7 @@ const TOOLS: &[Tool] = &[
     },
     Tool {
         name: "orch-run",
-        verbs: &[],
+        verbs: &["job", "ingest"],
         help_says: &["--worktree"],
     },
     Tool {
@@ -91,6 +97,52 @@ fn assert_summary_and_example(what: &str, help: &str) {
     );
 }
 
+/// The subcommands a help text lists under `Commands:`, `help` aside.
+fn commands_in(help: &str) -> Vec<String> {
+    let mut verbs = Vec::new();
+    let mut inside = false;
+    for line in help.lines() {
+        if line == "Commands:" {
+            inside = true;
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        if line.trim().is_empty() || !line.starts_with(' ') {
+            break;
+        }
+        // A verb starts two spaces in; a wrapped summary is indented further.
+        if line.starts_with("  ") && !line.starts_with("   ") {
+            let verb = line.split_whitespace().next().unwrap();
+            if verb != "help" {
+                verbs.push(verb.to_string());
+            }
+        }
+    }
+    verbs
+}
+
+/// Every verb of `tool` (nested ones as `job ingest`), read from the help
+/// texts themselves, each checked to have a summary and an example.
+fn verbs_of(env: &Env, tool: &str, path: &[String], help: &str, found: &mut Vec<String>) {
+    for verb in commands_in(help) {
+        let mut args = path.to_vec();
+        args.push(verb);
+        let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        argv.push("--help");
+        let sub = env.ok(tool, &argv);
+        let name = args.join(" ");
+        assert_summary_and_example(&format!("{tool} {name}"), &sub);
+        if tool == "orch-msg" {
+            // orch-msg's examples show the verb itself in use.
+            assert!(sub.contains(&format!("orch-msg {name} ")), "{name}: {sub}");
+        }
+        found.push(name);
+        verbs_of(env, tool, &args, &sub, found);
+    }
+}
+
 #[test]
 fn every_tool_and_verb_has_help_with_an_example_and_a_version() {
     let env = Env::new();
@@ -100,23 +152,42 @@ fn every_tool_and_verb_has_help_with_an_example_and_a_version() {
         for says in tool.help_says {
             assert!(help.contains(says), "{}: {says:?} in {help}", tool.name);
         }
-        for verb in tool.verbs {
-            let help = env.ok(tool.name, &[verb, "--help"]);
-            assert_summary_and_example(&format!("{} {verb}", tool.name), &help);
-            if tool.name == "orch-msg" {
-                // orch-msg's examples show the verb itself in use.
-                assert!(
-                    help.contains(&format!("orch-msg {verb} ")),
-                    "{verb}: {help}"
-                );
-            }
-        }
+        let mut found = Vec::new();
+        verbs_of(&env, tool.name, &[], &help, &mut found);
+        let mut listed: Vec<String> = tool.verbs.iter().map(|v| v.to_string()).collect();
+        listed.sort();
+        found.sort();
+        assert_eq!(
+            found, listed,
+            "{}: the verbs its --help lists, and the table's",
+            tool.name
+        );
         let version = env.ok(tool.name, &["--version"]);
         assert!(
             version.starts_with(&format!("{} ", tool.name)),
             "{}: {version}",
             tool.name
         );
+    }
+}
+
+/// Every tool of the suite is in the table: the binaries cargo built.
+#[test]
+fn the_help_table_names_every_tool() {
+    let mut built: Vec<String> = std::fs::read_dir(bin_dir())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            let ours = name == "orch" || name.starts_with("orch-");
+            (ours && !name.contains('.') && !name.ends_with(".d")).then_some(name)
+        })
+        .collect();
+    built.sort();
+    built.dedup();
+    let mut table: Vec<String> = TOOLS.iter().map(|t| t.name.to_string()).collect();
+    table.sort();
+    for b in &built {
+        assert!(table.contains(b), "{b} is built but not in the help table");
     }
 }
 

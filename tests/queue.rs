@@ -962,6 +962,36 @@ fn item15_a_json_array_line_is_told_a_line_must_be_an_object() {
     assert_eq!(n, 0, "nothing written");
 }
 
+/// One span parser behind every flag: a bare number is seconds everywhere
+/// (`--until 60`, `--stale-after 7200`, `--older-than 60` were refused
+/// before), units as before, and a negative span is refused with nothing written.
+#[test]
+fn every_span_flag_takes_bare_seconds() {
+    let env = Env::new();
+    let id = env.add("dev", "x").to_string();
+    for (bin, args) in [
+        ("orch-batch", &["create", "--stale-after", "7200"][..]),
+        ("orch", &["status", "--stalled-after", "600"]),
+        ("orch-events", &["--since", "60"]),
+        ("orch-queue", &["logs", &id, "--since", "60"]),
+        ("orch-msg", &["purge", "--older-than", "60"]),
+        ("orch-verify", &["session", "--since", "60", "--gap", "30"]),
+    ] {
+        let out = env.run(bin, args);
+        assert!(
+            out.status.code() != Some(2),
+            "{bin} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = env.run("orch-queue", &["pause", "--until", "-60"]);
+    assert_error(&out, "orch-queue");
+    assert!(!env.ok("orch", &["status"]).contains("paused"));
+    env.ok("orch-queue", &["pause", "--until", "60"]);
+    let st = env.ok("orch", &["status"]);
+    assert!(st.contains("paused"), "{st}");
+}
+
 #[test]
 fn spans_over_a_hundred_years_are_refused_and_nothing_is_lost() {
     let env = Env::new();

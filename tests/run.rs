@@ -74,14 +74,6 @@ fn claude_dir(env: &Env) -> PathBuf {
 }
 
 /// PATH with `first` in front of the suite and the system directories.
-fn path_with(first: &Path) -> String {
-    format!(
-        "{}:{}:/usr/local/bin:/usr/bin:/bin",
-        first.display(),
-        bin_dir().display()
-    )
-}
-
 fn timed(env: &Env, args: &[&str]) -> (Output, Duration) {
     let t = Instant::now();
     let out = env.run("orch-run", args);
@@ -209,7 +201,7 @@ fn a_hostile_prompt_reaches_the_agent_as_one_literal_argument() {
     let (b, ids) = batch_of(&env, &[&prompt]);
     let mut c = env.cmd("orch-run");
     c.args([&b, "--agent", "claude"])
-        .env("PATH", path_with(&claude_dir(&env)));
+        .env("PATH", path_with(&[&claude_dir(&env), &bin_dir()]));
     let out = c.output().unwrap();
     assert_code(&out, 0);
     let result = task(&env, ids[0])["result"].as_str().unwrap().to_string();
@@ -232,7 +224,7 @@ fn the_claude_preset_reads_the_json_result_and_judges_is_error() {
     );
     let mut c = env.cmd("orch-run");
     c.args([b.as_str(), "--agent", "claude", "--json"])
-        .env("PATH", path_with(&claude_dir(&env)));
+        .env("PATH", path_with(&[&claude_dir(&env), &bin_dir()]));
     let out = c.output().unwrap();
     assert_code(&out, 1);
     let ok = task(&env, ids[0]);
@@ -618,7 +610,7 @@ fn item15_a_dash_dash_with_no_command_is_refused() {
     let mut c = env.cmd("orch-run");
     // A claude on PATH: without the check, the empty `--` would run it.
     c.args(["--stdin-lines", "--"])
-        .env("PATH", path_with(&claude_dir(&env)))
+        .env("PATH", path_with(&[&claude_dir(&env), &bin_dir()]))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -630,7 +622,7 @@ fn item15_a_dash_dash_with_no_command_is_refused() {
     assert!(err.contains("no command after --"), "{err}");
     let mut c = env.cmd("orch-run");
     c.args([b.as_str(), "--"])
-        .env("PATH", path_with(&claude_dir(&env)));
+        .env("PATH", path_with(&[&claude_dir(&env), &bin_dir()]));
     assert_error(&c.output().unwrap(), "orch-run");
     assert_eq!(dump(&env), before, "nothing queued, claimed or run");
 }
@@ -662,7 +654,7 @@ fn item13_prompts_over_128_kib_reach_the_agent_on_stdin_or_in_a_file() {
     let (b, id) = batch_of_long(&env, &prompt);
     let mut c = env.cmd("orch-run");
     c.args([b.as_str(), "--agent", "claude"])
-        .env("PATH", path_with(&claude_dir(&env)));
+        .env("PATH", path_with(&[&claude_dir(&env), &bin_dir()]));
     let out = c.output().unwrap();
     assert_code(&out, 0);
     let result = task(&env, id)["result"].as_str().unwrap().to_string();
@@ -752,7 +744,7 @@ fn issue17_6_claude_error_results_cost_usage_and_session_are_recorded() {
     );
     let mut c = env.cmd("orch-run");
     c.args([b.as_str(), "--agent", "claude", "--json"])
-        .env("PATH", path_with(&claude_dir(&env)));
+        .env("PATH", path_with(&[&claude_dir(&env), &bin_dir()]));
     let out = c.output().unwrap();
     assert_code(&out, 1);
     let recs = json_lines(&String::from_utf8(out.stdout).unwrap());

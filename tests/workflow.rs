@@ -530,3 +530,47 @@ fn workflow_plan_to_a_failing_stdout_says_what_was_made() {
         assert_eq!(emitted, 0, "{how:?}: a workflow nobody got is not emitted");
     }
 }
+
+/// The user's settings are where Claude Code reads them: in
+/// `$CLAUDE_CONFIG_DIR` when that is set, not `~/.claude`.
+#[test]
+fn workflow_install_finds_the_rule_in_claude_config_dir() {
+    let env = Env::new();
+    diamond(&env);
+    let config = env.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    std::fs::write(
+        config.join("settings.json"),
+        r#"{"permissions": {"allow": ["Workflow"]}}"#,
+    )
+    .unwrap();
+    // ~/.claude also allows it, but Claude Code does not read it here.
+    std::fs::create_dir_all(env.home().join(".claude")).unwrap();
+    std::fs::write(
+        env.home().join(".claude/settings.json"),
+        r#"{"permissions": {"allow": ["Workflow"]}}"#,
+    )
+    .unwrap();
+    let mut c = env.cmd("orch-emit");
+    c.args(["--format", "workflow", "--plan", "--install"])
+        .env("CLAUDE_CONFIG_DIR", &config);
+    let out = crate::common::output_of(&mut c);
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "is already allowed in {}",
+            config.join("settings.json").display()
+        )),
+        "{err}"
+    );
+    std::fs::remove_file(config.join("settings.json")).unwrap();
+    env.add("dev", "more");
+    let mut c = env.cmd("orch-emit");
+    c.args(["--format", "workflow", "--plan", "--install"])
+        .env("CLAUDE_CONFIG_DIR", &config);
+    let out = crate::common::output_of(&mut c);
+    assert_code(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("already allowed"), "{err}");
+}

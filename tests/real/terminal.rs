@@ -1,6 +1,7 @@
-//! Real terminals: the guided check of orch-verify driven in tmux, and
-//! `orch status --watch` on a pty from `script` (util-linux), both installed
-//! by scripts/test-deps.sh; the completion scripts checked by zsh and fish.
+//! Real terminals: the guided check of orch-verify and `orch-emit --install`'s
+//! question driven in tmux, and `orch status --watch` on a pty from `script`
+//! (util-linux), both installed by scripts/test-deps.sh; the completion
+//! scripts checked by zsh and fish.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -99,13 +100,19 @@ impl Drop for Tmux {
 /// A script that runs `orch-verify ARGS` in the env's directory with its database, then
 /// prints the exit code and lingers so the screen can be read.
 fn session_script(env: &Env, args: &str) -> String {
+    tool_script(env, &format!("orch-verify {args}"))
+}
+
+/// A script that runs the command line `line` (a tool of the suite) in the
+/// env's directory with its database, then prints the exit code and lingers.
+fn tool_script(env: &Env, line: &str) -> String {
     let path = format!(
         "{}:{}",
         bin_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
     format!(
-        "cd '{dir}' || exit 1\nunset DISPLAY WAYLAND_DISPLAY ORCH\ntrap : INT\nexport HOME='{home}' ORCH_DB='{db}' TMPDIR='{dir}' PATH='{path}' NO_COLOR=1\norch-verify {args}\necho \"exit=$?\"\nsleep 120\n",
+        "cd '{dir}' || exit 1\nunset DISPLAY WAYLAND_DISPLAY ORCH\ntrap : INT\nexport HOME='{home}' ORCH_DB='{db}' TMPDIR='{dir}' PATH='{path}' NO_COLOR=1\n{line}\necho \"exit=$?\"\nsleep 120\n",
         dir = env.path().display(),
         home = env.home().display(),
         db = env.db.display(),
@@ -363,4 +370,73 @@ fn zsh_and_fish_accept_the_completion_scripts() {
             .unwrap_or_else(|e| panic!("{shell} is not installed ({e}): run scripts/test-deps.sh"));
         crate::common::assert_code(&out, 0);
     }
+}
+
+/// `orch-emit --format workflow --plan --install` at a terminal asks whether
+/// to add the allow rule only after its batches are committed: while the
+/// question waits, another writer (`orch-queue add`) gets the database at
+/// once instead of waiting for the user's answer.
+#[test]
+fn workflow_install_asks_for_the_rule_with_no_transaction_open() {
+    let env = Env::new();
+    env.add("dev", "first");
+    env.add("dev", "second");
+    let tmux = Tmux::start(
+        &env,
+        &tool_script(&env, "orch-emit --format workflow --plan --install"),
+    );
+    let screen = tmux.wait_for("[y/N]", 20);
+    assert!(screen.contains("Workflow(orch-batch-1)"), "{screen}");
+
+    // The question waits: a concurrent writer must finish well within the
+    // busy timeout (30 s) it would otherwise wait through.
+    let mut add = env.cmd("orch-queue");
+    add.args(["add", "dev", "while asked"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = add.spawn().unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("orch-queue add waited for the question's answer (the write lock was held)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "orch-queue add failed while the question waited"
+    );
+    assert!(
+        !tmux.screen().contains("exit="),
+        "orch-emit stopped waiting before it was answered"
+    );
+
+    tmux.keys(&["y", "Enter"]);
+    let screen = tmux.wait_for("exit=", 20);
+    assert!(screen.contains("exit=0"), "{screen}");
+    let local: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.path().join(".claude/settings.local.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        local["permissions"]["allow"],
+        serde_json::json!(["Workflow(orch-batch-1)"])
+    );
+    let c = rusqlite::Connection::open(&env.db).unwrap();
+    let queued: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM tasks WHERE status = 'queued'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        queued, 1,
+        "the task added while the question waited is queued"
+    );
 }

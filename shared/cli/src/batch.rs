@@ -49,7 +49,7 @@ pub enum Cmd {
         json: bool,
         /// Agents tracked through orch-hook whose end never came for this long
         /// are reconciled as lost first (as orch-hook --stale-after).
-        #[arg(long, value_name = "DURATION", env = "ORCH_STALE_AFTER", default_value = "2h", value_parser = orch_core::time::parse_duration)]
+        #[arg(long, value_name = "DURATION", env = "ORCH_STALE_AFTER", default_value = "2h", value_parser = orch_core::time::parse_span)]
         stale_after: std::time::Duration,
     },
     /// Show the waves the queued tasks would run in; writes nothing.

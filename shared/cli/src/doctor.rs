@@ -204,7 +204,10 @@ pub fn output_within(program: &Path, args: &[&str], timeout: Duration) -> Result
             Ok(None) => {
                 orch_core::child::kill_group(group, libc::SIGKILL);
                 let _ = child.wait();
-                return Err(format!("no answer within {} s", timeout.as_secs()));
+                return Err(format!(
+                    "no answer within {}",
+                    orch_core::time::whole_secs(orch_core::time::ms(timeout))
+                ));
             }
             Err(e) => return Err(e.to_string()),
         }
@@ -567,15 +570,6 @@ pub fn claude() -> Check {
 
 use orch_core::claude::home;
 
-/// The current directory and its parents, stopping before HOME (whose
-/// `.claude/` is the user's, not a project's).
-fn project_dirs() -> Vec<PathBuf> {
-    let Ok(cwd) = std::env::current_dir() else {
-        return vec![];
-    };
-    orch_core::claude::project_dirs(&cwd, home().as_deref())
-}
-
 /// Shows `p` relative to the current directory or HOME where it is inside one.
 fn short(p: &Path) -> String {
     // The more specific of the two bases wins (HOME may lie inside the project).
@@ -616,26 +610,21 @@ fn orch_hook_events(settings: &serde_json::Value) -> Vec<String> {
     events
 }
 
-/// orch hooks in the Claude Code settings that a session started here reads:
-/// `./.claude/settings.json` (project settings are read from the launch
-/// directory only), `settings.local.json` here or at the repository root, and
-/// the user's settings (`$CLAUDE_CONFIG_DIR`, default `~/.claude`). orch hooks
-/// in a parent's `settings.json` are reported as not run here.
+/// orch hooks in the Claude Code settings that a session started here reads,
+/// judged from the list `orch-hook status` uses
+/// ([`orch_core::claude::hooks::settings_files`]): `./.claude/settings.json`
+/// (project settings are read from the launch directory only),
+/// `settings.local.json` here or at the repository root, and the user's
+/// settings (`$CLAUDE_CONFIG_DIR`, default `~/.claude`). orch hooks in a
+/// parent's `settings.json` are reported as not run here.
 pub fn hooks() -> Check {
-    let cwd = std::env::current_dir().ok();
-    let git_root = project_dirs().into_iter().find(|d| d.join(".git").exists());
-    let mut files = Vec::new();
-    for d in project_dirs() {
-        let here = Some(&d) == cwd.as_ref();
-        files.push((d.join(".claude/settings.json"), here));
-        files.push((
-            d.join(".claude/settings.local.json"),
-            here || Some(&d) == git_root.as_ref(),
-        ));
-    }
-    if let Ok(user) = orch_core::claude::hooks::target(orch_core::claude::hooks::Scope::User) {
-        files.push((user.settings, true));
-    }
+    let files: Vec<(PathBuf, bool)> = match std::env::current_dir() {
+        Ok(cwd) => orch_core::claude::hooks::settings_files(&cwd)
+            .into_iter()
+            .map(|f| (f.path, f.read_here))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     let mut found = Vec::new();
     let mut elsewhere = Vec::new();
     let mut broken = Vec::new();
@@ -692,60 +681,22 @@ pub fn hooks() -> Check {
     .fix("orch hook install (this project), or orch hook install --user")
 }
 
-/// Whether an `mcpServers` object holds orch.
-fn has_orch_server(servers: Option<&serde_json::Value>) -> Option<String> {
-    let servers = servers?.as_object()?;
-    servers.iter().find_map(|(name, s)| {
-        let cmd = s.get("command").and_then(|c| c.as_str()).unwrap_or("");
-        let first = s
-            .get("args")
-            .and_then(|a| a.get(0))
-            .and_then(|a| a.as_str())
-            .unwrap_or("");
-        let is_orch = cmd.ends_with("orch-mcp") || (cmd.ends_with("orch") && first == "mcp");
-        is_orch.then(|| name.clone())
-    })
-}
-
-/// orch registered as an MCP server for Claude Code or Claude Desktop.
+/// orch registered as an MCP server for Claude Code or Claude Desktop
+/// (found by [`orch_core::claude::mcp::registrations`]).
 pub fn mcp() -> Check {
-    let mut found = Vec::new();
-    for d in project_dirs() {
-        let f = d.join(".mcp.json");
-        if let Some(Ok(v)) = read_json(&f) {
-            if let Some(name) = has_orch_server(v.get("mcpServers")) {
-                found.push(format!("{} ({name})", short(&f)));
+    use orch_core::claude::mcp::{registrations, Scope};
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let found: Vec<String> = registrations(&cwd)
+        .into_iter()
+        .map(|r| match r.scope {
+            Scope::Project => format!("{} ({})", short(&r.file), r.name),
+            Scope::User => format!("{}, user scope ({})", short(&r.file), r.name),
+            Scope::Local(dir) => {
+                format!("{}, local scope of {dir} ({})", short(&r.file), r.name)
             }
-        }
-    }
-    if let Some(h) = home() {
-        let f = h.join(".claude.json");
-        if let Some(Ok(v)) = read_json(&f) {
-            if let Some(name) = has_orch_server(v.get("mcpServers")) {
-                found.push(format!("~/.claude.json, user scope ({name})"));
-            }
-            let dirs = project_dirs();
-            if let Some(projects) = v.get("projects").and_then(|p| p.as_object()) {
-                for (dir, p) in projects {
-                    if dirs.iter().any(|d| d == Path::new(dir)) {
-                        if let Some(name) = has_orch_server(p.get("mcpServers")) {
-                            found.push(format!("~/.claude.json, local scope of {dir} ({name})"));
-                        }
-                    }
-                }
-            }
-        }
-        for f in [
-            h.join(".config/Claude/claude_desktop_config.json"),
-            h.join("Library/Application Support/Claude/claude_desktop_config.json"),
-        ] {
-            if let Some(Ok(v)) = read_json(&f) {
-                if let Some(name) = has_orch_server(v.get("mcpServers")) {
-                    found.push(format!("Claude Desktop ({name})"));
-                }
-            }
-        }
-    }
+            Scope::Desktop => format!("Claude Desktop ({})", r.name),
+        })
+        .collect();
     if found.is_empty() {
         Check::new(
             "mcp",

@@ -39,7 +39,7 @@ pub struct Cli {
     #[arg(long, default_value_t = orch_core::batch::DEFAULT_MAX as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max: u64,
     /// Reconcile agents whose end event never came after this long (2h, 30m, …).
-    #[arg(long, value_name = "DURATION", env = "ORCH_STALE_AFTER", default_value = "2h", value_parser = orch_core::time::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "ORCH_STALE_AFTER", default_value = "2h", value_parser = orch_core::time::parse_span)]
     pub stale_after: std::time::Duration,
     #[command(subcommand)]
     pub cmd: Option<Cmd>,
@@ -337,8 +337,9 @@ fn scope_status(t: Target, cwd: &std::path::Path) -> ScopeStatus {
         events: Vec::new(),
         command: None,
         threshold: None,
-        slash_command: std::fs::read_to_string(&t.command)
-            .is_ok_and(|c| settings::command_is_ours(&c)),
+        // The /orch command is the project's: shown once, on its own line.
+        slash_command: t.scope != Scope::Local
+            && std::fs::read_to_string(&t.command).is_ok_and(|c| settings::command_is_ours(&c)),
         error: None,
     };
     match settings::read(&t.settings) {
@@ -365,6 +366,19 @@ fn status(json: bool) -> anyhow::Result<Exit> {
         targets.push(here);
     }
     targets.push(settings::target(Scope::User)?);
+    // The local settings Claude Code reads, or could, from here: shown when
+    // the file exists (it is never installed into), from the same list
+    // `orch doctor` judges.
+    for f in settings::settings_files(&cwd) {
+        if f.scope == Scope::Local && f.path.is_file() {
+            let command = f.path.with_file_name("commands").join("orch.md");
+            targets.push(Target {
+                scope: Scope::Local,
+                settings: f.path,
+                command,
+            });
+        }
+    }
     for t in targets {
         let scope = t.scope;
         let note = (!settings::read_when_started_in(&t, &cwd)).then(|| not_read_here(&t, &cwd));
@@ -378,6 +392,7 @@ fn status(json: bool) -> anyhow::Result<Exit> {
             Scope::Project => "project",
             Scope::Here => "here",
             Scope::User => "user",
+            Scope::Local => "local",
         };
         let what = if let Some(e) = &s.error {
             format!("unreadable: {e}")

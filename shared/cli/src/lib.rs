@@ -32,6 +32,7 @@ pub mod run;
 pub mod session;
 pub mod status;
 pub mod suite;
+pub mod timeline;
 pub mod verify;
 pub mod workflow;
 

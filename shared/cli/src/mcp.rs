@@ -45,7 +45,7 @@ pub struct Cli {
     pub selftest: bool,
     /// Agents tracked through orch-hook whose end never came for this long are
     /// reconciled as lost when a batch is made (as orch-hook --stale-after).
-    #[arg(long, value_name = "DURATION", env = "ORCH_STALE_AFTER", default_value = "2h", value_parser = orch_core::time::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "ORCH_STALE_AFTER", default_value = "2h", value_parser = orch_core::time::parse_span)]
     pub stale_after: std::time::Duration,
 }
 

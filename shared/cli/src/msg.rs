@@ -69,7 +69,7 @@ pub enum Cmd {
     #[command(after_help = "Example:\n  orch-msg purge --older-than 7d")]
     Purge {
         /// e.g. 30m, 12h, 7d.
-        #[arg(long, value_name = "DURATION", value_parser = orch_core::time::parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = orch_core::time::parse_span)]
         older_than: Duration,
     },
 }

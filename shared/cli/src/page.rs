@@ -100,7 +100,7 @@ fn colour(outcome: &str) -> &'static str {
 }
 
 fn secs(ms: i64) -> String {
-    format!("{:.1} s", ms as f64 / 1000.0)
+    orch_core::time::secs1(ms)
 }
 
 fn when(ms: Option<i64>) -> String {

@@ -55,7 +55,7 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", env = "ORCH_LOG_CAP", default_value_t = orch_core::tasklog::DEFAULT_CAP)]
     pub log_cap: u64,
     /// Journal a task.stalled event for an agent silent for longer than this (10m, 90s).
-    #[arg(long, value_name = "DURATION", env = "ORCH_STALLED_AFTER", default_value = "10m", value_parser = orch_core::time::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "ORCH_STALLED_AFTER", default_value = "10m", value_parser = orch_core::time::parse_span)]
     pub stalled_after: Duration,
     /// Print one JSON record per task on stdout as each finishes.
     #[arg(long)]
@@ -524,11 +524,11 @@ fn finished_line(r: &Record, done: &mut usize, failed: &mut usize) -> String {
     let class = r.error_class.map(|c| format!(" ({c})")).unwrap_or_default();
     if let Some(at) = r.retry_ms {
         return format!(
-            "orch-run: task {} attempt {} failed in {took}{class}: {}; next attempt in {:.1} s",
+            "orch-run: task {} attempt {} failed in {took}{class}: {}; next attempt in {}",
             r.id,
             r.attempt,
             orch_core::text::first_line(r.error.as_deref().unwrap_or("failed"), 200),
-            (at - r.end_ms).max(0) as f64 / 1000.0
+            orch_core::time::secs1((at - r.end_ms).max(0))
         );
     }
     if r.status == Status::Done {

@@ -32,7 +32,7 @@ use crate::{DbArg, Out};
 use orch_core::db::Db;
 use orch_core::error::{Error, Exit, Result};
 use orch_core::intervals::{self, Analysis, Interval, Verdict};
-use orch_core::time::{parse_duration, parse_since, rfc3339};
+use orch_core::time::{parse_since, parse_span, rfc3339};
 
 /// `orch-verify session` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -160,7 +160,7 @@ pub fn render(g: &Group, color: bool) -> String {
     );
     let intervals: Vec<Interval> = g.calls.iter().map(Call::interval).collect();
     let labels: Vec<String> = g.calls.iter().map(Call::label).collect();
-    s.push_str(&intervals::render(a, &intervals, &labels, color, 80));
+    s.push_str(&crate::timeline::render(a, &intervals, &labels, color, 80));
     s
 }
 
@@ -172,7 +172,7 @@ pub fn command(db: &DbArg, args: SessionArgs, out: &mut Out) -> anyhow::Result<E
         .map(parse_since)
         .transpose()
         .map_err(Error::Invalid)?;
-    let gap = parse_duration(&args.gap).map_err(Error::Invalid)?;
+    let gap = parse_span(&args.gap).map_err(Error::Invalid)?;
     let db = db.open_existing()?;
     let calls = load(&db, args.session.as_deref(), since)?;
     let groups = groups(calls, orch_core::time::ms(gap));

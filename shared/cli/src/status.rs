@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Mark a running task stalled when its agent printed nothing for this long (orch-run's logs).
-    #[arg(long, value_name = "DURATION", env = "ORCH_STALLED_AFTER", default_value = "10m", value_parser = orch_core::time::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "ORCH_STALLED_AFTER", default_value = "10m", value_parser = orch_core::time::parse_span)]
     pub stalled_after: std::time::Duration,
 }
 
@@ -352,7 +352,7 @@ pub fn render(s: &Snapshot) -> String {
             let a = &r.analysis;
             let _ = writeln!(
                 o,
-                "  run {}  {}  {}/{} probes reported  {}  peak {}  speedup {:.1}x  wall {:.1}s{}",
+                "  run {}  {}  {}/{} probes reported  {}  peak {}  speedup {:.1}x  wall {}{}",
                 r.id,
                 r.created_at,
                 r.reported,
@@ -360,7 +360,7 @@ pub fn render(s: &Snapshot) -> String {
                 a.verdict,
                 a.peak,
                 a.speedup,
-                a.wall_ms as f64 / 1000.0,
+                orch_core::time::secs1_tight(a.wall_ms),
                 r.label
                     .as_ref()
                     .map(|l| format!("  ({})", text::escape(l, false)))
@@ -490,8 +490,5 @@ fn terminal_rows() -> usize {
 
 /// `42 s`, `12 min`.
 fn secs(ms: i64) -> String {
-    match ms / 1000 {
-        s if s < 120 => format!("{s} s"),
-        s => format!("{} min", s / 60),
-    }
+    orch_core::time::age(ms)
 }

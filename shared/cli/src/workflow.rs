@@ -2,22 +2,26 @@
 //! and `--install` (the named workflow, and the allow rule offered).
 
 use std::io::{self, IsTerminal, Write};
-use std::path::PathBuf;
 
 use anyhow::Context;
 
 use crate::{DbArg, Out};
 use orch_core::batch;
 use orch_core::claude::agents::AgentIndex;
+use orch_core::claude::settings;
 use orch_core::emit;
-use orch_core::error::{Error, Exit};
+use orch_core::error::Exit;
 use orch_core::task::Status;
 use orch_core::workflow;
 
 /// `--plan`: puts every plannable queued task into a new batch per wave and
-/// prints their workflow; the batch is made, the script rendered (and installed) in one
-/// transaction, so a script refused as too large leaves the queue as it was.
-/// `worktree`, `install` and `allow` are `orch-emit`'s flags.
+/// prints their workflow; the batch is made, the script rendered (and written
+/// under `.claude/workflows/`) in one transaction, so a script refused as too
+/// large, or a file there that is not orch's, leaves the queue as it was.
+/// Nothing in that transaction waits for the user: the allow rule is offered
+/// (and the question asked at a terminal) after the commit, so no writer of
+/// the database waits for an answer. `worktree`, `install` and `allow` are
+/// `orch-emit`'s flags.
 pub fn emit_plan(db: &DbArg, worktree: bool, install: bool, allow: bool) -> anyhow::Result<Exit> {
     crate::check_stdout()?;
     let loc = orch_core::db::resolve(db.path())?;
@@ -33,7 +37,12 @@ pub fn emit_plan(db: &DbArg, worktree: bool, install: bool, allow: bool) -> anyh
     }
     // One batch per wave, so that orch-verify judges each wave on its own;
     // the workflow is named after the first.
-    let (made, text, notes) = db.write(|tx| {
+    let cwd_install = if install {
+        Some(std::env::current_dir().context("finding the current directory")?)
+    } else {
+        None
+    };
+    let (made, text, notes, installed) = db.write(|tx| {
         let mut tasks = Vec::new();
         let mut made = Vec::new();
         for wave in &plan.waves {
@@ -45,11 +54,22 @@ pub fn emit_plan(db: &DbArg, worktree: bool, install: bool, allow: bool) -> anyh
         let first = made.first().copied().unwrap_or_default();
         let e = emit::prepare(first, tasks, &agents, &[]);
         let text = workflow::render(first, &e.tasks, &e.calls, worktree)?;
-        if install {
-            self::install(first, &text, allow).map_err(|e| Error::invalid(format!("{e:#}")))?;
-        }
-        Ok((made, text, e.notes))
+        let installed = match &cwd_install {
+            Some(cwd) => {
+                let path = workflow::install_path(cwd, first);
+                workflow::install(&path, &text)?;
+                Some(path)
+            }
+            None => None,
+        };
+        Ok((made, text, e.notes, installed))
     })?;
+    // Committed: from here on the user may be asked, no lock is held.
+    if let (Some(path), Some(cwd)) = (&installed, &cwd_install) {
+        let first = made.first().copied().unwrap_or_default();
+        announce(path, first);
+        offer_rule(first, cwd, allow)?;
+    }
     for n in notes {
         eprintln!("orch-emit: note: {n}");
     }
@@ -78,21 +98,22 @@ pub fn install(id: i64, script: &str, allow: bool) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("finding the current directory")?;
     let path = workflow::install_path(&cwd, id);
     workflow::install(&path, script)?;
+    announce(&path, id);
+    offer_rule(id, &cwd, allow)
+}
+
+fn announce(path: &std::path::Path, id: i64) {
     eprintln!(
         "orch-emit: installed {}; run it in Claude Code with /{}",
         path.display(),
         workflow::name(id)
     );
-    offer_rule(id, &cwd, allow)
 }
 
 fn offer_rule(id: i64, cwd: &std::path::Path, allow: bool) -> anyhow::Result<()> {
     let rule = workflow::allow_rule(id);
-    let local = orch_core::verify::local_settings(cwd);
-    let mut files = vec![local.clone(), cwd.join(".claude").join("settings.json")];
-    if let Some(home) = std::env::var_os("HOME") {
-        files.push(PathBuf::from(home).join(".claude").join("settings.json"));
-    }
+    let local = settings::local_path(cwd);
+    let files = settings::permission_files(cwd);
     if let Some(found) = workflow::find_rule(&files, &rule) {
         eprintln!(
             "orch-emit: {rule} is already allowed in {}",

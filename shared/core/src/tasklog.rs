@@ -239,7 +239,7 @@ pub fn steps(line: &str) -> Option<Vec<String>> {
                 let _ = write!(head, ", {n} turn{}", if n == 1 { "" } else { "s" });
             }
             if let Some(ms) = o.get("duration_ms").and_then(Value::as_i64) {
-                let _ = write!(head, ", {:.1} s", ms as f64 / 1000.0);
+                let _ = write!(head, ", {}", crate::time::secs1(ms));
             }
             if let Some(c) = o.get("total_cost_usd").and_then(Value::as_f64) {
                 let _ = write!(head, ", ${c:.4}");

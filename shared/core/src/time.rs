@@ -45,23 +45,25 @@ pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Parses a point in time: RFC 3339, or a duration meaning "that long ago" (`10m`, `2h`).
+/// Parses a point in time: RFC 3339, or a span ([`parse_span`]) meaning
+/// "that long ago" (`10m`, `2h`, `600`).
 pub fn parse_since(s: &str) -> Result<i64, String> {
     if let Ok(t) = humantime::parse_rfc3339_weak(s) {
         return Ok(t.duration_since(UNIX_EPOCH).map(ms).unwrap_or(0));
     }
-    match humantime::parse_duration(s) {
-        Ok(d) => Ok(before(now_ms(), bounded(s, d)?)),
-        Err(_) => Err(format!(
+    match span(s) {
+        Some(d) => Ok(before(now_ms(), d?)),
+        None => Err(format!(
             "'{s}' is neither a time (2026-01-31T12:00:00Z) nor a duration (10m, 2h)"
         )),
     }
 }
 
-/// Parses a point in time ahead: a duration from now (`90s`, `2h`) or an RFC 3339 time.
+/// Parses a point in time ahead: a span from now ([`parse_span`]: `90s`,
+/// `2h`, `60`) or an RFC 3339 time.
 pub fn parse_until(s: &str) -> Result<i64, String> {
-    if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(after(now_ms(), bounded(s, d)?));
+    if let Some(d) = span(s) {
+        return Ok(after(now_ms(), d?));
     }
     match humantime::parse_rfc3339_weak(s) {
         Ok(t) => Ok(t.duration_since(UNIX_EPOCH).map(ms).unwrap_or(0)),
@@ -69,6 +71,13 @@ pub fn parse_until(s: &str) -> Result<i64, String> {
             "'{s}' is neither a duration (90s, 30m, 2h) nor an RFC 3339 time"
         )),
     }
+}
+
+/// `s` read as a span when it looks like one (a number, or a duration
+/// humantime reads), checked by [`parse_span`]; `None` when it is not one.
+fn span(s: &str) -> Option<Result<Duration, String>> {
+    let t = s.trim();
+    (t.parse::<f64>().is_ok() || humantime::parse_duration(t).is_ok()).then(|| parse_span(s))
 }
 
 /// `d` when it is at most [`MAX_SPAN`]; else the message saying so.
@@ -82,17 +91,11 @@ fn bounded(s: &str, d: Duration) -> Result<Duration, String> {
     }
 }
 
-/// Parses a duration such as `30s`, `10m`, `7d` (at most 100 years).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("'{s}' is not a duration ({e}); try 30s, 10m, 7d"))
-        .and_then(|d| bounded(s, d))
-}
-
-/// A span given as seconds (`30`, `0.5`) or as a duration (`90s`, `5m`,
-/// `2h`): the one reading every `--wait`/`--timeout` flag shares. Negative,
-/// infinite or absurd numbers, and spans over 100 years, are refused; callers
-/// add their own bounds.
+/// The one span parser every flag uses (`--timeout`, `--wait`,
+/// `--stale-after`, `--stalled-after`, `--gap`, `--sleep`, and under
+/// [`parse_since`]/[`parse_until`]): seconds (`30`, `0.5`) or a duration
+/// (`90s`, `5m`, `2h`, `7d`, `1y`). Negative, infinite or absurd numbers, and
+/// spans over 100 years, are refused; callers add their own bounds.
 pub fn parse_span(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     match t.parse::<f64>() {
@@ -100,13 +103,15 @@ pub fn parse_span(s: &str) -> Result<Duration, String> {
         Ok(_) => Err(format!(
             "'{s}' is not a number of seconds from 0 (e.g. 30, 0.5, 5m)"
         )),
-        Err(_) => parse_duration(t),
+        Err(_) => humantime::parse_duration(t)
+            .map_err(|e| format!("'{s}' is not a duration ({e}); try 30s, 10m, 7d"))
+            .and_then(|d| bounded(s, d)),
     }
 }
 
 /// Seconds for people with `decimals` places: `1.5 s` (1), `1.50 s` (2).
 /// Every figure in seconds that orch shows goes through this function or the
-/// two below.
+/// ones below.
 pub fn secs_f(secs: f64, decimals: usize) -> String {
     format!("{secs:.decimals$} s")
 }
@@ -114,6 +119,31 @@ pub fn secs_f(secs: f64, decimals: usize) -> String {
 /// Milliseconds as seconds for people, two places: `1.50 s`, `0.05 s`.
 pub fn secs(ms: i64) -> String {
     secs_f(ms as f64 / 1000.0, 2)
+}
+
+/// Milliseconds as seconds for people, one place: `1.5 s`, `0.0 s`.
+pub fn secs1(ms: i64) -> String {
+    secs_f(ms as f64 / 1000.0, 1)
+}
+
+/// Milliseconds as seconds for people where space is short (a timeline's
+/// axis, a one-line summary), one place and no space: `1.5s`.
+pub fn secs1_tight(ms: i64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+/// Milliseconds as whole seconds for people, rounded down: `600 s`.
+pub fn whole_secs(ms: i64) -> String {
+    format!("{} s", ms / 1000)
+}
+
+/// Milliseconds as a short age for people: `42 s` below two minutes, else
+/// whole minutes, `12 min`.
+pub fn age(ms: i64) -> String {
+    match ms / 1000 {
+        s if s < 120 => format!("{s} s"),
+        s => format!("{} min", s / 60),
+    }
 }
 
 /// Milliseconds as seconds for people, without trailing zeros: `8 s`, `0.5 s`, `1.25 s`.
@@ -134,6 +164,11 @@ mod tests {
         assert_eq!(secs_short(500), "0.5 s");
         assert_eq!(secs_short(1250), "1.25 s");
         assert_eq!(secs_f(2.25, 1), "2.2 s");
+        assert_eq!(super::secs1(1250), "1.2 s");
+        assert_eq!(super::whole_secs(600_999), "600 s");
+        assert_eq!(super::secs1_tight(1500), "1.5s");
+        assert_eq!(super::age(119_999), "119 s");
+        assert_eq!(super::age(720_000), "12 min");
     }
 
     #[test]
@@ -181,7 +216,7 @@ mod tests {
         }
         for s in ["9223372036854776s", "8000y"] {
             assert!(parse_since(s).unwrap_err().contains("100 years"));
-            assert!(parse_duration(s).is_err());
+            assert!(parse_until(s).unwrap_err().contains("100 years"));
         }
         assert!(parse_span("100y").is_ok());
         assert_eq!(ms(Duration::MAX), i64::MAX);
@@ -195,5 +230,15 @@ mod tests {
         let ago = super::parse_since("10m").unwrap();
         assert!((super::now_ms() - ago - 600_000).abs() < 5_000);
         assert!(super::parse_since("yesterday-ish").is_err());
+        let ago = super::parse_since("60").unwrap();
+        assert!((super::now_ms() - ago - 60_000).abs() < 5_000);
+    }
+
+    #[test]
+    fn until_takes_bare_seconds_like_every_span() {
+        let at = super::parse_until("60").unwrap();
+        assert!((at - super::now_ms() - 60_000).abs() < 5_000);
+        assert!(super::parse_until("-5").is_err());
+        assert_eq!(super::parse_until("1970-01-01T00:00:02Z").unwrap(), 2000);
     }
 }

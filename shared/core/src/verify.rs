@@ -70,24 +70,11 @@ pub fn validate_n(n: i64) -> Result<()> {
     }
 }
 
-/// Parses `--sleep`: seconds, fractions allowed (`8`, `0.5`), or a duration (`500ms`, `2m`).
+/// Parses `--sleep`: a span ([`crate::time::parse_span`]: seconds, fractions
+/// allowed, `8`, `0.5`, or a duration, `500ms`, `2m`), within a probe's bounds.
 pub fn parse_sleep(s: &str) -> Result<i64> {
-    let t = s.trim();
-    let ms = if let Ok(secs) = t.parse::<f64>() {
-        if !secs.is_finite() {
-            return Err(Error::invalid(format!("{s:?} is not a number of seconds")));
-        }
-        (secs * 1000.0).round()
-    } else {
-        match humantime::parse_duration(t) {
-            Ok(d) => d.as_millis().min(i64::MAX as u128) as f64,
-            Err(_) => {
-                return Err(Error::invalid(format!(
-                    "{s:?} is not a number of seconds (try 8, 0.5 or 500ms)"
-                )))
-            }
-        }
-    };
+    let d = crate::time::parse_span(s).map_err(Error::invalid)?;
+    let ms = (d.as_secs_f64() * 1000.0).round();
     if ms < MIN_SLEEP_MS as f64 || ms > MAX_SLEEP_MS as f64 {
         return Err(Error::invalid(format!(
             "a probe sleeps between {} and {} seconds",
@@ -404,48 +391,6 @@ pub fn labels(probes: &[Probe]) -> Vec<String> {
         .collect()
 }
 
-/// The human report of a run: a title, the figures, the timeline, and advice
-/// when the verdict is not PARALLEL.
-pub fn render_human(r: &Run, probes: &[Probe], color: bool) -> String {
-    let mut s = render_figures(r, probes, color);
-    let intervals: Vec<Interval> = probes.iter().map(Probe::interval).collect();
-    if let Some(adv) = advice(intervals::analyse(&intervals).verdict) {
-        s.push('\n');
-        s.push_str(adv);
-        s.push('\n');
-    }
-    s
-}
-
-/// The verdict, figures and timeline of a run, without advice on what to do
-/// (for `selftest`, where SEQUENTIAL is the answer it wants).
-pub fn render_figures(r: &Run, probes: &[Probe], color: bool) -> String {
-    let intervals: Vec<Interval> = probes.iter().map(Probe::interval).collect();
-    let a = intervals::analyse(&intervals);
-    let mut s = String::new();
-    let what = r
-        .label
-        .as_deref()
-        .map(|l| format!(" ({})", crate::text::escape(l, false)))
-        .unwrap_or_default();
-    let _ = writeln!(
-        s,
-        "run {}{what}: {} probe{} of {} each\n",
-        r.id,
-        r.n,
-        if r.n == 1 { "" } else { "s" },
-        crate::time::secs_short(r.sleep_ms)
-    );
-    s.push_str(&intervals::render(
-        &a,
-        &intervals,
-        &labels(probes),
-        color,
-        80,
-    ));
-    s
-}
-
 /// What to do about a verdict other than PARALLEL.
 pub fn advice(v: Verdict) -> Option<&'static str> {
     match v {
@@ -527,11 +472,6 @@ pub fn probe_calls(r: &Run, db: Option<&Path>) -> ProbeCalls {
     ProbeCalls { calls, message }
 }
 
-/// Where Claude Code keeps a project's personal settings, under `dir`.
-pub fn local_settings(dir: &Path) -> PathBuf {
-    dir.join(".claude").join("settings.local.json")
-}
-
 /// The settings snippet that allows every probe.
 pub fn permission_snippet() -> String {
     let v = serde_json::json!({ "permissions": { "allow": [PERMISSION_RULE] } });
@@ -548,27 +488,9 @@ const COVERING_RULES: &[&str] = &[
     "Bash",
 ];
 
-fn allows_probe(v: &serde_json::Value) -> bool {
-    v.pointer("/permissions/allow")
-        .and_then(|a| a.as_array())
-        .is_some_and(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str())
-                .any(|x| COVERING_RULES.contains(&x.trim()))
-        })
-}
-
 /// The first settings file among `files` whose rules already allow the probe command.
 pub fn find_permission(files: &[PathBuf]) -> Option<PathBuf> {
-    files
-        .iter()
-        .find(|f| {
-            std::fs::read_to_string(f)
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .is_some_and(|v| allows_probe(&v))
-        })
-        .cloned()
+    crate::claude::settings::find_allowed(files, COVERING_RULES)
 }
 
 /// What [`add_permission`] did.
@@ -583,27 +505,13 @@ pub enum Added {
 /// JSON object (or whose `permissions`/`allow` have the wrong shape) is refused
 /// and left untouched. The new file replaces the old one atomically.
 pub fn add_permission(path: &Path) -> Result<Added> {
-    use crate::claude::settings::{self as settings_file, wrong};
-    let mut v = settings_file::read(path)?.unwrap_or_else(|| serde_json::json!({}));
-    if allows_probe(&v) {
-        return Ok(Added::AlreadyThere);
-    }
-    let root = v
-        .as_object_mut()
-        .ok_or_else(|| wrong(path, "not a JSON object"))?;
-    let perms = root
-        .entry("permissions")
-        .or_insert_with(|| serde_json::json!({}))
-        .as_object_mut()
-        .ok_or_else(|| wrong(path, "\"permissions\" is not an object"))?;
-    let allow = perms
-        .entry("allow")
-        .or_insert_with(|| serde_json::json!([]))
-        .as_array_mut()
-        .ok_or_else(|| wrong(path, "\"permissions.allow\" is not an array"))?;
-    allow.push(serde_json::Value::String(PERMISSION_RULE.into()));
-    settings_file::write_atomic(path, &settings_file::render(&v))?;
-    Ok(Added::Added)
+    Ok(
+        if crate::claude::settings::allow(path, PERMISSION_RULE, COVERING_RULES)? {
+            Added::Added
+        } else {
+            Added::AlreadyThere
+        },
+    )
 }
 
 #[cfg(test)]
@@ -657,7 +565,7 @@ mod tests {
     #[test]
     fn permission_merges_and_refuses_bad_json() {
         let dir = tempfile::tempdir().unwrap();
-        let p = local_settings(dir.path());
+        let p = crate::claude::settings::local_path(dir.path());
         assert_eq!(add_permission(&p).unwrap(), Added::Added);
         assert_eq!(add_permission(&p).unwrap(), Added::AlreadyThere);
         std::fs::write(

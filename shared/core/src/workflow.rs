@@ -214,7 +214,7 @@ pub fn render(batch: i64, tasks: &[Task], calls: &[AgentCall], worktree: bool) -
 
 /// Where `--install` writes batch `batch`'s workflow, under the project `dir`.
 pub fn install_path(dir: &Path, batch: i64) -> PathBuf {
-    dir.join(".claude")
+    crate::claude::project_claude_dir(dir)
         .join("workflows")
         .join(format!("{}.js", name(batch)))
 }
@@ -248,52 +248,20 @@ pub fn install(path: &Path, script: &str) -> Result<()> {
     crate::atomic::write(path, script.as_bytes(), crate::atomic::Access::Keep)
 }
 
-fn has_rule(v: &serde_json::Value, rule: &str) -> bool {
-    v.pointer("/permissions/allow")
-        .and_then(|a| a.as_array())
-        .is_some_and(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str())
-                .any(|x| x.trim() == rule || x.trim() == "Workflow")
-        })
+/// The rules that already let workflow `rule` run: itself, or every workflow.
+fn covering(rule: &str) -> [&str; 2] {
+    [rule, "Workflow"]
 }
 
 /// The first settings file among `files` that already allows `rule`.
 pub fn find_rule(files: &[PathBuf], rule: &str) -> Option<PathBuf> {
-    files
-        .iter()
-        .find(|f| {
-            crate::claude::settings::read(f)
-                .ok()
-                .flatten()
-                .is_some_and(|v| has_rule(&v, rule))
-        })
-        .cloned()
+    crate::claude::settings::find_allowed(files, &covering(rule))
 }
 
-/// Adds `rule` to `permissions.allow` in the settings file `path` (made when
-/// missing, every other key kept); a file of the wrong shape is refused and
-/// left untouched. `false` when the rule was already there.
+/// Adds `rule` to `permissions.allow` in the settings file `path`: see
+/// [`crate::claude::settings::allow`]. `false` when it was already allowed.
 pub fn add_rule(path: &Path, rule: &str) -> Result<bool> {
-    use crate::claude::settings::{self, wrong};
-    let mut v = settings::read(path)?.unwrap_or_else(|| serde_json::json!({}));
-    if has_rule(&v, rule) {
-        return Ok(false);
-    }
-    let allow = v
-        .as_object_mut()
-        .ok_or_else(|| wrong(path, "not a JSON object"))?
-        .entry("permissions")
-        .or_insert_with(|| serde_json::json!({}))
-        .as_object_mut()
-        .ok_or_else(|| wrong(path, "\"permissions\" is not an object"))?
-        .entry("allow")
-        .or_insert_with(|| serde_json::json!([]))
-        .as_array_mut()
-        .ok_or_else(|| wrong(path, "\"permissions.allow\" is not an array"))?;
-    allow.push(serde_json::Value::String(rule.into()));
-    settings::write_atomic(path, &settings::render(&v))?;
-    Ok(true)
+    crate::claude::settings::allow(path, rule, &covering(rule))
 }
 
 #[cfg(test)]

@@ -88,11 +88,8 @@ command. Install orch (./install.sh) or add its directory to PATH first."
         bold("Step 1 of 3: let the probes run without a prompt each")
     )?;
     let cwd = std::env::current_dir().context("finding the current directory")?;
-    let local = verify::local_settings(&cwd);
-    let mut files = vec![local.clone(), cwd.join(".claude").join("settings.json")];
-    if let Some(home) = std::env::var_os("HOME") {
-        files.push(PathBuf::from(home).join(".claude").join("settings.json"));
-    }
+    let local = orch_core::claude::settings::local_path(&cwd);
+    let files = orch_core::claude::settings::permission_files(&cwd);
     if let Some(found) = verify::find_permission(&files) {
         writeln!(w, "Already allowed in {}.", found.display())?;
     } else {
@@ -200,7 +197,7 @@ for your answers one by one. This Claude Code setting allows the probe command:\
     }
     let (r, probes) = verify::load(&db, run.id)?;
     writeln!(w, "\n{}", bold("Result"))?;
-    w.write_all(verify::render_human(&r, &probes, color).as_bytes())?;
+    w.write_all(super::render_human(&r, &probes, color).as_bytes())?;
     let v = verify::report(&r, &probes).analysis.verdict;
     if v == Verdict::Parallel {
         writeln!(w, "\nYour Claude Code runs agents in parallel.")?;

@@ -13,6 +13,9 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 mod guide;
+mod render;
+
+pub use render::{render_figures, render_human};
 
 use crate::{color_ok, id_or_stdin, DbArg, Out, Tool};
 use orch_core::db::{self, Db, Location, Source};
@@ -309,8 +312,8 @@ impl<W: Write> ProbeProgress<W> {
         let _ = match e {
             ProbeEvent::Started { index, at } => writeln!(
                 self.w,
-                "  ▶ probe {index:<2} started   +{:>6.2} s",
-                (at - t0) as f64 / 1000.0
+                "  ▶ probe {index:<2} started   +{:>8}",
+                orch_core::time::secs(at - t0)
             ),
             ProbeEvent::Finished { index, at, took_ms } => {
                 let done = probes
@@ -319,9 +322,9 @@ impl<W: Write> ProbeProgress<W> {
                     .count();
                 writeln!(
                     self.w,
-                    "  {mark} probe {index:<2} finished  +{:>6.2} s   ran {:.2} s   {done}/{} done",
-                    (at - t0) as f64 / 1000.0,
-                    took_ms as f64 / 1000.0,
+                    "  {mark} probe {index:<2} finished  +{:>8}   ran {}   {done}/{} done",
+                    orch_core::time::secs(at - t0),
+                    orch_core::time::secs(took_ms),
                     r.n
                 )
             }
@@ -343,8 +346,8 @@ impl<W: Write> ProbeProgress<W> {
         let done = probes.iter().filter(|p| p.finished_at.is_some()).count();
         let _ = write!(
             self.w,
-            "\r\x1b[2K  waiting {:.0} s: {} running, {done}/{} done (Ctrl-C to stop)",
-            self.since.elapsed().as_secs_f64(),
+            "\r\x1b[2K  waiting {}: {} running, {done}/{} done (Ctrl-C to stop)",
+            orch_core::time::secs_f(self.since.elapsed().as_secs_f64(), 0),
             started - done,
             r.n
         );
@@ -427,7 +430,7 @@ fn report(
         out.json(&rep)?;
     } else {
         let color = color_ok(io::stdout().is_terminal());
-        out.text(&verify::render_human(&r, &probes, color))?;
+        out.text(&render_human(&r, &probes, color))?;
     }
     out.flush()?;
     Ok(exit_for(rep.analysis.verdict))
@@ -516,7 +519,7 @@ fn selftest(
             out.line(format_args!(
                 "selftest, probes {phase} (expect {expected}):"
             ))?;
-            out.text(&verify::render_figures(&r, &probes, color))?;
+            out.text(&render_figures(&r, &probes, color))?;
             for p in &problems {
                 out.line(format_args!("  FAILED: {p}"))?;
             }

@@ -99,7 +99,7 @@ impl AgentIndex {
             ..Default::default()
         };
         for dir in cwd.ancestors() {
-            idx.scan(&dir.join(".claude").join("agents"));
+            idx.scan(&super::project_claude_dir(dir).join("agents"));
             if dir.join(".git").exists() {
                 break;
             }

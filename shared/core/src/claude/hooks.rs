@@ -54,6 +54,9 @@ pub enum Scope {
     Here,
     /// The user's settings.
     User,
+    /// A project's personal `.claude/settings.local.json` (orch-hook only
+    /// reports it; it installs into the other three).
+    Local,
 }
 
 use super::home;
@@ -140,20 +143,74 @@ pub fn target(scope: Scope) -> Result<Target> {
     let claude = match scope {
         Scope::User => super::user_dir()
             .ok_or_else(|| Error::invalid("HOME is not set: cannot find ~/.claude"))?,
-        Scope::Here => current_dir()?.join(".claude"),
-        Scope::Project => project_dir(&current_dir()?, home().as_deref()).join(".claude"),
+        Scope::Here => super::project_claude_dir(&current_dir()?),
+        Scope::Project | Scope::Local => {
+            super::project_claude_dir(&project_dir(&current_dir()?, home().as_deref()))
+        }
+    };
+    let file = if scope == Scope::Local {
+        super::settings::LOCAL
+    } else {
+        super::settings::SHARED
     };
     Ok(Target {
         scope,
-        settings: claude.join("settings.json"),
+        settings: claude.join(file),
         command: claude.join("commands").join("orch.md"),
     })
 }
 
-/// Whether Claude Code started in `dir` reads the hooks of `t`: the user's
-/// settings always, a project's only when it is `dir/.claude/settings.json`.
+/// One settings file that can hold hooks for Claude Code started in a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsFile {
+    pub scope: Scope,
+    pub path: PathBuf,
+    /// Whether Claude Code started in that directory reads the file's hooks.
+    pub read_here: bool,
+}
+
+/// Every settings file whose hooks matter to Claude Code started in `cwd`,
+/// the one list `orch-hook status` and `orch doctor` both judge from: for
+/// `cwd` and each parent below the home directory, `.claude/settings.json`
+/// (project scope, read only in `cwd` itself: Claude Code reads project
+/// hooks from the directory it is started in) and `.claude/settings.local.json`
+/// (local scope, read in `cwd` and at the repository root); then the user's
+/// `settings.json` (`$CLAUDE_CONFIG_DIR`, default `~/.claude`), always read.
+/// Managed (enterprise) settings are not listed: orch never installs there.
+pub fn settings_files(cwd: &Path) -> Vec<SettingsFile> {
+    let home = home();
+    let dirs = super::project_dirs(cwd, home.as_deref());
+    let git_root = dirs.iter().find(|d| d.join(".git").exists()).cloned();
+    let mut files = Vec::new();
+    for d in &dirs {
+        let here = d == cwd;
+        files.push(SettingsFile {
+            scope: Scope::Project,
+            path: super::settings::shared_path(d),
+            read_here: here,
+        });
+        files.push(SettingsFile {
+            scope: Scope::Local,
+            path: super::settings::local_path(d),
+            read_here: here || Some(d) == git_root.as_ref(),
+        });
+    }
+    if let Some(user) = super::settings::user_path() {
+        files.push(SettingsFile {
+            scope: Scope::User,
+            path: user,
+            read_here: true,
+        });
+    }
+    files
+}
+
+/// Whether Claude Code started in `dir` reads the hooks of `t`: as
+/// [`settings_files`] says.
 pub fn read_when_started_in(t: &Target, dir: &Path) -> bool {
-    t.scope == Scope::User || t.settings == dir.join(".claude").join("settings.json")
+    settings_files(dir)
+        .iter()
+        .any(|f| f.path == t.settings && f.read_here)
 }
 
 fn first_word(command: &str) -> String {

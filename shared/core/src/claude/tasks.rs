@@ -62,17 +62,13 @@ impl ClaudeTask {
     }
 }
 
-/// `CLAUDE_CONFIG_DIR`, else `~/.claude`.
+/// Claude Code's user directory, where its task lists are: [`super::user_dir`].
 pub fn config_dir() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("CLAUDE_CONFIG_DIR").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(d));
-    }
-    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        Some(h) => Ok(PathBuf::from(h).join(".claude")),
-        None => Err(Error::invalid(
+    super::user_dir().ok_or_else(|| {
+        Error::invalid(
             "neither CLAUDE_CONFIG_DIR nor HOME is set: cannot find Claude Code's task lists",
-        )),
-    }
+        )
+    })
 }
 
 /// The directory of list `list`: its name with every character other than

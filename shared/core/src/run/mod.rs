@@ -574,7 +574,7 @@ impl Runner {
                     if !s.stalled && silent > crate::time::ms(opts.stalled_after) {
                         s.stalled = true;
                         let id = tasks[s.idx].id;
-                        let detail = format!("no output for {} s", silent / 1000);
+                        let detail = format!("no output for {}", crate::time::whole_secs(silent));
                         db.write(|tx| {
                             event::record(
                                 tx,
