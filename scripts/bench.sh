@@ -97,7 +97,7 @@ c.execute("COMMIT")
 c.close()
 EOF
 sql_insert="PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; INSERT INTO tasks (role, description, prompt, priority, created_at) VALUES ('dev', 'Fix the flaky test', 'Fix the flaky test', 0, CAST(strftime('%s','now') AS INTEGER) * 1000); SELECT last_insert_rowid();"
-for d in orch py cli full; do orch-queue --db "$work/$d.db" stats >/dev/null; done
+for d in orch py cli full; do orch-queue --db "$work/$d.db" init >/dev/null 2>&1; done
 
 echo "bench: per-invocation latency ($runs runs each)" >&2
 out=$(hf latency -N --warmup 20 --runs "$runs" \
@@ -117,7 +117,7 @@ read -r t_add_full t_add_empty <<<"$out"
 
 echo "bench: $big tasks through add --stdin" >&2
 out=$(hf bulk --runs 5 \
-    --prepare "rm -f $work/b.db $work/b.db-wal $work/b.db-shm && $bin/orch-queue --db $work/b.db stats >/dev/null" \
+    --prepare "rm -f $work/b.db $work/b.db-wal $work/b.db-shm && $bin/orch-queue --db $work/b.db init >/dev/null 2>&1" \
     "$bin/orch-queue --db $work/b.db add --stdin < $work/bulk.jsonl > /dev/null")
 read -r t_bulk <<<"$out"
 
@@ -155,7 +155,7 @@ read -r t_plan_flat t_plan_flat1 t_plan_chain t_ready_chain <<<"$out"
 
 echo "bench: 200 concurrent adds while 5 batchers loop" >&2
 mkdir conc
-orch-queue --db "$work/conc.db" stats >/dev/null
+orch-queue --db "$work/conc.db" init >/dev/null 2>&1
 touch running
 for b in 1 2 3 4 5; do
     (while [ -e running ]; do
