@@ -933,11 +933,15 @@ fn a_batch_an_orch_run_holds_cannot_be_released_under_it() {
     let err = assert_error(&env.run("orch-batch", &["release", &b]), "orch-batch");
     assert!(err.contains("is running it"), "{err}");
     assert_eq!(dump(&env.db), before, "nothing changed");
-    // Emitting it for Claude Code now says an orch-run has it.
+    // Emitting it for Claude Code too is refused: its tasks would run twice.
     let out = env.run("orch-emit", &[&b]);
-    assert_code(&out, 0);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is being run by orch-run"), "{err}");
+    assert!(out.stdout.is_empty(), "printed nothing");
+    let err = assert_error(&out, "orch-emit");
+    assert!(
+        err.contains("is being run by orch-run") && err.contains("would run its tasks twice"),
+        "{err}"
+    );
+    assert_eq!(dump(&env.db), before, "nothing marked");
     env.ok("orch-queue", &["resume"]);
     let out = run.wait_with_output().unwrap();
     assert_code(&out, 0);
