@@ -63,7 +63,7 @@ pub fn orch_command(front: fn() -> Command) -> Command {
         }
         cmd = cmd.subcommand(
             Command::new(name)
-                .about(format!("Runs {}", path.display()))
+                .about(format!("Runs {}", orch_core::text::path(&path)))
                 .disable_help_flag(true)
                 .arg(
                     Arg::new("args")
@@ -126,7 +126,7 @@ pub fn run(args: Args, front: fn() -> Command) -> anyhow::Result<Exit> {
                 "wrote {} {} completion files into {}",
                 binaries(front).len(),
                 args.shell,
-                dir.display()
+                orch_core::text::path(dir)
             );
         }
         None => {
@@ -162,7 +162,7 @@ pub fn man(args: ManArgs, front: fn() -> Command) -> anyhow::Result<Exit> {
                 .count()
         })
         .unwrap_or(0);
-    eprintln!("{n} man pages in {}", dir.display());
+    eprintln!("{n} man pages in {}", orch_core::text::path(dir));
     Ok(Exit::Ok)
 }
 

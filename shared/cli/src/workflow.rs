@@ -77,7 +77,7 @@ pub fn emit_plan(db: &DbArg, worktree: bool, install: bool, allow: bool) -> anyh
             eprintln!(
                 "orch-emit: error: batches {} were made (not marked emitted) and their workflow installed as {}, but the allow rule could not be added: {}; print the workflow with orch-emit --format workflow {first}",
                 ids.join(", "),
-                orch_core::text::escape(&path.display().to_string(), false),
+                orch_core::text::path(path),
                 orch_core::text::escape(&crate::one_line(&e), false)
             );
             return Ok(Exit::NotPrinted);
@@ -129,7 +129,7 @@ pub(crate) fn check_rule_file(cwd: &std::path::Path, allow: bool) -> anyhow::Res
 fn announce(path: &std::path::Path, id: i64) {
     eprintln!(
         "orch-emit: installed {}; run it in Claude Code with /{}",
-        path.display(),
+        orch_core::text::path(path),
         workflow::name(id)
     );
 }
@@ -141,7 +141,7 @@ fn offer_rule(id: i64, cwd: &std::path::Path, allow: bool) -> anyhow::Result<()>
     if let Some(found) = workflow::find_rule(&files, &rule) {
         eprintln!(
             "orch-emit: {rule} is already allowed in {}",
-            found.display()
+            orch_core::text::path(&found)
         );
         return Ok(());
     }
@@ -149,11 +149,14 @@ fn offer_rule(id: i64, cwd: &std::path::Path, allow: bool) -> anyhow::Result<()>
         allow || (io::stdin().is_terminal() && io::stderr().is_terminal() && ask(&rule, &local));
     if yes {
         workflow::add_rule(&local, &rule)?;
-        eprintln!("orch-emit: added {rule} to {}", local.display());
+        eprintln!(
+            "orch-emit: added {rule} to {}",
+            orch_core::text::path(&local)
+        );
     } else {
         eprintln!(
             "orch-emit: note: without the rule Claude Code asks before the workflow runs; to allow it, add \"{rule}\" to permissions.allow in {} (or rerun with --allow)",
-            local.display()
+            orch_core::text::path(&local)
         );
     }
     Ok(())
@@ -164,7 +167,7 @@ fn ask(rule: &str, local: &std::path::Path) -> bool {
     let _ = write!(
         w,
         "Allow the workflow to run without asking: add \"{rule}\" to {}? [y/N] ",
-        local.display()
+        orch_core::text::path(local)
     );
     let _ = w.flush();
     let mut line = String::new();
