@@ -2,7 +2,6 @@
 //! own clap definitions: one `orch` command whose subcommands are every tool
 //! (so `orch queue a<TAB>` completes to `add`), and one per `orch-NAME` binary.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -199,10 +198,14 @@ fn without_help_verb(cmd: Command) -> Command {
         .mut_subcommands(without_help_verb)
 }
 
+/// Writes a completion script or man page atomically, never over the
+/// database these commands would use or its `-wal`/`-shm` files.
 fn write_file(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let mut f =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(data)
-        .with_context(|| format!("writing {}", path.display()))?;
+    static DB: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let db = DB.get_or_init(|| orch_core::db::resolve(None).ok().map(|l| l.path));
+    if let Some(db) = db {
+        orch_core::db::refuse_overwrite(db, path)?;
+    }
+    orch_core::atomic::write(path, data, orch_core::atomic::Access::Keep)?;
     Ok(())
 }

@@ -243,6 +243,45 @@ fn link_target(path: &Path) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// Refuses `target` as a file to write (an HTML page, a completion script)
+/// when it is the database `db` or one of SQLite's files beside it (`-wal`,
+/// `-shm`, `-journal`): the same file by device and inode (a symlink or a
+/// hard link to it), or the same path once resolved (so a `-wal` not there
+/// yet is not made by hand either).
+pub fn refuse_overwrite(db: &Path, target: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut names = vec![db.to_path_buf()];
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut n = db.as_os_str().to_os_string();
+        n.push(suffix);
+        names.push(PathBuf::from(n));
+    }
+    let id = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    // Where a write to `p` lands: a symlink there is followed when it resolves.
+    let real = |p: &Path| -> Option<PathBuf> {
+        fs::canonicalize(p).ok().or_else(|| {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            Some(fs::canonicalize(dir).ok()?.join(p.file_name()?))
+        })
+    };
+    let t_id = id(target);
+    let t_real = real(target);
+    let same = names
+        .iter()
+        .any(|n| (t_id.is_some() && id(n) == t_id) || (t_real.is_some() && real(n) == t_real));
+    if same {
+        return Err(Error::invalid(format!(
+            "{} is the database {} or one of its files: writing it would destroy the tasks; choose another file",
+            target.display(),
+            db.display()
+        )));
+    }
+    Ok(())
+}
+
 /// What is at a database path, as far as it matters before opening it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Found {
