@@ -3,7 +3,7 @@
 
 use orch_cli::completions::{Command, CommandFactory};
 
-use crate::common::{assert_code, bin_dir, stdout, Env};
+use crate::common::{assert_code, assert_error, bin_dir, stdout, Env};
 
 #[test]
 fn bash_completion_completes_orch_queue_ad_to_add() {
@@ -175,4 +175,32 @@ fn every_verb_has_a_summary_and_an_example() {
     let help = env.ok("orch-queue", &["add", "--help"]);
     assert!(help.contains("Example"), "{help}");
     assert!(bin_dir().join("orch").exists());
+}
+
+/// A completion file planted as a symlink to the database (or its `-wal`)
+/// is refused, not written through.
+#[test]
+fn completion_files_never_overwrite_the_database() {
+    let env = Env::new();
+    env.add("dev", "x");
+    let dir = env.path().join("completions");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::symlink(&env.db, dir.join("orch-queue.bash")).unwrap();
+    let bytes = std::fs::read(&env.db).unwrap();
+    let out = env.run(
+        "orch",
+        &["completions", "bash", "--dir", dir.to_str().unwrap()],
+    );
+    let err = assert_error(&out, "orch");
+    assert!(err.contains("is the database"), "{err}");
+    assert_eq!(std::fs::read(&env.db).unwrap(), bytes);
+    // A man page named as the database's -wal file, the same.
+    let man = env.path().join("man");
+    std::fs::create_dir(&man).unwrap();
+    let mut wal = env.db.as_os_str().to_os_string();
+    wal.push("-wal");
+    std::os::unix::fs::symlink(&wal, man.join("orch.1")).unwrap();
+    let out = env.run("orch", &["man", man.to_str().unwrap()]);
+    let err = assert_error(&out, "orch");
+    assert!(err.contains("is the database"), "{err}");
 }

@@ -6,7 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::common::{assert_code, assert_error, Env};
+use crate::common::{assert_code, assert_error, bin_dir, Env};
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
@@ -464,4 +464,38 @@ fn a_project_database_tracked_by_git_is_refused() {
     // Untracked again, it is the project's database.
     git(&["rm", "--quiet", "--cached", ".orch/orch.db"]);
     assert_code(&run(&sub, &["list"]), 0);
+    // With git missing from PATH nobody can tell: refused, not accepted.
+    let out = env
+        .cmd("orch-queue")
+        .env_remove("ORCH_DB")
+        .env("PATH", bin_dir())
+        .current_dir(&sub)
+        .arg("list")
+        .output()
+        .unwrap();
+    let err = assert_error(&out, "orch-queue");
+    assert!(
+        err.contains("git is not on PATH") && err.contains("--db"),
+        "{err}"
+    );
+    // A tracked symlink `.orch -> x` with `x/orch.db` tracked: git lists
+    // nothing through the symlink, so it is asked about `.orch` itself and
+    // about the file the database really is.
+    std::fs::remove_dir_all(repo.join(".orch")).unwrap();
+    std::fs::create_dir(repo.join("x")).unwrap();
+    std::fs::write(repo.join("x/orch.db"), &before).unwrap();
+    std::os::unix::fs::symlink("x", repo.join(".orch")).unwrap();
+    git(&["add", "x/orch.db", ".orch"]);
+    for args in [&["list"][..], &["show", "1"]] {
+        let err = assert_error(&run(&sub, args), "orch-queue");
+        assert!(
+            err.contains("tracked by git") && err.contains("--db"),
+            "{err}"
+        );
+    }
+    // Only the real file tracked (the symlink not): still refused.
+    git(&["rm", "--quiet", "--cached", ".orch"]);
+    let err = assert_error(&run(&sub, &["list"]), "orch-queue");
+    assert!(err.contains("tracked by git"), "{err}");
+    assert_eq!(std::fs::read(repo.join("x/orch.db")).unwrap(), before);
 }

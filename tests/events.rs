@@ -782,3 +782,58 @@ fn stream_json_is_logged_as_steps_and_judged_like_json() {
         "{streamed_attempt}"
     );
 }
+
+/// `--html FILE` never writes over the database or SQLite's files beside
+/// it, named directly or through a symlink; the page itself is written
+/// atomically.
+#[test]
+fn an_html_page_never_overwrites_the_database() {
+    let env = Env::new();
+    env.ok("orch-verify", &["selftest", "-n", "2", "--sleep", "0.05"]);
+    env.add("dev", "p1");
+    env.ok("orch-batch", &["create"]);
+    env.ok("orch-run", &["1", "--", "true"]);
+    let link = env.path().join("page.html");
+    std::os::unix::fs::symlink(&env.db, &link).unwrap();
+    let db = env.db.to_str().unwrap().to_string();
+    let targets = [
+        db.clone(),
+        format!("{db}-wal"),
+        format!("{db}-shm"),
+        link.to_str().unwrap().to_string(),
+    ];
+    let before = dump(&env.db);
+    let bytes = std::fs::read(&env.db).unwrap();
+    for t in &targets {
+        for args in [
+            &["orch-verify", "report", "1", "--html", t][..],
+            &[
+                "orch-verify",
+                "session",
+                "--session",
+                "orch-run:1",
+                "--html",
+                t,
+            ],
+            &["orch-batch", "report", "1", "--html", t],
+        ] {
+            let out = env.run(args[0], &args[1..]);
+            let err = assert_error(&out, args[0]);
+            assert!(err.contains("is the database"), "{args:?}: {err}");
+        }
+    }
+    assert_eq!(std::fs::read(&env.db).unwrap(), bytes, "database untouched");
+    assert_eq!(dump(&env.db), before);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // Elsewhere the page is written, replacing what was there.
+    let page = env.path().join("ok.html");
+    std::fs::write(&page, "old").unwrap();
+    env.ok(
+        "orch-batch",
+        &["report", "1", "--html", page.to_str().unwrap()],
+    );
+    assert!(std::fs::read_to_string(&page).unwrap().contains("<html"));
+}

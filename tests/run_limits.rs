@@ -933,11 +933,15 @@ fn a_batch_an_orch_run_holds_cannot_be_released_under_it() {
     let err = assert_error(&env.run("orch-batch", &["release", &b]), "orch-batch");
     assert!(err.contains("is running it"), "{err}");
     assert_eq!(dump(&env.db), before, "nothing changed");
-    // Emitting it for Claude Code now says an orch-run has it.
+    // Emitting it for Claude Code too is refused: its tasks would run twice.
     let out = env.run("orch-emit", &[&b]);
-    assert_code(&out, 0);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is being run by orch-run"), "{err}");
+    assert!(out.stdout.is_empty(), "printed nothing");
+    let err = assert_error(&out, "orch-emit");
+    assert!(
+        err.contains("is being run by orch-run") && err.contains("would run its tasks twice"),
+        "{err}"
+    );
+    assert_eq!(dump(&env.db), before, "nothing marked");
     env.ok("orch-queue", &["resume"]);
     let out = run.wait_with_output().unwrap();
     assert_code(&out, 0);
@@ -977,4 +981,53 @@ fn a_zero_span_names_the_flag_it_was_given_to() {
             "{flag}: {err}"
         );
     }
+}
+
+#[test]
+fn a_reset_time_years_ahead_is_unknown_and_a_pause_not_today_shows_its_date() {
+    let env = Env::new();
+    let pause_until = || -> i64 {
+        env.sql()
+            .query_row(
+                "SELECT CAST(value AS INTEGER) FROM settings WHERE key = 'pause_until'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    // An agent's text claiming a reset in the year 9999 pauses for the
+    // short while an unknown reset time gets, not until then.
+    env.add("dev", "x");
+    let b = env.ok("orch-batch", &["create"]).trim().to_string();
+    let script = "echo 'Claude AI usage limit reached|253402000000'; exit 1";
+    let started = orch_core::time::now_ms();
+    let out = env.run(
+        "orch-run",
+        &[&b, "--retries", "0", "--", "sh", "-c", script],
+    );
+    assert_code(&out, 1);
+    let until = pause_until();
+    assert!(
+        until > started && until < orch_core::time::now_ms() + 3_600_000,
+        "paused until {until}"
+    );
+    let st = env.ok("orch", &["status"]);
+    assert!(!st.contains("9999"), "{st}");
+    env.ok("orch-queue", &["resume"]);
+    // A pause that ends on another day says which.
+    env.ok("orch-queue", &["pause", "--until", "3d"]);
+    let day = jiff::Timestamp::from_millisecond(pause_until())
+        .unwrap()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .to_string();
+    let st = env
+        .cmd("orch")
+        .arg("status")
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    assert_code(&st, 0);
+    let st = String::from_utf8_lossy(&st.stdout);
+    assert!(st.contains(&format!("paused until {day} ")), "{st}");
 }

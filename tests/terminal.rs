@@ -322,3 +322,52 @@ fn item_1_terminal_escape_injection_human_views_escape_stored_text() {
     .unwrap();
     assert_eq!(listed["body"], p);
 }
+
+#[test]
+fn paths_with_control_characters_are_escaped_in_messages() {
+    let env = Env::new();
+    let proj = env.path().join("proj\x1b[2J");
+    std::fs::create_dir(&proj).unwrap();
+    let config = env.path().join("cfg\x1b]52;c;aGk=\x07");
+    let run = |args: &[&str]| {
+        let (tool, args) = args.split_first().unwrap();
+        env.cmd(tool)
+            .env_remove("ORCH_DB")
+            .env("CLAUDE_CONFIG_DIR", &config)
+            .current_dir(&proj)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["orch-queue", "init"][..],
+        &["orch-queue", "where"],
+        &["orch-hook", "install"],
+        &["orch-hook", "install", "--user"],
+        &["orch-hook", "uninstall"],
+        &["orch-hook", "uninstall", "--user"],
+        &["orch-queue", "add", "dev", "x"],
+        &["orch-batch", "create"],
+        &["orch-emit", "--format", "workflow", "1", "--install"],
+    ] {
+        let out = run(args);
+        assert_code(&out, 0);
+        let raw = raw_controls(&out);
+        assert!(
+            raw.is_empty(),
+            "{args:?}: raw control characters {raw:?}:\nstdout: {:?}\nstderr: {:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = run(&["orch-queue", "init"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("proj^[[2J/.orch/orch.db"),
+        "{out:?}"
+    );
+    let out = run(&["orch-hook", "install", "--user"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cfg^[]52;c;aGk=^G"),
+        "{out:?}"
+    );
+}

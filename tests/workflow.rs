@@ -574,3 +574,34 @@ fn workflow_install_finds_the_rule_in_claude_config_dir() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("already allowed"), "{err}");
 }
+
+#[test]
+fn workflow_install_allow_checks_the_settings_before_it_commits() {
+    let env = Env::new();
+    diamond(&env);
+    let local = env.path().join(".claude/settings.local.json");
+    std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+    std::fs::write(&local, "{ broken").unwrap();
+    let before = dump(&env.db);
+    let out = env.run(
+        "orch-emit",
+        &["--format", "workflow", "--plan", "--install", "--allow"],
+    );
+    let e = assert_error(&out, "orch-emit");
+    assert!(e.contains("settings.local.json is not valid JSON"), "{e}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(dump(&env.db), before, "no batch made");
+    assert!(!env.path().join(".claude/workflows").exists());
+    assert_eq!(std::fs::read_to_string(&local).unwrap(), "{ broken");
+    // The same for one batch: nothing installed, the batch not emitted.
+    let b = env.ok("orch-batch", &["create"]).trim().to_string();
+    let before = dump(&env.db);
+    let out = env.run(
+        "orch-emit",
+        &["--format", "workflow", &b, "--install", "--allow"],
+    );
+    assert_error(&out, "orch-emit");
+    assert!(out.stdout.is_empty());
+    assert_eq!(dump(&env.db), before, "not marked emitted");
+    assert!(!env.path().join(".claude/workflows").exists());
+}

@@ -295,6 +295,7 @@ impl Tool for Cli {
                     );
                 }
                 crate::page::write(
+                    &db,
                     &html,
                     &crate::page::batch(&b, &attempts, events),
                     "orch-batch",

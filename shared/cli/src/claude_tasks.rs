@@ -52,7 +52,7 @@ pub fn export(db: &DbArg, a: Args, out: &mut Out) -> anyhow::Result<Exit> {
                     "exported {} task{} to {} ({} already there)",
                     done.added.len(),
                     if done.added.len() == 1 { "" } else { "s" },
-                    dir.display(),
+                    orch_core::text::path(&dir),
                     done.already.len()
                 ))
             }

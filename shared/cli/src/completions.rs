@@ -2,7 +2,6 @@
 //! own clap definitions: one `orch` command whose subcommands are every tool
 //! (so `orch queue a<TAB>` completes to `add`), and one per `orch-NAME` binary.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -63,7 +62,7 @@ pub fn orch_command(front: fn() -> Command) -> Command {
         }
         cmd = cmd.subcommand(
             Command::new(name)
-                .about(format!("Runs {}", path.display()))
+                .about(format!("Runs {}", orch_core::text::path(&path)))
                 .disable_help_flag(true)
                 .arg(
                     Arg::new("args")
@@ -126,7 +125,7 @@ pub fn run(args: Args, front: fn() -> Command) -> anyhow::Result<Exit> {
                 "wrote {} {} completion files into {}",
                 binaries(front).len(),
                 args.shell,
-                dir.display()
+                orch_core::text::path(dir)
             );
         }
         None => {
@@ -162,7 +161,7 @@ pub fn man(args: ManArgs, front: fn() -> Command) -> anyhow::Result<Exit> {
                 .count()
         })
         .unwrap_or(0);
-    eprintln!("{n} man pages in {}", dir.display());
+    eprintln!("{n} man pages in {}", orch_core::text::path(dir));
     Ok(Exit::Ok)
 }
 
@@ -199,10 +198,14 @@ fn without_help_verb(cmd: Command) -> Command {
         .mut_subcommands(without_help_verb)
 }
 
+/// Writes a completion script or man page atomically, never over the
+/// database these commands would use or its `-wal`/`-shm` files.
 fn write_file(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let mut f =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(data)
-        .with_context(|| format!("writing {}", path.display()))?;
+    static DB: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let db = DB.get_or_init(|| orch_core::db::resolve(None).ok().map(|l| l.path));
+    if let Some(db) = db {
+        orch_core::db::refuse_overwrite(db, path)?;
+    }
+    orch_core::atomic::write(path, data, orch_core::atomic::Access::Keep)?;
     Ok(())
 }

@@ -91,6 +91,10 @@ impl Tool for Cli {
         let db = orch_core::db::Db::open_existing(&loc)?;
         let agents = AgentIndex::discover(&std::env::current_dir().unwrap_or_default());
         let mailbox = self.with_mailbox.then_some(&loc);
+        if self.format == Format::Workflow && self.install {
+            let cwd = std::env::current_dir().context("finding the current directory")?;
+            super::workflow::check_rule_file(&cwd, self.allow)?;
+        }
         let note = |n: &str| eprintln!("orch-emit: note: {n}");
         emit::emit(&db, id, &agents, mailbox, note, |e| {
             let text = match self.format {

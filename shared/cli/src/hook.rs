@@ -142,8 +142,8 @@ fn not_read_here(t: &Target, cwd: &std::path::Path) -> String {
         .unwrap_or(&t.settings);
     format!(
         "Claude Code reads project hooks only from the directory it is started in, so these run only when it is started in {}, not here ({}); start it there, or run `orch-hook install --here` here, or `orch-hook install --user` for every directory",
-        dir.display(),
-        cwd.display()
+        orch_core::text::path(dir),
+        orch_core::text::path(cwd)
     )
 }
 
@@ -220,14 +220,14 @@ fn install(
             match std::fs::read_to_string(&t.command) {
                 Ok(old) if !settings::command_is_ours(&old) => anyhow::bail!(
                     "{} exists and is not orch's; move it away to install /orch (nothing was installed)",
-                    t.command.display()
+                    orch_core::text::path(&t.command)
                 ),
                 Ok(old) if old == text => None,
                 Ok(_) => Some(text),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Some(text),
                 Err(e) => anyhow::bail!(
                     "cannot read {}: {e} (nothing was installed)",
-                    t.command.display()
+                    orch_core::text::path(&t.command)
                 ),
             }
         }
@@ -237,20 +237,20 @@ fn install(
         settings::write_atomic(&t.settings, &settings::render(&value))?;
         eprintln!(
             "orch-hook: installed into {} ({} events, threshold {threshold})",
-            t.settings.display(),
+            orch_core::text::path(&t.settings),
             hook::event::Kind::ALL.len()
         );
     } else {
         eprintln!(
             "orch-hook: already installed in {} (threshold {threshold})",
-            t.settings.display()
+            orch_core::text::path(&t.settings)
         );
     }
     if let Some(text) = slash {
         settings::write_atomic(&t.command, &text)?;
         eprintln!(
             "orch-hook: installed the /orch command at {}",
-            t.command.display()
+            orch_core::text::path(&t.command)
         );
     }
     let cwd = settings::current_dir()?;
@@ -298,11 +298,14 @@ fn uninstall(scope: Scope) -> anyhow::Result<Exit> {
         }
     }
     if removed == 0 && !command_removed {
-        eprintln!("orch-hook: nothing of orch's in {}", t.settings.display());
+        eprintln!(
+            "orch-hook: nothing of orch's in {}",
+            orch_core::text::path(&t.settings)
+        );
     } else {
         eprintln!(
             "orch-hook: removed {removed} hook entries from {}{}",
-            t.settings.display(),
+            orch_core::text::path(&t.settings),
             if command_removed {
                 " and the /orch command"
             } else {

@@ -221,10 +221,10 @@ fn selftest(db: &DbArg) -> anyhow::Result<Exit> {
     };
     report.out.line(format_args!(
         "orch-mcp self-test: {} talking MCP over a pipe to a second {}, database {}",
-        exe.display(),
+        orch_core::text::path(&exe),
         SERVER_BIN,
         if users {
-            path.display().to_string()
+            orch_core::text::path(&path)
         } else {
             "(temporary)".into()
         }

@@ -68,7 +68,7 @@ impl Tool for Cli {
         if self.list {
             let mut out = Out::new();
             for (name, path) in suite::discover() {
-                out.line(format_args!("{name:<10} {}", path.display()))?;
+                out.line(format_args!("{name:<10} {}", orch_core::text::path(&path)))?;
             }
             out.flush()?;
             return Ok(Exit::Ok);

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use anyhow::Context;
 use orch_core::attempt::Attempt;
 use orch_core::batch::Batch;
 use orch_core::calls::Call;
@@ -585,13 +586,22 @@ pub fn events(
     }
 }
 
-/// Writes the page to `path` and says so on stderr as `tool`.
-pub fn write(path: &std::path::Path, page: &Page, tool: &str) -> anyhow::Result<()> {
-    std::fs::write(path, page.render())
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
-    eprintln!(
-        "{tool}: wrote {}",
-        orch_core::text::escape(&path.display().to_string(), false)
-    );
+/// Writes the page to `path` (atomically: a reader sees the old page or the
+/// new one) and says so on stderr as `tool`. The database `db` and its
+/// `-wal`/`-shm` files are refused as targets.
+pub fn write(
+    db: &orch_core::db::Db,
+    path: &std::path::Path,
+    page: &Page,
+    tool: &str,
+) -> anyhow::Result<()> {
+    orch_core::db::refuse_overwrite(&db.path, path)?;
+    orch_core::atomic::write(
+        path,
+        page.render().as_bytes(),
+        orch_core::atomic::Access::Keep,
+    )
+    .with_context(|| format!("writing {}", orch_core::text::path(path)))?;
+    eprintln!("{tool}: wrote {}", orch_core::text::path(path));
     Ok(())
 }

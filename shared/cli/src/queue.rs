@@ -286,7 +286,7 @@ impl Tool for Cli {
                 }
                 out.answer(
                     || format!("the database {}", path.display()),
-                    |out| out.line(path.display()),
+                    |out| out.line(orch_core::text::path(&path)),
                 )?;
                 eprintln!(
                     "{}",
@@ -312,7 +312,7 @@ impl Tool for Cli {
                 if json {
                     out.json(&loc)?;
                 } else {
-                    out.line(loc.path.display())?;
+                    out.line(orch_core::text::path(&loc.path))?;
                     out.flush()?;
                     eprintln!("({})", loc.source.explain());
                 }

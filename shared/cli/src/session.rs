@@ -250,6 +250,7 @@ fn write_page(
         _ => "orch: agent calls".to_string(),
     };
     crate::page::write(
+        db,
         path,
         &crate::page::calls(title, &labelled, events),
         "orch-verify",

@@ -35,6 +35,9 @@ pub fn emit_plan(db: &DbArg, worktree: bool, install: bool, allow: bool) -> anyh
     if plan.waves.is_empty() {
         anyhow::bail!("no queued task can be planned (add tasks with orch-queue add)");
     }
+    if install {
+        check_rule_file(&cwd, allow)?;
+    }
     // One batch per wave, so that orch-verify judges each wave on its own;
     // the workflow is named after the first.
     let cwd_install = if install {
@@ -68,7 +71,17 @@ pub fn emit_plan(db: &DbArg, worktree: bool, install: bool, allow: bool) -> anyh
     if let (Some(path), Some(cwd)) = (&installed, &cwd_install) {
         let first = made.first().copied().unwrap_or_default();
         announce(path, first);
-        offer_rule(first, cwd, allow)?;
+        if let Err(e) = offer_rule(first, cwd, allow) {
+            // Committed already: say what is there, so nobody makes it again.
+            let ids: Vec<String> = made.iter().map(|b| b.to_string()).collect();
+            eprintln!(
+                "orch-emit: error: batches {} were made (not marked emitted) and their workflow installed as {}, but the allow rule could not be added: {}; print the workflow with orch-emit --format workflow {first}",
+                ids.join(", "),
+                orch_core::text::path(path),
+                orch_core::text::escape(&crate::one_line(&e), false)
+            );
+            return Ok(Exit::NotPrinted);
+        }
     }
     for n in notes {
         eprintln!("orch-emit: note: {n}");
@@ -97,15 +110,26 @@ pub fn emit_plan(db: &DbArg, worktree: bool, install: bool, allow: bool) -> anyh
 pub fn install(id: i64, script: &str, allow: bool) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("finding the current directory")?;
     let path = workflow::install_path(&cwd, id);
+    check_rule_file(&cwd, allow)?;
     workflow::install(&path, script)?;
     announce(&path, id);
     offer_rule(id, &cwd, allow)
 }
 
+/// Refuses, before anything is written, a settings file the allow rule may
+/// be added to (with `--allow`, or at a terminal that may say "y") but could
+/// not be: so nothing after a commit fails for that reason.
+pub(crate) fn check_rule_file(cwd: &std::path::Path, allow: bool) -> anyhow::Result<()> {
+    if allow || (io::stdin().is_terminal() && io::stderr().is_terminal()) {
+        settings::check_allowable(&settings::local_path(cwd))?;
+    }
+    Ok(())
+}
+
 fn announce(path: &std::path::Path, id: i64) {
     eprintln!(
         "orch-emit: installed {}; run it in Claude Code with /{}",
-        path.display(),
+        orch_core::text::path(path),
         workflow::name(id)
     );
 }
@@ -117,7 +141,7 @@ fn offer_rule(id: i64, cwd: &std::path::Path, allow: bool) -> anyhow::Result<()>
     if let Some(found) = workflow::find_rule(&files, &rule) {
         eprintln!(
             "orch-emit: {rule} is already allowed in {}",
-            found.display()
+            orch_core::text::path(&found)
         );
         return Ok(());
     }
@@ -125,11 +149,14 @@ fn offer_rule(id: i64, cwd: &std::path::Path, allow: bool) -> anyhow::Result<()>
         allow || (io::stdin().is_terminal() && io::stderr().is_terminal() && ask(&rule, &local));
     if yes {
         workflow::add_rule(&local, &rule)?;
-        eprintln!("orch-emit: added {rule} to {}", local.display());
+        eprintln!(
+            "orch-emit: added {rule} to {}",
+            orch_core::text::path(&local)
+        );
     } else {
         eprintln!(
             "orch-emit: note: without the rule Claude Code asks before the workflow runs; to allow it, add \"{rule}\" to permissions.allow in {} (or rerun with --allow)",
-            local.display()
+            orch_core::text::path(&local)
         );
     }
     Ok(())
@@ -140,7 +167,7 @@ fn ask(rule: &str, local: &std::path::Path) -> bool {
     let _ = write!(
         w,
         "Allow the workflow to run without asking: add \"{rule}\" to {}? [y/N] ",
-        local.display()
+        orch_core::text::path(local)
     );
     let _ = w.flush();
     let mut line = String::new();

@@ -203,19 +203,20 @@ pub fn emit<T, E: From<Error>>(
     deliver: impl FnOnce(&Emission) -> Result<T, E>,
 ) -> Result<T, E> {
     let b = batch::get(db, id)?;
+    let (_, _, holder, until) = db.read(|tx| batch::lease_in(tx, id))?;
+    if let Some(h) = holder.as_deref() {
+        if !crate::lease::lapsed(Some(h), until, crate::time::now_ms()) {
+            return Err(Error::invalid(format!(
+                "batch {id} is being run by orch-run (pid {}); emitting it too would run its tasks twice: wait for that run or stop it",
+                crate::lease::pid_of(h).unwrap_or(0)
+            ))
+            .into());
+        }
+    }
     if let Some(at) = &b.emitted_at {
         note(&format!(
             "batch {id} was already emitted at {at}; launching it twice runs its tasks twice"
         ));
-    }
-    let (_, _, holder, until) = db.read(|tx| batch::lease_in(tx, id))?;
-    if let Some(h) = holder.as_deref() {
-        if !crate::lease::lapsed(Some(h), until, crate::time::now_ms()) {
-            note(&format!(
-                "batch {id} is being run by orch-run (pid {}); launching it in Claude Code too runs its tasks twice",
-                crate::lease::pid_of(h).unwrap_or(0)
-            ));
-        }
     }
     let tasks: Vec<Task> = b
         .tasks

@@ -171,7 +171,10 @@ pub fn classify_text(text: &str, status: Option<i64>, kind: &str, now: i64) -> C
         retry_after,
     };
     if let Some(reset) = usage_limit(text, now) {
-        return mk(Class::UsageLimit, reset);
+        return mk(
+            Class::UsageLimit,
+            reset.filter(|&at| plausible_reset(at, now)),
+        );
     }
     const AUTH: [&str; 9] = [
         "invalid api key",
@@ -227,6 +230,17 @@ fn retry_hint(lower: &str) -> Option<Duration> {
     }
     None
 }
+
+/// Whether a reset time an agent's text gave is one to wait for: ahead of
+/// `now`, by at most a week (no usage limit lasts longer). Anything else is
+/// treated as no reset time at all, so a message cannot pause every runner
+/// until the year 9999.
+fn plausible_reset(at: i64, now: i64) -> bool {
+    at > now && at - now <= MAX_RESET_MS
+}
+
+/// The furthest ahead a usage limit's reset time is believed: 7 days.
+const MAX_RESET_MS: i64 = 7 * 86_400_000;
 
 /// `Some(reset)` when `text` reports a usage limit (the reset time in ms when it gives one).
 fn usage_limit(text: &str, now: i64) -> Option<Option<i64>> {
@@ -523,6 +537,31 @@ mod tests {
         assert_eq!(human_time("3pm (../../etc/passwd)", NOW), want);
         let c = classify_text("You've hit your 5-hour limit · resets 3pm", None, "", NOW);
         assert_eq!(c.reset_at, want);
+    }
+
+    #[test]
+    fn a_reset_time_over_a_week_ahead_or_past_is_unknown() {
+        let c = |t: &str| classify_text(t, None, "", NOW);
+        let epoch = |ms: i64| format!("Claude AI usage limit reached|{}", ms / 1000);
+        for text in [
+            "Claude AI usage limit reached|253402000000".to_string(),
+            epoch(NOW + 7 * 86_400_000 + 1000),
+            epoch(NOW - 60_000),
+            "You've hit your limit · resets Dec 3, 2030, 2:34am (UTC)".into(),
+            "You've hit your limit · resets Nov 1, 2026, 2:34am (UTC)".into(),
+        ] {
+            let got = c(&text);
+            assert_eq!(got.class, Class::UsageLimit, "{text}");
+            assert_eq!(got.reset_at, None, "{text}");
+        }
+        assert_eq!(
+            c(&epoch(NOW + 7 * 86_400_000)).reset_at,
+            Some(NOW + 7 * 86_400_000)
+        );
+        assert_eq!(
+            c("You've hit your limit · resets Dec 3, 2:34am (UTC)").reset_at,
+            Some(NOW + (3 * 86_400 + 3 * 3600 + 34 * 60) * 1000)
+        );
     }
 
     #[test]

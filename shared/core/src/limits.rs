@@ -132,7 +132,8 @@ pub fn paused(db: &Db) -> Result<Option<Pause>> {
     db.read(|tx| paused_in(tx, now_ms()))
 }
 
-/// "paused until 14:05 (usage limit)" for status lines.
+/// "paused until 14:05:00 (usage limit)" for status lines (with the date
+/// when the pause does not end today: "paused until 2026-12-03 14:05:00").
 pub fn describe(p: &Pause) -> String {
     match p.until_ms {
         Some(ms) => format!("paused until {} ({})", hhmm(ms), p.reason),
@@ -140,14 +141,29 @@ pub fn describe(p: &Pause) -> String {
     }
 }
 
-/// HH:MM:SS of `ms` in local time.
+/// HH:MM:SS of `ms` in local time, with its date in front
+/// (`2026-12-03 14:05:00`) when that is not today, so a far-off time never
+/// reads as one later today.
 pub fn hhmm(ms: i64) -> String {
-    match jiff::Timestamp::from_millisecond(ms) {
-        Ok(t) => {
-            let z = t.to_zoned(jiff::tz::TimeZone::system());
-            format!("{:02}:{:02}:{:02}", z.hour(), z.minute(), z.second())
+    clock(ms, now_ms(), &jiff::tz::TimeZone::system())
+}
+
+/// [`hhmm`] as seen at `now` in zone `tz`.
+fn clock(ms: i64, now: i64, tz: &jiff::tz::TimeZone) -> String {
+    match (
+        jiff::Timestamp::from_millisecond(ms),
+        jiff::Timestamp::from_millisecond(now),
+    ) {
+        (Ok(t), Ok(n)) => {
+            let z = t.to_zoned(tz.clone());
+            let hms = format!("{:02}:{:02}:{:02}", z.hour(), z.minute(), z.second());
+            if z.date() == n.to_zoned(tz.clone()).date() {
+                hms
+            } else {
+                format!("{} {hms}", z.date())
+            }
         }
-        Err(_) => "??:??:??".into(),
+        _ => "??:??:??".into(),
     }
 }
 
@@ -314,5 +330,29 @@ pub fn claude_cap() -> (usize, &'static str) {
     {
         Some(n) => (n, "from CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS"),
         None => (CLAUDE_DEFAULT_CAP, "Claude Code's default"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // 2026-11-29T23:00:00Z
+    const NOW: i64 = 1_795_993_200_000;
+
+    #[test]
+    fn a_time_not_today_shows_its_date() {
+        let utc = jiff::tz::TimeZone::UTC;
+        assert_eq!(clock(NOW + 1_800_000, NOW, &utc), "23:30:00");
+        assert_eq!(
+            clock(NOW + 3_600_000 + 5_000, NOW, &utc),
+            "2026-11-30 00:00:05"
+        );
+        assert_eq!(
+            clock(NOW + 3 * 86_400_000 + 900_000, NOW, &utc),
+            "2026-12-02 23:15:00"
+        );
+        assert_eq!(clock(253_402_000_000_000, NOW, &utc), "9999-12-28 12:26:40");
+        assert_eq!(clock(NOW - 86_400_000, NOW, &utc), "2026-11-28 23:00:00");
     }
 }

@@ -3,6 +3,12 @@
 
 use std::borrow::Cow;
 
+/// A path as a message for people shows it: [`escape`]d, so a directory
+/// named with control characters cannot drive the terminal either.
+pub fn path(p: &std::path::Path) -> String {
+    escape(&p.display().to_string(), false).into_owned()
+}
+
 /// Stored text as a view for people may print it: every control character
 /// (C0, DEL and C1) is shown the way `cat -v` shows it, so that nothing a
 /// task, message or agent wrote can drive the terminal (`\x1b]52;…` writing

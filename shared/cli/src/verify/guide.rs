@@ -3,7 +3,7 @@
 //! arrive, judge them, and say how to pick the run up after Ctrl-C.
 
 use std::io::{self, BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -69,7 +69,7 @@ all {n} ran at once. It takes about a minute.
 Run this in the directory where you start Claude Code (`claude`).
 Database: {}
           chosen as {}",
-        shown_path(&loc.path),
+        orch_core::text::path(&loc.path),
         loc.source.explain()
     )?;
     match which::which("orch-verify") {
@@ -91,7 +91,7 @@ command. Install orch (./install.sh) or add its directory to PATH first."
     let local = orch_core::claude::settings::local_path(&cwd);
     let files = orch_core::claude::settings::permission_files(&cwd);
     if let Some(found) = verify::find_permission(&files) {
-        writeln!(w, "Already allowed in {}.", found.display())?;
+        writeln!(w, "Already allowed in {}.", orch_core::text::path(&found))?;
     } else {
         writeln!(
             w,
@@ -102,7 +102,10 @@ for your answers one by one. This Claude Code setting allows the probe command:\
             writeln!(w, "    {l}")?;
         }
         writeln!(w)?;
-        if ask_yes(&mut w, &format!("Add it to {} now?", local.display())) {
+        if ask_yes(
+            &mut w,
+            &format!("Add it to {} now?", orch_core::text::path(&local)),
+        ) {
             match verify::add_permission(&local) {
                 Ok(_) => writeln!(w, "Added. (If Claude Code is already running here, /permissions shows the rule.)")?,
                 Err(e) => writeln!(
@@ -141,11 +144,11 @@ for your answers one by one. This Claude Code setting allows the probe command:\
         )?,
     }
     match saved {
-        Ok(file) => writeln!(w, "Saved to {}.", shown_path(&file))?,
+        Ok(file) => writeln!(w, "Saved to {}.", orch_core::text::path(&file))?,
         Err(e) => writeln!(
             w,
             "Could not save it in {}: {e}",
-            shown_path(&std::env::temp_dir())
+            orch_core::text::path(&std::env::temp_dir())
         )?,
     }
     writeln!(
@@ -219,9 +222,4 @@ fn save_message(run: i64, text: &str) -> io::Result<PathBuf> {
     f.flush()?;
     let (_, path) = f.keep().map_err(|e| e.error)?;
     Ok(path)
-}
-
-/// A path as a view for people shows it (control characters escaped).
-fn shown_path(p: &Path) -> String {
-    orch_core::text::escape(&p.display().to_string(), false).into_owned()
 }

@@ -424,7 +424,12 @@ fn report(
                 ..Default::default()
             },
         )?;
-        crate::page::write(path, &crate::page::run(&r, &probes, events), "orch-verify")?;
+        crate::page::write(
+            db,
+            path,
+            &crate::page::run(&r, &probes, events),
+            "orch-verify",
+        )?;
     }
     if json {
         out.json(&rep)?;

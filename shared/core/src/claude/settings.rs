@@ -132,8 +132,22 @@ pub fn allow(path: &Path, rule: &str, covering: &[&str]) -> Result<bool> {
     if allows(&v, covering) || allows(&v, &[rule]) {
         return Ok(false);
     }
-    let allow = v
-        .as_object_mut()
+    allow_list(&mut v, path)?.push(Value::String(rule.into()));
+    write_atomic(path, &render(&v))?;
+    Ok(true)
+}
+
+/// Refuses, touching nothing, a settings file [`allow`] could not add a rule
+/// to (not JSON, not an object, `permissions` or `allow` of another type), so
+/// a command can check it before it commits anything.
+pub fn check_allowable(path: &Path) -> Result<()> {
+    let mut v = read(path)?.unwrap_or_else(|| Value::Object(Map::new()));
+    allow_list(&mut v, path).map(|_| ())
+}
+
+/// `permissions.allow` of settings `v` (read from `path`), made when missing.
+fn allow_list<'a>(v: &'a mut Value, path: &Path) -> Result<&'a mut Vec<Value>> {
+    v.as_object_mut()
         .ok_or_else(|| wrong(path, "not a JSON object"))?
         .entry("permissions")
         .or_insert_with(|| Value::Object(Map::new()))
@@ -142,8 +156,5 @@ pub fn allow(path: &Path, rule: &str, covering: &[&str]) -> Result<bool> {
         .entry("allow")
         .or_insert_with(|| Value::Array(Vec::new()))
         .as_array_mut()
-        .ok_or_else(|| wrong(path, "\"permissions.allow\" is not an array"))?;
-    allow.push(Value::String(rule.into()));
-    write_atomic(path, &render(&v))?;
-    Ok(true)
+        .ok_or_else(|| wrong(path, "\"permissions.allow\" is not an array"))
 }

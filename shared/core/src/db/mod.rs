@@ -154,7 +154,7 @@ fn trusted(root: &Path, path: &Path) -> Result<()> {
             }
         }
     }
-    if tracked_by_git(root) {
+    if tracked_by_git(root, path)? {
         return Err(Error::invalid(format!(
             "{} is tracked by git: it came with the repository, so its tasks are someone else's; untrack it (`git rm --cached`) or pass --db {} to use it anyway",
             path.display(),
@@ -187,16 +187,47 @@ pub fn ignore_in_git(dot: &Path) -> Result<()> {
     }
 }
 
-/// Whether git tracks anything under `root/.orch/`. Only asked when a `.git`
-/// is at or above `root` and git is installed, so a project outside git pays
-/// nothing.
-fn tracked_by_git(root: &Path) -> bool {
+/// Whether git tracks the project database: `root/.orch` itself (a tracked
+/// symlink is listed as `.orch`, and git lists nothing through it), anything
+/// under it, or the file the database really is when that lies in the work
+/// tree (`.orch -> x` with `x/orch.db` tracked). Only asked when a `.git` is
+/// at or above `root`, so a project outside git pays nothing; there, a git
+/// that is missing or does not answer is a refusal, not a pass.
+fn tracked_by_git(root: &Path, path: &Path) -> Result<bool> {
     if !root.ancestors().any(|d| d.join(".git").exists()) {
-        return false;
+        return Ok(false);
     }
-    crate::git::Git::in_dir(root)
-        .and_then(|g| g.output(&["ls-files", "-z", "--cached", "--", ".orch/"]))
-        .is_ok_and(|o| o.ok && !o.stdout.is_empty())
+    let unsure = |why: String| {
+        Error::invalid(format!(
+            "{} is in a git repository, but {why}, so orch cannot tell whether the database came with the repository: pass --db {} to use it anyway",
+            path.display(),
+            path.display()
+        ))
+    };
+    let git = crate::git::Git::in_dir(root).map_err(|_| unsure("git is not on PATH".into()))?;
+    let ask = |args: &[&str]| -> Result<String> {
+        let o = git
+            .output(args)
+            .map_err(|e| unsure(format!("git could not be run ({e})")))?;
+        if !o.ok {
+            let why = o.stderr.lines().next().unwrap_or("").trim().to_string();
+            return Err(unsure(format!("`git {}` failed ({why})", args[0])));
+        }
+        Ok(o.stdout)
+    };
+    let top = ask(&["rev-parse", "--show-toplevel"])?;
+    let mut specs = vec![":(literal).orch".to_string()];
+    let top = fs::canonicalize(top.trim_end_matches('\n')).ok();
+    if let (Some(top), Ok(real)) = (top, fs::canonicalize(path)) {
+        if let Ok(rel) = real.strip_prefix(&top) {
+            if let Some(rel) = rel.to_str() {
+                specs.push(format!(":(top,literal){rel}"));
+            }
+        }
+    }
+    let mut args = vec!["ls-files", "-z", "--cached", "--"];
+    args.extend(specs.iter().map(String::as_str));
+    Ok(!ask(&args)?.is_empty())
 }
 
 /// Whether an I/O error means "nothing there" (a missing file, or a parent
@@ -210,6 +241,45 @@ fn link_target(path: &Path) -> String {
     fs::read_link(path)
         .map(|t| t.display().to_string())
         .unwrap_or_else(|_| "?".into())
+}
+
+/// Refuses `target` as a file to write (an HTML page, a completion script)
+/// when it is the database `db` or one of SQLite's files beside it (`-wal`,
+/// `-shm`, `-journal`): the same file by device and inode (a symlink or a
+/// hard link to it), or the same path once resolved (so a `-wal` not there
+/// yet is not made by hand either).
+pub fn refuse_overwrite(db: &Path, target: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut names = vec![db.to_path_buf()];
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut n = db.as_os_str().to_os_string();
+        n.push(suffix);
+        names.push(PathBuf::from(n));
+    }
+    let id = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    // Where a write to `p` lands: a symlink there is followed when it resolves.
+    let real = |p: &Path| -> Option<PathBuf> {
+        fs::canonicalize(p).ok().or_else(|| {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            Some(fs::canonicalize(dir).ok()?.join(p.file_name()?))
+        })
+    };
+    let t_id = id(target);
+    let t_real = real(target);
+    let same = names
+        .iter()
+        .any(|n| (t_id.is_some() && id(n) == t_id) || (t_real.is_some() && real(n) == t_real));
+    if same {
+        return Err(Error::invalid(format!(
+            "{} is the database {} or one of its files: writing it would destroy the tasks; choose another file",
+            target.display(),
+            db.display()
+        )));
+    }
+    Ok(())
 }
 
 /// What is at a database path, as far as it matters before opening it.
