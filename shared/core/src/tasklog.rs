@@ -31,8 +31,12 @@ pub const DEFAULT_CAP: u64 = 1024 * 1024;
 pub const MAX_LINE: usize = 16 * 1024;
 
 /// The lines waiting to be written hold at most this many bytes (each line
-/// counting [`LINE_COST`] more for itself), or twice the cap when that is more.
+/// counting [`LINE_COST`] more for itself), or twice the cap when that is
+/// more, up to [`MAX_QUEUE`].
 pub const MIN_QUEUE: u64 = 4 * 1024 * 1024;
+
+/// The most bytes of lines waiting to be written, whatever the cap.
+pub const MAX_QUEUE: u64 = 16 * 1024 * 1024;
 
 /// What a queued line costs beyond its text.
 const LINE_COST: u64 = 64;
@@ -383,7 +387,7 @@ struct Kept {
 impl Writer {
     /// Starts the writer on its own connection to `path`; `cap` bytes per
     /// task. The lines waiting for it hold at most [`MIN_QUEUE`] bytes, or
-    /// twice `cap` when that is more.
+    /// twice `cap` when that is more, up to [`MAX_QUEUE`].
     pub fn start(path: &Path, cap: u64) -> Result<Writer> {
         let db = Db::open(path)?;
         let (tx, rx) = mpsc::channel();
@@ -394,7 +398,7 @@ impl Writer {
             sink: Some(Sink {
                 tx,
                 queued,
-                room: cap.saturating_mul(2).max(MIN_QUEUE),
+                room: cap.saturating_mul(2).clamp(MIN_QUEUE, MAX_QUEUE),
                 dropped: Cell::new(None),
             }),
             thread: Some(thread),
