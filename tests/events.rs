@@ -322,6 +322,64 @@ fn ten_thousand_fast_lines_stay_within_the_cap_with_the_marker() {
     assert_eq!(kept, want);
 }
 
+/// The peak resident memory of process `pid` in KiB, while it lives.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn a_flood_of_output_keeps_memory_bounded_and_says_what_it_dropped() {
+    let env = Env::new();
+    let mut run = run_batch(
+        &env,
+        &["flood"],
+        &[],
+        &["sh", "-c", "yes | head -c 20000000"],
+    );
+    // Ten million lines: the run ends promptly and orch-run's memory stays
+    // far below what queueing them all would take (hundreds of MiB).
+    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = run.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = run.kill();
+            let _ = run.wait();
+            break None;
+        }
+        peak = peak.max(peak_rss_kib(run.id()).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.is_some(), "orch-run did not finish in 60 s");
+    assert!(status.unwrap().success());
+    assert!(peak > 0 && peak < 200 * 1024, "peak RSS {peak} KiB");
+    let lines = json_lines(&env.ok("orch-queue", &["logs", "1", "--json"]));
+    let marks: Vec<&str> = lines
+        .iter()
+        .map(|l| l["line"].as_str().unwrap())
+        .filter(|l| {
+            l.starts_with("[orch: ")
+                && l.contains("lines dropped: the agent printed faster than the log is written]")
+        })
+        .collect();
+    assert!(!marks.is_empty(), "no marker among {} lines", lines.len());
+    // Every other line is the agent's, in order; the log keeps its cap.
+    assert!(lines
+        .iter()
+        .filter(|l| l["stream"] == "out")
+        .all(|l| l["line"] == "y" || l["line"].as_str().unwrap().starts_with("[orch: ")));
+    let bytes: usize = lines
+        .iter()
+        .filter(|l| l["stream"] != "mark")
+        .map(|l| l["line"].as_str().unwrap().len() + 1)
+        .sum();
+    assert!(bytes <= 1024 * 1024, "{bytes} bytes kept");
+}
+
 #[test]
 fn logs_follow_shows_lines_live() {
     let env = Env::new();

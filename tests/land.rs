@@ -613,21 +613,14 @@ fn orch_land_bad_input_is_one_line_exit_2_and_changes_nothing() {
     assert_code(&land(&env, &r, &["--all"]), 0);
 }
 
-#[test]
-fn touches_globs_with_many_double_stars_are_decided_quickly_and_long_ones_refused() {
-    let env = Env::new();
-    let stars = format!("{}x", "**/".repeat(18));
-    let deep = format!("{}y", "a/".repeat(18));
-    env.ok("orch-queue", &["add", "dev", "one", "--touches", &stars]);
-    env.ok("orch-queue", &["add", "dev", "two", "--touches", &deep]);
-    env.ok("orch-queue", &["add", "dev", "three", "--touches", &stars]);
-    let mut c = env.cmd("orch-batch");
-    c.args(["create", "--max", "10"])
-        .stdout(std::process::Stdio::piped())
+/// Runs `c` and waits at most `secs` seconds for it; the output, and
+/// whether it finished in time (if not it is killed).
+fn within(mut c: Command, secs: u64) -> (Output, bool) {
+    c.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();
     let mut finished = false;
-    for _ in 0..200 {
+    for _ in 0..secs * 20 {
         if child.try_wait().unwrap().is_some() {
             finished = true;
             break;
@@ -637,37 +630,141 @@ fn touches_globs_with_many_double_stars_are_decided_quickly_and_long_ones_refuse
     if !finished {
         let _ = child.kill();
     }
-    let out = child.wait_with_output().unwrap();
-    assert!(finished, "orch-batch create did not finish in 10 s");
-    assert_code(&out, 0);
-    // One and two cannot name the same path; one and three can.
-    let batched: Vec<i64> = env
-        .sql()
+    (child.wait_with_output().unwrap(), finished)
+}
+
+fn batched_ids(env: &Env) -> Vec<i64> {
+    env.sql()
         .prepare("SELECT id FROM tasks WHERE batch_id IS NOT NULL ORDER BY id")
         .unwrap()
         .query_map([], |r| r.get(0))
         .unwrap()
         .map(Result::unwrap)
-        .collect();
-    assert_eq!(batched, [1, 2]);
+        .collect()
+}
+
+#[test]
+fn touches_globs_with_many_double_stars_are_decided_quickly_and_long_ones_refused() {
+    let env = Env::new();
+    let stars = format!("{}x", "**/".repeat(8));
+    let deep = format!("{}y", "a/".repeat(18));
+    env.ok("orch-queue", &["add", "dev", "one", "--touches", &stars]);
+    env.ok("orch-queue", &["add", "dev", "two", "--touches", &deep]);
+    env.ok("orch-queue", &["add", "dev", "three", "--touches", &stars]);
+    let mut c = env.cmd("orch-batch");
+    c.args(["create", "--max", "10"]);
+    let (out, finished) = within(c, 10);
+    assert!(finished, "orch-batch create did not finish in 10 s");
+    assert_code(&out, 0);
+    // One and two cannot name the same path; one and three can.
+    assert_eq!(batched_ids(&env), [1, 2]);
     // Longer globs are refused when queued, with the limit named.
-    let long = format!("{}x", "a/".repeat(64));
-    let out = env.run("orch-queue", &["add", "dev", "four", "--touches", &long]);
-    let err = assert_error(&out, "orch-queue");
-    assert!(err.contains("at most 64 components"), "{err}");
-    let many: Vec<String> = (0..65).map(|i| format!("\"f{i}\"")).collect();
+    for (glob, limit) in [
+        (format!("{}x", "a/".repeat(32)), "at most 32 components"),
+        (format!("{}x", "**/".repeat(9)), "at most 8 `*` or `**`"),
+        ("a".repeat(129), "1-128 bytes"),
+    ] {
+        let out = env.run("orch-queue", &["add", "dev", "four", "--touches", &glob]);
+        let err = assert_error(&out, "orch-queue");
+        assert!(err.contains(limit), "{err}");
+    }
+    let many: Vec<String> = (0..17).map(|i| format!("\"f{i}\"")).collect();
     let line = format!(
         "{{\"role\":\"dev\",\"prompt\":\"five\",\"touches\":[{}]}}\n",
         many.join(",")
     );
     let out = env.run_with("orch-queue", &["add", "--stdin"], line.as_bytes());
     let err = assert_error(&out, "orch-queue");
-    assert!(err.contains("at most 64"), "{err}");
+    assert!(err.contains("at most 16"), "{err}");
     let n: i64 = env
         .sql()
         .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 3);
+}
+
+/// A glob as costly to compare as the limits allow: 128 bytes, 8 stars,
+/// one component, each ending differently so no two overlap.
+fn costly_glob(len: usize, t: usize, g: usize) -> String {
+    let head = format!("{}*", "*a".repeat(7));
+    let tail = format!("end{t}_{g}");
+    format!("{head}{}{tail}", "a".repeat(len - head.len() - tail.len()))
+}
+
+#[test]
+fn touches_overlap_checks_are_bounded_inside_the_write_transaction() {
+    let env = Env::new();
+    // The worst input the limits accept batches within a few seconds.
+    for t in 0..12 {
+        let mut args = vec!["add".to_string(), "dev".into(), format!("task {t}")];
+        for g in 0..16 {
+            args.extend(["--touches".into(), costly_glob(128, t, g)]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.ok("orch-queue", &args);
+    }
+    // The old worst case (64 globs of 1020 bytes with 506 stars each) is
+    // refused at add, with one line and nothing written.
+    let mut args = vec!["add".to_string(), "dev".into(), "big".into()];
+    for g in 0..64 {
+        let mut glob = "*a".repeat(505)[..1010].to_string();
+        glob.push_str(&format!("*end1_{g}"));
+        args.extend(["--touches".into(), glob]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let err = assert_error(&env.run("orch-queue", &args), "orch-queue");
+    assert!(err.contains("a task gives at most 16"), "{err}");
+    let n: i64 = env
+        .sql()
+        .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 12);
+
+    let mut c = env.cmd("orch-batch");
+    c.args(["create", "--max", "100"]);
+    let (out, finished) = within(c, 10);
+    assert!(finished, "orch-batch create did not finish in 10 s");
+    assert_code(&out, 0);
+    // No two overlap: the batch holds as many as could be compared, in order.
+    let first = batched_ids(&env);
+    assert!(first.len() >= 2, "{first:?}");
+    assert_eq!(first, (1..=first.len() as i64).collect::<Vec<_>>());
+
+    // Globs stored before these limits cost no more: the tasks that could
+    // not be compared in time wait for the next batch.
+    let old = Env::new();
+    for t in 0..3 {
+        old.add("dev", &format!("old {t}"));
+        let globs: Vec<String> = (0..64)
+            .map(|g| {
+                let mut glob = "*a".repeat(505)[..1010].to_string();
+                glob.push_str(&format!("*end{t}_{g}"));
+                glob
+            })
+            .collect();
+        old.sql()
+            .execute(
+                "UPDATE tasks SET touches = ?1 WHERE id = ?2",
+                rusqlite::params![serde_json::to_string(&globs).unwrap(), t + 1],
+            )
+            .unwrap();
+    }
+    let mut c = old.cmd("orch-batch");
+    c.args(["create", "--max", "10"]);
+    let (out, finished) = within(c, 10);
+    assert!(finished, "orch-batch create did not finish in 10 s");
+    assert_code(&out, 0);
+    assert_eq!(batched_ids(&old), [1]);
+    let (out, finished) = within(
+        {
+            let mut c = old.cmd("orch-batch");
+            c.args(["plan"]);
+            c
+        },
+        10,
+    );
+    assert!(finished, "orch-batch plan did not finish in 10 s");
+    assert_code(&out, 0);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! orch-run through the real binary, with `tests/fake-agent` standing in for
 //! agent CLIs (it sleeps, prints, fails on request and echoes its arguments).
 
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -972,4 +972,49 @@ fn item16_a_run_whose_tasks_were_all_running_is_recorded_when_taken_over() {
         ),
         0
     );
+}
+
+#[test]
+fn a_claude_result_longer_than_the_kept_stdout_is_judged_whole() {
+    // A claude that succeeds with a 5 MB answer: its result line alone is
+    // longer than the 4 MiB of stdout orch-run keeps.
+    let env = Env::new();
+    let dir = env.path().join("big-claude");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("claude");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncat >/dev/null\n\
+         printf '{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s-big\"}\\n'\n\
+         printf '{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"session_id\":\"s-big\",\"total_cost_usd\":0.5,\"result\":\"'\n\
+         head -c 5000000 /dev/zero | tr '\\000' x\n\
+         printf '\"}\\n'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for agent in ["claude", "claude-stream"] {
+        let (b, ids) = batch_of(&env, &["answer at length"]);
+        let mut c = env.cmd("orch-run");
+        c.args([b.as_str(), "--agent", agent, "--json"])
+            .env("PATH", path_with(&[&dir, &bin_dir()]));
+        let out = c.output().unwrap();
+        assert_code(&out, 0);
+        let t = task(&env, ids[0]);
+        assert_eq!(t["status"], "done", "{agent}: {}", t["error"]);
+        assert_eq!(t["claude"]["total_cost_usd"], 0.5, "{agent}");
+        // The stored result is cut to what orch-run keeps, and the log says so.
+        let result = t["result"].as_str().unwrap();
+        assert_eq!(result.len(), 4 << 20, "{agent}");
+        assert!(result.bytes().all(|b| b == b'x'), "{agent}");
+        let log: String = env
+            .sql()
+            .query_row("SELECT log FROM tasks WHERE id = ?1", [ids[0]], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!(
+            log.contains("the result was 5000000 bytes; kept the first 4194304"),
+            "{agent}: {log}"
+        );
+    }
 }

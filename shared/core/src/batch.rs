@@ -652,22 +652,29 @@ fn plan_waves(mut tasks: Vec<Task>, statuses: &HashMap<i64, String>, max: usize)
         let mut wave: Vec<usize> = Vec::new();
         // Tasks whose globs overlap one already in this wave wait for the next.
         let mut later: Vec<usize> = Vec::new();
+        // As orch-batch create decides a batch: each wave its own budget.
+        let mut checker = crate::touches::Checker::new();
         while wave.len() < max {
             match ready.pop() {
                 Some(Reverse(i)) => {
                     let clash = wave.iter().find_map(|&j| {
-                        crate::touches::first_overlap(&tasks[i].touches, &tasks[j].touches)
-                            .map(|(a, b)| (j, a.to_string(), b.to_string()))
+                        use crate::touches::Clash;
+                        match checker.clash(&tasks[j].touches, &tasks[i].touches) {
+                            Clash::Apart => None,
+                            Clash::Overlap(b, a) => Some(format!(
+                                "touches {a}, which overlaps {b} of task {}",
+                                tasks[j].id
+                            )),
+                            Clash::Undecided => {
+                                Some("too many touches globs to compare in one wave".into())
+                            }
+                        }
                     });
                     match clash {
-                        Some((j, a, b)) => {
+                        Some(why) => {
                             held.insert(
                                 i,
-                                format!(
-                                    "held back from wave {}: touches {a}, which overlaps {b} of task {}",
-                                    waves.len() + 1,
-                                    tasks[j].id
-                                ),
+                                format!("held back from wave {}: {why}", waves.len() + 1),
                             );
                             later.push(i);
                         }

@@ -2,12 +2,18 @@
 //! and stderr in the order they arrived, with times. Bounded per task
 //! ([`Writer`]'s cap, default [`DEFAULT_CAP`]): the oldest lines go first and
 //! one marker line says how much was dropped. Lines are written by a thread of
-//! their own in batches, so an agent's output is never held up by the store.
+//! their own in batches, so an agent's output is never held up by the store;
+//! the lines waiting for it are bounded ([`Writer`]'s queue), and an agent that
+//! prints faster than they are written loses lines (counted, and said so in
+//! one line of its log) rather than slowing down or filling memory.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -23,6 +29,17 @@ pub const DEFAULT_CAP: u64 = 1024 * 1024;
 
 /// A line longer than this is cut into pieces of this size.
 pub const MAX_LINE: usize = 16 * 1024;
+
+/// The lines waiting to be written hold at most this many bytes (each line
+/// counting [`LINE_COST`] more for itself), or twice the cap when that is
+/// more, up to [`MAX_QUEUE`].
+pub const MIN_QUEUE: u64 = 4 * 1024 * 1024;
+
+/// The most bytes of lines waiting to be written, whatever the cap.
+pub const MAX_QUEUE: u64 = 16 * 1024 * 1024;
+
+/// What a queued line costs beyond its text.
+const LINE_COST: u64 = 64;
 
 /// Which stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,15 +74,63 @@ enum Msg {
     Stop,
 }
 
-/// A handle that readers of agent output send lines through.
-#[derive(Clone)]
+/// A handle that readers of agent output send lines through: one per reader
+/// (a clone starts with nothing dropped).
 pub struct Sink {
     tx: Sender<Msg>,
+    /// Bytes of the lines sent and not yet written, shared with the writer.
+    queued: Arc<AtomicU64>,
+    /// The most `queued` may reach.
+    room: u64,
+    /// Lines this reader dropped since it last sent one: (task, stream, count).
+    dropped: Cell<Option<(i64, Stream, u64)>>,
+}
+
+impl Clone for Sink {
+    fn clone(&self) -> Sink {
+        Sink {
+            tx: self.tx.clone(),
+            queued: self.queued.clone(),
+            room: self.room,
+            dropped: Cell::new(None),
+        }
+    }
 }
 
 impl Sink {
-    /// Queues one line (without its newline); never blocks.
+    /// Queues one line (without its newline); never blocks. When the queue
+    /// is full the line is dropped and counted; the next line that fits is
+    /// preceded by one saying how many were.
     pub fn line(&self, task: i64, stream: Stream, bytes: &[u8]) {
+        let cost = bytes.len() as u64 + LINE_COST;
+        if self.queued.load(Ordering::Relaxed) + cost + 2 * LINE_COST > self.room {
+            let n = match self.dropped.get() {
+                Some((t, s, n)) if t == task && s == stream => n,
+                _ => {
+                    self.settle();
+                    0
+                }
+            };
+            self.dropped.set(Some((task, stream, n + 1)));
+            return;
+        }
+        self.settle();
+        self.send(task, stream, bytes);
+    }
+
+    /// Sends the line saying how many lines were dropped, if any were; also
+    /// when the queue is full (one short line), so it is never lost.
+    pub fn settle(&self) {
+        if let Some((task, stream, n)) = self.dropped.take() {
+            let text = format!(
+                "[orch: {n} line{} dropped: the agent printed faster than the log is written]",
+                if n == 1 { "" } else { "s" }
+            );
+            self.send(task, stream, text.as_bytes());
+        }
+    }
+
+    fn send(&self, task: i64, stream: Stream, bytes: &[u8]) {
         let text = String::from_utf8_lossy(bytes);
         let text = text.trim_end_matches(['\n', '\r']);
         let at = now_ms();
@@ -75,6 +140,8 @@ impl Sink {
             while !rest.is_char_boundary(cut) {
                 cut -= 1;
             }
+            self.queued
+                .fetch_add(cut as u64 + LINE_COST, Ordering::Relaxed);
             let _ = self.tx.send(Msg::Line(Line {
                 task,
                 at,
@@ -138,11 +205,13 @@ impl Splitter {
         }
     }
 
-    /// The last line, when the stream did not end with a newline.
+    /// The last line, when the stream did not end with a newline, and the
+    /// count of lines dropped, if any were.
     pub fn finish(&mut self, sink: &Sink, task: i64, stream: Stream) {
         if !self.partial.is_empty() {
             self.emit(sink, task, stream);
         }
+        sink.settle();
     }
 
     fn emit(&mut self, sink: &Sink, task: i64, stream: Stream) {
@@ -316,13 +385,22 @@ struct Kept {
 }
 
 impl Writer {
-    /// Starts the writer on its own connection to `path`; `cap` bytes per task.
+    /// Starts the writer on its own connection to `path`; `cap` bytes per
+    /// task. The lines waiting for it hold at most [`MIN_QUEUE`] bytes, or
+    /// twice `cap` when that is more, up to [`MAX_QUEUE`].
     pub fn start(path: &Path, cap: u64) -> Result<Writer> {
         let db = Db::open(path)?;
         let (tx, rx) = mpsc::channel();
-        let thread = std::thread::spawn(move || write_loop(&db, &rx, cap.max(1)));
+        let queued = Arc::new(AtomicU64::new(0));
+        let writer_queued = queued.clone();
+        let thread = std::thread::spawn(move || write_loop(&db, &rx, cap.max(1), &writer_queued));
         Ok(Writer {
-            sink: Some(Sink { tx }),
+            sink: Some(Sink {
+                tx,
+                queued,
+                room: cap.saturating_mul(2).clamp(MIN_QUEUE, MAX_QUEUE),
+                dropped: Cell::new(None),
+            }),
             thread: Some(thread),
         })
     }
@@ -356,7 +434,7 @@ impl Drop for Writer {
 }
 
 /// Every 50 ms (or 2000 lines), one transaction of what came in.
-fn write_loop(db: &Db, rx: &Receiver<Msg>, cap: u64) {
+fn write_loop(db: &Db, rx: &Receiver<Msg>, cap: u64, queued: &AtomicU64) {
     let mut kept: HashMap<i64, Kept> = HashMap::new();
     loop {
         let mut batch = Vec::new();
@@ -383,6 +461,8 @@ fn write_loop(db: &Db, rx: &Receiver<Msg>, cap: u64) {
         // A store error loses these lines, never the agent's run.
         if !batch.is_empty() {
             let _ = db.write(|tx| write_in(tx, &batch, &mut kept, cap));
+            let done: u64 = batch.iter().map(|l| l.text.len() as u64 + LINE_COST).sum();
+            queued.fetch_sub(done, Ordering::Relaxed);
         }
         for a in acks {
             let _ = a.send(());

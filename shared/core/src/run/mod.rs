@@ -35,6 +35,9 @@ use std::sync::Arc;
 
 /// How much of a task's stdout is kept (the end of it).
 pub const STDOUT_CAP: usize = 4 << 20;
+/// How long claude's result line may be and still be judged whole, however
+/// much of stdout's end [`STDOUT_CAP`] keeps.
+pub const JSON_LINE_CAP: usize = 64 << 20;
 /// How much of a task's stderr is kept (the end of it).
 pub const STDERR_CAP: usize = 1 << 20;
 /// Time between SIGTERM and SIGKILL when a task is stopped.
@@ -169,12 +172,31 @@ enum Msg {
     OutputClosed,
 }
 
-/// The end of a stream: at most `cap` bytes, and how many there were in all.
+/// The end of a stream: at most `cap` bytes, and how many there were in all;
+/// with `json`, also the last line that starts with `{`, whole, up to
+/// [`JSON_LINE_CAP`] (claude's result line, which may be longer than `cap`).
 #[derive(Debug, Default)]
 struct Tail {
     buf: Vec<u8>,
     total: u64,
     cap: usize,
+    json: bool,
+    /// The line being read, while it may be the one kept.
+    line: Vec<u8>,
+    line_state: LineState,
+    /// The last complete line that started with `{`.
+    last_json: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum LineState {
+    /// Nothing of this line read yet.
+    #[default]
+    Start,
+    /// It starts with `{` and fits: being kept.
+    Json,
+    /// Not kept.
+    Skip,
 }
 
 impl Tail {
@@ -185,6 +207,57 @@ impl Tail {
             let cut = self.buf.len() - self.cap;
             self.buf.drain(..cut);
         }
+        if self.json {
+            self.track(data);
+        }
+    }
+
+    fn track(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let (part, newline) = match data.iter().position(|&b| b == b'\n') {
+                Some(i) => (&data[..i], true),
+                None => (data, false),
+            };
+            data = &data[part.len() + usize::from(newline)..];
+            if self.line_state == LineState::Start && !part.is_empty() {
+                self.line_state = match part[0] {
+                    // A later line that may be the result supersedes the one kept.
+                    b'{' => {
+                        self.last_json = None;
+                        LineState::Json
+                    }
+                    _ => LineState::Skip,
+                };
+            }
+            if self.line_state == LineState::Json {
+                if self.line.len() + part.len() > JSON_LINE_CAP {
+                    self.line = Vec::new();
+                    self.line_state = LineState::Skip;
+                } else {
+                    self.line.extend_from_slice(part);
+                }
+            }
+            if newline {
+                if self.line_state == LineState::Json {
+                    self.last_json = Some(std::mem::take(&mut self.line));
+                }
+                self.line.clear();
+                self.line_state = LineState::Start;
+            }
+        }
+    }
+
+    /// The last line that started with `{` (the last line may lack its
+    /// newline), when the kept end of the stream does not hold all of it.
+    fn json_line(&self) -> Option<String> {
+        if !self.truncated() {
+            return None;
+        }
+        let line = match self.line_state {
+            LineState::Json if !self.line.is_empty() => &self.line,
+            _ => self.last_json.as_ref()?,
+        };
+        Some(String::from_utf8_lossy(line).into_owned())
     }
 
     fn truncated(&self) -> bool {
@@ -209,12 +282,14 @@ struct LogTo {
 fn spawn_reader(
     mut r: impl Read + Send + 'static,
     cap: usize,
+    json: bool,
     tx: Sender<Msg>,
     log: LogTo,
 ) -> JoinHandle<Tail> {
     std::thread::spawn(move || {
         let mut tail = Tail {
             cap,
+            json,
             ..Default::default()
         };
         let mut lines = tasklog::Splitter::new(log.render);
@@ -722,10 +797,22 @@ impl Runner {
                     last: last_output.clone(),
                 };
                 let out = child.stdout.take().map(|r| {
-                    spawn_reader(r, STDOUT_CAP, self.tx.clone(), log(tasklog::Stream::Out))
+                    spawn_reader(
+                        r,
+                        STDOUT_CAP,
+                        template.output.is_claude(),
+                        self.tx.clone(),
+                        log(tasklog::Stream::Out),
+                    )
                 });
                 let err = child.stderr.take().map(|r| {
-                    spawn_reader(r, STDERR_CAP, self.tx.clone(), log(tasklog::Stream::Err))
+                    spawn_reader(
+                        r,
+                        STDERR_CAP,
+                        false,
+                        self.tx.clone(),
+                        log(tasklog::Stream::Err),
+                    )
                 });
                 let pgid = child.id() as i32;
                 Ok(Ok(Slot {
@@ -842,7 +929,7 @@ impl Runner {
         };
         let (out, out_held) = take(slot.out.take());
         let (err, err_held) = take(slot.err.take());
-        let stdout = out.text();
+        let mut stdout = out.text();
         let stderr = err.text();
         let mut notes: Vec<String> = Vec::new();
         if out.truncated() {
@@ -850,6 +937,16 @@ impl Runner {
                 "stdout was {} bytes; kept the last {}",
                 out.total, STDOUT_CAP
             ));
+        }
+        // claude's result line is judged whole even when longer than the end
+        // of stdout that is kept.
+        if let Some(line) = out
+            .json_line()
+            .filter(|l| crate::errclass::result_object(l).is_some())
+        {
+            if crate::errclass::result_object(&stdout).is_none() {
+                stdout = line;
+            }
         }
         if err.truncated() {
             notes.push(format!(
@@ -869,6 +966,19 @@ impl Runner {
             slot.interrupted,
             opts.timeout,
         );
+        let mut j = j;
+        // A result longer than the stdout orch-run keeps is kept cut.
+        if let Some(r) = j.result.as_mut().filter(|r| r.len() > STDOUT_CAP) {
+            notes.push(format!(
+                "the result was {} bytes; kept the first {STDOUT_CAP}",
+                r.len()
+            ));
+            let mut cut = STDOUT_CAP;
+            while !r.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            r.truncate(cut);
+        }
         let mut log = String::new();
         for n in &notes {
             log.push_str("orch-run: ");
@@ -876,7 +986,6 @@ impl Runner {
             log.push('\n');
         }
         log.push_str(&stderr);
-        let mut j = j;
         // A successful task's leftovers are committed on its branch.
         if let (true, Some(setup), Some(g)) = (j.ok, &opts.worktree, slot.git.as_mut()) {
             if let Err(e) = setup.finish(t, g) {
@@ -1159,6 +1268,35 @@ mod tests {
         assert_eq!(t.text(), "ghij");
         assert!(t.truncated());
         assert_eq!(t.total, 10);
+    }
+
+    #[test]
+    fn tail_keeps_the_last_json_line_whole() {
+        let mut t = Tail {
+            cap: 4,
+            json: true,
+            ..Default::default()
+        };
+        for chunk in [
+            &b"{\"a\":1}\nnot json\n{\"b\""[..],
+            b":2",
+            b"}\n\n",
+            b"warn\n",
+        ] {
+            t.push(chunk);
+        }
+        assert_eq!(t.json_line().as_deref(), Some("{\"b\":2}"));
+        // The last line may lack its newline.
+        t.push(b"{\"c\":3}");
+        assert_eq!(t.json_line().as_deref(), Some("{\"c\":3}"));
+        // Nothing when the kept end holds everything.
+        let mut short = Tail {
+            cap: 100,
+            json: true,
+            ..Default::default()
+        };
+        short.push(b"{}\n");
+        assert_eq!(short.json_line(), None);
     }
 
     #[test]
