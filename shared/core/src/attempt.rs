@@ -185,7 +185,7 @@ pub fn begin_in(tx: &Transaction, id: i64, runner: &str, at: i64) -> Result<i64>
         [id],
         |r| r.get(0),
     )?;
-    let batch = crate::task::get_in(tx, id)?.batch;
+    let batch = crate::task::batch_of_in(tx, id)?;
     tx.execute(
         "INSERT INTO attempts (task_id, n, batch_id, runner, started_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -317,7 +317,7 @@ pub fn end_in(tx: &Transaction, id: i64, runner: &str, e: &End) -> Result<()> {
     if let Some(r) = e.retry_at {
         detail.push_str(&format!(", retry at {}", rfc3339(r)));
     }
-    let batch = crate::task::get_in(tx, id)?.batch;
+    let batch = crate::task::batch_of_in(tx, id)?;
     crate::event::record(
         tx,
         crate::event::Kind::AttemptEnded,

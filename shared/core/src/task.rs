@@ -208,6 +208,15 @@ pub fn find_status_in(tx: &Transaction, id: i64) -> Result<Option<Status>> {
     Ok(s.and_then(|s| Status::parse(&s)))
 }
 
+/// The batch task `id` is in (`None`: not batched), or `NotFound`; without
+/// reading the rest of its row.
+pub fn batch_of_in(tx: &Transaction, id: i64) -> Result<Option<i64>> {
+    tx.prepare_cached("SELECT batch_id FROM tasks WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?
+        .ok_or(Error::NotFound { what: "task", id })
+}
+
 /// The queued tasks that are ready now and wait on one of `finished`, by
 /// priority, then id (PostToolBatch's next wave).
 pub fn ready_after_in(tx: &Transaction, finished: &[i64]) -> Result<Vec<i64>> {
@@ -311,7 +320,7 @@ pub fn retry_later_in(
             "task {id} is not running; cannot schedule a retry"
         )));
     }
-    let batch = get_in(tx, id)?.batch;
+    let batch = batch_of_in(tx, id)?;
     event::record(
         tx,
         Kind::TaskRetried,
@@ -351,7 +360,7 @@ pub fn retry_failed_in(tx: &Transaction, id: i64) -> Result<()> {
 
 /// A running task whose agent was lost goes back in the queue (out of its batch).
 pub fn requeue_lost_in(tx: &Transaction, id: i64, error: &str) -> Result<()> {
-    let batch = get_in(tx, id)?.batch;
+    let batch = batch_of_in(tx, id)?;
     let n = tx.execute(
         "UPDATE tasks SET status = 'queued', batch_id = NULL, batched_at = NULL,
              started_at = NULL, not_before = NULL, error = ?2

@@ -354,7 +354,7 @@ fn task_status(tx: &Transaction, id: i64) -> Result<Option<Status>> {
 /// handed its batch out, else the hook's.
 fn start_task(tx: &Transaction, id: i64, at: i64) -> Result<()> {
     if matches!(task_status(tx, id)?, Some(Status::Queued | Status::Batched)) {
-        let runner = match task::get_in(tx, id)?.batch {
+        let runner = match task::batch_of_in(tx, id)? {
             Some(b) if batch::made_by_in(tx, b)?.as_deref() == Some(crate::attempt::MCP) => {
                 crate::attempt::MCP
             }
