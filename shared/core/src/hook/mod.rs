@@ -143,7 +143,9 @@ pub fn handle(cfg: &Config, named: Option<&str>, input: &[u8]) -> Result<Reply> 
     let Some(kind) = Kind::parse(&name) else {
         return Ok(Reply::Silent);
     };
-    let common: event::Common = serde_json::from_value(value.clone()).map_err(|e| bad(&name, e))?;
+    // Read in place: the event (PostToolBatch carries every tool's output) is not copied.
+    let common =
+        <event::Common as serde::Deserialize>::deserialize(&value).map_err(|e| bad(&name, e))?;
     match kind {
         Kind::PreToolUse | Kind::PostToolUse | Kind::PostToolUseFailure => {
             let ev: ToolEvent = serde_json::from_value(value).map_err(|e| bad(&name, e))?;
