@@ -452,8 +452,7 @@ impl DbArg {
     /// Opens (creating if need be) the database this flag and the environment
     /// choose: for commands that write.
     pub fn open(&self) -> anyhow::Result<Db> {
-        let loc = orch_core::db::resolve(self.db.as_deref())?;
-        Ok(Db::open(&loc.path)?)
+        Ok(Db::open_resolved(self.db.as_deref())?)
     }
 
     /// Opens the database this flag and the environment choose, which must

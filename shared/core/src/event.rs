@@ -5,7 +5,7 @@
 //! resumes from. Growth is bounded by [`Retention`], enforced every
 //! [`PRUNE_EVERY`] events by one indexed DELETE.
 
-use rusqlite::{params, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Row, Transaction};
 use serde::Serialize;
 
 use crate::db::Db;
@@ -370,19 +370,6 @@ pub fn page_in(tx: &Transaction, f: &Filter, limit: usize) -> Result<(Vec<Event>
         }
     }
     Ok((out, last))
-}
-
-/// The id of the newest event (0 when there is none).
-pub fn last_id(db: &Db) -> Result<i64> {
-    db.read(|tx| {
-        Ok(tx
-            .query_row("SELECT max(id) FROM events", [], |r| {
-                r.get::<_, Option<i64>>(0)
-            })
-            .optional()?
-            .flatten()
-            .unwrap_or(0))
-    })
 }
 
 /// The id of the first event at or after `ms` (so `--since TIME` becomes an id).

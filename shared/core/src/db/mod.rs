@@ -689,7 +689,6 @@ impl Db {
         })
     }
 
-    /// The schema version stored in the file.
     /// A number that changes whenever another connection commits to the
     /// file (`PRAGMA data_version`): what watchers poll.
     pub fn data_version(&self) -> Result<i64> {
@@ -701,12 +700,6 @@ impl Db {
     /// How long a writer waits for the lock before [`Error::Busy`].
     pub fn set_busy_timeout(&self, limit: Duration) -> Result<()> {
         Ok(self.conn.busy_timeout(limit)?)
-    }
-
-    pub fn schema_version(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
     /// Runs `f` inside one `BEGIN IMMEDIATE` transaction: committed if it returns Ok,

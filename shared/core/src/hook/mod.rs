@@ -669,7 +669,6 @@ fn subagent_event(tx: &Transaction, kind: Kind, ev: &SubagentEvent, now: i64) ->
 /// Batches the ready tasks when there are at least `cfg.threshold`, and returns
 /// the message that launches them.
 pub fn auto_batch(db: &Db, cfg: &Config, cwd: &Path) -> Result<Option<String>> {
-    let agents = AgentIndex::discover(cwd);
     let req = CreateRequest {
         // Claude Code refuses sub-agents past its cap: never a bigger batch.
         max: cfg.max.max(1).min(crate::limits::claude_cap().0),
@@ -680,7 +679,9 @@ pub fn auto_batch(db: &Db, cfg: &Config, cwd: &Path) -> Result<Option<String>> {
     };
     let made = db
         .write(|tx| match batch::create_in(tx, &req)? {
-            Ok(b) => emit::launch_in(tx, b, &agents).map(Some),
+            // The agent definitions are read only when a batch is made (rare),
+            // not on every prompt and stop.
+            Ok(b) => emit::launch_in(tx, b, &AgentIndex::discover(cwd)).map(Some),
             Err(_) => Ok(None),
         })
         .map_err(busy)?;
