@@ -63,7 +63,7 @@ pub struct Group {
     pub session: String,
     pub source: String,
     pub batch: Option<i64>,
-    #[serde(serialize_with = "orch_core::calls::ser_time")]
+    #[serde(serialize_with = "orch_core::time::ser_rfc3339_opt")]
     pub first_start: Option<i64>,
     #[serde(flatten)]
     pub analysis: Analysis,

@@ -9,7 +9,6 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::intervals::Interval;
-use crate::time::rfc3339;
 
 /// One row of `agent_calls` to insert or merge.
 #[derive(Debug, Clone, Default)]
@@ -236,21 +235,11 @@ pub struct Call {
     pub batch: Option<i64>,
     pub agent_type: Option<String>,
     pub description: Option<String>,
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::time::ser_rfc3339_opt")]
     pub started_at: Option<i64>,
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::time::ser_rfc3339_opt")]
     pub finished_at: Option<i64>,
     pub status: Option<String>,
-}
-
-pub fn ser_time<S: serde::Serializer>(
-    t: &Option<i64>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    match t {
-        Some(ms) => s.serialize_str(&rfc3339(*ms)),
-        None => s.serialize_none(),
-    }
 }
 
 impl Call {

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::event::{self, About, Kind};
 use crate::task::Task;
 use crate::text::sh_word;
-use crate::time::{now_ms, rfc3339};
+use crate::time::now_ms;
 
 /// The largest body orch stores, in bytes.
 pub const MAX_BODY: usize = 1 << 20;
@@ -28,10 +28,6 @@ pub const MAX_BODY: usize = 1 << 20;
 pub const BROADCAST: &str = "*";
 /// How often a waiting receiver looks for news (a cheap read, no lock taken).
 pub const POLL: Duration = Duration::from_millis(20);
-
-fn ser_time<S: serde::Serializer>(t: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc3339(*t))
-}
 
 /// Checks a mailbox name (or a kind): the role rule, 1-64 of `A-Za-z0-9_.-`,
 /// not starting with `.` or `-`. `what` names the value in the error.
@@ -153,7 +149,7 @@ pub struct Message {
     pub to: String,
     pub kind: Option<String>,
     pub body: String,
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::time::ser_rfc3339")]
     pub sent_at: i64,
 }
 
@@ -321,7 +317,7 @@ pub fn recv(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Delivery {
     pub reader: String,
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::time::ser_rfc3339")]
     pub read_at: i64,
 }
 

@@ -10,7 +10,7 @@ use crate::agent_options::AgentOptions;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::event::{self, About, Kind};
-use crate::time::{now_ms, rfc3339};
+use crate::time::now_ms;
 
 /// What a task records of its git work.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,17 +95,6 @@ impl std::fmt::Display for Status {
     }
 }
 
-fn ser_time<S: serde::Serializer>(t: &Option<i64>, s: S) -> std::result::Result<S::Ok, S::Error> {
-    match t {
-        Some(ms) => s.serialize_str(&rfc3339(*ms)),
-        None => s.serialize_none(),
-    }
-}
-
-fn ser_time_req<S: serde::Serializer>(t: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc3339(*t))
-}
-
 /// A task as stored; serialised as the `--json` record.
 #[derive(Debug, Clone, Serialize)]
 pub struct Task {
@@ -117,13 +106,13 @@ pub struct Task {
     pub after: Vec<i64>,
     pub status: Status,
     pub batch: Option<i64>,
-    #[serde(serialize_with = "ser_time_req")]
+    #[serde(serialize_with = "crate::time::ser_rfc3339")]
     pub created_at: i64,
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::time::ser_rfc3339_opt")]
     pub batched_at: Option<i64>,
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::time::ser_rfc3339_opt")]
     pub started_at: Option<i64>,
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::time::ser_rfc3339_opt")]
     pub finished_at: Option<i64>,
     pub result: Option<String>,
     pub error: Option<String>,
@@ -134,7 +123,10 @@ pub struct Task {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claude: Option<serde_json::Map<String, serde_json::Value>>,
     /// A retry waits until then (the batcher skips the task before).
-    #[serde(serialize_with = "ser_time", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        serialize_with = "crate::time::ser_rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub not_before: Option<i64>,
     /// The Agent tool options it sets (model, isolation, background, name, mode).
     #[serde(flatten)]

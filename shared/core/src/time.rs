@@ -153,6 +153,22 @@ pub fn secs_short(ms: i64) -> String {
     format!("{s} s")
 }
 
+/// Serializes milliseconds since the epoch as [`rfc3339`] (`serialize_with`).
+pub fn ser_rfc3339<S: serde::Serializer>(t: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+/// [`ser_rfc3339`] for an optional time: `null` when there is none.
+pub fn ser_rfc3339_opt<S: serde::Serializer>(
+    t: &Option<i64>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match t {
+        Some(ms) => ser_rfc3339(ms, s),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
