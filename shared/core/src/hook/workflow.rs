@@ -87,7 +87,8 @@ pub fn transcript_task(path: &Path) -> Option<i64> {
 }
 
 /// `SubagentStop` of an agent no Agent tool call accounts for (a workflow's):
-/// ties it to its task from its transcript and ends that task.
+/// ties it to its task from its transcript and ends that task. The caller has
+/// found no task for it through `calls::task_of` already.
 pub fn workflow_agent_stop(
     tx: &Transaction,
     session: &str,
@@ -96,9 +97,6 @@ pub fn workflow_agent_stop(
     last_message: Option<&str>,
     now: i64,
 ) -> Result<()> {
-    if calls::task_of(tx, session, agent_id)?.is_some() {
-        return Ok(());
-    }
     let Some(id) = transcript
         .filter(|p| !p.is_empty())
         .and_then(|p| transcript_task(Path::new(p)))
