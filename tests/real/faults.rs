@@ -189,11 +189,7 @@ fn read_only_directory_is_a_clear_error() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
     // Root ignores file modes: as root, the commands run as `nobody`.
     std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let run = |args: &[&str]| {
-        as_unprivileged(env.cmd("orch-queue").args(args))
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| output_of(queue_as_nobody(&env).args(args));
     if !is_root() {
         assert!(
             std::fs::write(dir.join("probe"), b"x").is_err(),
@@ -223,13 +219,31 @@ fn read_only_directory_is_a_clear_error() {
     assert_eq!(std::fs::read(&db).unwrap(), before);
 }
 
-/// `cmd` run as `nobody` (65534) when the tests run as root, else unchanged.
-fn as_unprivileged(cmd: &mut Command) -> &mut Command {
+/// `orch-queue` run as `nobody` (65534) when the tests run as root, else as
+/// `env.cmd` runs it. As root it runs a copy of the binary in the test's own
+/// directory: `nobody` may not reach the build directory (a clone in a 0700
+/// temporary directory).
+fn queue_as_nobody(env: &Env) -> Command {
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    if is_root() {
-        cmd.uid(65534).gid(65534);
+    if !is_root() {
+        return env.cmd("orch-queue");
     }
-    cmd
+    let dir = env.path().join("bin-for-nobody");
+    std::fs::create_dir_all(&dir).unwrap();
+    for d in [env.path(), dir.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let copy = dir.join("orch-queue");
+    if !copy.exists() {
+        std::fs::copy(bin("orch-queue"), &copy).unwrap();
+    }
+    let mut c = env.command(&copy);
+    c.env("ORCH_DB", &env.db)
+        .stdin(Stdio::null())
+        .uid(65534)
+        .gid(65534);
+    c
 }
 
 /// A project database another user owns is not used by walking up to it
@@ -261,15 +275,13 @@ fn a_project_database_another_user_owns_is_refused() {
     std::fs::set_permissions(dot.join("orch.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let before = std::fs::read(dot.join("orch.db")).unwrap();
     for args in [&["list"][..], &["add", "dev", "x"]] {
-        let out = as_unprivileged(
-            env.cmd("orch-queue")
+        let out = output_of(
+            queue_as_nobody(&env)
                 .env_remove("ORCH_DB")
                 .env("HOME", env.path())
                 .current_dir(&project)
                 .args(args),
-        )
-        .output()
-        .unwrap();
+        );
         let err = assert_error(&out, "orch-queue");
         assert!(
             err.contains("owned by another user (uid 0)") && err.contains("--db"),
